@@ -1,0 +1,5 @@
+"""``python -m cnnkit`` runs the command-line interface."""
+
+from cnnkit.cli.app import main
+
+main()

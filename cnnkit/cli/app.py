@@ -1,0 +1,51 @@
+"""The typer application. Each subcommand lives in its own module and registers itself here.
+
+Subcommand modules must not import Numba or the kernels at module level: ``cnnkit shape`` and
+``cnnkit receptive-field`` answer in well under half a second because nothing heavy loads.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="cnnkit",
+    help="The building blocks of convolutional neural networks, runnable: filters, shapes, "
+    "receptive fields, training and benchmarks on a Numba core.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Modules that define working subcommands, in the order `cnnkit --help` lists them.
+# Each module exposes ``register(app)``.
+COMMAND_MODULES: list[str] = []
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from cnnkit import __version__
+
+        typer.echo(f"cnnkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Show the version."
+    ),
+) -> None:
+    """The building blocks of convolutional neural networks, runnable."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"cnnkit.cli.{_name}").register(app)
+
+
+def main() -> None:
+    """Entry point of the ``cnnkit`` console script."""
+    app()

@@ -1,0 +1,66 @@
+"""What every subcommand shares: one-line errors with the right exit code, atomic writes.
+
+Exit codes follow the Command Line Interface Guidelines: 2 for bad usage (an option, a spec or
+a file the user named is wrong), 1 for a failure while doing the work.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+USAGE = 2
+FAILURE = 1
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UsageError(ValueError):
+    """The user asked for something that cannot be done as asked (exit code 2)."""
+
+
+class Failure(RuntimeError):
+    """The work itself failed (exit code 1)."""
+
+
+def fail(message: str, code: int = USAGE) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def friendly_errors(func: F) -> F:
+    """Turn the library's ValueError (bad input) and OSError (files) into one-line errors.
+
+    ValueError and UsageError exit with 2, Failure and OSError with 1, Ctrl-C with 130.
+    Anything else is a bug and keeps its traceback.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except (UsageError, ValueError) as exc:
+            fail(str(exc), USAGE)
+        except Failure as exc:
+            fail(str(exc), FAILURE)
+        except FileNotFoundError as exc:
+            fail(f"{exc.filename or exc}: no such file", USAGE)
+        except OSError as exc:
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            fail(f"{where}{exc.strerror or exc}", FAILURE)
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,231 @@
+"""Output-size and padding arithmetic: the one place these formulas live.
+
+Everything in cnnkit that needs the size of a convolution or pooling output (the Numba
+kernels' callers, shape inference, receptive fields, the CLI) calls the functions here.
+This module imports nothing but the standard library, so the arithmetic commands start fast.
+
+The convolution formula, per spatial dimension, with the names PyTorch uses::
+
+    out = floor((n + pad_lo + pad_hi - dilation * (kernel - 1) - 1) / stride) + 1
+
+With symmetric padding ``p`` on both sides, ``pad_lo + pad_hi = 2 * p``.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+PaddingArg = int | str | Sequence[int] | Sequence[Sequence[int]]
+
+PAD_MODES = ("zeros", "reflect", "replicate", "circular")
+PADDING_WORDS = ("valid", "same", "full")
+
+
+def conv_output_size(
+    n: int,
+    kernel: int,
+    stride: int = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int = 1,
+) -> int:
+    """Length of a convolution output along one dimension.
+
+    Parameters
+    ----------
+    n : int
+        Input length.
+    kernel : int
+        Kernel length (before dilation).
+    stride : int
+        Step of the sliding window.
+    padding : int or (int, int)
+        Padding added on each side (an int), or ``(before, after)``.
+    dilation : int
+        Spacing between kernel taps; the kernel spans ``dilation * (kernel - 1) + 1``.
+
+    Returns
+    -------
+    int
+        ``floor((n + pad_before + pad_after - dilation * (kernel - 1) - 1) / stride) + 1``.
+        Zero or negative when the (dilated) kernel does not fit in the padded input; callers
+        decide whether that is an error.
+
+    Examples
+    --------
+    The lecture's valid convolution of an 8x8 image with a 3x3 kernel:
+
+    >>> conv_output_size(8, 3)
+    6
+    >>> conv_output_size(8, 3, padding=1), conv_output_size(8, 3, stride=2)
+    (8, 3)
+    """
+    lo, hi = (padding, padding) if isinstance(padding, int) else padding
+    span = dilation * (kernel - 1) + 1
+    return (n + lo + hi - span) // stride + 1
+
+
+def pool_output_size(
+    n: int,
+    kernel: int,
+    stride: int | None = None,
+    padding: int = 0,
+    dilation: int = 1,
+    ceil_mode: bool = False,
+) -> int:
+    """Length of a pooling output along one dimension, as PyTorch computes it.
+
+    With ``ceil_mode=False`` this is :func:`conv_output_size`. With ``ceil_mode=True`` the
+    division rounds up, so a last, partial window is kept, except that a window starting
+    inside the right padding is dropped (PyTorch's rule: the last window must start inside
+    the input or the left padding)::
+
+        out = ceil((n + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1
+        if (out - 1) * stride >= n + padding: out -= 1
+
+    ``stride`` defaults to ``kernel``.
+    """
+    stride = kernel if stride is None else stride
+    if not ceil_mode:
+        return conv_output_size(n, kernel, stride, padding, dilation)
+    span = dilation * (kernel - 1) + 1
+    out = -((-(n + 2 * padding - span)) // stride) + 1
+    if out > 0 and (out - 1) * stride >= n + padding:
+        out -= 1
+    return out
+
+
+def as_tuple(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
+    """``value`` repeated ``ndim`` times if it is an int, else checked to be ``ndim`` ints."""
+    message = f"{name} must be an int or a tuple of {ndim} ints, got {value!r}"
+    if isinstance(value, bool) or isinstance(value, str):
+        raise ValueError(message)
+    try:
+        return (operator.index(value),) * ndim  # type: ignore[arg-type]
+    except TypeError:
+        pass
+    if not isinstance(value, Sequence) or len(value) != ndim:
+        raise ValueError(message)
+    try:
+        items = tuple(operator.index(v) for v in value if not isinstance(v, bool))
+    except TypeError:
+        raise ValueError(message) from None
+    if len(items) != ndim:
+        raise ValueError(message)
+    return items
+
+
+def positive_tuple(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
+    """:func:`as_tuple`, then every entry must be >= 1 (strides, dilations, kernel sizes)."""
+    items = as_tuple(value, ndim, name)
+    if any(v < 1 for v in items):
+        raise ValueError(f"{name} must be >= 1 in every dimension, got {value!r}")
+    return items
+
+
+def same_padding(n: int, kernel: int, stride: int = 1, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow's "SAME" padding: output length ``ceil(n / stride)``.
+
+    The total padding is ``max((out - 1) * stride + dilation * (kernel - 1) + 1 - n, 0)``;
+    when it is odd the extra row/column goes after (bottom/right), as TensorFlow does.
+    """
+    out = -(-n // stride)
+    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - n, 0)
+    return total // 2, total - total // 2
+
+
+def full_padding(kernel: int, dilation: int = 1) -> tuple[int, int]:
+    """ "full" padding: every position where kernel and input overlap by at least one tap."""
+    p = dilation * (kernel - 1)
+    return p, p
+
+
+def resolve_padding(
+    padding: PaddingArg,
+    sizes: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+) -> tuple[tuple[int, int], ...]:
+    """Turn any accepted ``padding`` argument into ``(before, after)`` pairs, one per dimension.
+
+    Accepted: an int (same on every side), a tuple of one int per dimension (PyTorch), a tuple
+    of ``(before, after)`` pairs, or one of ``"valid"`` (no padding), ``"same"``
+    (:func:`same_padding`) and ``"full"`` (:func:`full_padding`).
+    """
+    ndim = len(sizes)
+    if isinstance(padding, str):
+        word = padding.lower()
+        if word == "valid":
+            return ((0, 0),) * ndim
+        if word == "same":
+            return tuple(
+                same_padding(n, k, s, d) for n, k, s, d in zip(sizes, kernel, stride, dilation)
+            )
+        if word == "full":
+            return tuple(full_padding(k, d) for k, d in zip(kernel, dilation))
+        raise ValueError(
+            f"padding must be an int, a tuple, or one of {', '.join(PADDING_WORDS)}; "
+            f"got {padding!r}"
+        )
+    if (
+        isinstance(padding, Sequence)
+        and len(padding) == ndim
+        and all(isinstance(p, Sequence) and not isinstance(p, str) for p in padding)
+    ):
+        out = tuple(as_tuple(p, 2, "padding") for p in padding)
+    else:
+        out = tuple((p, p) for p in as_tuple(padding, ndim, "padding"))  # type: ignore[arg-type]
+    if any(a < 0 or b < 0 for a, b in out):
+        raise ValueError(f"padding must be >= 0, got {padding!r}")
+    return out
+
+
+def conv_output_shape(
+    sizes: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    pads: Sequence[tuple[int, int]],
+    dilation: Sequence[int],
+) -> tuple[int, ...]:
+    """:func:`conv_output_size` applied to every spatial dimension."""
+    return tuple(
+        conv_output_size(n, k, s, p, d)
+        for n, k, s, p, d in zip(sizes, kernel, stride, pads, dilation)
+    )
+
+
+def dropped_by_stride(
+    n: int, kernel: int, stride: int, padding: tuple[int, int], dilation: int = 1
+) -> int:
+    """Input positions (of the padded input) after the last window that no window reaches.
+
+    A stride that does not divide ``n + pads - span`` silently ignores the last rows/columns.
+    """
+    out = conv_output_size(n, kernel, stride, padding, dilation)
+    if out <= 0:
+        return 0
+    span = dilation * (kernel - 1) + 1
+    covered = (out - 1) * stride + span
+    return n + padding[0] + padding[1] - covered
+
+
+def ceil_div(a: int, b: int) -> int:
+    """``ceil(a / b)`` for integers, without floating point."""
+    return -(-a // b)
+
+
+__all__ = [
+    "PAD_MODES",
+    "PADDING_WORDS",
+    "as_tuple",
+    "ceil_div",
+    "conv_output_shape",
+    "conv_output_size",
+    "dropped_by_stride",
+    "full_padding",
+    "pool_output_size",
+    "positive_tuple",
+    "resolve_padding",
+    "same_padding",
+]
