@@ -1,0 +1,22 @@
+"""Index arithmetic shared by the convolution, im2col and pooling kernels."""
+
+from __future__ import annotations
+
+from numba import njit
+
+
+@njit(cache=True, inline="always")
+def column_range(off, stride, width, out_width):
+    """Output columns ``ow`` whose tap ``ow * stride + off`` lands inside ``[0, width)``.
+
+    Zero padding is implicit: the kernels skip taps that fall in the padding instead of
+    reading a padded copy, which saves a copy of the input on every call.
+    """
+    lo = 0 if off >= 0 else (-off + stride - 1) // stride
+    last = width - 1 - off
+    hi = last // stride + 1 if last >= 0 else 0
+    if hi > out_width:
+        hi = out_width
+    if lo > hi:
+        lo = hi
+    return lo, hi

@@ -1,0 +1,119 @@
+"""Max and average pooling on (N, C, H, W) arrays, forward and backward.
+
+All kernels are parallel over the N*C planes (independent, and written by one thread each).
+Window bounds follow PyTorch: a window starts at ``o * stride - pad`` and is clipped to the
+input; 1-D pooling is the H = 1 case.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, parallel=True)
+def max_pool_forward(x, y, idx, kh, kw, sh, sw, ph, pw):  # pragma: no cover
+    """Window maxima into ``y`` and their flat ``h * W + w`` positions into ``idx``.
+
+    NaN propagates: a NaN in a window is its maximum (PyTorch does the same); the index is
+    that of the first NaN. Ties keep the first maximum in row-major order.
+    """
+    n_batch, n_chan, height, width = x.shape
+    oh_n, ow_n = y.shape[2], y.shape[3]
+    for p in prange(n_batch * n_chan):
+        n = p // n_chan
+        c = p % n_chan
+        plane = x[n, c]
+        for oh in range(oh_n):
+            h0 = oh * sh - ph
+            h1 = min(h0 + kh, height)
+            h0 = max(h0, 0)
+            for ow in range(ow_n):
+                w0 = ow * sw - pw
+                w1 = min(w0 + kw, width)
+                w0 = max(w0, 0)
+                best = -np.inf
+                where = h0 * width + w0
+                found_nan = False
+                for h in range(h0, h1):
+                    for w in range(w0, w1):
+                        v = plane[h, w]
+                        if v > best:
+                            best = v
+                            where = h * width + w
+                        elif v != v:
+                            best = v
+                            where = h * width + w
+                            found_nan = True
+                            break
+                    if found_nan:
+                        break
+                y[n, c, oh, ow] = best
+                idx[n, c, oh, ow] = where
+
+
+@njit(cache=True, parallel=True)
+def max_pool_backward(gy, idx, gx):  # pragma: no cover
+    """Route each output gradient to the input position that held the maximum (``gx`` zeroed)."""
+    n_batch, n_chan, oh_n, ow_n = gy.shape
+    width = gx.shape[3]
+    for p in prange(n_batch * n_chan):
+        n = p // n_chan
+        c = p % n_chan
+        for oh in range(oh_n):
+            for ow in range(ow_n):
+                k = idx[n, c, oh, ow]
+                gx[n, c, k // width, k % width] += gy[n, c, oh, ow]
+
+
+@njit(cache=True, inline="always")
+def _avg_window(o, stride, pad, k, n, include_pad):
+    """Clipped window ``[lo, hi)`` along one axis and its divisor factor (PyTorch's rule:
+    with count_include_pad the window is clipped to the padded input, else to the input)."""
+    lo = o * stride - pad
+    hi = min(lo + k, n + pad)
+    size = hi - lo
+    lo = max(lo, 0)
+    hi = min(hi, n)
+    if not include_pad:
+        size = hi - lo
+    return lo, hi, size
+
+
+@njit(cache=True, parallel=True)
+def avg_pool_forward(x, y, kh, kw, sh, sw, ph, pw, include_pad):  # pragma: no cover
+    """Window means into ``y``; the divisor counts padding cells iff ``include_pad``."""
+    n_batch, n_chan, height, width = x.shape
+    oh_n, ow_n = y.shape[2], y.shape[3]
+    for p in prange(n_batch * n_chan):
+        n = p // n_chan
+        c = p % n_chan
+        plane = x[n, c]
+        for oh in range(oh_n):
+            h0, h1, hs = _avg_window(oh, sh, ph, kh, height, include_pad)
+            for ow in range(ow_n):
+                w0, w1, ws = _avg_window(ow, sw, pw, kw, width, include_pad)
+                acc = 0.0
+                for h in range(h0, h1):
+                    for w in range(w0, w1):
+                        acc += plane[h, w]
+                y[n, c, oh, ow] = acc / (hs * ws)
+
+
+@njit(cache=True, parallel=True)
+def avg_pool_backward(gy, gx, kh, kw, sh, sw, ph, pw, include_pad):  # pragma: no cover
+    """Spread each output gradient evenly over its window (``gx`` zeroed by the caller)."""
+    n_batch, n_chan, height, width = gx.shape
+    oh_n, ow_n = gy.shape[2], gy.shape[3]
+    for p in prange(n_batch * n_chan):
+        n = p // n_chan
+        c = p % n_chan
+        plane = gx[n, c]
+        for oh in range(oh_n):
+            h0, h1, hs = _avg_window(oh, sh, ph, kh, height, include_pad)
+            for ow in range(ow_n):
+                w0, w1, ws = _avg_window(ow, sw, pw, kw, width, include_pad)
+                share = gy[n, c, oh, ow] / (hs * ws)
+                for h in range(h0, h1):
+                    for w in range(w0, w1):
+                        plane[h, w] += share

@@ -1,0 +1,886 @@
+"""Checked, documented convolution and pooling: validate, pick a kernel, run it.
+
+Every public function here validates its arguments and raises ``ValueError`` with a message
+naming the argument before any Numba code runs; the kernels in :mod:`cnnkit.kernels` assume
+validated, contiguous input. Semantics and parameter names follow PyTorch's ``F.conv*d``,
+``F.max_pool*d`` and ``F.avg_pool*d`` (NCHW layout; a "convolution" is a cross-correlation
+unless ``flip=True``).
+
+Output size, per spatial dimension (computed only by :mod:`cnnkit.geometry`)::
+
+    out = floor((n + pad_before + pad_after - dilation * (k - 1) - 1) / stride) + 1
+
+Dtypes: float32 and float64 are computed in that dtype; if either operand is float64 the
+result is float64; integer and bool input is converted to float32; complex, object and string
+arrays are rejected.
+
+NaN and inf propagate per IEEE 754 in every operation: a NaN anywhere in a window (or in a
+weight) makes that output NaN; ``inf * 0`` is NaN, so an inf under a zero weight tap gives a
+NaN, exactly as a plain loop (and PyTorch) would. Zero *padding* is not multiplied at all, so
+it never turns an inf weight into NaN (PyTorch's explicit zero padding would). Max pooling
+treats NaN as the maximum of its window (PyTorch's behaviour).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from cnnkit import geometry
+from cnnkit.geometry import PAD_MODES, PaddingArg
+from cnnkit.kernels import conv as _conv
+from cnnkit.kernels import im2col as _im2col
+from cnnkit.kernels import pool as _pool
+
+METHODS = ("loop", "im2col", "auto")
+IntOrTuple = int | Sequence[int]
+
+# np.pad's names for PyTorch's padding modes.
+_NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+# Bytes of patch matrix built at once by the im2col method; larger batches are chunked so
+# memory stays bounded while each GEMM is still large enough to run at full speed.
+_COLS_BUDGET = 32 * 2**20
+
+_LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
+
+
+# ----------------------------------------------------------------------------- validation
+def _float_dtype(*arrays: np.ndarray) -> np.dtype:
+    return np.dtype(np.float64 if any(a.dtype == np.float64 for a in arrays) else np.float32)
+
+
+def _as_real_array(value: object, name: str) -> np.ndarray:
+    """``value`` as an ndarray of a real numeric dtype, or a ValueError naming ``name``."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} must be a numeric array: {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{name} must be a real numeric array (float32/float64, or int/bool), "
+            f"got dtype {arr.dtype}"
+        )
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    return arr
+
+
+def _check_ndim(arr: np.ndarray, ndim: int, name: str, layout: str) -> None:
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {arr.shape}")
+
+
+def _cast(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _lift(values: Sequence[int], fill: int, nd: int) -> tuple[int, ...]:
+    """Prefix ``values`` with ``fill`` so a 1-D/2-D problem becomes a 3-D one."""
+    return (fill,) * (3 - nd) + tuple(values)
+
+
+def _to5d(arr: np.ndarray, nd: int) -> np.ndarray:
+    return arr.reshape(arr.shape[:2] + (1,) * (3 - nd) + arr.shape[2:])
+
+
+def choose_method(c_in_per_group: int, taps: int, n_out: int) -> str:
+    """The kernel ``method="auto"`` uses.
+
+    The direct loop wins when each output needs few multiply-adds (single-channel
+    filtering, first layers): it has no patch matrix to build. Once ``C_in/groups * taps``
+    is large, the GEMM of the im2col method amortises the copy. Threshold measured on the
+    benchmark ANCHORS (2-core machine): see the benchmark report.
+    """
+    return "loop" if c_in_per_group * taps <= 32 or n_out == 1 else "im2col"
+
+
+class _ConvPlan:
+    """Validated operands and geometry of one convolution, shared by forward and backward."""
+
+    __slots__ = (
+        "nd",
+        "dtype",
+        "x5",
+        "w5",
+        "bias",
+        "groups",
+        "stride",
+        "dilation",
+        "lo",
+        "pads",
+        "pad_mode",
+        "in_sizes",
+        "out5",
+        "method",
+        "flip",
+    )
+
+
+def _plan_conv(
+    nd: int,
+    x: object,
+    w: object,
+    bias: object,
+    stride: IntOrTuple,
+    padding: PaddingArg,
+    dilation: IntOrTuple,
+    groups: int,
+    pad_mode: str,
+    flip: bool,
+    method: str,
+) -> _ConvPlan:
+    layout = _LAYOUT[nd]
+    x = _as_real_array(x, "x")
+    w = _as_real_array(w, "w")
+    _check_ndim(x, nd + 2, "x", layout)
+    _check_ndim(w, nd + 2, "w", "(O, C/groups, k...)")
+    if isinstance(groups, bool) or not isinstance(groups, int | np.integer) or groups < 1:
+        raise ValueError(f"groups must be an int >= 1, got {groups!r}")
+    groups = int(groups)
+    n_in, n_out = x.shape[1], w.shape[0]
+    if n_in % groups:
+        raise ValueError(f"groups={groups} must divide the input channels of x ({n_in})")
+    if n_out % groups:
+        raise ValueError(f"groups={groups} must divide the output channels of w ({n_out})")
+    if w.shape[1] * groups != n_in:
+        raise ValueError(
+            f"channel mismatch: x has {n_in} channels but w expects "
+            f"w.shape[1] * groups = {w.shape[1]} * {groups} = {w.shape[1] * groups}"
+        )
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}; got {pad_mode!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    kernel = w.shape[2:]
+    sizes = x.shape[2:]
+    stride_t = geometry.positive_tuple(stride, nd, "stride")
+    dil_t = geometry.positive_tuple(dilation, nd, "dilation")
+    pads = geometry.resolve_padding(padding, sizes, kernel, stride_t, dil_t)
+    out = geometry.conv_output_shape(sizes, kernel, stride_t, pads, dil_t)
+    for i, o in enumerate(out):
+        if o <= 0:
+            span = dil_t[i] * (kernel[i] - 1) + 1
+            raise ValueError(
+                f"kernel larger than padded input in spatial dim {i}: dilated kernel spans "
+                f"{span} but the padded input has {sizes[i] + pads[i][0] + pads[i][1]}"
+            )
+    if pad_mode == "reflect" and any(p >= n for pp, n in zip(pads, sizes) for p in pp):
+        raise ValueError(
+            f"reflect padding must be smaller than the input size, got padding {pads} "
+            f"for input size {sizes}"
+        )
+    if pad_mode == "circular" and any(p > n for pp, n in zip(pads, sizes) for p in pp):
+        raise ValueError(
+            f"circular padding must not exceed the input size, got padding {pads} "
+            f"for input size {sizes}"
+        )
+    if bias is not None:
+        bias = _as_real_array(bias, "bias")
+        if bias.shape != (n_out,):
+            raise ValueError(f"bias must have shape ({n_out},), got {bias.shape}")
+    dtype = _float_dtype(x, w) if bias is None else _float_dtype(x, w, bias)
+    if flip:
+        w = w[(Ellipsis,) + (slice(None, None, -1),) * nd]
+    x = _cast(x, dtype)
+    if pad_mode != "zeros" and any(p != (0, 0) for p in pads):
+        x = np.pad(x, ((0, 0), (0, 0), *pads), mode=_NP_PAD_MODE[pad_mode])
+        lo = (0,) * nd
+    else:
+        lo = tuple(p[0] for p in pads)
+    if method == "auto":
+        method = choose_method(w.shape[1], math.prod(kernel), n_out)
+    plan = _ConvPlan()
+    plan.nd = nd
+    plan.dtype = dtype
+    plan.x5 = _to5d(x, nd)
+    plan.w5 = _to5d(_cast(w, dtype), nd)
+    plan.bias = None if bias is None else bias.astype(dtype, copy=False)
+    plan.groups = groups
+    plan.stride = _lift(stride_t, 1, nd)
+    plan.dilation = _lift(dil_t, 1, nd)
+    plan.lo = _lift(lo, 0, nd)
+    plan.pads = pads
+    plan.pad_mode = pad_mode
+    plan.in_sizes = sizes
+    plan.out5 = (x.shape[0], n_out, *_lift(out, 1, nd))
+    plan.method = method
+    plan.flip = bool(flip)
+    return plan
+
+
+def _geometry_args(plan: _ConvPlan) -> tuple[int, ...]:
+    return (*plan.stride, *plan.lo, *plan.dilation)
+
+
+# ----------------------------------------------------------------------------- im2col GEMM
+def _chunk(per_sample_bytes: int, n: int) -> int:
+    return max(1, min(n, _COLS_BUDGET // max(per_sample_bytes, 1)))
+
+
+def _fill_cols(x5: np.ndarray, cols: np.ndarray, kernel3, out3, geo) -> None:
+    _im2col.im2col_fill(x5, cols, *kernel3, *out3, *geo)
+
+
+def _gemm_forward(plan: _ConvPlan) -> np.ndarray:
+    x5, w5, groups = plan.x5, plan.w5, plan.groups
+    n_batch, n_in = x5.shape[:2]
+    n_out = w5.shape[0]
+    kernel3, out3 = w5.shape[2:], plan.out5[2:]
+    taps, length = math.prod(kernel3), math.prod(out3)
+    rows, rg, og = n_in * taps, w5.shape[1] * taps, n_out // groups
+    wm = w5.reshape(n_out, rg)
+    geo = _geometry_args(plan)
+    y = np.empty(plan.out5, plan.dtype)
+    nb = _chunk(rows * length * plan.dtype.itemsize, n_batch)
+    buf = np.empty(rows * nb * length, plan.dtype)
+    for n0 in range(0, n_batch, nb):
+        m = min(nb, n_batch - n0)
+        cols = buf[: rows * m * length].reshape(rows, m, length)
+        _fill_cols(x5[n0 : n0 + m], cols, kernel3, out3, geo)
+        cm = cols.reshape(rows, m * length)
+        for g in range(groups):
+            prod = wm[g * og : (g + 1) * og] @ cm[g * rg : (g + 1) * rg]
+            y[n0 : n0 + m, g * og : (g + 1) * og] = np.moveaxis(prod.reshape(og, m, *out3), 0, 1)
+    if plan.bias is not None:
+        y += plan.bias.reshape(1, n_out, 1, 1, 1)
+    return y
+
+
+def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
+    x5, w5, groups = plan.x5, plan.w5, plan.groups
+    n_batch, n_in = x5.shape[:2]
+    n_out = w5.shape[0]
+    kernel3, out3 = w5.shape[2:], plan.out5[2:]
+    taps, length = math.prod(kernel3), math.prod(out3)
+    rows, rg, og = n_in * taps, w5.shape[1] * taps, n_out // groups
+    wm = w5.reshape(n_out, rg)
+    geo = _geometry_args(plan)
+    gw = np.zeros((n_out, rg), plan.dtype)
+    gx = np.zeros(x5.shape, plan.dtype) if need_input_grad else None
+    nb = _chunk(2 * rows * length * plan.dtype.itemsize, n_batch)
+    buf = np.empty(rows * nb * length, plan.dtype)
+    gbuf = np.empty(rows * nb * length, plan.dtype) if need_input_grad else None
+    for n0 in range(0, n_batch, nb):
+        m = min(nb, n_batch - n0)
+        cols = buf[: rows * m * length].reshape(rows, m, length)
+        _fill_cols(x5[n0 : n0 + m], cols, kernel3, out3, geo)
+        cm = cols.reshape(rows, m * length)
+        gym = np.ascontiguousarray(
+            np.moveaxis(gy5[n0 : n0 + m].reshape(m, n_out, length), 0, 1)
+        ).reshape(n_out, m * length)
+        gcols = None if gbuf is None else gbuf[: rows * m * length].reshape(rows, m * length)
+        for g in range(groups):
+            gs, rs = slice(g * og, (g + 1) * og), slice(g * rg, (g + 1) * rg)
+            gw[gs] += gym[gs] @ cm[rs].T
+            if gcols is not None:
+                np.matmul(wm[gs].T, gym[gs], out=gcols[rs])
+        if gcols is not None:
+            _im2col.col2im_accumulate(
+                gcols.reshape(rows, m, length), gx[n0 : n0 + m], *kernel3, *out3, *geo
+            )
+    return gx, gw.reshape(w5.shape)
+
+
+# ----------------------------------------------------------------------------- convolution
+def _conv_forward(plan: _ConvPlan) -> np.ndarray:
+    if plan.method == "im2col":
+        y = _gemm_forward(plan)
+    else:
+        y = np.empty(plan.out5, plan.dtype)
+        if plan.bias is None:
+            y.fill(0)
+        else:
+            y[...] = plan.bias.reshape(1, -1, 1, 1, 1)
+        _conv.conv_forward(plan.x5, plan.w5, y, plan.groups, *_geometry_args(plan))
+    return y.reshape(plan.out5[:2] + plan.out5[5 - plan.nd :])
+
+
+def _pad_adjoint(g: np.ndarray, pads, sizes, mode: str) -> np.ndarray:
+    """Gradient w.r.t. the unpadded input, given the gradient w.r.t. ``np.pad(x, mode)``.
+
+    Every padded cell is a copy of one input cell (its np.pad source index), so its gradient
+    is added back there: the adjoint of the padding.
+    """
+    for axis, ((lo, hi), n) in enumerate(zip(pads, sizes), start=2):
+        if lo == 0 and hi == 0:
+            continue
+        source = np.pad(np.arange(n), (lo, hi), mode=_NP_PAD_MODE[mode])
+        inner = np.take(g, np.arange(lo, lo + n), axis=axis)
+        outer = np.r_[np.arange(lo), np.arange(lo + n, lo + n + hi)]
+        index = (slice(None),) * axis + (source[outer],)
+        np.add.at(inner, index, np.take(g, outer, axis=axis))
+        g = inner
+    return g
+
+
+def _conv_backward(plan: _ConvPlan, grad_y: object, need_input_grad: bool):
+    gy = _as_real_array(grad_y, "grad_y")
+    expected = plan.out5[:2] + plan.out5[5 - plan.nd :]
+    if gy.shape != expected:
+        raise ValueError(f"grad_y must have the output's shape {expected}, got {gy.shape}")
+    gy5 = _to5d(_cast(gy, plan.dtype), plan.nd)
+    grad_b = gy5.sum(axis=(0, 2, 3, 4))
+    if plan.method == "im2col":
+        gx, gw = _gemm_backward(plan, gy5, need_input_grad)
+    else:
+        geo = _geometry_args(plan)
+        gw = np.empty(plan.w5.shape, plan.dtype)
+        _conv.conv_backward_weight(gy5, plan.x5, gw, plan.groups, *geo)
+        gx = None
+        if need_input_grad:
+            gx = np.zeros(plan.x5.shape, plan.dtype)
+            _conv.conv_backward_input(gy5, plan.w5, gx, plan.groups, *geo)
+    gw = gw.reshape(gw.shape[:2] + gw.shape[5 - plan.nd :])
+    if plan.flip:
+        gw = np.ascontiguousarray(gw[(Ellipsis,) + (slice(None, None, -1),) * plan.nd])
+    if gx is not None:
+        gx = gx.reshape(gx.shape[:2] + gx.shape[5 - plan.nd :])
+        if plan.pad_mode != "zeros":
+            gx = _pad_adjoint(gx, plan.pads, plan.in_sizes, plan.pad_mode)
+    return gx, gw, grad_b
+
+
+_CONV_DOC_PARAMS = """
+    Parameters
+    ----------
+    x : ndarray
+        Input, {layout}.
+    w : ndarray
+        Weight, ``(O, C / groups, {kernel})``.
+    bias : ndarray, optional
+        ``(O,)``, added to every output position.
+    stride, dilation : int or tuple of int
+        Step of the window and spacing of its taps, per spatial dimension (>= 1).
+    padding : int, tuple, or "valid" | "same" | "full"
+        An int or one int per dimension pads both sides; ``((before, after), ...)`` pads
+        asymmetrically. ``"same"`` gives ``ceil(n / stride)`` outputs with the extra cell at
+        the end (TensorFlow's rule), ``"full"`` pads ``dilation * (k - 1)`` on both sides.
+    groups : int
+        Channels are split into ``groups`` independent convolutions; must divide C and O.
+    pad_mode : "zeros" | "reflect" | "replicate" | "circular"
+        Values in the padding (PyTorch's ``padding_mode``). reflect needs padding < size.
+    flip : bool
+        Flip the kernel's spatial axes first, turning the cross-correlation into a true
+        convolution.
+    method : "loop" | "im2col" | "auto"
+        Direct sliding-window kernel, or patch matrix + GEMM; "auto" picks by shape
+        (:func:`choose_method`). Results agree to rounding.
+"""
+
+
+def conv1d(
+    x,
+    w,
+    bias=None,
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingArg = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    pad_mode: str = "zeros",
+    flip: bool = False,
+    method: str = "auto",
+) -> np.ndarray:
+    """1-D convolution (cross-correlation) of ``(N, C, L)`` signals, like ``F.conv1d``.
+
+    Returns
+    -------
+    ndarray
+        ``(N, O, L_out)``, ``y[n, o, i] = bias[o] + sum_{c, k} w[o, c, k] *
+        xpad[n, g*C/groups + c, i * stride + k * dilation]``.
+
+    Notes
+    -----
+    ``L_out = floor((L + pad_before + pad_after - dilation * (k - 1) - 1) / stride) + 1``.
+    """
+    plan = _plan_conv(1, x, w, bias, stride, padding, dilation, groups, pad_mode, flip, method)
+    return _conv_forward(plan)
+
+
+def conv2d(
+    x,
+    w,
+    bias=None,
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingArg = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    pad_mode: str = "zeros",
+    flip: bool = False,
+    method: str = "auto",
+) -> np.ndarray:
+    """2-D convolution (cross-correlation) of ``(N, C, H, W)`` images, like ``F.conv2d``.
+
+    Returns
+    -------
+    ndarray
+        ``(N, O, H_out, W_out)`` with
+        ``y[n, o, i, j] = bias[o] + sum_{c, a, b} w[o, c, a, b] *
+        xpad[n, g*C/groups + c, i*sh + a*dh, j*sw + b*dw]`` where ``g = o // (O / groups)``.
+
+    Notes
+    -----
+    ``H_out = floor((H + pad_top + pad_bottom - dilation[0] * (kh - 1) - 1) / stride[0]) + 1``
+    and likewise for W (:func:`cnnkit.geometry.conv_output_size`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> conv2d(np.ones((1, 1, 8, 8)), np.ones((1, 1, 3, 3))).shape
+    (1, 1, 6, 6)
+    """
+    plan = _plan_conv(2, x, w, bias, stride, padding, dilation, groups, pad_mode, flip, method)
+    return _conv_forward(plan)
+
+
+def conv3d(
+    x,
+    w,
+    bias=None,
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingArg = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    pad_mode: str = "zeros",
+    flip: bool = False,
+    method: str = "auto",
+) -> np.ndarray:
+    """3-D convolution (cross-correlation) of ``(N, C, D, H, W)`` volumes, like ``F.conv3d``.
+
+    Returns
+    -------
+    ndarray
+        ``(N, O, D_out, H_out, W_out)``; each size from the formula in :func:`conv2d`.
+    """
+    plan = _plan_conv(3, x, w, bias, stride, padding, dilation, groups, pad_mode, flip, method)
+    return _conv_forward(plan)
+
+
+for _f, _layout, _kernel in (
+    (conv1d, _LAYOUT[1], "k"),
+    (conv2d, _LAYOUT[2], "kh, kw"),
+    (conv3d, _LAYOUT[3], "kd, kh, kw"),
+):
+    _f.__doc__ = _f.__doc__.replace(
+        "\n\n    Returns",
+        _CONV_DOC_PARAMS.format(layout=_layout, kernel=_kernel) + "\n    Returns",
+        1,
+    )
+
+
+def conv1d_backward(
+    grad_y,
+    x,
+    w,
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingArg = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    pad_mode: str = "zeros",
+    flip: bool = False,
+    method: str = "auto",
+    need_input_grad: bool = True,
+):
+    """Gradients of :func:`conv1d`; same arguments, plus ``grad_y`` = dL/dy.
+
+    Returns
+    -------
+    (grad_x or None, grad_w, grad_b)
+        ``grad_b`` is ``grad_y`` summed over N and L; ``grad_x`` is None when
+        ``need_input_grad`` is False (first layers skip it). See :func:`conv2d_backward`.
+    """
+    plan = _plan_conv(1, x, w, None, stride, padding, dilation, groups, pad_mode, flip, method)
+    return _conv_backward(plan, grad_y, need_input_grad)
+
+
+def conv2d_backward(
+    grad_y,
+    x,
+    w,
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingArg = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    pad_mode: str = "zeros",
+    flip: bool = False,
+    method: str = "auto",
+    need_input_grad: bool = True,
+):
+    """Gradients of :func:`conv2d` w.r.t. its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_y : ndarray
+        dL/dy, the shape of ``conv2d(x, w, ...)``.
+    x, w, stride, padding, dilation, groups, pad_mode, flip, method
+        As passed to :func:`conv2d`.
+    need_input_grad : bool
+        Compute ``grad_x`` (skip it for a first layer).
+
+    Returns
+    -------
+    (grad_x or None, grad_w, grad_b)
+
+    Notes
+    -----
+    With ``xpad`` the padded input and ``y = w * xpad`` (cross-correlation)::
+
+        grad_w[o, c, a, b] = sum_{n, i, j} grad_y[n, o, i, j]
+                             * xpad[n, c', i*sh + a*dh, j*sw + b*dw]
+        grad_xpad[n, c', i*sh + a*dh, j*sw + b*dw] += w[o, c, a, b] * grad_y[n, o, i, j]
+        grad_b[o] = sum_{n, i, j} grad_y[n, o, i, j]
+
+    ``grad_x`` is ``grad_xpad`` folded back through the padding: the padded border is cut
+    off for zero padding, and added to the cells it copies for reflect/replicate/circular.
+    """
+    plan = _plan_conv(2, x, w, None, stride, padding, dilation, groups, pad_mode, flip, method)
+    return _conv_backward(plan, grad_y, need_input_grad)
+
+
+# ----------------------------------------------------------------------------- im2col
+def _im2col_geometry(shape, kernel_size, stride, padding, dilation):
+    kernel = geometry.positive_tuple(kernel_size, 2, "kernel_size")
+    stride_t = geometry.positive_tuple(stride, 2, "stride")
+    dil_t = geometry.positive_tuple(dilation, 2, "dilation")
+    pads = geometry.resolve_padding(padding, shape[-2:], kernel, stride_t, dil_t)
+    out = geometry.conv_output_shape(shape[-2:], kernel, stride_t, pads, dil_t)
+    if min(out) <= 0:
+        raise ValueError(
+            f"kernel_size {kernel} (dilation {dil_t}) is larger than the padded input "
+            f"{tuple(n + a + b for n, (a, b) in zip(shape[-2:], pads))}"
+        )
+    geo = (1, *stride_t, 0, pads[0][0], pads[1][0], 1, *dil_t)
+    return (1, *kernel), (1, *out), geo
+
+
+def im2col(
+    x,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple = 1,
+    padding: PaddingArg = 0,
+    dilation: IntOrTuple = 1,
+) -> np.ndarray:
+    """The patch matrix: every (zero-padded) window of ``x`` as one column.
+
+    Parameters
+    ----------
+    x : ndarray
+        ``(C, H, W)`` or ``(N, C, H, W)``.
+    kernel_size, stride, dilation : int or (int, int)
+    padding : int, tuple, or "valid" | "same" | "full"
+        Zero padding, as in :func:`conv2d`.
+
+    Returns
+    -------
+    ndarray
+        ``(C*kh*kw, OH*OW)`` (or ``(N, C*kh*kw, OH*OW)``) with
+        ``cols[(c*kh + a)*kw + b, i*OW + j] = xpad[c, i*sh + a*dh, j*sw + b*dw]``.
+
+    Notes
+    -----
+    ``conv2d(x, w) == (w.reshape(O, -1) @ im2col(x, k)).reshape(O, OH, OW)``: the lecture's
+    convolution-as-matrix-product. Output sizes follow :func:`conv2d`.
+    """
+    arr = _as_real_array(x, "x")
+    if arr.ndim not in (3, 4):
+        raise ValueError(f"x must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {arr.shape}")
+    batched = arr.ndim == 4
+    x4 = _cast(arr if batched else arr[None], _float_dtype(arr))
+    kernel3, out3, geo = _im2col_geometry(x4.shape, kernel_size, stride, padding, dilation)
+    n, c = x4.shape[:2]
+    rows, length = c * math.prod(kernel3), math.prod(out3)
+    cols = np.empty((rows, n, length), x4.dtype)
+    _fill_cols(x4[:, :, None], cols, kernel3, out3, geo)
+    return np.ascontiguousarray(np.moveaxis(cols, 1, 0)) if batched else cols[:, 0]
+
+
+def col2im(
+    cols,
+    input_shape: Sequence[int],
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple = 1,
+    padding: PaddingArg = 0,
+    dilation: IntOrTuple = 1,
+) -> np.ndarray:
+    """The adjoint of :func:`im2col`: scatter columns back to an image, summing overlaps.
+
+    Parameters
+    ----------
+    cols : ndarray
+        ``(C*kh*kw, OH*OW)`` or ``(N, C*kh*kw, OH*OW)``, as :func:`im2col` returns.
+    input_shape : tuple
+        ``(C, H, W)`` or ``(N, C, H, W)``: the shape of the image im2col was applied to.
+    kernel_size, stride, padding, dilation
+        As passed to :func:`im2col`.
+
+    Returns
+    -------
+    ndarray
+        ``input_shape``; ``x[c, i*sh + a*dh - ph, j*sw + b*dw - pw] += cols[(c*kh + a)*kw + b,
+        i*OW + j]`` over all in-bounds positions (padding cells are dropped).
+
+    Notes
+    -----
+    It is the adjoint, not the inverse: ``<im2col(x), cols> == <x, col2im(cols)>``; a cell
+    covered by ``m`` windows comes back multiplied by ``m``. This is the input gradient of the
+    im2col convolution.
+    """
+    arr = _as_real_array(cols, "cols")
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_shape must be a tuple of ints, got {input_shape!r}") from None
+    if len(shape) not in (3, 4) or min(shape) < 1:
+        raise ValueError(f"input_shape must be (C, H, W) or (N, C, H, W), got {input_shape!r}")
+    batched = len(shape) == 4
+    shape4 = shape if batched else (1, *shape)
+    kernel3, out3, geo = _im2col_geometry(shape4, kernel_size, stride, padding, dilation)
+    n, c = shape4[:2]
+    expected = (c * math.prod(kernel3), math.prod(out3))
+    expected = (n, *expected) if batched else expected
+    if arr.shape != expected:
+        raise ValueError(
+            f"cols must have shape {expected} for input_shape {shape}, got {arr.shape}"
+        )
+    dtype = _float_dtype(arr)
+    c3 = _cast(np.moveaxis(arr, 0, 1) if batched else arr[:, None], dtype)
+    gx = np.zeros((n, c, 1, *shape4[2:]), dtype)
+    _im2col.col2im_accumulate(c3, gx, *kernel3, *out3, *geo)
+    return gx.reshape(shape)
+
+
+# ----------------------------------------------------------------------------- pooling
+def _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode):
+    layout = _LAYOUT[nd]
+    arr = _as_real_array(x, "x")
+    _check_ndim(arr, nd + 2, "x", layout)
+    kernel = geometry.positive_tuple(kernel_size, nd, "kernel_size")
+    stride_t = kernel if stride is None else geometry.positive_tuple(stride, nd, "stride")
+    pad = geometry.as_tuple(padding, nd, "padding")
+    if any(p < 0 or p > k // 2 for p, k in zip(pad, kernel)):
+        raise ValueError(
+            f"padding must be >= 0 and at most half the kernel size (kernel_size {kernel}), "
+            f"got {padding!r}"
+        )
+    sizes = arr.shape[2:]
+    out = tuple(
+        geometry.pool_output_size(n, k, s, p, 1, bool(ceil_mode))
+        for n, k, s, p in zip(sizes, kernel, stride_t, pad)
+    )
+    if min(out) <= 0:
+        raise ValueError(f"kernel_size {kernel} is larger than the padded input {sizes}")
+    x4 = _cast(arr, _float_dtype(arr))
+    if nd == 1:
+        x4 = x4[:, :, None, :]
+        kernel, stride_t, pad, out = (1, *kernel), (1, *stride_t), (0, *pad), (1, *out)
+    return x4, kernel, stride_t, pad, out
+
+
+def _pool_shape(x4: np.ndarray, out: tuple[int, ...], nd: int) -> tuple[int, ...]:
+    return x4.shape[:2] + out[2 - nd :]
+
+
+def _max_pool(nd, x, kernel_size, stride, padding, ceil_mode, return_indices):
+    x4, k, s, p, out = _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode)
+    y = np.empty(x4.shape[:2] + out, x4.dtype)
+    idx = np.empty(y.shape, np.int64)
+    _pool.max_pool_forward(x4, y, idx, *k, *s, *p)
+    shape = _pool_shape(x4, out, nd)
+    y = y.reshape(shape)
+    return (y, idx.reshape(shape)) if return_indices else y
+
+
+def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad):
+    x4, k, s, p, out = _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode)
+    y = np.empty(x4.shape[:2] + out, x4.dtype)
+    _pool.avg_pool_forward(x4, y, *k, *s, *p, bool(count_include_pad))
+    return y.reshape(_pool_shape(x4, out, nd))
+
+
+_POOL_NOTES = """
+    Notes
+    -----
+    ``out = floor((n + 2 * padding - kernel_size) / stride) + 1``, or with ``ceil_mode``
+    rounded up, dropping a last window that would start inside the right padding
+    (:func:`cnnkit.geometry.pool_output_size`). ``stride`` defaults to ``kernel_size``;
+    ``padding`` must be at most ``kernel_size // 2`` (as PyTorch requires).
+"""
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, return_indices=False):
+    """Max pooling of ``(N, C, L)`` signals, like ``F.max_pool1d``.
+
+    Returns
+    -------
+    ndarray or (ndarray, ndarray)
+        ``(N, C, L_out)`` maxima; with ``return_indices`` also the int64 position in L of each
+        maximum. Padding never wins (it is -inf). NaN in a window makes the output NaN.
+    """
+    return _max_pool(1, x, kernel_size, stride, padding, ceil_mode, return_indices)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, return_indices=False):
+    """Max pooling of ``(N, C, H, W)`` images, like ``F.max_pool2d``.
+
+    Returns
+    -------
+    ndarray or (ndarray, ndarray)
+        ``(N, C, H_out, W_out)`` window maxima; with ``return_indices`` also the int64 flat
+        position ``h * W + w`` of each maximum in its plane (PyTorch's convention; ties keep
+        the first in row-major order). A NaN in a window makes that output NaN.
+    """
+    return _max_pool(2, x, kernel_size, stride, padding, ceil_mode, return_indices)
+
+
+def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    """Average pooling of ``(N, C, L)`` signals, like ``F.avg_pool1d``.
+
+    Returns
+    -------
+    ndarray
+        ``(N, C, L_out)`` window means; see :func:`avg_pool2d` for the divisor.
+    """
+    return _avg_pool(1, x, kernel_size, stride, padding, ceil_mode, count_include_pad)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    """Average pooling of ``(N, C, H, W)`` images, like ``F.avg_pool2d``.
+
+    Returns
+    -------
+    ndarray
+        ``(N, C, H_out, W_out)``: the sum over the window's cells inside the input divided by
+        the window's size clipped to the padded input (``count_include_pad=True``) or to the
+        input (``False``). With ceil_mode a last partial window is clipped the same way.
+    """
+    return _avg_pool(2, x, kernel_size, stride, padding, ceil_mode, count_include_pad)
+
+
+for _f in (max_pool1d, max_pool2d, avg_pool1d, avg_pool2d):
+    _f.__doc__ += _POOL_NOTES
+
+
+def _pool_grad(grad_y, x4, out, nd):
+    gy = _as_real_array(grad_y, "grad_y")
+    expected = _pool_shape(x4, out, nd)
+    if gy.shape != expected:
+        raise ValueError(f"grad_y must have the pooled output's shape {expected}, got {gy.shape}")
+    return _cast(gy, x4.dtype).reshape(x4.shape[:2] + out)
+
+
+def max_pool2d_backward(
+    grad_y, x, kernel_size, stride=None, padding=0, ceil_mode=False, indices=None
+) -> np.ndarray:
+    """Gradient of :func:`max_pool2d` w.r.t. ``x``.
+
+    Parameters
+    ----------
+    grad_y : ndarray
+        dL/dy, the pooled output's shape.
+    x, kernel_size, stride, padding, ceil_mode
+        As passed to :func:`max_pool2d`.
+    indices : ndarray, optional
+        The indices ``max_pool2d(..., return_indices=True)`` returned; recomputed if None.
+
+    Returns
+    -------
+    ndarray
+        ``grad_x[n, c, idx // W, idx % W] += grad_y[n, c, i, j]`` with ``idx`` the argmax of
+        window ``(i, j)``: all of the gradient goes to the (first) maximum.
+    """
+    x4, k, s, p, out = _plan_pool(2, x, kernel_size, stride, padding, ceil_mode)
+    gy = _pool_grad(grad_y, x4, out, 2)
+    if indices is None:
+        idx = np.empty(gy.shape, np.int64)
+        _pool.max_pool_forward(x4, np.empty(gy.shape, x4.dtype), idx, *k, *s, *p)
+    else:
+        idx = np.asarray(indices)
+        if idx.shape != gy.shape or idx.dtype.kind not in "iu":
+            raise ValueError(
+                f"indices must be an integer array of shape {gy.shape}, got {idx.dtype} {idx.shape}"
+            )
+        plane = x4.shape[2] * x4.shape[3]
+        if idx.min() < 0 or idx.max() >= plane:
+            raise ValueError(f"indices must lie in [0, {plane}) (flat positions in H*W)")
+        idx = _cast(idx, np.int64)
+    gx = np.zeros(x4.shape, x4.dtype)
+    _pool.max_pool_backward(gy, idx, gx)
+    return gx
+
+
+def avg_pool2d_backward(
+    grad_y, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True
+) -> np.ndarray:
+    """Gradient of :func:`avg_pool2d` w.r.t. ``x``.
+
+    Returns
+    -------
+    ndarray
+        Each ``grad_y[n, c, i, j]`` divided by its window's divisor and added to every input
+        cell of that window (the transpose of the averaging).
+    """
+    x4, k, s, p, out = _plan_pool(2, x, kernel_size, stride, padding, ceil_mode)
+    gy = _pool_grad(grad_y, x4, out, 2)
+    gx = np.zeros(x4.shape, x4.dtype)
+    _pool.avg_pool_backward(gy, gx, *k, *s, *p, bool(count_include_pad))
+    return gx
+
+
+def global_avg_pool(x) -> np.ndarray:
+    """Mean over all spatial dimensions: ``(N, C, ...) -> (N, C)``.
+
+    Returns
+    -------
+    ndarray
+        ``y[n, c] = mean(x[n, c])`` in x's float dtype (float32 for int input).
+    """
+    arr = _as_real_array(x, "x")
+    if arr.ndim < 3:
+        raise ValueError(f"x must be (N, C, ...) with at least one spatial dim, got {arr.shape}")
+    arr = arr.astype(_float_dtype(arr), copy=False)
+    return arr.mean(axis=tuple(range(2, arr.ndim)), dtype=arr.dtype)
+
+
+def global_avg_pool_backward(grad_y, x_shape: Sequence[int]) -> np.ndarray:
+    """Gradient of :func:`global_avg_pool`: ``grad_y[n, c] / (H*W...)`` at every position.
+
+    Returns
+    -------
+    ndarray
+        ``x_shape``, float dtype of ``grad_y``.
+    """
+    gy = _as_real_array(grad_y, "grad_y")
+    shape = tuple(int(s) for s in x_shape)
+    if len(shape) < 3 or gy.shape != shape[:2]:
+        raise ValueError(f"grad_y must be (N, C) = {shape[:2]} for x_shape {shape}, got {gy.shape}")
+    gy = gy.astype(_float_dtype(gy), copy=False)
+    count = math.prod(shape[2:])
+    return np.broadcast_to((gy / count).reshape(shape[:2] + (1,) * (len(shape) - 2)), shape).copy()
+
+
+__all__ = [
+    "METHODS",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "choose_method",
+    "col2im",
+    "conv1d",
+    "conv1d_backward",
+    "conv2d",
+    "conv2d_backward",
+    "conv3d",
+    "global_avg_pool",
+    "global_avg_pool_backward",
+    "im2col",
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool2d_backward",
+]
