@@ -1,0 +1,180 @@
+"""IDX files (the MNIST format) and the ``mnist`` / ``fashion-mnist`` loaders.
+
+IDX (LeCun et al., http://yann.lecun.com/exdb/mnist/): a 4-byte magic number
+``0x00 0x00 <type> <ndim>``, then ``ndim`` big-endian uint32 sizes, then the values in
+row-major order, big-endian. Type codes: 0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32,
+0x0D float32, 0x0E float64. Images are ``0x00000803`` (N, rows, cols) and labels
+``0x00000801`` (N,). Files may be gzip-compressed (recognised by their content, not name).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+MNIST_CLASSES = [str(d) for d in range(10)]
+
+# role -> canonical file name; the official archives also spell it with a dot
+# (train-images.idx3-ubyte), which is accepted too.
+MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an IDX file (optionally gzip-compressed) into a native-endian numpy array.
+
+    Parameters
+    ----------
+    path : path-like
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape and dtype from the file's header.
+
+    Raises
+    ------
+    ValueError
+        Missing file, corrupt gzip data, a bad magic number, or a data section whose length
+        does not match the header (``prod(sizes) * itemsize`` bytes).
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ValueError(f"{path}: corrupt gzip data ({exc})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES or raw[3] == 0:
+        magic = raw[:4].hex() or "empty file"
+        raise ValueError(
+            f"{path}: not an IDX file (magic number {magic}; expected 0000 then a type code "
+            "and a dimension count, e.g. 00000803 for images)"
+        )
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes, needs {header})")
+    dims = tuple(int(v) for v in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    dtype = np.dtype(IDX_TYPES[raw[2]])
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    found = len(raw) - header
+    if found != expected:
+        what = "truncated" if found < expected else "has trailing bytes"
+        raise ValueError(
+            f"{path}: {what}: header says {'x'.join(map(str, dims))} values "
+            f"({expected} bytes) but the file has {found} bytes of data"
+        )
+    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    return data.astype(dtype.newbyteorder("="))
+
+
+def find_idx_file(folders: list[Path], name: str) -> Path:
+    """First existing spelling of IDX file ``name`` (plain or .gz, dash or dot) in ``folders``."""
+    dotted = name.replace("-idx", ".idx")
+    for folder in folders:
+        for candidate in (name, name + ".gz", dotted, dotted + ".gz"):
+            if (folder / candidate).is_file():
+                return folder / candidate
+    where = " or ".join(str(f) for f in folders)
+    raise ValueError(f"missing {name} (or {name}.gz) in {where}")
+
+
+def _images_and_labels(
+    folders: list[Path], images_name: str, labels_name: str, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    images_path = find_idx_file(folders, images_name)
+    labels_path = find_idx_file(folders, labels_name)
+    images = read_idx(images_path)
+    labels = read_idx(labels_path)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(
+            f"{images_path}: expected uint8 images (N, rows, cols), got {images.dtype} "
+            f"with shape {images.shape}"
+        )
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise ValueError(
+            f"{labels_path}: expected uint8 labels (N,), got {labels.dtype} "
+            f"with shape {labels.shape}"
+        )
+    if len(images) != len(labels):
+        raise ValueError(
+            f"{images_path.name} has {len(images)} images but {labels_path.name} has "
+            f"{len(labels)} labels"
+        )
+    if len(labels) and int(labels.max()) >= num_classes:
+        raise ValueError(
+            f"{labels_path}: label {int(labels.max())} out of range 0..{num_classes - 1}"
+        )
+    x = images.astype(np.float32)[:, None] / np.float32(255.0)
+    return x, labels.astype(np.int64)
+
+
+def load_mnist_raw(
+    data_dir: str | os.PathLike[str] | None, name: str = "mnist", limit: int | None = None
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Read the four MNIST-format IDX files: ((x_train, y_train), (x_test, y_test)).
+
+    Parameters
+    ----------
+    data_dir : path-like
+        Folder holding the files (``data_dir/<name>/`` is searched too, so MNIST and
+        Fashion-MNIST, whose files have the same names, can live side by side).
+    name : str
+        ``"mnist"`` or ``"fashion-mnist"``: only changes messages and the search folder.
+    limit : int, optional
+        Keep only the first ``limit`` training images (quick experiments).
+
+    Returns
+    -------
+    tuple
+        float32 images (N, 1, 28, 28) on the 0..1 scale (byte / 255) and int64 labels.
+    """
+    if data_dir is None:
+        files = ", ".join(f"{f}[.gz]" for f in MNIST_FILES.values())
+        raise ValueError(f"{name} needs data_dir (--data-dir): a folder with {files}")
+    base = Path(data_dir)
+    if not base.is_dir():
+        raise ValueError(f"{name}: data_dir {base} is not a folder")
+    folders = [base, base / name]
+    train = _images_and_labels(
+        folders, MNIST_FILES["train_images"], MNIST_FILES["train_labels"], 10
+    )
+    test = _images_and_labels(folders, MNIST_FILES["test_images"], MNIST_FILES["test_labels"], 10)
+    if train[0].shape[1:] != test[0].shape[1:]:
+        raise ValueError(
+            f"{name}: training images are {train[0].shape[2:]} but test images {test[0].shape[2:]}"
+        )
+    if limit is not None:
+        limit = int(limit)
+        if limit < 1:
+            raise ValueError(f"{name}: limit must be a positive number of images, got {limit}")
+        train = (train[0][:limit], train[1][:limit])
+    return train, test

@@ -1,0 +1,146 @@
+"""Arrays from an ``.npz`` file: key ``x`` (images), key ``y`` (labels), optional names."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+def _to_nchw(x: np.ndarray, layout: str, path: Path) -> np.ndarray:
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim != 4:
+        raise ValueError(
+            f"{path}: x must be (N, H, W), (N, C, H, W) or (N, H, W, C), got {x.shape}"
+        )
+    if layout == "auto":
+        if x.shape[1] in (1, 3):
+            layout = "nchw"
+        elif x.shape[3] in (1, 3):
+            layout = "nhwc"
+        else:
+            raise ValueError(
+                f"{path}: cannot tell the channel axis of x with shape {x.shape}; "
+                "pass layout='nchw' or layout='nhwc'"
+            )
+    if layout == "nhwc":
+        return x.transpose(0, 3, 1, 2)
+    if layout != "nchw":
+        raise ValueError(f"npz: layout must be auto, nchw or nhwc, got {layout!r}")
+    return x
+
+
+def load_npz_raw(
+    data_dir: str | os.PathLike[str] | None, layout: str = "auto"
+) -> tuple[np.ndarray, np.ndarray, list[str], float]:
+    """Read images and labels from an ``.npz`` file (opened with ``allow_pickle=False``).
+
+    Parameters
+    ----------
+    data_dir : path-like
+        The ``.npz`` file itself.
+    layout : {"auto", "nchw", "nhwc"}
+        Axis order of a 4-D ``x``. ``"auto"``: NCHW when axis 1 has 1 or 3 entries,
+        otherwise NHWC when the last axis has 1 or 3, otherwise an error. A 3-D ``x`` is
+        (N, H, W), one channel.
+
+    Returns
+    -------
+    x : numpy.ndarray
+        float32 (N, C, H, W). uint8 pixels are divided by 255 (0..1 scale); booleans become
+        0/1; other numbers are kept as they are.
+    y : numpy.ndarray
+        int64 (N,). Integer labels (or floats with integral values) are used as class
+        indices; string labels are numbered in sorted order.
+    class_names : list of str
+        The optional key ``class_names`` (strings, at least ``max(y) + 1`` of them), else the
+        sorted string labels, else ``"0"``, ``"1"``, ... up to ``max(y)``.
+    pixel_max : float
+        1.0 when the pixels are uint8, bool or within [0, 1], else 255.0 (floats on the
+        0..255 scale); used to treat new image files the same way.
+    """
+    if data_dir is None:
+        raise ValueError("npz needs data_dir (--data-dir): the .npz file with keys x and y")
+    path = Path(data_dir)
+    if not path.is_file():
+        raise ValueError(f"npz: {path} is not a file (data_dir must be the .npz file itself)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError(f"{path}: a single .npy array, not an .npz with keys x and y")
+            keys = list(data.keys())
+            missing = [k for k in ("x", "y") if k not in keys]
+            if missing:
+                raise ValueError(
+                    f"{path}: missing key {missing[0]!r} (has: {', '.join(keys) or 'nothing'})"
+                )
+            x, y = data["x"], data["y"]
+            names = data["class_names"] if "class_names" in keys else None
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            raise ValueError(
+                f"{path}: holds Python objects, which cnnkit never unpickles; "
+                "save plain numeric arrays (and strings as a unicode array)"
+            ) from None
+        if str(exc).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+
+    if names is not None and (names.ndim != 1 or names.dtype.kind not in "US"):
+        raise ValueError(f"{path}: class_names must be a 1-D array of strings")
+    if y.ndim != 1:
+        raise ValueError(f"{path}: y must be 1-D (one label per image), got shape {y.shape}")
+    if len(x) != len(y):
+        raise ValueError(f"{path}: x has {len(x)} images but y has {len(y)} labels")
+    if len(y) == 0:
+        raise ValueError(f"{path}: no images")
+    x = _to_nchw(np.asarray(x), layout, path)
+
+    if x.dtype == np.bool_:
+        raw, pixel_max = x.astype(np.float32), 1.0
+    elif x.dtype == np.uint8:
+        raw, pixel_max = x.astype(np.float32) / np.float32(255.0), 1.0
+    elif np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating):
+        raw = x.astype(np.float32)
+        if not np.all(np.isfinite(raw)):
+            raise ValueError(f"{path}: x contains NaN or infinite values")
+        pixel_max = 1.0 if raw.min() >= 0 and raw.max() <= 1 else 255.0
+    else:
+        raise ValueError(f"{path}: x must hold numbers, got dtype {x.dtype}")
+
+    label_names = None
+    if y.dtype.kind in "US" and names is not None:
+        # string labels spelled as in class_names: index by class_names' order
+        lookup = {str(v): k for k, v in enumerate(names.tolist())}
+        unknown = sorted({str(v) for v in y.tolist()} - set(lookup))
+        if unknown:
+            raise ValueError(f"{path}: label {unknown[0]!r} is not in class_names")
+        y = np.array([lookup[str(v)] for v in y.tolist()], dtype=np.int64)
+    elif y.dtype.kind in "US":
+        label_names, y = np.unique(y.astype(str), return_inverse=True)
+        label_names = [str(v) for v in label_names]
+    elif y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise ValueError(f"{path}: y must hold whole-number class indices")
+    elif y.dtype.kind not in "iub":
+        raise ValueError(f"{path}: y must hold integer class indices, got dtype {y.dtype}")
+    y = np.asarray(y).astype(np.int64)
+    if y.min() < 0:
+        raise ValueError(f"{path}: y has negative label {int(y.min())}; labels are 0, 1, 2, ...")
+
+    if names is not None:
+        class_names = [str(v) for v in names]
+        if len(class_names) <= int(y.max()):
+            raise ValueError(
+                f"{path}: class_names has {len(class_names)} names but y goes up to {int(y.max())}"
+            )
+    elif label_names is not None:
+        class_names = label_names
+    else:
+        class_names = [str(k) for k in range(int(y.max()) + 1)]
+    return np.ascontiguousarray(raw), y, class_names, pixel_max
