@@ -31,3 +31,73 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> None:
             fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
+
+
+def receptive_field_figure(
+    input_sizes: tuple[int, ...],
+    regions: list[Any],
+    image: Any = None,
+    title: str = "",
+) -> Any:
+    """Receptive fields drawn over the input, one outline per layer, growing with depth.
+
+    ``regions`` are :class:`cnnkit.receptive.Region` objects (``box`` per dimension, in input
+    coordinates, possibly reaching into the padding). 2-D inputs show boxes over a pixel grid
+    or over ``image`` (an array already resized to the input's height and width); 1-D inputs
+    show one bar per layer under the samples.
+    """
+    from matplotlib.patches import Rectangle
+
+    plt = pyplot()
+    colors = plt.get_cmap("viridis")
+    count = max(len(regions), 1)
+    if len(input_sizes) == 1:
+        (length,) = input_sizes
+        fig, ax = plt.subplots(figsize=(max(4.0, min(12.0, length * 0.5)), 1 + 0.35 * count))
+        ax.add_patch(Rectangle((-0.5, count), length, 0.8, facecolor="0.85", edgecolor="k"))
+        for row, region in enumerate(regions):
+            lo, hi = region.box[0]
+            ax.add_patch(
+                Rectangle((lo - 0.5, count - 1 - row), hi - lo + 1, 0.8, color=colors(row / count))
+            )
+            ax.text(hi + 0.7, count - 0.6 - row, region.layer, va="center", fontsize=8)
+        lows = [r.box[0][0] for r in regions] + [0]
+        highs = [r.box[0][1] for r in regions] + [length - 1]
+        ax.set_xlim(min(lows) - 1, max(highs) + 4)
+        ax.set_ylim(-0.5, count + 1)
+        ax.set_yticks([])
+        ax.set_xlabel("input position (grey: the input)")
+    else:
+        height, width = input_sizes[-2], input_sizes[-1]
+        fig, ax = plt.subplots(figsize=(6, 6))
+        if image is not None:
+            ax.imshow(image, cmap="gray", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+        else:
+            ax.add_patch(Rectangle((-0.5, -0.5), width, height, facecolor="0.92", edgecolor="0.5"))
+            if max(height, width) <= 64:
+                for y in range(height + 1):
+                    ax.plot([-0.5, width - 0.5], [y - 0.5, y - 0.5], color="0.75", lw=0.5)
+                for x in range(width + 1):
+                    ax.plot([x - 0.5, x - 0.5], [-0.5, height - 0.5], color="0.75", lw=0.5)
+        for row, region in enumerate(regions):
+            (y0, y1), (x0, x1) = region.box[-2], region.box[-1]
+            ax.add_patch(
+                Rectangle(
+                    (x0 - 0.5, y0 - 0.5),
+                    x1 - x0 + 1,
+                    y1 - y0 + 1,
+                    fill=False,
+                    lw=2,
+                    edgecolor=colors(row / count),
+                    label=f"{region.layer}: {y1 - y0 + 1}x{x1 - x0 + 1}",
+                )
+            )
+        lows = [min(r.box[-2][0], r.box[-1][0]) for r in regions] + [0]
+        highs = [max(r.box[-2][1] - height, r.box[-1][1] - width) for r in regions] + [0]
+        ax.set_xlim(min(lows) - 1, width + max(highs))
+        ax.set_ylim(height + max(highs), min(lows) - 1)
+        ax.set_aspect("equal")
+        if regions:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
+    ax.set_title(title)
+    return fig

@@ -309,8 +309,9 @@ def summary(arch: Architecture, infos: list[LayerInfo] | None = None) -> dict[st
     """What ``--compare`` puts side by side: final field, parameters, MACs, non-linearities."""
     infos = spec.infer(arch) if infos is None else infos
     all_fields = fields(arch, infos)
-    spatial = [f for f in all_fields if f.spatial]
-    last = spatial[-1] if spatial else all_fields[-1]
+    # The field of the last layer that has one of its own (a conv or pool with places).
+    windows = [f for f in all_fields if f.spatial and f.kind in ("conv", "pool")]
+    last = windows[-1] if windows else all_fields[-1]
     totals = spec.totals(infos)
     return {
         "name": arch.name,
