@@ -224,6 +224,7 @@ def _fill_cols(x5: np.ndarray, cols: np.ndarray, kernel3, out3, geo) -> None:
     _im2col.im2col_fill(x5, cols, *kernel3, *out3, *geo)
 
 
+@np.errstate(invalid="ignore", over="ignore")  # inf/NaN input is documented, not a warning
 def _gemm_forward(plan: _ConvPlan) -> np.ndarray:
     x5, w5, groups = plan.x5, plan.w5, plan.groups
     n_batch, n_in = x5.shape[:2]
@@ -249,6 +250,7 @@ def _gemm_forward(plan: _ConvPlan) -> np.ndarray:
     return y
 
 
+@np.errstate(invalid="ignore", over="ignore")
 def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
     x5, w5, groups = plan.x5, plan.w5, plan.groups
     n_batch, n_in = x5.shape[:2]

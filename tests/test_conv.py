@@ -1,0 +1,359 @@
+"""conv1d/2d/3d and their gradients against the plain-loop reference, PyTorch and scipy."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from reference import conv_reference, numerical_gradient
+
+from cnnkit import ops
+
+METHODS = ("loop", "im2col")
+PAD_MODES = ("zeros", "reflect", "replicate", "circular")
+CONV = {1: ops.conv1d, 2: ops.conv2d, 3: ops.conv3d}
+
+
+def _operands(rng, x_shape, w_shape, bias=True, dtype=np.float64):
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) if bias else None
+    return x, w, b
+
+
+def _check(rng, x_shape, w_shape, method, **kw):
+    x, w, b = _operands(rng, x_shape, w_shape)
+    y = CONV[len(x_shape) - 2](x, w, b, method=method, **kw)
+    expected = conv_reference(x, w, b, **kw)
+    assert y.shape == expected.shape
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- forward grid
+PADDINGS_2D = [0, 1, (1, 2), ((0, 1), (2, 0)), "valid", "same", "full"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("pad_mode", PAD_MODES)
+@pytest.mark.parametrize("padding", PADDINGS_2D, ids=str)
+def test_conv2d_padding_and_modes(rng, method, pad_mode, padding):
+    # grouped, strided, dilated, non-square, one odd and one even kernel side
+    _check(
+        rng,
+        (2, 4, 7, 9),
+        (6, 2, 3, 2),
+        method,
+        stride=(2, 1),
+        padding=padding,
+        dilation=(1, 2),
+        groups=2,
+        pad_mode=pad_mode,
+    )
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("dilation", [1, 2, (2, 1)], ids=str)
+@pytest.mark.parametrize("stride", [1, 2, (2, 3)], ids=str)
+def test_conv2d_stride_dilation_flip(rng, method, flip, dilation, stride):
+    _check(
+        rng,
+        (2, 3, 9, 10),
+        (4, 3, 3, 4),
+        method,
+        stride=stride,
+        padding=1,
+        dilation=dilation,
+        flip=flip,
+    )
+
+
+SHAPES_2D = [
+    ((1, 1, 8, 8), (1, 1, 3, 3), 1),  # the lecture's single-channel filter
+    ((2, 3, 6, 5), (2, 3, 2, 2), 1),  # even kernel
+    ((1, 2, 5, 7), (3, 2, 5, 1), 1),  # column kernel
+    ((2, 4, 6, 6), (4, 1, 3, 3), 4),  # depthwise
+    ((1, 6, 5, 4), (9, 2, 1, 1), 3),  # grouped 1x1
+    ((3, 2, 4, 4), (2, 2, 4, 4), 1),  # kernel == input: 1x1 output
+]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("x_shape,w_shape,groups", SHAPES_2D, ids=str)
+def test_conv2d_shapes_and_groups(rng, method, x_shape, w_shape, groups):
+    _check(rng, x_shape, w_shape, method, groups=groups)
+    _check(rng, x_shape, w_shape, method, groups=groups, padding="same", pad_mode="circular")
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("pad_mode", PAD_MODES)
+@pytest.mark.parametrize(
+    "stride,padding,dilation",
+    [(1, 0, 1), (2, 2, 1), (3, "same", 2), (1, "full", 1), (2, ((0, 3),), 1)],
+)
+def test_conv1d_grid(rng, method, pad_mode, stride, padding, dilation):
+    _check(
+        rng,
+        (2, 4, 11),
+        (4, 2, 3),
+        method,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=2,
+        pad_mode=pad_mode,
+    )
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"stride": (1, 2, 2), "padding": 1},
+        {"padding": "same", "dilation": (2, 1, 1), "pad_mode": "reflect"},
+        {"padding": ((1, 0), (0, 2), (1, 1)), "pad_mode": "circular", "flip": True},
+        {"groups": 2, "padding": "full", "pad_mode": "replicate"},
+    ],
+    ids=str,
+)
+def test_conv3d_grid(rng, method, kw):
+    _check(rng, (2, 2, 4, 5, 6), (4, 2 // kw.get("groups", 1), 2, 3, 2), method, **kw)
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_preserved_and_float32_accuracy(rng, nd, method, dtype):
+    x, w, b = _operands(rng, (2, 3) + (6,) * nd, (4, 3) + (3,) * nd, dtype=dtype)
+    y = CONV[nd](x, w, b, padding=1, method=method)
+    assert y.dtype == dtype
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, conv_reference(x, w, b, padding=1), rtol=tol, atol=tol)
+
+
+def test_int_input_becomes_float32_and_float64_wins(rng):
+    x = rng.integers(-3, 4, (1, 1, 5, 5))
+    w = np.ones((1, 1, 3, 3), np.float32)
+    assert ops.conv2d(x, w).dtype == np.float32
+    np.testing.assert_array_equal(ops.conv2d(x, w), conv_reference(x, w))
+    assert ops.conv2d(x.astype(np.float32), w.astype(np.float64)).dtype == np.float64
+
+
+@pytest.mark.parametrize("method", ["auto", *METHODS])
+def test_methods_agree_on_a_layer(rng, method):
+    x, w, b = _operands(rng, (3, 8, 10, 10), (16, 8, 3, 3), dtype=np.float32)
+    y = ops.conv2d(x, w, b, padding=1, method=method)
+    np.testing.assert_allclose(y, conv_reference(x, w, b, padding=1), rtol=1e-4, atol=1e-4)
+
+
+def test_choose_method_rule():
+    assert ops.choose_method(1, 9, 1) == "loop"  # single-channel filtering
+    assert ops.choose_method(64, 9, 64) == "im2col"  # a deep layer
+
+
+def test_input_not_modified(rng):
+    x, w, b = _operands(rng, (1, 2, 6, 6), (2, 2, 3, 3))
+    x0, w0 = x.copy(), w.copy()
+    for method in METHODS:
+        ops.conv2d(x, w, b, padding=1, pad_mode="reflect", flip=True, method=method)
+        ops.conv2d_backward(np.ones((1, 2, 6, 6)), x, w, padding=1, flip=True, method=method)
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(w, w0)
+
+
+def test_non_contiguous_input(rng):
+    x, w, _ = _operands(rng, (2, 3, 8, 12), (2, 3, 3, 3))
+    xs = x[:, :, ::2, ::3]
+    np.testing.assert_allclose(ops.conv2d(xs, w), conv_reference(xs, w), atol=1e-12)
+
+
+def test_large_batch_is_chunked(rng, monkeypatch):
+    # a tiny budget forces one sample per GEMM chunk, plus a partial last chunk path
+    monkeypatch.setattr(ops, "_COLS_BUDGET", 1)
+    x, w, b = _operands(rng, (3, 2, 5, 5), (3, 2, 3, 3))
+    y = ops.conv2d(x, w, b, method="im2col")
+    np.testing.assert_allclose(y, conv_reference(x, w, b), atol=1e-12)
+    gy = rng.standard_normal(y.shape)
+    gx, gw, gb = ops.conv2d_backward(gy, x, w, method="im2col")
+    gx2, gw2, gb2 = ops.conv2d_backward(gy, x, w, method="loop")
+    np.testing.assert_allclose(gx, gx2, atol=1e-12)
+    np.testing.assert_allclose(gw, gw2, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- outside oracles
+def _torch_conv(torch, x, w, b, nd, stride, padding, dilation, groups, pad_mode):
+    import torch.nn.functional as F
+
+    pads = padding
+    flat = []
+    for lo, hi in reversed(pads):
+        flat += [lo, hi]
+    mode = {"zeros": "constant"}.get(pad_mode, pad_mode)
+    xt = F.pad(x, flat, mode=mode) if any(flat) else x
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
+    return conv(xt, w, b, stride=stride, dilation=dilation, groups=groups)
+
+
+TORCH_CASES = [
+    (1, (2, 4, 13), (6, 2, 4), 2, 1, ((2, 1),), 2, "zeros"),
+    (1, (2, 3, 10), (2, 3, 3), 1, 2, ((1, 1),), 1, "reflect"),
+    (2, (2, 4, 9, 8), (4, 2, 3, 3), (1, 2), (2, 1), ((1, 1), (2, 2)), 2, "zeros"),
+    (2, (1, 3, 7, 9), (5, 3, 2, 3), 2, 1, ((0, 1), (1, 1)), 1, "replicate"),
+    (2, (2, 2, 6, 6), (2, 1, 3, 3), 1, 1, ((1, 1), (1, 1)), 2, "circular"),
+    (2, (2, 3, 8, 7), (4, 3, 3, 3), 1, (1, 2), ((2, 2), (2, 2)), 1, "reflect"),
+    (3, (1, 2, 5, 6, 5), (3, 2, 3, 2, 3), (1, 2, 1), 1, ((1, 1), (0, 1), (1, 1)), 1, "zeros"),
+    (3, (2, 2, 4, 5, 4), (2, 1, 2, 2, 2), 1, (2, 1, 1), ((1, 1),) * 3, 2, "circular"),
+]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: f"{c[0]}d-{c[-1]}-{c[2]}")
+def test_against_torch_forward_and_autograd(rng, method, case):
+    torch = pytest.importorskip("torch")
+    nd, xs, ws, stride, dilation, pads, groups, pad_mode = case
+    x, w, b = _operands(rng, xs, ws)
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    bt = torch.tensor(b, requires_grad=True)
+    yt = _torch_conv(torch, xt, wt, bt, nd, stride, pads, dilation, groups, pad_mode)
+    kw = dict(stride=stride, padding=pads, dilation=dilation, groups=groups, pad_mode=pad_mode)
+    y = CONV[nd](x, w, b, method=method, **kw)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-10)
+    if nd == 3:
+        return
+    gy = rng.standard_normal(y.shape)
+    yt.backward(torch.tensor(gy))
+    backward = ops.conv1d_backward if nd == 1 else ops.conv2d_backward
+    gx, gw, gb = backward(gy, x, w, method=method, **kw)
+    np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gw, wt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gb, bt.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_against_torch_float32_layer(rng, method):
+    torch = pytest.importorskip("torch")
+    x, w, b = _operands(rng, (4, 6, 12, 12), (8, 6, 5, 5), dtype=np.float32)
+    yt = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), torch.tensor(b), padding=2)
+    y = ops.conv2d(x, w, b, padding=2, method=method)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, yt.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(
+    "pad_mode,ndimage_mode",
+    [("zeros", "constant"), ("reflect", "mirror"), ("replicate", "nearest"), ("circular", "wrap")],
+)
+def test_single_channel_against_scipy_ndimage(rng, method, pad_mode, ndimage_mode):
+    ndimage = pytest.importorskip("scipy.ndimage")
+    img = rng.standard_normal((11, 14))
+    k = rng.standard_normal((3, 5))
+    y = ops.conv2d(img[None, None], k[None, None], padding=(1, 2), pad_mode=pad_mode, method=method)
+    expected = ndimage.correlate(img, k, mode=ndimage_mode)
+    np.testing.assert_allclose(y[0, 0], expected, rtol=1e-12, atol=1e-12)
+    true_conv = ops.conv2d(
+        img[None, None], k[None, None], padding=(1, 2), pad_mode=pad_mode, flip=True, method=method
+    )
+    np.testing.assert_allclose(
+        true_conv[0, 0], ndimage.convolve(img, k, mode=ndimage_mode), rtol=1e-12, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("mode", ["valid", "full", "same"])
+def test_single_channel_against_scipy_signal(rng, method, mode):
+    signal = pytest.importorskip("scipy.signal")
+    img = rng.standard_normal((9, 12))
+    k = rng.standard_normal((3, 3))  # odd: scipy's "same" centring matches ours
+    y = ops.conv2d(img[None, None], k[None, None], padding=mode, method=method)[0, 0]
+    np.testing.assert_allclose(y, signal.correlate2d(img, k, mode=mode), atol=1e-12)
+    yf = ops.conv2d(img[None, None], k[None, None], padding=mode, flip=True, method=method)[0, 0]
+    np.testing.assert_allclose(yf, signal.convolve2d(img, k, mode=mode), atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- gradients
+def _fd_check(rng, nd, method, **kw):
+    """Finite differences of L = sum(G * conv(x, w, b)) in float64."""
+    conv = CONV[nd]
+    backward = ops.conv1d_backward if nd == 1 else ops.conv2d_backward
+    groups = kw.get("groups", 1)
+    xs = (2, 2 * groups) + ((7,) if nd == 1 else (4, 5))
+    ws = (2 * groups, 2) + ((3,) if nd == 1 else (3, 2))
+    x, w, b = _operands(rng, xs, ws)
+    g = rng.standard_normal(conv(x, w, b, method=method, **kw).shape)
+    gx, gw, gb = backward(g, x, w, method=method, **kw)
+    num_x = numerical_gradient(lambda v: np.sum(g * conv(v, w, b, method=method, **kw)), x)
+    num_w = numerical_gradient(lambda v: np.sum(g * conv(x, v, b, method=method, **kw)), w)
+    num_b = numerical_gradient(lambda v: np.sum(g * conv(x, w, v, method=method, **kw)), b)
+    np.testing.assert_allclose(gx, num_x, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gw, num_w, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gb, num_b, rtol=1e-6, atol=1e-7)
+    _, gw_only, gb_only = backward(g, x, w, method=method, need_input_grad=False, **kw)
+    assert _ is None
+    np.testing.assert_allclose(gw_only, gw, atol=1e-12)
+
+
+GRAD_CASES = [
+    {},
+    {"stride": 2, "padding": 1},
+    {"padding": "same", "dilation": 2, "flip": True},
+    {"groups": 2, "padding": "full"},
+    {"padding": ((2, 0), (0, 1)), "stride": (1, 2)},
+]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("pad_mode", PAD_MODES)
+@pytest.mark.parametrize("case", GRAD_CASES, ids=str)
+def test_conv2d_gradients_finite_differences(rng, method, pad_mode, case):
+    if pad_mode != "zeros" and case.get("padding") == "full":
+        case = {**case, "padding": 1}
+    _fd_check(rng, 2, method, pad_mode=pad_mode, **case)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("pad_mode", PAD_MODES)
+@pytest.mark.parametrize(
+    "case", [{}, {"stride": 2, "padding": 2, "flip": True}, {"groups": 2, "padding": "same"}]
+)
+def test_conv1d_gradients_finite_differences(rng, method, pad_mode, case):
+    _fd_check(rng, 1, method, pad_mode=pad_mode, **case)
+
+
+@pytest.mark.parametrize("nd", [1, 2])
+def test_flip_gradient_is_flipped_correlation_gradient(rng, nd):
+    x, w, _ = _operands(rng, (1, 2) + (6,) * nd, (3, 2) + (3,) * nd)
+    g = rng.standard_normal(CONV[nd](x, w).shape)
+    backward = ops.conv1d_backward if nd == 1 else ops.conv2d_backward
+    flipped = w[(Ellipsis,) + (slice(None, None, -1),) * nd]
+    gx_t, gw_t, _ = backward(g, x, w, flip=True)
+    gx_c, gw_c, _ = backward(g, x, flipped)
+    np.testing.assert_allclose(gx_t, gx_c, atol=1e-12)
+    np.testing.assert_allclose(gw_t, gw_c[(Ellipsis,) + (slice(None, None, -1),) * nd], atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- NaN / inf
+@pytest.mark.parametrize("method", METHODS)
+def test_nan_propagates_to_exactly_the_windows_that_see_it(rng, method):
+    x, w, _ = _operands(rng, (1, 1, 6, 6), (1, 1, 3, 3), bias=False)
+    x[0, 0, 2, 3] = np.nan
+    y = ops.conv2d(x, w, padding=1, method=method)
+    seen = np.zeros((6, 6), bool)
+    for i, j in itertools.product(range(6), range(6)):
+        seen[i, j] = abs(i - 2) <= 1 and abs(j - 3) <= 1
+    np.testing.assert_array_equal(np.isnan(y[0, 0]), seen)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_inf_propagates(method):
+    x = np.ones((1, 1, 5, 5))
+    x[0, 0, 0, 0] = np.inf
+    w = np.ones((1, 1, 2, 2))
+    y = ops.conv2d(x, w, method=method)
+    assert np.isposinf(y[0, 0, 0, 0]) and np.isfinite(y[0, 0, 1:, 1:]).all()
+    w[0, 0, 0, 0] = 0.0  # inf * 0 is NaN under IEEE, as in a plain loop
+    assert np.isnan(ops.conv2d(x, w, method=method)[0, 0, 0, 0])
