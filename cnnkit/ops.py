@@ -677,7 +677,8 @@ def _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode):
         for n, k, s, p in zip(sizes, kernel, stride_t, pad)
     )
     if min(out) <= 0:
-        raise ValueError(f"kernel_size {kernel} is larger than the padded input {sizes}")
+        padded = tuple(n + 2 * q for n, q in zip(sizes, pad))
+        raise ValueError(f"kernel_size {kernel} is larger than the padded input {padded}")
     x4 = _cast(arr, _float_dtype(arr))
     if nd == 1:
         x4 = x4[:, :, None, :]
