@@ -10,7 +10,7 @@ goes through the same steps the training images went through:
                 pixels above 0.5 on the 0..1 scale) is inverted, so a digit drawn in black on
                 white paper becomes white on black like the training data.
 ``fit``         ``"stretch"`` (resize the whole image) or ``"content"``: crop a square around
-                the bright content (pixels above half the maximum, after inversion), centred
+                the bright content (pixels above a tenth of the maximum, after inversion), centred
                 on its bounding box, with ``margin`` (a fraction of the side) of background
                 around it. The UCI digits fill their 8x8 box in height (every image has ink
                 in its first and last row), MNIST digits sit in a 20x20 box inside 28x28
@@ -156,7 +156,9 @@ def border_mean(x: np.ndarray) -> float:
 def fit_content(x: np.ndarray, margin: float) -> np.ndarray:
     """Crop (C, H, W) images to a square around their bright content, padding with 0.
 
-    The content is every pixel whose channel mean exceeds half the image's maximum; the
+    The content is every pixel whose channel mean exceeds a tenth of the image's maximum
+    (low enough to keep the faint outer strokes of a digit, high enough to ignore paper
+    texture and JPEG noise once the background is dark); the
     square's side is ``max(h, w) / (1 - 2 * margin)`` for a ``h x w`` bounding box and it is
     centred on the box. An image without content is returned unchanged.
     """
@@ -164,8 +166,9 @@ def fit_content(x: np.ndarray, margin: float) -> np.ndarray:
     peak = float(gray.max())
     if peak <= 0:
         return x
-    rows = np.flatnonzero((gray > 0.5 * peak).any(axis=1))
-    cols = np.flatnonzero((gray > 0.5 * peak).any(axis=0))
+    content = gray > 0.1 * peak
+    rows = np.flatnonzero(content.any(axis=1))
+    cols = np.flatnonzero(content.any(axis=0))
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     side = max(bottom - top, right - left) / (1.0 - 2.0 * margin)
     side = max(int(round(side)), 1)

@@ -26,11 +26,7 @@ def _to_nchw(x: np.ndarray, layout: str, path: Path) -> np.ndarray:
                 f"{path}: cannot tell the channel axis of x with shape {x.shape}; "
                 "pass layout='nchw' or layout='nhwc'"
             )
-    if layout == "nhwc":
-        return x.transpose(0, 3, 1, 2)
-    if layout != "nchw":
-        raise ValueError(f"npz: layout must be auto, nchw or nhwc, got {layout!r}")
-    return x
+    return x.transpose(0, 3, 1, 2) if layout == "nhwc" else x
 
 
 def load_npz_raw(
@@ -62,15 +58,22 @@ def load_npz_raw(
         1.0 when the pixels are uint8, bool or within [0, 1], else 255.0 (floats on the
         0..255 scale); used to treat new image files the same way.
     """
+    if layout not in ("auto", "nchw", "nhwc"):
+        raise ValueError(f"npz: layout must be auto, nchw or nhwc, got {layout!r}")
     if data_dir is None:
         raise ValueError("npz needs data_dir (--data-dir): the .npz file with keys x and y")
     path = Path(data_dir)
     if not path.is_file():
         raise ValueError(f"npz: {path} is not a file (data_dir must be the .npz file itself)")
+    with path.open("rb") as handle:
+        magic = handle.read(6)
+    if magic == b"\x93NUMPY":
+        raise ValueError(f"{path}: a single .npy array, not an .npz with keys x and y")
+    if magic[:2] != b"PK":
+        # np.load would take any other bytes for a pickle and blame allow_pickle
+        raise ValueError(f"{path}: not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError(f"{path}: a single .npy array, not an .npz with keys x and y")
             keys = list(data.keys())
             missing = [k for k in ("x", "y") if k not in keys]
             if missing:
