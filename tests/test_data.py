@@ -737,3 +737,43 @@ def test_load_image_for_model_errors(tmp_path):
         load_image_for_model(tmp_path / "ok.png", (1, 8, 8), mean, std, preprocess="digts")
     with pytest.raises(ValueError, match="unknown preprocess keys: colour"):
         load_image_for_model(tmp_path / "ok.png", (1, 8, 8), mean, std, preprocess={"colour": 1})
+
+
+def test_mnist_preprocess_puts_the_content_in_a_20x20_box(tmp_path):
+    canvas = np.full((100, 140), 255, np.uint8)  # black on white: gets inverted
+    canvas[30:70, 50:70] = 0  # 40 x 20 dark bar: bounding box 40 tall
+    Image.fromarray(canvas).save(tmp_path / "bar.png")
+    got = load_image_for_model(
+        tmp_path / "bar.png", (1, 28, 28), np.zeros(1), np.ones(1), preprocess="mnist"
+    )[0, 0]
+    rows = np.flatnonzero(got.max(axis=1) > 0.5)
+    cols = np.flatnonzero(got.max(axis=0) > 0.5)
+    # 40 px tall -> 20 of 28 rows (margin 4), 20 px wide -> 10 columns, centred
+    assert (rows[0], rows[-1]) == (4, 23)
+    assert (cols[0], cols[-1]) == (9, 18)
+    assert got.max() <= 1.0 + 1e-6 and got[0].max() == 0
+
+
+def test_shapes_png_roundtrip(tmp_path):
+    ds = load_dataset("shapes", count=8, size=16, test_fraction=0, val_fraction=0)
+    image = raw(ds, "train")[3, 0]
+    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(tmp_path / "s.png")
+    got = load_image_for_model(
+        tmp_path / "s.png", ds.input_shape, ds.mean, ds.std, preprocess=ds.preprocess
+    )
+    np.testing.assert_allclose(got[0], ds.x_train[3], atol=0.51 / 255 / ds.std[0])
+    # the same shape drawn dark on light is inverted back
+    Image.fromarray(np.round((1 - image) * 255).astype(np.uint8)).save(tmp_path / "i.png")
+    inv = load_image_for_model(
+        tmp_path / "i.png", ds.input_shape, ds.mean, ds.std, preprocess="shapes"
+    )
+    np.testing.assert_allclose(inv, got, atol=1.1 / 255 / ds.std[0])
+
+
+def test_exif_orientation_is_applied(rng, tmp_path):
+    pixels = rng.integers(0, 256, (6, 9)).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 3  # "rotate 180" as camera metadata
+    Image.fromarray(pixels).save(tmp_path / "r.png", exif=exif)
+    got = load_image_for_model(tmp_path / "r.png", (1, 6, 9), np.zeros(1), np.ones(1))
+    np.testing.assert_allclose(got[0, 0] * 255, pixels[::-1, ::-1], atol=1e-3)

@@ -71,8 +71,11 @@ def _resample(name: str) -> int:
 
 
 def open_image(path: str | os.PathLike[str]) -> Any:
-    """Open ``path`` with pillow and load its pixels; bad files raise a one-line ValueError."""
-    from PIL import Image, UnidentifiedImageError
+    """Open ``path`` with pillow, load its pixels and apply its EXIF orientation.
+
+    A missing file or one pillow cannot decode raises a one-line ValueError naming it.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
@@ -80,7 +83,8 @@ def open_image(path: str | os.PathLike[str]) -> Any:
     try:
         with Image.open(path) as image:
             image.load()
-            return image.copy()
+            # phone cameras store rotation as EXIF metadata rather than in the pixels
+            return ImageOps.exif_transpose(image)
     except UnidentifiedImageError:
         raise ValueError(f"{path}: not an image (pillow cannot read this format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
