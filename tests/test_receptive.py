@@ -1,0 +1,311 @@
+"""Receptive fields: closed forms, published figures, and a brute-force trace through the
+real convolution and pooling ops (and PyTorch's autograd as a second witness)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from test_spec import random_spec
+
+from cnnkit import receptive, spec
+from cnnkit.spec import SpecError
+
+
+def final_field(name_or_text, layer=None):
+    arch = spec.parse(name_or_text)
+    fields = receptive.fields(arch)
+    if layer is None:
+        return fields[-1]
+    return next(f for f in fields if f.name == layer)
+
+
+# ----------------------------------------------------------------------------- closed forms
+
+
+def test_lecture_figures():
+    # 8x8 -> 3x3 valid conv -> 6x6, each unit sees 3x3.
+    valid = final_field("lecture-valid")
+    assert valid.output_shape == (1, 6, 6) and valid.receptive_field == (3, 3)
+    # Two stacked 3x3 see what one 5x5 sees.
+    assert final_field("lecture-3x3x2").receptive_field == (5, 5)
+    assert final_field("lecture-5x5").receptive_field == (5, 5)
+    # conv-pool-conv in 1-D: the last unit sees all 8 input samples.
+    arch = spec.parse("lecture-1d")
+    assert [f.receptive_field for f in receptive.fields(arch) if f.kind != "relu"] == [
+        (3,),
+        (4,),
+        (8,),
+    ]
+    region = receptive.unit_region(arch, (0,))
+    assert region.positions == (tuple(range(8)),) and region.padding == 0
+
+
+def test_published_alexnet_and_vgg16():
+    """Araujo, Norris & Sim (Distill 2019), table of receptive fields: alexnet_v2 r=195,
+    effective stride 32 (at pool5); vgg_16 r=212, stride 32, effective padding 90 (pool5).
+    conv5 of AlexNet sees 163 and conv5_3 of VGG16 196 (one pool stride less)."""
+    alex = receptive.fields(spec.parse("alexnet"))
+    pools = [f for f in alex if f.kind == "pool"]
+    convs = [f for f in alex if f.kind == "conv"]
+    assert pools[-1].receptive_field == (195, 195)
+    assert pools[-1].effective_stride == (32, 32)
+    assert convs[-1].receptive_field == (163, 163)
+    vgg = receptive.fields(spec.parse("vgg16"))
+    pool5 = [f for f in vgg if f.kind == "pool"][-1]
+    assert pool5.output_shape == (512, 7, 7)
+    assert (pool5.receptive_field, pool5.effective_stride, pool5.effective_padding) == (
+        (212, 212),
+        (32, 32),
+        (90, 90),
+    )
+    assert [f for f in vgg if f.kind == "conv"][-1].receptive_field == (196, 196)
+
+
+def _closed_form(arch):
+    """Araujo et al.'s unrolled sums over the conv/pool layers (eq. 2, 6 and 8 of the paper),
+    written independently of the recurrence in cnnkit.receptive."""
+    infos = [i for i in spec.infer(arch) if i.kind in ("conv", "pool")]
+    ndim = len(arch.input_shape) - 1
+    r, j, p = [], [], []
+    for dim in range(ndim):
+        kernels, strides, pads = [], [], []
+        for info in infos:
+            k = info.layer.kernel[dim]
+            d = info.layer.dilation[dim] if info.kind == "conv" else 1
+            kernels.append(d * (k - 1) + 1)
+            strides.append(info.layer.stride[dim])
+            pads.append(info.pads[dim][0])
+        r.append(1 + sum((kernels[l] - 1) * math.prod(strides[:l]) for l in range(len(kernels))))
+        j.append(math.prod(strides))
+        p.append(sum(pads[l] * math.prod(strides[:l]) for l in range(len(pads))))
+    return tuple(r), tuple(j), tuple(p)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_recurrence_matches_closed_form(seed):
+    arch = random_spec(seed)
+    last = receptive.fields(arch)[-1]
+    r, j, p = _closed_form(arch)
+    assert last.receptive_field == r
+    assert last.effective_stride == j
+    assert last.effective_padding == p
+    assert last.start == tuple(-v for v in p)
+    assert last.center == tuple(-pv + (rv - 1) / 2 for pv, rv in zip(p, r))
+
+
+def test_dilation_enlarges_the_field_without_parameters():
+    plain = spec.parse("input 1 32 32; conv 1 k=3; conv 1 k=3")
+    dilated = spec.parse("input 1 32 32; conv 1 k=3; conv 1 k=3 d=4")
+    assert receptive.fields(plain)[-1].receptive_field == (5, 5)
+    assert receptive.fields(dilated)[-1].receptive_field == (11, 11)
+    assert (
+        spec.totals(spec.infer(plain))["total_params"]
+        == spec.totals(spec.infer(dilated))["total_params"]
+    )
+
+
+def test_flat_layers_see_the_whole_input():
+    for text in (
+        "input 1 8 8; conv 2 k=3; gap; fc 3",
+        "input 1 8 8; conv 2 k=3; flatten; dropout; fc 3",
+        "input 1 8 8; conv 2 k=3; fc 3",
+    ):
+        fields = receptive.fields(spec.parse(text))
+        last = fields[-1]
+        # conv field 3 plus the 6 output positions at stride 1: 3 + 5 = 8, the whole input.
+        assert last.receptive_field == (8, 8), text
+
+
+# ----------------------------------------------------------------------------- unit regions
+
+
+def test_region_padding_and_clipping():
+    arch = spec.parse("lecture-3x3x2")
+    corner = receptive.unit_region(arch, (0, 0), "conv2")
+    assert corner.box == ((-2, 2), (-2, 2))
+    assert corner.clipped == ((0, 2), (0, 2))
+    assert (corner.field_size, corner.inside, corner.padding, corner.seen) == (25, 9, 16, 9)
+    middle = receptive.unit_region(arch, (4, 4), 3)
+    assert middle.box == ((2, 6), (2, 6)) and middle.padding == 0
+
+
+def test_region_with_holes():
+    # k=2 with dilation 3: taps at 0 and 3; 4 positions in the box but only 2 pixels reach.
+    arch = spec.parse("input 1 10; conv 1 k=2 d=3")
+    region = receptive.unit_region(arch, (1,))
+    assert region.box == ((1, 4),)
+    assert region.positions == ((1, 4),)
+    assert region.seen == 2 and region.inside == 4
+
+
+@pytest.mark.parametrize(
+    "unit, layer, fragment",
+    [
+        ((9, 0), None, "height index 9 must be in 0..5"),
+        ((0,), None, "1 index(es)"),
+        ((0, 0), "7", "layers are numbered 1-1"),
+        ((0, 0), "conv9", "no layer named 'conv9'"),
+    ],
+)
+def test_region_errors(unit, layer, fragment):
+    arch = spec.parse("lecture-valid")
+    with pytest.raises(SpecError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        receptive.unit_region(arch, unit, layer)
+
+
+def test_region_on_flat_layer_is_refused():
+    arch = spec.parse("digits")
+    with pytest.raises(SpecError, match="flat output"):
+        receptive.unit_region(arch, (0,), "fc1")
+
+
+# ----------------------------------------------------------------------------- brute force
+
+
+def trace_with_ops(arch):
+    """reach[i, c, *unit] > 0 iff input pixel i (flattened) reaches the unit, computed by
+    pushing one impulse per input pixel through the real cnnkit ops with all-ones kernels.
+    Inputs and weights are non-negative, so a sum or a max is positive exactly when some
+    pixel in the window carries the impulse."""
+    ops = pytest.importorskip("cnnkit.ops")
+    c, *sizes = arch.input_shape
+    count = math.prod(sizes)
+    x = np.zeros((count, c, *sizes))
+    for i, position in enumerate(itertools.product(*(range(n) for n in sizes))):
+        x[(i, slice(None), *position)] = 1.0
+    conv = {1: ops.conv1d, 2: ops.conv2d}[len(sizes)]
+    pools = {
+        ("max", 1): ops.max_pool1d,
+        ("max", 2): ops.max_pool2d,
+        ("avg", 1): ops.avg_pool1d,
+        ("avg", 2): ops.avg_pool2d,
+    }
+    for info in spec.infer(arch):
+        layer = info.layer
+        if info.kind == "conv":
+            w = np.ones((layer.out_channels, x.shape[1] // layer.groups, *layer.kernel))
+            x = conv(
+                x,
+                w,
+                stride=layer.stride,
+                padding=layer.padding,
+                dilation=layer.dilation,
+                groups=layer.groups,
+            )
+        elif info.kind == "pool":
+            pool = pools[(layer.mode, len(sizes))]
+            x = pool(x, layer.kernel, layer.stride, layer.padding, ceil_mode=layer.ceil)
+        elif info.kind == "relu":
+            x = np.maximum(x, 0)
+        # Normalise so deep all-ones stacks cannot overflow; only the sign pattern matters.
+        x = x / max(x.max(), 1.0)
+    return x > 0
+
+
+def _check_against_trace(arch, reach):
+    sizes = arch.input_shape[1:]
+    pixels = list(itertools.product(*(range(n) for n in sizes)))
+    infos = spec.infer(arch)
+    last = len(infos)
+    field = receptive.fields(arch, infos)[-1]
+    contiguous = all(
+        info.kind != "conv" or max(info.layer.dilation) == 1 for info in infos
+    ) and all(
+        s <= (k if info.kind == "pool" else d * (k - 1) + 1)
+        for info in infos
+        if info.kind in ("conv", "pool")
+        for s, k, d in zip(
+            info.layer.stride, info.layer.kernel, info.layer.dilation or (1,) * len(sizes)
+        )
+    )
+    for unit in itertools.product(*(range(n) for n in infos[-1].output_shape[1:])):
+        seen = {pixels[i] for i in np.flatnonzero(reach[(slice(None), 0, *unit)])}
+        region = receptive.unit_region(arch, unit, last, infos)
+        expected = set(itertools.product(*region.positions))
+        assert seen == expected, (unit, region)
+        # The exact set always lies inside Araujo et al.'s box ...
+        for dim, (lo, hi) in enumerate(region.box):
+            assert hi - lo + 1 == field.receptive_field[dim]
+            assert all(lo <= p[dim] <= hi for p in seen)
+        # ... and fills its clipped part when nothing leaves holes.
+        if contiguous:
+            box = set(
+                itertools.product(
+                    *(range(c[0], c[1] + 1) if c else range(0) for c in region.clipped)
+                )
+            )
+            assert seen == box, (unit, region)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_specs_against_impulse_trace(seed):
+    arch = random_spec(seed + 1000, max_size=9)
+    _check_against_trace(arch, trace_with_ops(arch))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "lecture-1d",
+        "lecture-3x3x2",
+        "lecture-5x5",
+        "input 1 9 9; conv 1 k=3 d=2 p=1; conv 1 k=2 s=3",
+        "input 1 11 7; conv 2 k=3 s=2 p=same; pool max k=3 s=2 p=1 ceil=true; conv 1 k=2 d=2",
+        "input 2 12; conv 2 k=3 d=3 p=full groups=2; pool avg k=2 ceil=true; conv 1 k=3 s=2",
+    ],
+)
+def test_chosen_specs_against_impulse_trace(text):
+    arch = spec.parse(text)
+    _check_against_trace(arch, trace_with_ops(arch))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_random_specs_against_torch_gradients(seed):
+    """Second witness: the pixels with a non-zero gradient of a unit under PyTorch, with
+    random positive weights (max pool routes a gradient to one pixel per window, so max pools
+    become average pools here: same windows, every pixel gets a share)."""
+    torch = pytest.importorskip("torch")
+    functional = torch.nn.functional
+    arch = random_spec(seed + 2000, max_size=9)
+    infos = spec.infer(arch)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.zeros((1, *arch.input_shape), dtype=torch.float64, requires_grad=True)
+    y = x
+    for info in infos:
+        layer = info.layer
+        if info.kind == "conv":
+            shape = (layer.out_channels, y.shape[1] // layer.groups, *layer.kernel)
+            w = torch.rand(shape, generator=gen, dtype=torch.float64) + 0.5
+            lo = [p for pair in reversed(info.pads) for p in pair]
+            y = functional.conv2d(
+                functional.pad(y, lo), w, None, layer.stride, 0, layer.dilation, layer.groups
+            )
+        elif info.kind == "pool":
+            y = functional.avg_pool2d(
+                y, layer.kernel, layer.stride, layer.padding, ceil_mode=layer.ceil
+            )
+    assert tuple(y.shape[1:]) == infos[-1].output_shape
+    for unit in itertools.product(*(range(n) for n in infos[-1].output_shape[1:])):
+        (grad,) = torch.autograd.grad(y[(0, 0, *unit)], x, retain_graph=True)
+        seen = {tuple(int(v) for v in p) for p in np.argwhere(grad[0, 0].numpy() != 0)}
+        region = receptive.unit_region(arch, unit, len(infos), infos)
+        assert seen == set(itertools.product(*region.positions)), unit
+
+
+def test_growth_is_monotone():
+    regions = receptive.growth(spec.parse("vgg16"))
+    sizes = [r.box[0][1] - r.box[0][0] + 1 for r in regions]
+    assert sizes == sorted(sizes) and sizes[-1] == 212
+    assert len(regions) == 13 + 5
+
+
+def test_compare_summary():
+    two = receptive.summary(spec.parse("lecture-3x3x2"))
+    one = receptive.summary(spec.parse("lecture-5x5"))
+    assert two["receptive_field"] == one["receptive_field"] == [5, 5]
+    assert (two["params"], one["params"]) == (18, 25)
+    assert two["macs"] < one["macs"]
+    assert (two["nonlinearities"], one["nonlinearities"]) == (2, 1)
