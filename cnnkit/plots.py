@@ -101,3 +101,31 @@ def receptive_field_figure(
             ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
     ax.set_title(title)
     return fig
+
+
+def compare_signals(
+    path: str | os.PathLike[str],
+    signal: Any,
+    responses: Any,
+    positions: Any,
+    names: list[str],
+    title: str = "",
+) -> None:
+    """Plot 1-D signals and their filtered versions on one time axis; save to ``path``.
+
+    ``signal`` is ``(C, L)``; ``responses`` is ``(M, L_out)`` with ``positions`` (length
+    ``L_out``) placing each output sample at the centre of the window that produced it, so a
+    valid or strided response lines up with the input it came from.
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for c, row in enumerate(signal):
+        label = "input" if len(signal) == 1 else f"input ch{c}"
+        ax.plot(range(len(row)), row, color="0.6", lw=1, marker=".", ms=3, label=label)
+    for name, row in zip(names, responses):
+        ax.plot(positions, row, lw=1.8, label=name)
+    ax.set_xlabel("sample")
+    ax.legend(loc="best", fontsize=8)
+    if title:
+        ax.set_title(title)
+    save_figure(fig, path)

@@ -22,7 +22,7 @@ app = typer.Typer(
 
 # Modules that define working subcommands, in the order `cnnkit --help` lists them.
 # Each module exposes ``register(app)``.
-COMMAND_MODULES: list[str] = ["shape", "receptive"]
+COMMAND_MODULES: list[str] = ["filter", "shape", "receptive"]
 
 
 def _version_callback(value: bool) -> None:

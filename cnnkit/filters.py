@@ -1,0 +1,770 @@
+"""The named kernel bank and the kernel syntax of ``cnnkit filter``.
+
+A kernel is given in one of three ways (:func:`parse_kernel` decides which):
+
+* a name with optional parameters: ``sobel-x``, ``box:5``, ``gaussian:sigma=2,size=7``.
+  Parameters follow a colon, separated by commas, either ``key=value`` or positional in the
+  order :data:`BANK` lists them (``gaussian:2,7`` is ``sigma=2, size=7``);
+* an inline matrix: numbers separated by ``,`` (or spaces), rows separated by ``;``:
+  ``"1,0,-1;2,0,-2;1,0,-1"``; a single row is a 1-D kernel;
+* a file: ``.npy`` (a 1-D or 2-D numeric array) or ``.txt`` (one row per line, numbers
+  separated by commas or spaces, ``#`` starts a comment).
+
+All kernels are float64 and are used as cross-correlation kernels (as in CNN libraries):
+``y[i, j] = sum_{u, v} w[u, v] * x[i + u, j + v]``. ``sobel-x`` therefore responds
+positively where the image gets brighter from left to right.
+
+This module imports only numpy and the standard library (no Numba).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------
+# The bank
+
+
+@dataclass(frozen=True)
+class Param:
+    """One kernel parameter: its name, default, type and allowed range."""
+
+    name: str
+    default: float | int | None
+    kind: type = float
+    minimum: float | None = None
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A named kernel: description, parameters and the function that builds the matrix."""
+
+    name: str
+    description: str
+    build: Callable[..., np.ndarray]
+    params: tuple[Param, ...] = ()
+    aliases: tuple[str, ...] = ()
+    one_d: bool = False  # has a 1-D form for signals
+
+
+def _odd_size(size: int | None, sigma: float, name: str) -> int:
+    """Default size ``2 * ceil(3 * sigma) + 1`` (the Gaussian is below 1.1% beyond 3 sigma)."""
+    if size is None:
+        return 2 * math.ceil(3 * sigma) + 1
+    if size % 2 == 0:
+        raise ValueError(f"{name}: size must be odd so the kernel has a centre, got {size}")
+    return size
+
+
+def _grid(size: int, ndim: int) -> tuple[np.ndarray, ...]:
+    """Centred integer coordinates; in 2-D ``(y, x)`` with y down the rows, x along columns."""
+    r = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    if ndim == 1:
+        return (r,)
+    y, x = np.meshgrid(r, r, indexing="ij")
+    return y, x
+
+
+def identity(size: int = 3, ndim: int = 2) -> np.ndarray:
+    """A single 1 at the centre: the output equals the input (with valid padding, cropped)."""
+    w = np.zeros((size,) * ndim)
+    w[(size // 2,) * ndim] = 1.0
+    return w
+
+
+def box(size: int = 3, ndim: int = 2) -> np.ndarray:
+    """The mean filter: ``size**ndim`` equal weights summing to 1 (the lecture's 3-tap average)."""
+    return np.full((size,) * ndim, 1.0 / size**ndim)
+
+
+def gaussian(sigma: float = 1.0, size: int | None = None, ndim: int = 2) -> np.ndarray:
+    """Sampled Gaussian ``exp(-r**2 / (2 sigma**2))``, normalised to sum to 1.
+
+    ``size`` defaults to ``2 * ceil(3 * sigma) + 1``.
+    """
+    size = _odd_size(size, sigma, "gaussian")
+    coords = _grid(size, ndim)
+    r2 = sum(c * c for c in coords)
+    w = np.exp(-r2 / (2 * sigma * sigma))
+    return w / w.sum()
+
+
+def laplacian_of_gaussian(sigma: float = 1.0, size: int | None = None) -> np.ndarray:
+    """Laplacian of Gaussian ("Mexican hat", negative centre), shifted to sum to 0.
+
+    ``LoG(r) = -1 / (pi sigma**4) * (1 - r**2 / (2 sigma**2)) * exp(-r**2 / (2 sigma**2))``.
+    The sampled, truncated kernel does not sum to exactly 0, so its mean is subtracted: a flat
+    region then gives exactly 0. ``size`` defaults to ``2 * ceil(3 * sigma) + 1``.
+    """
+    size = _odd_size(size, sigma, "log")
+    y, x = _grid(size, 2)
+    q = (x * x + y * y) / (2 * sigma * sigma)
+    w = -1.0 / (math.pi * sigma**4) * (1 - q) * np.exp(-q)
+    return w - w.mean()
+
+
+def motion(length: int = 5, angle: float = 0.0) -> np.ndarray:
+    """Motion blur: equal weights along a line of ``length`` pixels through the centre.
+
+    ``angle`` is in degrees, counter-clockwise from the x axis (0 = horizontal streak,
+    90 = vertical). The kernel is ``s x s`` with ``s`` the smallest odd number >= length; the
+    line is sampled finely and every pixel it passes closest to gets weight 1, then the
+    weights are normalised to sum to 1.
+    """
+    s = length if length % 2 else length + 1
+    c = (s - 1) / 2
+    w = np.zeros((s, s))
+    theta = math.radians(angle)
+    for t in np.linspace(-(length - 1) / 2, (length - 1) / 2, 8 * length + 1):
+        col = math.floor(c + t * math.cos(theta) + 0.5)
+        row = math.floor(c - t * math.sin(theta) + 0.5)  # rows grow downwards
+        w[row, col] = 1.0
+    return w / w.sum()
+
+
+def gabor(
+    sigma: float = 2.0,
+    theta: float = 0.0,
+    lambd: float = 6.0,
+    gamma: float = 0.5,
+    psi: float = 0.0,
+    size: int | None = None,
+) -> np.ndarray:
+    """Real part of a Gabor filter, the lecture's model of first-layer CNN filters.
+
+    ``x' = x cos(theta) + y sin(theta)``, ``y' = -x sin(theta) + y cos(theta)``,
+    ``g = exp(-(x'**2 + gamma**2 y'**2) / (2 sigma**2)) * cos(2 pi x' / lambda + psi)``,
+    with x along columns and y down the rows; ``theta`` and ``psi`` in degrees. With
+    ``theta=0`` the stripes are vertical (it responds to vertical edges and bars).
+    ``size`` defaults to ``2 * ceil(3 * sigma) + 1``.
+    """
+    size = _odd_size(size, sigma, "gabor")
+    y, x = _grid(size, 2)
+    th, ph = math.radians(theta), math.radians(psi)
+    xr = x * math.cos(th) + y * math.sin(th)
+    yr = -x * math.sin(th) + y * math.cos(th)
+    env = np.exp(-(xr * xr + gamma * gamma * yr * yr) / (2 * sigma * sigma))
+    return env * np.cos(2 * math.pi * xr / lambd + ph)
+
+
+def _fixed(rows: list[list[float]]) -> Callable[[], np.ndarray]:
+    def build() -> np.ndarray:
+        return np.array(rows, dtype=np.float64)
+
+    return build
+
+
+def _laplacian(neighbours: int = 4) -> np.ndarray:
+    if neighbours == 4:
+        return np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float64)
+    if neighbours == 8:
+        return np.array([[1, 1, 1], [1, -8, 1], [1, 1, 1]], dtype=np.float64)
+    raise ValueError(f"laplacian: neighbours must be 4 or 8, got {neighbours}")
+
+
+_SOBEL = [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]
+_PREWITT = [[-1, 0, 1], [-1, 0, 1], [-1, 0, 1]]
+_SCHARR = [[-3, 0, 3], [-10, 0, 10], [-3, 0, 3]]
+_VERTICAL_EDGE = [[1, 0, -1], [1, 0, -1], [1, 0, -1]]
+
+
+def _t(rows: list[list[float]]) -> list[list[float]]:
+    return [list(r) for r in zip(*rows)]
+
+
+_SIZE = Param("size", 3, int, 1, "side length")
+_SIGMA = Param("sigma", 1.0, float, 1e-6, "standard deviation in pixels")
+_SIZE_AUTO = Param("size", None, int, 1, "odd side length (default 2*ceil(3*sigma)+1)")
+
+BANK: dict[str, KernelSpec] = {
+    k.name: k
+    for k in (
+        KernelSpec("identity", "1 at the centre, 0 elsewhere", identity, (_SIZE,), one_d=True),
+        KernelSpec(
+            "box", "mean of a size x size window (sums to 1)", box, (_SIZE,), ("mean",), True
+        ),
+        KernelSpec(
+            "gaussian", "Gaussian blur (sums to 1)", gaussian, (_SIGMA, _SIZE_AUTO), one_d=True
+        ),
+        KernelSpec("sobel-x", "Sobel derivative along x: vertical edges", _fixed(_SOBEL)),
+        KernelSpec("sobel-y", "Sobel derivative along y: horizontal edges", _fixed(_t(_SOBEL))),
+        KernelSpec("prewitt-x", "Prewitt derivative along x", _fixed(_PREWITT)),
+        KernelSpec("prewitt-y", "Prewitt derivative along y", _fixed(_t(_PREWITT))),
+        KernelSpec("scharr-x", "Scharr derivative along x (rotation-accurate)", _fixed(_SCHARR)),
+        KernelSpec("scharr-y", "Scharr derivative along y", _fixed(_t(_SCHARR))),
+        KernelSpec(
+            "laplacian",
+            "second derivative, 4 or 8 neighbours",
+            _laplacian,
+            (Param("neighbours", 4, int, 4, "4 or 8"),),
+        ),
+        KernelSpec(
+            "sharpen",
+            "identity plus negative laplacian",
+            _fixed([[0, -1, 0], [-1, 5, -1], [0, -1, 0]]),
+        ),
+        KernelSpec("emboss", "relief effect", _fixed([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])),
+        KernelSpec(
+            "vertical-edge",
+            "the lecture's edge detector: bright-to-dark vertical edges",
+            _fixed(_VERTICAL_EDGE),
+        ),
+        KernelSpec(
+            "horizontal-edge",
+            "the lecture's kernel transposed: horizontal edges",
+            _fixed(_t(_VERTICAL_EDGE)),
+        ),
+        KernelSpec(
+            "motion",
+            "motion blur along a line (sums to 1)",
+            motion,
+            (
+                Param("length", 5, int, 1, "line length in pixels"),
+                Param("angle", 0.0, float, None, "degrees counter-clockwise from x"),
+            ),
+        ),
+        KernelSpec(
+            "gabor",
+            "Gabor filter (real part): oriented stripes under a Gaussian",
+            gabor,
+            (
+                Param("sigma", 2.0, float, 1e-6, "envelope standard deviation"),
+                Param("theta", 0.0, float, None, "orientation, degrees"),
+                Param("lambda", 6.0, float, 1e-6, "wavelength in pixels"),
+                Param("gamma", 0.5, float, 1e-6, "aspect ratio"),
+                Param("psi", 0.0, float, None, "phase offset, degrees"),
+                _SIZE_AUTO,
+            ),
+        ),
+        KernelSpec(
+            "log",
+            "Laplacian of Gaussian, mean removed (sums to 0)",
+            laplacian_of_gaussian,
+            (_SIGMA, _SIZE_AUTO),
+        ),
+    )
+}
+
+ALIASES: dict[str, str] = {a: k.name for k in BANK.values() for a in k.aliases}
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+
+@dataclass
+class Kernel:
+    """A parsed kernel: the matrix and a short label for tables and file names."""
+
+    weights: np.ndarray
+    label: str
+    source: str = field(default="", repr=False)
+
+    @property
+    def shape_text(self) -> str:
+        return "x".join(str(s) for s in self.weights.shape)
+
+
+def _number(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise ValueError("not finite")
+    return value
+
+
+def parse_matrix(text: str, origin: str, row_separator: str = ";") -> np.ndarray:
+    """Parse rows of numbers; numbers separated by commas or spaces.
+
+    Parameters
+    ----------
+    text : str
+        The matrix text, e.g. ``"1,0,-1;2,0,-2;1,0,-1"``.
+    origin : str
+        How to name the text in error messages (``kernel '...'`` or a file name).
+    row_separator : str
+        ``";"`` for inline kernels, ``"\\n"`` for text files (where ``;`` also works).
+
+    Returns
+    -------
+    numpy.ndarray
+        1-D (one row) or 2-D float64 array.
+
+    Raises
+    ------
+    ValueError
+        Naming the row, column and token where parsing broke, or the row whose length differs.
+    """
+    inline = row_separator == ";"
+    lines = text.split(";") if inline else text.replace(";", "\n").split("\n")
+    rows: list[list[float]] = []
+    for line_no, line in enumerate(lines, start=1):
+        line = line.strip() if inline else line.split("#", 1)[0].strip()
+        if not line:
+            if inline:
+                raise ValueError(f"{origin}: row {line_no} is empty (two ';' in a row?)")
+            continue
+        tokens = [t.strip() for t in line.split(",")] if "," in line else line.split()
+        row: list[float] = []
+        place = f"row {len(rows) + 1}" if inline else f"line {line_no}"
+        for col, token in enumerate(tokens, start=1):
+            where = f"{origin}: {place}, column {col}"
+            if not token:
+                raise ValueError(f"{where}: empty value (two ',' in a row?)")
+            try:
+                row.append(_number(token))
+            except ValueError:
+                raise ValueError(f"{where}: {token!r} is not a number") from None
+        if rows and len(row) != len(rows[0]):
+            raise ValueError(
+                f"{origin}: {place} has {len(row)} value(s) but the first row has "
+                f"{len(rows[0])}; every row needs the same number"
+            )
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{origin}: no numbers found")
+    arr = np.array(rows, dtype=np.float64)
+    return arr[0] if arr.shape[0] == 1 else arr
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _convert(param: Param, value: str, name: str) -> float | int:
+    try:
+        if param.kind is int:
+            f = float(value)
+            if not f.is_integer():
+                raise ValueError
+            out: float | int = int(f)
+        else:
+            out = _number(value)
+    except ValueError:
+        kind = "an integer" if param.kind is int else "a number"
+        raise ValueError(f"{name}: {param.name} must be {kind}, got {value!r}") from None
+    if param.minimum is not None and out < param.minimum:
+        raise ValueError(f"{name}: {param.name} must be >= {param.minimum:g}, got {value}")
+    return out
+
+
+def named_kernel(text: str, ndim: int = 2) -> Kernel:
+    """Build a kernel from the bank: ``name`` or ``name:params``.
+
+    Parameters
+    ----------
+    text : str
+        ``"sobel-x"``, ``"box:5"``, ``"gaussian:sigma=2,size=7"``, ``"gabor:theta=45"``.
+    ndim : int
+        1 for signals (only kernels with a 1-D form), 2 for images.
+
+    Returns
+    -------
+    Kernel
+    """
+    name, _, arg_text = text.partition(":")
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    spec = BANK.get(key)
+    if spec is None:
+        names = list(BANK) + list(ALIASES)
+        raise ValueError(
+            f"unknown kernel {name!r}{_suggest(key, names)} "
+            "(cnnkit filter --list-kernels shows them all)"
+        )
+    if ndim == 1 and not spec.one_d:
+        one = ", ".join(k.name for k in BANK.values() if k.one_d)
+        raise ValueError(
+            f"kernel {spec.name!r} is 2-D only; a 1-D signal takes {one} "
+            "or an inline row like -k '1,0,-1'"
+        )
+    values: dict[str, float | int] = {}
+    by_name = {p.name: p for p in spec.params}
+    if arg_text.strip():
+        for position, item in enumerate(arg_text.split(",")):
+            item = item.strip()
+            if "=" in item:
+                k, _, v = item.partition("=")
+                k = k.strip().lower()
+                if k not in by_name:
+                    allowed = ", ".join(by_name) or "none"
+                    raise ValueError(
+                        f"{spec.name} has no parameter {k!r}{_suggest(k, list(by_name))} "
+                        f"(parameters: {allowed})"
+                    )
+                param = by_name[k]
+            else:
+                if position >= len(spec.params):
+                    raise ValueError(
+                        f"{spec.name} takes {len(spec.params)} parameter(s), got more: {text!r}"
+                    )
+                param = spec.params[position]
+            if param.name in values:
+                raise ValueError(f"{spec.name}: {param.name} given twice")
+            values[param.name] = _convert(param, v if "=" in item else item, spec.name)
+    kwargs = {("lambd" if k == "lambda" else k): v for k, v in values.items()}
+    if spec.one_d:
+        kwargs["ndim"] = ndim
+    weights = spec.build(**kwargs)
+    shown = ",".join(f"{k}={v:g}" for k, v in values.items())
+    label = spec.name + (f":{shown}" if shown else "")
+    return Kernel(weights, label, text)
+
+
+def load_kernel_file(path: str | os.PathLike[str]) -> np.ndarray:
+    """A kernel from a ``.npy`` (1-D/2-D numeric array) or ``.txt`` file (rows of numbers)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except (ValueError, EOFError) as exc:
+            raise ValueError(f"{p}: not a readable .npy file ({exc})") from None
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{p}: kernel must be numeric, got dtype {arr.dtype}")
+        if arr.ndim not in (1, 2) or arr.size == 0:
+            raise ValueError(f"{p}: kernel must be a non-empty 1-D or 2-D array, got {arr.shape}")
+        arr = arr.astype(np.float64)
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{p}: kernel contains NaN or infinity")
+        return arr
+    if suffix in (".txt", ".csv"):
+        try:
+            text = p.read_text()
+        except UnicodeDecodeError:
+            raise ValueError(f"{p}: not a text file") from None
+        return parse_matrix(text, str(p), row_separator="\n")
+    raise ValueError(f"{p}: kernel files must be .npy or .txt")
+
+
+def parse_kernel(text: str, ndim: int = 2) -> Kernel:
+    """Parse one ``-k`` value: a bank name, an inline matrix or a kernel file.
+
+    A value ending in ``.npy``/``.txt`` or naming an existing file is a file; a value that
+    starts with a letter is a bank name; anything else is an inline matrix.
+
+    Parameters
+    ----------
+    text : str
+        The ``-k`` value.
+    ndim : int
+        1 for signals, 2 for images. A one-row matrix is a 1-D kernel for signals and a
+        ``1 x n`` kernel for images.
+
+    Returns
+    -------
+    Kernel
+        ``weights`` has exactly ``ndim`` dimensions.
+    """
+    stripped = text.strip()
+    if not stripped:
+        raise ValueError("empty kernel; give a name (-k sobel-x) or numbers (-k '1,0,-1')")
+    lowered = stripped.lower()
+    if lowered.endswith((".npy", ".txt")) or (os.sep in stripped and Path(stripped).exists()):
+        weights = load_kernel_file(stripped)
+        label = Path(stripped).name
+    elif stripped[0].isalpha() and lowered not in ("nan", "inf", "infinity"):
+        return named_kernel(stripped, ndim)
+    else:
+        weights = parse_matrix(stripped, f"kernel {stripped!r}")
+        label = "custom"
+    if ndim == 1:
+        if weights.ndim == 2:
+            if weights.shape[0] != 1:
+                raise ValueError(
+                    f"kernel {label} is {weights.shape[0]}x{weights.shape[1]}; a 1-D signal "
+                    "needs a single row like -k '1,0,-1'"
+                )
+            weights = weights[0]
+    elif weights.ndim == 1:
+        weights = weights[None, :]
+    return Kernel(weights, label, text)
+
+
+def transform(
+    weights: np.ndarray,
+    *,
+    transpose: bool = False,
+    rotate: int = 0,
+    normalize: bool = False,
+    scale: float = 1.0,
+) -> np.ndarray:
+    """Apply the kernel options in a fixed order: transpose, rotate, normalize, scale.
+
+    Parameters
+    ----------
+    weights : numpy.ndarray
+        1-D or 2-D kernel.
+    transpose : bool
+        Swap rows and columns (the lecture's vertical -> horizontal edge detector).
+    rotate : int
+        0, 90, 180 or 270 degrees counter-clockwise (``numpy.rot90``). 1-D kernels accept
+        0 and 180 (a reversal).
+    normalize : bool
+        Divide by the sum so the weights sum to 1; an error for kernels summing to 0.
+    scale : float
+        Multiply every weight.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new float64 array.
+    """
+    w = np.array(weights, dtype=np.float64)
+    if rotate not in (0, 90, 180, 270):
+        raise ValueError(f"--rotate must be 0, 90, 180 or 270, got {rotate}")
+    if w.ndim == 1:
+        if transpose:
+            raise ValueError("--transpose needs a 2-D kernel; this one is 1-D")
+        if rotate in (90, 270):
+            raise ValueError("a 1-D kernel can only be rotated by 180 (reversed)")
+        if rotate == 180:
+            w = w[::-1].copy()
+    else:
+        if transpose:
+            w = w.T.copy()
+        w = np.rot90(w, rotate // 90).copy()
+    if normalize:
+        total = w.sum()
+        if abs(total) < 1e-12 * max(1.0, float(np.abs(w).sum())):
+            raise ValueError(
+                "--normalize divides by the kernel's sum, but this kernel sums to 0 "
+                "(an edge detector); drop --normalize or use --scale"
+            )
+        w = w / total
+    if scale != 1.0:
+        if not math.isfinite(scale):
+            raise ValueError(f"--scale must be finite, got {scale}")
+        w = w * scale
+    return w
+
+
+COLOR_MODES = ("per-channel", "gray", "rgb")
+POOL_KINDS = ("max", "avg")
+
+
+def parse_padding(text: str, ndim: int) -> str | int | tuple[int, ...]:
+    """``--padding`` text -> the ``padding`` argument of :func:`cnnkit.ops.conv2d`.
+
+    ``valid``, ``same``, ``full``, ``N`` (every side) or, for images, ``HxW`` (``H`` rows
+    above and below, ``W`` columns left and right).
+    """
+    t = text.strip().lower()
+    if t in ("valid", "same", "full"):
+        return t
+    parts = t.split("x")
+    if len(parts) == 1 or (len(parts) == ndim and ndim == 2):
+        if all(p.strip().isdigit() for p in parts):
+            values = tuple(int(p) for p in parts)
+            return values[0] if len(values) == 1 else values
+    shapes = "N or HxW" if ndim == 2 else "N"
+    raise ValueError(
+        f"--padding must be valid, same, full or {shapes} (non-negative integers), got {text!r}"
+    )
+
+
+@dataclass
+class FilterResult:
+    """The response of a kernel bank and the facts the summary table shows.
+
+    ``y`` has shape ``(K, C, *spatial)``: one map per kernel (K = 1 after
+    ``combine="magnitude"``) and per filtered channel (C = 1 for ``gray`` and ``rgb``).
+    ``positions`` gives, for a 1-D output, each sample's position on the input's axis (the
+    centre of the window that produced it), so signal and response can be plotted together.
+    """
+
+    y: np.ndarray
+    pads: tuple[tuple[int, int], ...]
+    seconds: float
+    positions: np.ndarray | None = None
+
+
+def apply_bank(
+    data: np.ndarray,
+    kernels: list[np.ndarray],
+    *,
+    color: str = "per-channel",
+    padding: str | int | tuple[int, ...] = "valid",
+    pad_mode: str = "zeros",
+    stride: int = 1,
+    dilation: int = 1,
+    method: str = "auto",
+    flip: bool = False,
+    bias: float = 0.0,
+    combine: str | None = None,
+    pool: str | None = None,
+    pool_size: int = 2,
+    pool_stride: int | None = None,
+) -> FilterResult:
+    """Filter ``data`` with every kernel through :mod:`cnnkit.ops`, then combine and pool.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        ``(C, H, W)`` image or ``(C, L)`` signal (channels filtered independently).
+    kernels : list of numpy.ndarray
+        2-D kernels for images, 1-D for signals.
+    color : {"per-channel", "gray", "rgb"}
+        Images only. ``per-channel``: every channel is filtered alone (C maps).
+        ``gray``: BT.601 luma first (1 map). ``rgb``: one ``(C, kh, kw)`` kernel made of the
+        2-D kernel repeated over the C channels and divided by C, so a blur keeps the mean
+        brightness; one map, as one unit of a conv layer computes.
+    padding, pad_mode, stride, dilation, method, flip
+        As in :func:`cnnkit.ops.conv2d` (``flip=True`` is true convolution).
+    bias : float
+        Added to every response (the conv layer's bias), before ``combine``.
+    combine : {None, "magnitude"}
+        ``magnitude``: ``sqrt(sum_k y_k**2)``, the gradient magnitude of an x/y pair.
+    pool, pool_size, pool_stride
+        ``max`` or ``avg`` pooling applied after the filter (stride defaults to size).
+
+    Returns
+    -------
+    FilterResult
+
+    Notes
+    -----
+    Per spatial dimension the output has
+    ``floor((n + pad_lo + pad_hi - dilation * (k - 1) - 1) / stride) + 1`` samples
+    (:func:`cnnkit.geometry.conv_output_size`), then ``floor((m - pool) / pool_stride) + 1``
+    after pooling.
+    """
+    import time
+
+    from cnnkit import geometry, ops
+
+    ndim = data.ndim - 1
+    if color not in COLOR_MODES:
+        raise ValueError(f"--color must be one of {', '.join(COLOR_MODES)}, got {color!r}")
+    if ndim == 1 and color != "per-channel":
+        raise ValueError("--color applies to images; a signal's channels are filtered each alone")
+    if combine not in (None, "magnitude"):
+        raise ValueError(f"--combine must be magnitude, got {combine!r}")
+    if combine and len(kernels) < 2:
+        raise ValueError(
+            "--combine magnitude needs two or more kernels, e.g. -k sobel-x -k sobel-y"
+        )
+    if pool is not None and pool not in POOL_KINDS:
+        raise ValueError(f"--pool must be max or avg, got {pool!r}")
+    for w in kernels:
+        if w.ndim != ndim:
+            raise ValueError(f"a {ndim}-D input needs {ndim}-D kernels, got shape {w.shape}")
+    stride_t = geometry.positive_tuple(stride, ndim, "--stride")
+    dil_t = geometry.positive_tuple(dilation, ndim, "--dilation")
+
+    if ndim == 2 and color == "gray":
+        from cnnkit.io import to_gray
+
+        data = to_gray(data)
+    sizes = data.shape[1:]
+    names = ("height", "width") if ndim == 2 else ("length",)
+    shapes = []
+    for w in kernels:
+        pads = geometry.resolve_padding(padding, sizes, w.shape, stride_t, dil_t)
+        out = geometry.conv_output_shape(sizes, w.shape, stride_t, pads, dil_t)
+        for i, o in enumerate(out):
+            if o <= 0:
+                span = dil_t[i] * (w.shape[i] - 1) + 1
+                padded = sizes[i] + pads[i][0] + pads[i][1]
+                raise ValueError(
+                    f"kernel {'x'.join(map(str, w.shape))} (spanning {span} with dilation "
+                    f"{dil_t[i]}) is larger than the padded input {names[i]} {padded}; "
+                    "use --padding same or a smaller kernel"
+                )
+        shapes.append(out)
+    if len(set(shapes)) > 1:
+        raise ValueError(
+            "the kernels give different output sizes ("
+            + ", ".join("x".join(map(str, s)) for s in shapes)
+            + "); use --padding same or kernels of one size"
+        )
+    conv = ops.conv2d if ndim == 2 else ops.conv1d
+    if color == "rgb":
+        x = data[None]  # (1, C, ...): one multi-channel input
+    else:
+        x = data[:, None]  # (C, 1, ...): channels as a batch, each filtered alone
+    b = np.array([bias], dtype=np.float64) if bias else None
+    start = time.perf_counter()
+    maps = []
+    for w in kernels:
+        wk = w[None, None]
+        if color == "rgb":
+            wk = np.repeat(wk, data.shape[0], axis=1) / data.shape[0]
+        y = conv(
+            x,
+            wk,
+            b,
+            stride=stride_t,
+            padding=padding,
+            dilation=dil_t,
+            pad_mode=pad_mode,
+            flip=flip,
+            method=method,
+        )
+        maps.append(y[:, 0])  # (C or 1, ...)
+    y = np.stack(maps)  # (K, C, ...)
+    if combine == "magnitude":
+        y = np.sqrt((y * y).sum(axis=0, keepdims=True))
+    positions = None
+    pads = geometry.resolve_padding(padding, sizes, kernels[0].shape, stride_t, dil_t)
+    if ndim == 1:
+        span = dil_t[0] * (kernels[0].shape[0] - 1) + 1
+        positions = np.arange(y.shape[-1]) * stride_t[0] - pads[0][0] + (span - 1) / 2
+    if pool is not None:
+        ps = pool_stride or pool_size
+        k, c = y.shape[:2]
+        flat = y.reshape(k * c, 1, *y.shape[2:])
+        if ndim == 2:
+            fn = ops.max_pool2d if pool == "max" else ops.avg_pool2d
+        else:
+            fn = ops.max_pool1d if pool == "max" else ops.avg_pool1d
+        for i, n in enumerate(y.shape[2:]):
+            if pool_size > n:
+                raise ValueError(
+                    f"--pool-size {pool_size} is larger than the filtered {names[i]} {n}"
+                )
+        pooled = fn(flat, pool_size, ps)
+        y = pooled.reshape(k, c, *pooled.shape[2:])
+        if positions is not None:
+            starts = np.arange(y.shape[-1]) * ps
+            positions = (positions[starts] + positions[starts + pool_size - 1]) / 2
+    seconds = time.perf_counter() - start
+    return FilterResult(np.ascontiguousarray(y), pads, seconds, positions)
+
+
+def default_matrices() -> list[tuple[KernelSpec, np.ndarray]]:
+    """Every bank kernel built with its default parameters (for ``--list-kernels``)."""
+    return [(spec, spec.build()) for spec in BANK.values()]
+
+
+__all__ = [
+    "ALIASES",
+    "BANK",
+    "Kernel",
+    "KernelSpec",
+    "Param",
+    "COLOR_MODES",
+    "FilterResult",
+    "apply_bank",
+    "box",
+    "default_matrices",
+    "gabor",
+    "gaussian",
+    "identity",
+    "laplacian_of_gaussian",
+    "load_kernel_file",
+    "motion",
+    "named_kernel",
+    "parse_kernel",
+    "parse_matrix",
+    "parse_padding",
+    "transform",
+]
