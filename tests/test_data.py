@@ -777,3 +777,25 @@ def test_exif_orientation_is_applied(rng, tmp_path):
     Image.fromarray(pixels).save(tmp_path / "r.png", exif=exif)
     got = load_image_for_model(tmp_path / "r.png", (1, 6, 9), np.zeros(1), np.ones(1))
     np.testing.assert_allclose(got[0, 0] * 255, pixels[::-1, ::-1], atol=1e-3)
+
+
+def test_sixteen_bit_grayscale_uses_its_full_range(rng, tmp_path):
+    pixels = rng.integers(0, 65536, (5, 7)).astype(np.uint16)
+    Image.fromarray(pixels).save(tmp_path / "deep.png")
+    got = load_image_for_model(tmp_path / "deep.png", (1, 5, 7), np.zeros(1), np.ones(1))
+    np.testing.assert_allclose(got[0, 0], pixels / 65535.0, atol=1e-6)
+
+
+def test_summary_and_docstring_examples():
+    import doctest
+
+    import cnnkit.data
+    import cnnkit.data.dataset
+
+    ds = load_dataset("digits")
+    summary = ds.summary()
+    assert (summary["train"], summary["val"], summary["test"]) == (1293, 144, 360)
+    assert summary["input_shape"] == [1, 8, 8] and ds.num_classes == 10
+    for module in (cnnkit.data, cnnkit.data.dataset):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0

@@ -164,8 +164,8 @@ def normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
-    >>> normalize(np.full((1, 1, 2, 2), 3.0), np.array([1.0]), np.array([2.0]))[0, 0, 0, 0]
-    np.float32(1.0)
+    >>> float(normalize(np.full((1, 1, 2, 2), 3.0), np.array([1.0]), np.array([2.0]))[0, 0, 0, 0])
+    1.0
     """
     x = np.asarray(x)
     mean = np.asarray(mean, dtype=np.float32).reshape(-1)
