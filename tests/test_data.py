@@ -799,3 +799,35 @@ def test_summary_and_docstring_examples():
     for module in (cnnkit.data, cnnkit.data.dataset):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0
+
+
+def test_hand_drawn_black_on_white_digits_look_like_the_training_digits(tmp_path):
+    # The "done when" story: a user draws a digit in black on a white canvas. After
+    # preprocessing, the nearest class mean of the training digits must be that digit.
+    from PIL import ImageDraw
+
+    ds = load_dataset("digits")
+    centroids = np.stack([ds.x_train[ds.y_train == k].mean(axis=0).ravel() for k in range(10)])
+    strokes = {
+        0: [("ellipse", (60, 30, 140, 170))],
+        1: [("line", (100, 30, 100, 170))],
+        4: [
+            ("line", (110, 30, 55, 120)),
+            ("line", (55, 120, 145, 120)),
+            ("line", (120, 70, 120, 170)),
+        ],
+        7: [("line", (60, 35, 140, 35)), ("line", (140, 35, 85, 170))],
+    }
+    for digit, parts in strokes.items():
+        canvas = Image.new("L", (200, 200), 255)
+        pen = ImageDraw.Draw(canvas)
+        for kind, box in parts:
+            if kind == "ellipse":
+                pen.ellipse(box, outline=0, width=14)
+            else:
+                pen.line(box, fill=0, width=14)
+        canvas.save(tmp_path / f"{digit}.png")
+        x = load_image_for_model(
+            tmp_path / f"{digit}.png", ds.input_shape, ds.mean, ds.std, preprocess=ds.preprocess
+        )
+        assert int(((centroids - x.ravel()) ** 2).sum(axis=1).argmin()) == digit
