@@ -831,3 +831,22 @@ def test_hand_drawn_black_on_white_digits_look_like_the_training_digits(tmp_path
             tmp_path / f"{digit}.png", ds.input_shape, ds.mean, ds.std, preprocess=ds.preprocess
         )
         assert int(((centroids - x.ravel()) ** 2).sum(axis=1).argmin()) == digit
+
+
+def test_make_digits_script_rebuilds_the_shipped_file(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    import importlib.util
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "make_digits.py"
+    spec = importlib.util.spec_from_file_location("make_digits", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "TARGET", tmp_path / "digits.npz")
+    module.main()
+    with (
+        np.load(tmp_path / "digits.npz", allow_pickle=False) as rebuilt,
+        np.load(DIGITS_FILE, allow_pickle=False) as shipped,
+    ):
+        for key in ("images", "labels"):
+            assert rebuilt[key].dtype == shipped[key].dtype
+            np.testing.assert_array_equal(rebuilt[key], shipped[key])
