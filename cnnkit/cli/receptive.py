@@ -28,8 +28,9 @@ Examples:
   cnnkit receptive-field lecture-3x3x2 --compare lecture-5x5
 
 SPEC is a shipped name, a spec file (.txt or .json), or inline text with ';' between layers.
-Units are 0-based output positions (y,x in 2-D). Coordinates are input pixel indices; negative
-or past-the-end coordinates lie in the padding.
+
+Units are 0-based output positions (y,x in 2-D). Coordinates are input pixel indices; \
+negative or past-the-end coordinates lie in the padding.
 """
 
 

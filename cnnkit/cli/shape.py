@@ -19,11 +19,11 @@ Examples:
 
   cnnkit shape vgg16 --input 3x32x32 --json
 
-  cnnkit shape "input 1 8 8; conv 4 k=3; relu; pool max k=2; fc 10" --compare-fc
+  cnnkit shape "input 1 8 8; conv 4 k=3; pool max k=2; fc 10" --compare-fc
 
-SPEC is a shipped name (alexnet, digits, lecture-1d, lecture-3x3x2, lecture-5x5, lecture-fc,
-lecture-valid, lenet5, shapes, vgg16), a spec file (.txt or .json), or inline text with ';'
-between layers.
+SPEC is a shipped name (alexnet, digits, lecture-1d, lecture-3x3x2, lecture-5x5, \
+lecture-fc, lecture-valid, lenet5, shapes, vgg16), a spec file (.txt or .json), or inline \
+text with ';' between layers.
 """
 
 
