@@ -367,7 +367,9 @@ def _torch_model(arch):
                 nn.Linear(math.prod(info.input_shape), layer.units, layer.bias, device="meta")
             )
         elif info.kind == "bn":
-            bn = nn.BatchNorm1d if len(info.input_shape) == 1 else nn.BatchNorm2d
+            bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm1d, 3: nn.BatchNorm2d, 4: nn.BatchNorm3d}[
+                len(info.input_shape)
+            ]
             modules.append(bn(c, device="meta"))
         elif info.kind == "gap":
             modules.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
@@ -444,6 +446,25 @@ def test_one_dimensional_specs_against_cnnkit_ops():
         else:
             x = ops.avg_pool1d(x, layer.kernel, layer.stride, layer.padding, ceil_mode=layer.ceil)
         assert x.shape[1:] == info.output_shape
+
+
+def test_three_dimensional_spec_against_torch_and_ops():
+    arch = spec.parse("input 2 5 9 8; conv 4 k=3x3x2 s=1x2x2 p=1; pool max k=2 ceil=true; bn; gap")
+    infos = spec.infer(arch)
+    assert [i.output_shape for i in infos] == [(4, 5, 5, 5), (4, 3, 3, 3), (4, 3, 3, 3), (4,)]
+    torch, model = _torch_model(spec.parse(spec.to_text(arch).replace("gap\n", "")))
+    x = torch.empty((1, *arch.input_shape), device="meta")
+    assert tuple(model(x).shape[1:]) == infos[1].output_shape
+    assert sum(p.numel() for p in model.parameters()) == spec.totals(infos)["total_params"]
+    ops = pytest.importorskip("cnnkit.ops")
+    conv = infos[0].layer
+    y = ops.conv3d(
+        np.zeros((1, *arch.input_shape)),
+        np.zeros((4, 2, *conv.kernel)),
+        stride=conv.stride,
+        padding=conv.padding,
+    )
+    assert y.shape[1:] == infos[0].output_shape
 
 
 def test_spec_module_imports_no_numpy():
