@@ -129,3 +129,26 @@ def compare_signals(
     if title:
         ax.set_title(title)
     save_figure(fig, path)
+
+
+def bench_figure(series: dict, path: str | os.PathLike[str], title: str = "") -> None:
+    """Two panels from ``cnnkit.bench.plot_series``: GFLOP/s against image size (log-log)
+    and seconds against kernel size, one line per method or peer."""
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, points in series["size"].items():
+        xs, ys = zip(*points)
+        left.plot(xs, ys, marker="o", label=name)
+    left.set(xscale="log", yscale="log", xlabel="image side (pixels)", ylabel="GFLOP/s")
+    left.set_title(f"throughput vs image size, {series.get('size_title', '')}")
+    for name, points in series["kernel"].items():
+        xs, ys = zip(*points)
+        right.plot(xs, ys, marker="o", label=name)
+    right.set(yscale="log", xlabel="kernel side", ylabel="seconds per call")
+    right.set_title(f"time vs kernel size, {series.get('kernel_title', '')}")
+    for ax in (left, right):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    save_figure(fig, path)

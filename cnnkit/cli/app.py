@@ -22,7 +22,7 @@ app = typer.Typer(
 
 # Modules that define working subcommands, in the order `cnnkit --help` lists them.
 # Each module exposes ``register(app)``.
-COMMAND_MODULES: list[str] = ["filter", "shape", "receptive"]
+COMMAND_MODULES: list[str] = ["filter", "shape", "receptive", "bench"]
 
 
 def _version_callback(value: bool) -> None:
