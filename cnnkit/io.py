@@ -178,7 +178,8 @@ def load(path: str | os.PathLike[str], column: str | None = None) -> Loaded:
 def load_image(path: Path) -> Loaded:
     """Read an image with pillow (first frame of an animation).
 
-    Gray, gray+alpha, RGB, RGBA, palette (to RGB, or RGBA when it has transparency), 1-bit,
+    Gray, gray+alpha, RGB, RGBA, palette (to RGB, or RGBA when it has transparency; to gray
+    when every palette colour is gray), 1-bit,
     CMYK/YCbCr (to RGB), 16-bit and 32-bit integer gray ("I;16", "I": full scale 65535) and
     float ("F") images. Alpha is split off into ``Loaded.alpha``.
     """
@@ -209,6 +210,8 @@ def load_image(path: Path) -> Loaded:
     if arr.ndim == 3 and arr.shape[2] in (2, 4):
         alpha = arr[:, :, -1].copy()
         arr = arr[:, :, :-1]
+    if mode in ("P", "PA") and (arr == arr[:, :, :1]).all():
+        arr = arr[:, :, 0]  # a gray palette (as GIF stores gray images) stays one channel
     if arr.dtype == np.uint8:
         maxval = 255.0
     elif arr.dtype.kind in "iu":
