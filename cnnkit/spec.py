@@ -425,7 +425,8 @@ def _collect(kind: str, args: list[Any], keys: dict[str, Any], ctx: _Ctx) -> dic
     allowed = _ALLOWED_KEYS[kind]
     values: dict[str, Any] = {}
     for key, value in keys.items():
-        canonical = _KEY_ALIASES.get(key)
+        # PyTorch calls the dropout probability p; elsewhere p is padding.
+        canonical = "rate" if kind == "dropout" and key == "p" else _KEY_ALIASES.get(key)
         if canonical is None or canonical not in allowed:
             spellings = [k for k, c in _KEY_ALIASES.items() if c in allowed]
             hint = _closest(key, spellings) if spellings else f"; {kind} takes no options"

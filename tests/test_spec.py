@@ -139,6 +139,7 @@ def test_aliases():
     c = spec.parse("input 2 9 9; batchnorm; lrelu slope=0.3; globalavgpool; linear out_features=3")
     assert [layer.kind for layer in c.layers] == ["bn", "leakyrelu", "gap", "fc"]
     assert c.layers[1].slope == 0.3
+    assert spec.parse("input 1 4 4; dropout p=0.3").layers[0].rate == 0.3
 
 
 def test_input_override_replaces_and_can_supply_the_input_line():
