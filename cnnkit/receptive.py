@@ -128,6 +128,15 @@ def fields(arch: Architecture, infos: list[LayerInfo] | None = None) -> list[Fie
     adds windows at the far end but does not move the first one. Global average pooling and
     fully connected layers are windows as large as their input. ``"same"`` padding with an
     odd total puts the extra row after, so ``p`` is the smaller half.
+
+    Examples
+    --------
+    The lecture's 1-D conv-pool-conv stack: the last unit sees all 8 samples.
+
+    >>> from cnnkit import spec
+    >>> arch = spec.parse("input 1 8; conv 1 k=3; pool max k=2; conv 1 k=3")
+    >>> [f.receptive_field for f in fields(arch)]
+    [(3,), (4,), (8,)]
     """
     infos = spec.infer(arch) if infos is None else infos
     ndim = len(arch.input_shape) - 1
@@ -236,6 +245,13 @@ def unit_region(
     ``s``, left padding ``p``, dilation ``d`` and kernel ``k`` reads input positions
     ``y * s - p + t * d`` for ``t = 0 .. k - 1``, of which only those inside the layer's input
     (``0 .. n - 1``) are real; the rest are padding and carry nothing from the image.
+
+    Examples
+    --------
+    >>> from cnnkit import spec
+    >>> region = unit_region(spec.parse("input 1 8 8; conv 1 k=3 p=1; conv 1 k=3 p=1"), (0, 0))
+    >>> region.box, region.clipped, region.padding
+    (((-2, 2), (-2, 2)), ((0, 2), (0, 2)), 16)
     """
     infos = spec.infer(arch) if infos is None else infos
     index = select_layer(arch, infos, layer)

@@ -256,6 +256,16 @@ def parse(source: str, input_shape: tuple[int, ...] | None = None) -> Architectu
     SpecError
         A ValueError whose message names the line (or item), its text and the bad value.
         Unknown layer names and keys come with the closest valid spelling.
+
+    Examples
+    --------
+    >>> arch = parse("input 1 8 8; conv 4 k=3; relu; pool max k=2; fc 10")
+    >>> [info.output_shape for info in infer(arch)]
+    [(4, 6, 6), (4, 6, 6), (4, 3, 3), (10,)]
+    >>> parse("input 1 8 8; cnov 4 k=3")
+    Traceback (most recent call last):
+    ...
+    cnnkit.spec.SpecError: item 2 ('cnov 4 k=3'): unknown layer 'cnov'; did you mean 'conv'?
     """
     if not isinstance(source, str) or not source.strip():
         raise SpecError("spec is empty: give a shipped name, a file, or text like 'input 1 8 8'")

@@ -309,3 +309,13 @@ def test_compare_summary():
     assert (two["params"], one["params"]) == (18, 25)
     assert two["macs"] < one["macs"]
     assert (two["nonlinearities"], one["nonlinearities"]) == (2, 1)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from cnnkit import spec as spec_module
+
+    for module in (spec_module, receptive):
+        failed, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert tried > 0 and failed == 0, module.__name__
