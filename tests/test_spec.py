@@ -478,3 +478,14 @@ def test_spec_module_imports_no_numpy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_shipped_training_nets_fit_their_datasets():
+    shapes_data = pytest.importorskip("cnnkit.data.shapes")
+    images, _ = shapes_data.generate_shapes(count=4)
+    shapes = spec.parse("shapes")
+    assert shapes.input_shape == images.shape[1:]
+    assert spec.infer(shapes)[-1].output_shape == (len(shapes_data.SHAPE_CLASSES),)
+    digits = spec.parse("digits")
+    assert digits.input_shape == (1, 8, 8)
+    assert spec.infer(digits)[-1].output_shape == (10,)
