@@ -279,6 +279,12 @@ def parse(source: str, input_shape: tuple[int, ...] | None = None) -> Architectu
     return _build(entries, name, where, input_shape)
 
 
+def source_text(source: str) -> str:
+    """The spec text behind ``source`` (a shipped name, a file, inline text or JSON), resolved
+    exactly as :func:`parse` resolves it; store this to rebuild the same network later."""
+    return _load(source)[0]
+
+
 def _load(source: str) -> tuple[str, str, str]:
     """(text, name, word for positions) for a name, a path or an inline spec."""
     candidate = source.strip()
@@ -885,6 +891,7 @@ __all__ = [
     "parse",
     "parse_shape",
     "shipped",
+    "source_text",
     "to_text",
     "totals",
     "with_input",

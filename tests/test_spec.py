@@ -123,6 +123,8 @@ def test_every_form_gives_the_same_architecture(tmp_path):
     json_path.write_text(json.dumps({"name": "mine", "layers": as_json}))
     from_json_file = spec.parse(str(json_path))
     round_trip = spec.parse(spec.to_text(from_json))
+    assert spec.source_text(str(path)) == text
+    assert spec.parse(spec.source_text("lenet5")).layers == spec.parse("lenet5").layers
     expected = _fields(from_text)
     for other in (inline, from_file, from_json, from_json_file, round_trip):
         assert _fields(other) == expected
