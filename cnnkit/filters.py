@@ -577,8 +577,10 @@ class FilterResult:
 
     ``y`` has shape ``(K, C, *spatial)``: one map per kernel (K = 1 after
     ``combine="magnitude"``) and per filtered channel (C = 1 for ``gray`` and ``rgb``).
-    ``positions`` gives, for a 1-D output, each sample's position on the input's axis (the
-    centre of the window that produced it), so signal and response can be plotted together.
+    ``seconds`` is the time of the convolutions (and combine/pool) with Numba's kernels
+    already loaded. ``positions`` gives, for a 1-D output, each sample's position on the
+    input's axis (the centre of the window that produced it), so signal and response can be
+    plotted together.
     """
 
     y: np.ndarray
@@ -692,6 +694,13 @@ def apply_bank(
     else:
         x = data[:, None]  # (C, 1, ...): channels as a batch, each filtered alone
     b = np.array([bias], dtype=np.float64) if bias else None
+    # Load the compiled kernels on a tiny input first, so ``seconds`` measures the filtering
+    # and not Numba's one-off start-up (loading its cache costs a few hundred ms).
+    for w in kernels[:1]:
+        span = [d * (k - 1) + 1 for d, k in zip(dil_t, w.shape)]
+        tiny = np.zeros((1, x.shape[1], *span))
+        wt = np.repeat(w[None, None], x.shape[1], axis=1)
+        conv(tiny, wt, b, dilation=dil_t, method=method)
     start = time.perf_counter()
     maps = []
     for w in kernels:

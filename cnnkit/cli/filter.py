@@ -41,7 +41,8 @@ Kernels: a name with optional parameters (gaussian:sigma=2,size=7 or gaussian:2,
 numbers (-k "1,0,-1;2,0,-2;1,0,-1"; one row = 1-D), or a .npy/.txt file. Filtering is
 cross-correlation, as in CNN layers; --flip makes it true convolution. Defaults: --padding
 valid (8x8 with 3x3 gives 6x6), --color per-channel, --display auto (clip for non-negative
-responses, abs for signed ones). Images load in their own units (0..255), .npy outputs are the
+responses, abs for signed ones). --json prints one object (a list for several inputs).
+Images load in their own units (0..255), .npy outputs are the
 raw float response. RGBA: alpha is kept aside and re-attached when the output image has the
 input's size. .npy inputs: 3-D arrays are channels-last when the last dimension is 1, 3 or 4,
 else channels-first.
@@ -324,7 +325,7 @@ def _render(facts: list[dict[str, Any]]) -> None:
             rows.append(("options", ", ".join(extras)))
         rows += [
             ("output shape", f"{_shape_text(f['output_shape'])} x {f['maps']} map(s)"),
-            ("time", f"{f['seconds'] * 1000:.1f} ms"),
+            ("time", f"{f['seconds'] * 1000:.1f} ms (filtering, JIT loaded)"),
             ("min / max / mean", f"{f['min']:.4g} / {f['max']:.4g} / {f['mean']:.4g}"),
         ]
         if f["output"]:
