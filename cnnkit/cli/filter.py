@@ -23,29 +23,32 @@ Examples:
 
   cnnkit filter sample_images/camera.png -k sobel-x -o edges.png
 
-  cnnkit filter sample_images/chelsea.png -k sobel-x -k sobel-y --combine magnitude
-  --color gray -o cat_edges.png --compare cat_compare.png
+  cnnkit filter sample_images/chelsea.png -k sobel-x -k sobel-y --combine magnitude \\
+      --color gray -o cat_edges.png --compare cat_compare.png
 
   cnnkit filter sample_images/lecture_8x8.png -k vertical-edge -o edge.npy
 
-  cnnkit filter sample_images/coffee.png -k gaussian:sigma=2 --padding same
-  --pad-mode reflect -o blur.png
+  cnnkit filter sample_images/coffee.png -k gaussian:sigma=2 -p same --pad-mode reflect -o b.png
 
   cnnkit filter sample_images/signal.csv -k box:3 -o smooth.csv --compare smooth.png
 
-  cnnkit filter sample_images/ -k "1,0,-1;2,0,-2;1,0,-1" --out-dir out/
+  cnnkit filter sample_images/ -k "1,0,-1;2,0,-2;1,0,-1" --color gray --out-dir out/
 
-  cnnkit filter --list-kernels          cnnkit filter --demo
+  cnnkit filter --list-kernels
+
+  cnnkit filter --demo
 
 Kernels: a name with optional parameters (gaussian:sigma=2,size=7 or gaussian:2,7), rows of
 numbers (-k "1,0,-1;2,0,-2;1,0,-1"; one row = 1-D), or a .npy/.txt file. Filtering is
-cross-correlation, as in CNN layers; --flip makes it true convolution. Defaults: --padding
-valid (8x8 with 3x3 gives 6x6), --color per-channel, --display auto (clip for non-negative
-responses, abs for signed ones). --json prints one object (a list for several inputs).
-Images load in their own units (0..255), .npy outputs are the
-raw float response. RGBA: alpha is kept aside and re-attached when the output image has the
-input's size. .npy inputs: 3-D arrays are channels-last when the last dimension is 1, 3 or 4,
-else channels-first.
+cross-correlation, as in CNN layers; --flip makes it true convolution.
+
+Defaults: --padding valid (8x8 with 3x3 gives 6x6), --color per-channel, --display auto (clip
+for non-negative responses, abs = |y| scaled to its peak for signed ones). Images load in their
+own units (0..255, 16-bit: 0..65535) and are written as 8-bit; .npy outputs are the raw float
+response. RGBA: alpha is kept aside and re-attached when the output image has the input's
+size. 3-D .npy inputs are channels-last when the last dimension is 1, 3 or 4, else
+channels-first. A folder means its images. --json prints one object (a list for several
+inputs).
 """
 
 DEFAULT_EXT = {"image": ".png", "array": ".npy", "npy": ".npy", "csv": ".csv", "wav": ".wav"}
