@@ -247,7 +247,7 @@ ANCHOR_LAYERS = {
 DEFAULTS = {
     "sizes": (512, 1024, 2048),
     "kernels": (3, 5, 7, 11),
-    "channels": (32, 128),
+    "channels": (16, 64),
     "batch": (1, 8),
 }
 QUICK = {"sizes": (512,), "kernels": (3, 7), "channels": (), "batch": ()}
@@ -744,31 +744,45 @@ class Peers:
 # Timing
 
 
-def time_call(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> dict[str, float]:
+def time_call(
+    fn: Callable[[], Any],
+    repeat: int,
+    warmup: int = 1,
+    first: float | None = None,
+    budget: float | None = None,
+) -> dict[str, float]:
     """Median per-call seconds of ``fn`` over ``repeat`` samples after ``warmup`` calls.
 
     A sample repeats the call ``number`` times so that it lasts about ``SAMPLE_SECONDS``
     (short calls are otherwise dominated by timer resolution and scheduling noise).
+    ``first`` is the duration of an earlier call (it sizes ``number`` when ``warmup`` is 0);
+    with ``budget`` (seconds), sampling stops once it is spent and at least 3 samples exist,
+    so one slow peer does not dominate the suite.
     """
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
-    first = math.inf
-    for _ in range(max(warmup, 1)):
-        t0 = time.perf_counter()
-        fn()
-        first = min(first, time.perf_counter() - t0)
+    if warmup > 0 or first is None:
+        first = math.inf
+        for _ in range(max(warmup, 1)):
+            t0 = time.perf_counter()
+            fn()
+            first = min(first, time.perf_counter() - t0)
     number = max(1, min(1000, math.ceil(SAMPLE_SECONDS / max(first, 1e-9))))
-    samples = []
+    samples: list[float] = []
+    start = time.perf_counter()
     for _ in range(repeat):
         t0 = time.perf_counter()
         for _ in range(number):
             fn()
         samples.append((time.perf_counter() - t0) / number)
+        if budget is not None and len(samples) >= 3 and time.perf_counter() - start > budget:
+            break
     return {
         "median": statistics.median(samples),
         "min": min(samples),
         "max": max(samples),
         "number": number,
+        "samples": len(samples),
     }
 
 
@@ -882,7 +896,25 @@ def machine_info(threads: int) -> dict[str, Any]:
         "numba": numba.__version__,
         "blas": blas_info(),
         "platform": platform.platform(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
+
+
+def busy_note(machine: dict[str, Any]) -> str | None:
+    """A warning when other processes competed for the cores during the run.
+
+    Parallel kernels suffer most: a thread that loses its core stalls the others at the
+    next barrier, and spinning OpenMP runtimes make it worse.
+    """
+    load = machine.get("load_average")
+    cores = machine.get("usable_cores") or 1
+    if load and load[0] > 0.75 * cores:
+        return (
+            f"machine busy: load average {load[0]:.1f} on {cores} cores during the run; "
+            "other processes competed for the CPU, so times (multi-threaded ones most) are "
+            "inflated and noisy; rerun on an idle machine or compare with --threads 1"
+        )
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -923,10 +955,16 @@ def measure_compile(ops: Any, cases: Sequence[Case]) -> list[dict[str, Any]]:
 
 
 def run_case(
-    case: Case, ops: Any, peers: Peers, repeat: int, peak_gflops: float | None
+    case: Case,
+    ops: Any,
+    peers: Peers,
+    repeat: int,
+    peak_gflops: float | None,
+    budget_s: float | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Check every implementation of ``case`` against the oracle, then time the correct ones.
 
+    ``budget_s`` caps the sampling time per implementation (:func:`time_call`).
     Returns the result rows (cnnkit methods first, then peers) and notes (skipped peers).
     """
     notes: list[str] = []
@@ -970,9 +1008,13 @@ def run_case(
             "gflops": None,
             "peak_share": None,
             "error_ratio": None,
+            "samples": 0,
         }
         try:
-            ok, worst, why = check_outputs(case, _to_numpy(fn()), ref, absref)
+            t0 = time.perf_counter()
+            outputs = fn()
+            first = time.perf_counter() - t0
+            ok, worst, why = check_outputs(case, _to_numpy(outputs), ref, absref)
         except Exception as exc:  # one broken method must not hide the others' numbers
             ok, worst, why = False, math.inf, f"{type(exc).__name__}: {exc}".splitlines()[0]
             row["status"] = "error"
@@ -981,8 +1023,11 @@ def run_case(
             row["detail"] = why
         else:
             row["error_ratio"] = worst
-            timing = time_call(fn, repeat)
+            # A slow first call already warmed caches up; a second one would only cost time.
+            warmup = 0 if first > 0.1 else 1
+            timing = time_call(fn, repeat, warmup=warmup, first=first, budget=budget_s)
             row["seconds"] = timing["median"]
+            row["samples"] = timing["samples"]
             row["gflops"] = work / timing["median"] / 1e9
             if peak_gflops:
                 row["peak_share"] = row["gflops"] / peak_gflops
@@ -1018,6 +1063,7 @@ def run_suite(
     peak_n: int = 2048,
     progress: Callable[[str], None] | None = None,
     thread_control: dict[str, str] | None = None,
+    budget_s: float | None = None,
 ) -> dict[str, Any]:
     """Run ``cases`` and return the report (the JSON document).
 
@@ -1037,6 +1083,9 @@ def run_suite(
         Side of the sgemm that measures this machine's peak.
     progress : callable, optional
         Called with each case's name before it runs.
+    budget_s : float, optional
+        Sampling time per implementation after which at least 3 samples suffice (the
+        default suite uses it; an explicit ``--repeat`` does not).
 
     Returns
     -------
@@ -1058,16 +1107,21 @@ def run_suite(
     for case in cases:
         if progress:
             progress(case.name)
-        rows, case_notes = run_case(case, ops, peers, repeat, peak["gflops"])
+        rows, case_notes = run_case(case, ops, peers, repeat, peak["gflops"], budget_s)
         results.extend(rows)
         notes.extend(case_notes)
     for peer, why in peers.missing.items():
         notes.insert(0, f"peer {peer} missing: {why}")
+    machine = machine_info(threads)
+    busy = busy_note(machine)
+    if busy:
+        notes.append(busy)
     return {
         "schema": SCHEMA,
-        "machine": machine_info(threads),
+        "machine": machine,
         "settings": {
             "repeat": repeat,
+            "budget_s": budget_s,
             "threads": threads,
             "thread_control": thread_control or {},
             "sample_seconds": SAMPLE_SECONDS,
@@ -1158,6 +1212,7 @@ CSV_COLUMNS = (
     "rss_peak_bytes",
     "speedup_vs_loop",
     *(f"vs_{p}" for p in PEERS),
+    "samples",
     "error_ratio",
     "detail",
 )
@@ -1412,14 +1467,18 @@ def train_report(
 ) -> dict[str, Any]:
     """The ``--train`` report: machine, settings, one row per network, notes."""
     rows = train_bench(peers, quick=quick)
+    machine = machine_info(threads)
     notes = [f"peer {p} missing: {why}" for p, why in peers.missing.items()]
+    busy = busy_note(machine)
+    if busy:
+        notes.append(busy)
     notes.append(
         "synthetic batches (random images and labels): throughput does not depend on the data;"
         " warm-up steps excluded"
     )
     return {
         "schema": SCHEMA,
-        "machine": machine_info(threads),
+        "machine": machine,
         "settings": {"threads": threads, "thread_control": thread_control, "quick": quick},
         "train": rows,
         "notes": notes,

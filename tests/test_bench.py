@@ -516,3 +516,15 @@ def test_cli_end_to_end_tiny(tmp_path):
     assert all(r["status"] == "ok" for r in report["results"]), report["summary"]["not_ok"]
     assert (tmp_path / "b.png").stat().st_size > 1000
     assert "Numba first call" in result.output and "filter" in result.output
+
+
+def test_time_call_budget_stops_after_three_samples():
+    calls = []
+    t = bench.time_call(lambda: calls.append(1), 10, warmup=0, first=0.02, budget=0.0)
+    assert t["samples"] == 3 and t["number"] == 1 and len(calls) == 3
+
+
+def test_busy_machine_note():
+    assert bench.busy_note({"load_average": [0.1, 0, 0], "usable_cores": 2}) is None
+    note = bench.busy_note({"load_average": [5.0, 0, 0], "usable_cores": 2})
+    assert note and "load average 5.0 on 2 cores" in note

@@ -101,6 +101,9 @@ def register(app: typer.Typer) -> None:
         """
         if repeat is not None and repeat < 1:
             raise UsageError(f"--repeat must be >= 1, got {repeat}")
+        # An explicit --repeat is honoured exactly; the default may stop at 3 samples for
+        # calls that take long (a 1 s peer would otherwise dominate the suite).
+        budget = None if repeat else 1.5
         repeat = repeat or (3 if quick else 5)
         threads = threads if threads is not None else _usable_cores()
         if threads < 1:
@@ -149,7 +152,7 @@ def register(app: typer.Typer) -> None:
             print_train(report)
         else:
             B.check_memory(cases)
-            report = _run_with_progress(B, cases, repeat, threads, how, quick)
+            report = _run_with_progress(B, cases, repeat, threads, how, quick, budget)
             print_report(report)
             if plot_path is not None:
                 write_plot(report, plot_path)
@@ -165,7 +168,13 @@ def register(app: typer.Typer) -> None:
 
 
 def _run_with_progress(
-    B: Any, cases: list[Any], repeat: int, threads: int, how: dict[str, str], quick: bool
+    B: Any,
+    cases: list[Any],
+    repeat: int,
+    threads: int,
+    how: dict[str, str],
+    quick: bool,
+    budget: float | None,
 ) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -191,6 +200,7 @@ def _run_with_progress(
             peak_n=1024 if quick else 2048,
             progress=step,
             thread_control=how,
+            budget_s=budget,
         )
 
 
@@ -222,6 +232,8 @@ def _header(report: dict[str, Any]) -> str:
         f"{m['threads']} threads",
         f"python {m['python']}, numpy {m['numpy']}, numba {m['numba']}, BLAS {m['blas']}",
     ]
+    if m.get("load_average"):
+        lines.append("load average " + " ".join(f"{v:.2f}" for v in m["load_average"]))
     if how:
         lines.append("threads fixed by: " + "; ".join(f"{k}: {v}" for k, v in how.items()))
     return "\n".join(lines)
