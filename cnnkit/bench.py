@@ -991,6 +991,9 @@ def run_case(
     budget = cnnkit_cols_budget(ops)
     # auto's buffer depends on the method it picks; the report shows loop's and im2col's.
     extra = {"im2col": im2col_bytes(case, budget=budget), "numpy": im2col_bytes(case)}
+    picks = auto_choice(case, ops)
+    if picks:
+        extra["auto"] = extra.get(picks, 0)
     rows: list[dict[str, Any]] = []
     for kind, method, fn in impls:
         row: dict[str, Any] = {
@@ -1018,6 +1021,8 @@ def run_case(
         except Exception as exc:  # one broken method must not hide the others' numbers
             ok, worst, why = False, math.inf, f"{type(exc).__name__}: {exc}".splitlines()[0]
             row["status"] = "error"
+        if method == "auto" and picks:
+            row["detail"] = f"auto -> {picks}"
         if not ok:
             row["status"] = "error" if row["status"] == "error" else "WRONG"
             row["detail"] = why
@@ -1035,6 +1040,18 @@ def run_case(
         rows.append(row)
     _add_ratios(rows)
     return rows, notes
+
+
+def auto_choice(case: Case, ops: Any) -> str | None:
+    """The method ``method="auto"`` picks for ``case``, when ops exposes ``choose_method``."""
+    choose = getattr(ops, "choose_method", None)
+    if not case.is_conv or choose is None:
+        return None
+    kh, kw = case.kernel
+    try:
+        return str(choose(case.x4[1], kh * kw, case.w_shape[0]))  # type: ignore[index]
+    except Exception:
+        return None
 
 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
@@ -1160,7 +1177,11 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if len(times) == 3 and all(times.values()):
             best = min(("loop", "im2col"), key=lambda m: times[m])
             ratio = times[best] / times["auto"]
-            auto.append({"case": name, "best": best, "ratio": ratio, "ok": ratio >= 0.9})
+            detail = rows["auto"].get("detail", "")
+            picked = detail[8:] if detail.startswith("auto -> ") else None
+            auto.append(
+                {"case": name, "best": best, "picked": picked, "ratio": ratio, "ok": ratio >= 0.9}
+            )
     targets = []
     for names, method, peer, goal in TARGETS:
         for name in names:

@@ -528,3 +528,17 @@ def test_busy_machine_note():
     assert bench.busy_note({"load_average": [0.1, 0, 0], "usable_cores": 2}) is None
     note = bench.busy_note({"load_average": [5.0, 0, 0], "usable_cores": 2})
     assert note and "load average 5.0 on 2 cores" in note
+
+
+def test_auto_choice_is_reported_with_its_buffer():
+    class Picky(LoopOps):
+        @staticmethod
+        def choose_method(c_in_per_group, taps, n_out):
+            return "im2col" if c_in_per_group * taps > 9 else "loop"
+
+    rows, _ = bench.run_case(TINY[1], Picky(), Peers(wanted=()), repeat=1, peak_gflops=None)
+    auto = next(r for r in rows if r["method"] == "auto")
+    assert auto["detail"] == "auto -> im2col"  # 3 channels x 9 taps = 27 > 9
+    assert auto["extra_bytes"] == bench.im2col_bytes(TINY[1])
+    summary = bench.summarize(rows)
+    assert summary["auto_vs_best"][0]["picked"] == "im2col"

@@ -284,6 +284,8 @@ def print_report(report: dict[str, Any]) -> None:
             label = r["case"] if shown == 0 else (f"[dim]{r['shape']}[/]" if shown == 1 else "")
             shown += 1
             method = r["method"] if r["impl"] == "cnnkit" else f"[cyan]{r['method']}[/]"
+            if r["detail"].startswith("auto -> "):
+                method += f" [dim]({r['detail'][8:]})[/]"
             if r["status"] != "ok":
                 status = f"[bold red]{r['status']}[/]"
                 table.add_row(label, method, status, *[""] * (4 + len(present)))
@@ -314,7 +316,9 @@ def print_report(report: dict[str, Any]) -> None:
     summary = report["summary"]
     if summary["auto_vs_best"]:
         parts = [
-            f"{a['case']} {a['ratio']:.2f}" + ("" if a["ok"] else " [red](slower)[/]")
+            f"{a['case']} {a['ratio']:.2f}"
+            + (f" ({a['picked']}, best {a['best']})" if a.get("picked") else "")
+            + ("" if a["ok"] else " [red]slower[/]")
             for a in summary["auto_vs_best"]
         ]
         console.print("auto vs best of loop/im2col (>= 0.90 wanted): " + ", ".join(parts))
