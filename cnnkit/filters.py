@@ -420,7 +420,7 @@ def named_kernel(text: str, ndim: int = 2) -> Kernel:
 
 
 def load_kernel_file(path: str | os.PathLike[str]) -> np.ndarray:
-    """A kernel from a ``.npy`` (1-D/2-D numeric array) or ``.txt`` file (rows of numbers)."""
+    """A kernel from ``.npy`` (a 1-D/2-D numeric array) or ``.txt``/``.csv`` (rows of numbers)."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix == ".npy":
@@ -442,13 +442,13 @@ def load_kernel_file(path: str | os.PathLike[str]) -> np.ndarray:
         except UnicodeDecodeError:
             raise ValueError(f"{p}: not a text file") from None
         return parse_matrix(text, str(p), row_separator="\n")
-    raise ValueError(f"{p}: kernel files must be .npy or .txt")
+    raise ValueError(f"{p}: kernel files must be .npy, .txt or .csv")
 
 
 def parse_kernel(text: str, ndim: int = 2) -> Kernel:
     """Parse one ``-k`` value: a bank name, an inline matrix or a kernel file.
 
-    A value ending in ``.npy``/``.txt`` or naming an existing file is a file; a value that
+    A value ending in ``.npy``/``.txt``/``.csv`` or naming an existing file is a file; a value that
     starts with a letter is a bank name; anything else is an inline matrix.
 
     Parameters
@@ -468,7 +468,9 @@ def parse_kernel(text: str, ndim: int = 2) -> Kernel:
     if not stripped:
         raise ValueError("empty kernel; give a name (-k sobel-x) or numbers (-k '1,0,-1')")
     lowered = stripped.lower()
-    if lowered.endswith((".npy", ".txt")) or (os.sep in stripped and Path(stripped).exists()):
+    if lowered.endswith((".npy", ".txt", ".csv")) or (
+        os.sep in stripped and Path(stripped).exists()
+    ):
         weights = load_kernel_file(stripped)
         label = Path(stripped).name
     elif stripped[0].isalpha() and lowered not in ("nan", "inf", "infinity"):

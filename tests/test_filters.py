@@ -193,6 +193,10 @@ def test_kernel_files(tmp_path):
     np.testing.assert_array_equal(
         filters.parse_kernel(str(tmp_path / "k.txt")).weights, [[1, 0, -1], [2, 0, -2]]
     )
+    (tmp_path / "k.csv").write_text("1,2\n3,4\n")
+    np.testing.assert_array_equal(
+        filters.parse_kernel(str(tmp_path / "k.csv")).weights, [[1, 2], [3, 4]]
+    )
     (tmp_path / "bad.txt").write_text("1 0\n1 q\n")
     with pytest.raises(ValueError, match=r"line 2, column 2: 'q'"):
         filters.parse_kernel(str(tmp_path / "bad.txt"))
