@@ -448,3 +448,15 @@ def test_failure_while_writing_leaves_no_partial_file(lecture, tmp_path, monkeyp
     monkeypatch.setattr(np, "save", broken)  # cnnkit.io imports numpy lazily
     _assert_error(run(lecture, "-k", "box", "-o", tmp_path / "o.npy"), 1, "No space left")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lecture.png"]
+
+
+def test_cli_module_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cnnkit.cli.filter; "
+        "print(sorted(m for m in ('numba', 'numpy', 'PIL', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
