@@ -584,6 +584,8 @@ def register(app: typer.Typer) -> None:
                     try:
                         facts.append(run(job))
                     except ValueError as exc:
+                        if str(job.source) in str(exc):
+                            raise
                         raise type(exc)(f"{job.source}: {exc}") from None
                     progress.advance(task)
         if as_json:
