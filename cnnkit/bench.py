@@ -810,9 +810,15 @@ def fix_threads(threads: int) -> dict[str, str]:
     """Pin every library's thread pool to ``threads``; return how each one was fixed.
 
     BLAS and OpenMP: ``threadpoolctl.threadpool_limits`` when installed (kept for the life of
-    the process), else the environment variables, which only take effect if numpy has not
-    been imported yet.
+    the process), else the environment variables, which only take effect if set before numpy
+    is imported (the CLI does that). PyTorch and OpenCV are set when they are imported
+    (:class:`Peers`).
     """
+    import numba
+
+    limit = numba.config.NUMBA_NUM_THREADS
+    if not 1 <= threads <= limit:
+        raise ValueError(f"--threads must be between 1 and {limit} (NUMBA_NUM_THREADS)")
     how: dict[str, str] = {}
     try:
         from threadpoolctl import threadpool_limits
@@ -821,18 +827,12 @@ def fix_threads(threads: int) -> dict[str, str]:
         globals()["_THREADPOOL_LIMIT"] = threadpool_limits(limits=threads)
         how["blas"] = f"threadpoolctl ({threads})"
     except ImportError:
-        # Only effective when set before numpy was imported (the CLI does that).
         value = os.environ.get("OPENBLAS_NUM_THREADS")
         how["blas"] = (
             f"OPENBLAS/OMP/MKL_NUM_THREADS={threads} set before numpy was imported"
             if value == str(threads)
             else "not fixed (no threadpoolctl, OPENBLAS_NUM_THREADS unset before numpy import)"
         )
-    import numba
-
-    limit = numba.config.NUMBA_NUM_THREADS
-    if not 1 <= threads <= limit:
-        raise ValueError(f"--threads must be between 1 and {limit} (NUMBA_NUM_THREADS)")
     numba.set_num_threads(threads)
     how["numba"] = f"numba.set_num_threads({threads}), layer {numba.config.THREADING_LAYER}"
     return how

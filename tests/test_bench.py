@@ -465,6 +465,9 @@ def _app():
         (["--sizes", "60000", "--kernels", "11", "--case", "filter_60000_k11"], "needs about"),
         (["--json", "/nonexistent/dir/b.json"], "does not exist"),
         (["--plot", "b.txt"], "must end with .png"),
+        (["--plot", "b.png", "--case", "lenet_c1"], "--plot draws the filter cases"),
+        (["--train", "--csv", "b.csv"], "use --json with --train"),
+        (["--threads", "4096", "--case", "lenet_c1"], "--threads must be between 1 and"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2(args, message):

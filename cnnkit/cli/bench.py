@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from cnnkit.cli.common import UsageError, console, err_console, friendly_errors
+from cnnkit.cli.common import Failure, UsageError, console, err_console, friendly_errors
 
 EXAMPLES = """
 Examples:
@@ -145,6 +145,10 @@ def register(app: typer.Typer) -> None:
             print_cases(cases)
             return
 
+        if train and csv_path is not None:
+            raise UsageError("--csv holds the kernel results; use --json with --train")
+        if plot_path is not None and not train and not any(c.group == "filter" for c in cases):
+            raise UsageError("--plot draws the filter cases; select some (e.g. --case 'filter_*')")
         how = B.fix_threads(threads)
         if train:
             peers = B.Peers(wanted=("torch",), threads=threads)
@@ -161,8 +165,6 @@ def register(app: typer.Typer) -> None:
             B.write_json(report, json_path)
             console.print(f"wrote {json_path}")
         if csv_path is not None:
-            if train:
-                raise UsageError("--csv holds the kernel results; use --json with --train")
             B.write_csv(report, csv_path)
             console.print(f"wrote {csv_path}")
 
@@ -447,5 +449,5 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
 
     series = plot_series(report)
     if not series["size"]:
-        raise UsageError("--plot needs filter cases (e.g. --case 'filter_*')")
+        raise Failure("--plot: no filter case produced a correct, timed result to draw")
     bench_figure(series, path, title=report["machine"]["cpu"])
