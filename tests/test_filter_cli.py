@@ -460,3 +460,13 @@ def test_cli_module_imports_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_unreadable_input_is_a_failure_even_as_root(lecture, monkeypatch):
+    import PIL.Image
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(PIL.Image, "open", denied)
+    _assert_error(run(lecture, "-k", "box"), 1, "lecture.png", "Permission denied")
