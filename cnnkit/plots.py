@@ -140,15 +140,138 @@ def bench_figure(series: dict, path: str | os.PathLike[str], title: str = "") ->
         xs, ys = zip(*points)
         left.plot(xs, ys, marker="o", label=name)
     left.set(xscale="log", yscale="log", xlabel="image side (pixels)", ylabel="GFLOP/s")
+    sizes = sorted({x for pts in series["size"].values() for x, _ in pts})
+    left.set_xticks(sizes, [str(v) for v in sizes])
+    left.minorticks_off()
     left.set_title(f"throughput vs image size, {series.get('size_title', '')}")
     for name, points in series["kernel"].items():
         xs, ys = zip(*points)
         right.plot(xs, ys, marker="o", label=name)
     right.set(yscale="log", xlabel="kernel side", ylabel="seconds per call")
+    right.set_xticks(sorted({x for pts in series["kernel"].values() for x, _ in pts}))
     right.set_title(f"time vs kernel size, {series.get('kernel_title', '')}")
     for ax in (left, right):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
+    save_figure(fig, path)
+
+
+def _tile(maps: Any, symmetric: bool) -> Any:
+    """Arrange (K, H, W) maps in a near-square grid with 1-pixel gaps (NaN, drawn blank)."""
+    import math
+
+    import numpy as np
+
+    maps = np.asarray(maps, dtype=np.float64)
+    k, h, w = maps.shape
+    cols = math.ceil(math.sqrt(k))
+    rows = math.ceil(k / cols)
+    grid = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan)
+    for i in range(k):
+        m = maps[i]
+        if symmetric:
+            # keep 0 at mid-grey so excitatory and inhibitory weights read at a glance
+            scale = np.abs(m).max() or 1.0
+            m = m / scale
+        else:
+            lo, hi = m.min(), m.max()
+            m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+        r, c = divmod(i, cols)
+        grid[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = m
+    return grid
+
+
+def filter_grid_figure(weights: Any, path: str | os.PathLike[str], title: str = "") -> None:
+    """First-layer kernels (O, C, kh, kw) as an image grid, each scaled to its own range.
+
+    Single-channel kernels use a diverging map centred on 0; 3-channel kernels are shown as
+    RGB; otherwise the channels are averaged.
+    """
+    import numpy as np
+
+    plt = pyplot()
+    w = np.asarray(weights, dtype=np.float64)
+    o, c = w.shape[:2]
+    fig = plt.figure(figsize=(min(12, 1 + 0.6 * np.ceil(np.sqrt(o)) * 1.2),) * 2)
+    ax = fig.add_subplot(1, 1, 1)
+    if c == 3:
+        tiles = [_tile(w[:, ch], False) for ch in range(3)]
+        rgb = np.nan_to_num(np.stack(tiles, axis=-1), nan=1.0)
+        ax.imshow(rgb, interpolation="nearest")
+    else:
+        grid = _tile(w.mean(axis=1), True)
+        cmap = plt.get_cmap("RdBu_r").copy()
+        cmap.set_bad("white")
+        ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title or f"{o} first-layer kernels ({w.shape[2]}x{w.shape[3]})")
+    save_figure(fig, path)
+
+
+def activations_figure(
+    image: Any, layers: list[tuple[str, Any]], path: str | os.PathLike[str], max_maps: int = 32
+) -> None:
+    """The input and every layer's output for one image: feature maps as grids, vectors as bars.
+
+    ``layers`` is ``[(name, output), ...]`` with outputs of shape (C, H, W) or (F,).
+    """
+    import numpy as np
+
+    plt = pyplot()
+    rows = 1 + len(layers)
+    fig, axes = plt.subplots(rows, 1, figsize=(7, 2.6 * rows), squeeze=False)
+    img = np.asarray(image, dtype=np.float64)
+    ax = axes[0, 0]
+    if img.shape[0] == 3:
+        lo, hi = img.min(), img.max()
+        ax.imshow(np.moveaxis((img - lo) / (hi - lo or 1), 0, -1), interpolation="nearest")
+    else:
+        ax.imshow(img.mean(axis=0), cmap="gray", interpolation="nearest")
+    ax.set_title("input", fontsize=9)
+    ax.set_axis_off()
+    for (name, out), ax in zip(layers, axes[1:, 0]):
+        a = np.asarray(out, dtype=np.float64)
+        if a.ndim == 3 and a.shape[1] * a.shape[2] > 1:
+            shown = a[:max_maps]
+            cmap = plt.get_cmap("viridis").copy()
+            cmap.set_bad("white")
+            ax.imshow(np.ma.masked_invalid(_tile(shown, False)), cmap=cmap, interpolation="nearest")
+            more = f", first {max_maps} of {a.shape[0]}" if a.shape[0] > max_maps else ""
+            ax.set_title(f"{name}: {a.shape[0]} maps {a.shape[1]}x{a.shape[2]}{more}", fontsize=9)
+            ax.set_axis_off()
+        else:
+            v = a.ravel()
+            ax.bar(np.arange(v.size), v, color="tab:blue", width=0.9)
+            ax.set_title(f"{name}: {v.size} values", fontsize=9)
+            ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def confusion_matrix_figure(
+    cm: Any, class_names: list[str], path: str | os.PathLike[str], title: str = ""
+) -> None:
+    """A confusion matrix (rows: true class, columns: predicted) with the counts written in."""
+    import numpy as np
+
+    plt = pyplot()
+    cm = np.asarray(cm)
+    k = cm.shape[0]
+    size = max(4.0, 0.5 * k + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(cm, cmap="Blues", interpolation="nearest")
+    top = cm.max() or 1
+    if k <= 30:
+        for i in range(k):
+            for j in range(k):
+                if cm[i, j]:
+                    colour = "white" if cm[i, j] > top / 2 else "black"
+                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", color=colour, fontsize=8)
+    ax.set_xticks(range(k), [str(c) for c in class_names], rotation=90 if k > 10 else 0)
+    ax.set_yticks(range(k), [str(c) for c in class_names])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix")
     save_figure(fig, path)
