@@ -74,21 +74,81 @@ def _grid(size: int, ndim: int) -> tuple[np.ndarray, ...]:
 
 
 def identity(size: int = 3, ndim: int = 2) -> np.ndarray:
-    """A single 1 at the centre: the output equals the input (with valid padding, cropped)."""
+    """A single 1 at the centre: the output equals the input (cropped, with valid padding).
+
+    Parameters
+    ----------
+    size : int
+        Side length; odd sizes have a true centre (index ``size // 2``).
+    ndim : int
+        1 for signals, 2 for images.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``w[c, c] = 1`` with ``c = size // 2``, 0 elsewhere.
+
+    Examples
+    --------
+    >>> identity(3, ndim=1)
+    array([0., 1., 0.])
+    """
     w = np.zeros((size,) * ndim)
     w[(size // 2,) * ndim] = 1.0
     return w
 
 
 def box(size: int = 3, ndim: int = 2) -> np.ndarray:
-    """The mean filter: ``size**ndim`` equal weights summing to 1 (the lecture's 3-tap average)."""
+    """The mean filter: ``size**ndim`` equal weights summing to 1.
+
+    Parameters
+    ----------
+    size : int
+        Side length.
+    ndim : int
+        1 for signals (the lecture's 3-tap average), 2 for images.
+
+    Returns
+    -------
+    numpy.ndarray
+        Every weight ``1 / size**ndim``, so ``y[i] = mean(x[i : i + size])``.
+
+    Examples
+    --------
+    >>> box(3, ndim=1) * 3
+    array([1., 1., 1.])
+    """
     return np.full((size,) * ndim, 1.0 / size**ndim)
 
 
 def gaussian(sigma: float = 1.0, size: int | None = None, ndim: int = 2) -> np.ndarray:
-    """Sampled Gaussian ``exp(-r**2 / (2 sigma**2))``, normalised to sum to 1.
+    """Sampled Gaussian blur kernel, normalised to sum to 1.
 
-    ``size`` defaults to ``2 * ceil(3 * sigma) + 1``.
+    Parameters
+    ----------
+    sigma : float
+        Standard deviation in pixels.
+    size : int, optional
+        Odd side length; defaults to ``2 * ceil(3 * sigma) + 1`` (weights beyond 3 sigma are
+        below 1.1% of the peak).
+    ndim : int
+        1 or 2.
+
+    Returns
+    -------
+    numpy.ndarray
+
+    Notes
+    -----
+    ``w(r) = exp(-r**2 / (2 sigma**2)) / sum(...)`` with ``r`` the distance from the centre.
+    In 2-D it is the outer product of the 1-D kernel with itself (separable).
+
+    Examples
+    --------
+    >>> gaussian(1.0).shape
+    (7, 7)
+    >>> bool(abs(gaussian(2.0, 9, ndim=1).sum() - 1) < 1e-12)
+    True
     """
     size = _odd_size(size, sigma, "gaussian")
     coords = _grid(size, ndim)
@@ -100,9 +160,22 @@ def gaussian(sigma: float = 1.0, size: int | None = None, ndim: int = 2) -> np.n
 def laplacian_of_gaussian(sigma: float = 1.0, size: int | None = None) -> np.ndarray:
     """Laplacian of Gaussian ("Mexican hat", negative centre), shifted to sum to 0.
 
+    Parameters
+    ----------
+    sigma : float
+        Scale of the blob it detects (responds most to blobs of radius ``sigma * sqrt(2)``).
+    size : int, optional
+        Odd side length; defaults to ``2 * ceil(3 * sigma) + 1``.
+
+    Returns
+    -------
+    numpy.ndarray
+
+    Notes
+    -----
     ``LoG(r) = -1 / (pi sigma**4) * (1 - r**2 / (2 sigma**2)) * exp(-r**2 / (2 sigma**2))``.
     The sampled, truncated kernel does not sum to exactly 0, so its mean is subtracted: a flat
-    region then gives exactly 0. ``size`` defaults to ``2 * ceil(3 * sigma) + 1``.
+    region then gives exactly 0.
     """
     size = _odd_size(size, sigma, "log")
     y, x = _grid(size, 2)
@@ -114,10 +187,31 @@ def laplacian_of_gaussian(sigma: float = 1.0, size: int | None = None) -> np.nda
 def motion(length: int = 5, angle: float = 0.0) -> np.ndarray:
     """Motion blur: equal weights along a line of ``length`` pixels through the centre.
 
-    ``angle`` is in degrees, counter-clockwise from the x axis (0 = horizontal streak,
-    90 = vertical). The kernel is ``s x s`` with ``s`` the smallest odd number >= length; the
-    line is sampled finely and every pixel it passes closest to gets weight 1, then the
-    weights are normalised to sum to 1.
+    Parameters
+    ----------
+    length : int
+        Euclidean length of the streak in pixels.
+    angle : float
+        Degrees counter-clockwise from the x axis (0 = horizontal streak, 90 = vertical);
+        rows grow downwards, so 45 runs from bottom-left to top-right.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``s x s`` with ``s`` the smallest odd number >= ``length``.
+
+    Notes
+    -----
+    The segment ``(c + t cos(angle), c - t sin(angle))``, ``|t| <= (length - 1) / 2``, is
+    sampled finely; every pixel nearest to a sample gets weight 1, then the weights are
+    normalised to sum to 1.
+
+    Examples
+    --------
+    >>> motion(3) * 3
+    array([[0., 0., 0.],
+           [1., 1., 1.],
+           [0., 0., 0.]])
     """
     s = length if length % 2 else length + 1
     c = (s - 1) / 2
@@ -140,6 +234,27 @@ def gabor(
 ) -> np.ndarray:
     """Real part of a Gabor filter, the lecture's model of first-layer CNN filters.
 
+    Parameters
+    ----------
+    sigma : float
+        Standard deviation of the Gaussian envelope.
+    theta : float
+        Orientation in degrees.
+    lambd : float
+        Wavelength of the cosine in pixels (``lambda`` on the command line).
+    gamma : float
+        Aspect ratio of the envelope (1 = round).
+    psi : float
+        Phase offset in degrees (0: even/symmetric, 90: odd/antisymmetric).
+    size : int, optional
+        Odd side length.
+
+    Returns
+    -------
+    numpy.ndarray
+
+    Notes
+    -----
     ``x' = x cos(theta) + y sin(theta)``, ``y' = -x sin(theta) + y cos(theta)``,
     ``g = exp(-(x'**2 + gamma**2 y'**2) / (2 sigma**2)) * cos(2 pi x' / lambda + psi)``,
     with x along columns and y down the rows; ``theta`` and ``psi`` in degrees. With
@@ -463,6 +578,15 @@ def parse_kernel(text: str, ndim: int = 2) -> Kernel:
     -------
     Kernel
         ``weights`` has exactly ``ndim`` dimensions.
+
+    Examples
+    --------
+    >>> parse_kernel("1,0,-1;2,0,-2;1,0,-1").weights.shape
+    (3, 3)
+    >>> parse_kernel("gaussian:2,5").label
+    'gaussian:sigma=2,size=5'
+    >>> parse_kernel("box:3", ndim=1).weights * 3
+    array([1., 1., 1.])
     """
     stripped = text.strip()
     if not stripped:
@@ -640,6 +764,16 @@ def apply_bank(
     ``floor((n + pad_lo + pad_hi - dilation * (k - 1) - 1) / stride) + 1`` samples
     (:func:`cnnkit.geometry.conv_output_size`), then ``floor((m - pool) / pool_stride) + 1``
     after pooling.
+
+    Examples
+    --------
+    The lecture's 8x8 image with a vertical edge and its 3x3 edge detector:
+
+    >>> x = np.zeros((1, 8, 8))
+    >>> x[:, :, :4] = 10
+    >>> r = apply_bank(x, [parse_kernel("vertical-edge").weights])
+    >>> r.y.shape, r.y[0, 0, 0]
+    ((1, 1, 6, 6), array([ 0.,  0., 30., 30.,  0.,  0.]))
     """
     import time
 

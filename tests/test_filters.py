@@ -391,3 +391,10 @@ def test_apply_bank_errors(rng):
         filters.apply_bank(img, [np.ones((3, 3))], pool="max", pool_size=9)
     with pytest.raises(ValueError, match="gray conversion needs 1 or 3"):
         filters.apply_bank(rng.random((4, 5, 5)), [np.ones((3, 3))], color="gray")
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    failed, tried = doctest.testmod(filters, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert tried >= 8 and failed == 0
