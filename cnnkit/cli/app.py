@@ -22,7 +22,7 @@ app = typer.Typer(
 
 # Modules that define working subcommands, in the order `cnnkit --help` lists them.
 # Each module exposes ``register(app)``.
-COMMAND_MODULES: list[str] = ["filter", "shape", "receptive", "bench"]
+COMMAND_MODULES: list[str] = ["filter", "shape", "receptive", "bench", "train"]
 
 
 def _version_callback(value: bool) -> None:

@@ -1,0 +1,711 @@
+"""The training loop: mini-batches, per-epoch checkpoints, metrics and throughput.
+
+A run is reproducible: the weights come from ``seed``, the shuffling of epoch ``e`` from
+``default_rng([seed, e])`` and dropout masks from ``default_rng([seed, e, 1])``. Because
+each epoch's randomness depends only on (seed, epoch), a run resumed from the checkpoint of
+epoch ``e`` continues exactly as the uninterrupted run would have.
+
+Checkpoints are complete model files (see :mod:`cnnkit.nn.serialize`) plus the optimiser
+state, the epoch and the history; they are written atomically after every epoch, so Ctrl-C
+or a crash leaves the previous epoch's checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.nn.losses import softmax_cross_entropy
+from cnnkit.nn.model import Model, build_model
+from cnnkit.nn.optim import SCHEDULES, Optimizer, make_optimizer, scheduled_lr
+from cnnkit.nn.serialize import load_model, save_model
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a run (stored in checkpoints, so ``--resume`` reuses them)."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 3e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "none"
+    seed: int = 0
+
+    def check(self) -> TrainConfig:
+        """Raise ValueError naming the first out-of-range setting."""
+        if self.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"--lr must be a positive number, got {self.lr}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"--optimizer must be sgd or adam, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise ValueError("--momentum and --weight-decay must be >= 0")
+        return self
+
+
+# Defaults per data set: architecture and settings that reach good accuracy quickly.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": {"arch": "digits", "epochs": 30, "batch_size": 32, "lr": 3e-3},
+    "shapes": {"arch": "shapes", "epochs": 8, "batch_size": 32, "lr": 3e-3},
+    "mnist": {"arch": "lenet5", "epochs": 5, "batch_size": 64, "lr": 1e-3},
+    "fashion-mnist": {"arch": "lenet5", "epochs": 8, "batch_size": 64, "lr": 1e-3},
+}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class EpochStats:
+    """What one epoch measured."""
+
+    epoch: int
+    lr: float
+    train_loss: float
+    train_accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+    images_per_s: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :func:`fit`."""
+
+    history: list[EpochStats] = field(default_factory=list)
+    interrupted: bool = False
+    epochs_done: int = 0
+
+
+def check_classes(model: Model, num_classes: int, class_names: list[str] | None = None) -> None:
+    """The model must output one score per class; otherwise say so, with the fix."""
+    out = model.output_shapes[-1]
+    if model.num_outputs == num_classes:
+        return
+    shape = " x ".join(map(str, out))
+    names = f" ({', '.join(class_names[:12])})" if class_names else ""
+    raise ValueError(
+        f"the architecture outputs {shape} values per image but the dataset has "
+        f"{num_classes} classes{names}; end the spec with 'fc {num_classes}'"
+    )
+
+
+def make_run_optimizer(model: Model, cfg: TrainConfig) -> Optimizer:
+    return make_optimizer(
+        cfg.optimizer,
+        model.flat_params,
+        model.flat_grads,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def evaluate_loss_accuracy(
+    model: Model, x: np.ndarray, y: np.ndarray, batch_size: int = 512
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy in evaluation mode."""
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    logits = model.predict_logits(x, batch_size)
+    loss, _ = softmax_cross_entropy(logits.astype(np.float64), y)
+    return loss, float(np.mean(logits.argmax(axis=1) == y))
+
+
+def fit(
+    model: Model,
+    optimizer: Optimizer,
+    cfg: TrainConfig,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    *,
+    start_epoch: int = 0,
+    history: list[EpochStats] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    meta: dict[str, Any] | None = None,
+    on_batch: Callable[[int, int, float], None] | None = None,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` for epochs ``start_epoch .. cfg.epochs - 1``.
+
+    Parameters
+    ----------
+    model, optimizer : Model, Optimizer
+        The optimiser updates ``model.flat_params``.
+    cfg : TrainConfig
+        Epochs, batch size, learning rate and schedule, seed.
+    x_train, y_train, x_val, y_val : ndarray
+        float images (N, C, H, W) and int labels.
+    start_epoch : int
+        First epoch to run (after ``--resume``).
+    history : list of EpochStats, optional
+        Earlier epochs (stored again in every checkpoint).
+    checkpoint : path-like, optional
+        Written atomically after every epoch (model, optimiser state, epoch, history).
+    meta : dict, optional
+        Extra header entries for the checkpoint (dataset, class names, mean/std...).
+    on_batch, on_epoch : callable, optional
+        Progress callbacks: ``on_batch(batch_index, batches, loss)`` and ``on_epoch(stats)``.
+
+    Returns
+    -------
+    TrainResult
+        ``interrupted`` is True when Ctrl-C stopped the run; the model then holds the
+        weights of the last completed epoch, which is also what the checkpoint holds.
+
+    Raises
+    ------
+    TrainingDiverged
+        The loss became NaN or infinite. The checkpoint of the last good epoch is kept and
+        the model's weights are restored to it.
+    """
+    result = TrainResult(history=list(history or []), epochs_done=start_epoch)
+    n = len(x_train)
+    bs = cfg.batch_size
+    batches = math.ceil(n / bs)
+    x_train = np.ascontiguousarray(x_train, model.dtype)
+    y_train = np.asarray(y_train, np.int64)
+    good_params = model.flat_params.copy()
+    good_buffers = {k: v.copy() for k, v in model.state().items()}
+    for epoch in range(start_epoch, cfg.epochs):
+        lr = scheduled_lr(cfg.schedule, cfg.lr, epoch, cfg.epochs)
+        optimizer.lr = lr
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+        model.set_dropout_rng(np.random.default_rng([cfg.seed, epoch, 1]))
+        # One gather per epoch; each batch is then a contiguous slice (no per-step copies).
+        xs, ys = x_train[order], y_train[order]
+        total_loss = 0.0
+        correct = 0
+        start = time.perf_counter()
+        try:
+            for b in range(batches):
+                xb, yb = xs[b * bs : (b + 1) * bs], ys[b * bs : (b + 1) * bs]
+                logits = model.forward(xb, True)
+                loss, grad = softmax_cross_entropy(logits, yb)
+                if not math.isfinite(loss):
+                    model.flat_params[...] = good_params
+                    model.load_state(good_buffers)
+                    kept = (
+                        f"; the last good checkpoint ({checkpoint}, epoch {epoch}) is kept"
+                        if checkpoint is not None and epoch > start_epoch
+                        else ""
+                    )
+                    raise TrainingDiverged(
+                        f"the loss became {loss} in epoch {epoch + 1}, batch {b + 1}: the "
+                        f"learning rate {lr:g} is too high; try a smaller --lr{kept}"
+                    )
+                model.backward(grad)
+                optimizer.step()
+                total_loss += loss * len(yb)
+                correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+                if on_batch is not None:
+                    on_batch(b, batches, loss)
+        except KeyboardInterrupt:
+            # Roll back to the end of the last complete epoch: that is what the checkpoint
+            # holds, and a half-finished epoch cannot be resumed exactly.
+            model.flat_params[...] = good_params
+            model.load_state(good_buffers)
+            result.interrupted = True
+            return result
+        seconds = time.perf_counter() - start
+        if x_val is not None and y_val is not None and len(x_val):
+            val_loss, val_acc = evaluate_loss_accuracy(model, x_val, y_val)
+        else:
+            val_loss = val_acc = None
+        stats = EpochStats(
+            epoch=epoch + 1,
+            lr=lr,
+            train_loss=total_loss / n,
+            train_accuracy=correct / n,
+            val_loss=val_loss,
+            val_accuracy=val_acc,
+            images_per_s=n / seconds if seconds > 0 else float("inf"),
+            seconds=seconds,
+        )
+        result.history.append(stats)
+        result.epochs_done = epoch + 1
+        if checkpoint is not None:
+            try:
+                save_checkpoint(checkpoint, model, optimizer, cfg, result, meta)
+            except KeyboardInterrupt:
+                # atomic: the previous checkpoint is intact; the weights are this epoch's.
+                result.interrupted = True
+                result.epochs_done = epoch
+                result.history.pop()
+                model.flat_params[...] = good_params
+                model.load_state(good_buffers)
+                return result
+        good_params[...] = model.flat_params
+        for k, v in model.state().items():
+            good_buffers[k][...] = v
+        if on_epoch is not None:
+            on_epoch(stats)
+    return result
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: Model,
+    optimizer: Optimizer,
+    cfg: TrainConfig,
+    result: TrainResult,
+    meta: dict[str, Any] | None = None,
+) -> None:
+    """A model file with the optimiser state, the finished epoch count and the history."""
+    info = dict(meta or {})
+    info["checkpoint"] = {
+        "epoch": result.epochs_done,
+        "config": asdict(cfg),
+        "optimizer": optimizer.config(),
+        "history": [asdict(h) for h in result.history],
+    }
+    save_model(path, model, info, optimizer.state())
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[Model, Optimizer, TrainConfig, dict]:
+    """Rebuild model, optimiser and config from a checkpoint for ``--resume``.
+
+    Raises
+    ------
+    ValueError
+        ``path`` is a plain model file without training state, or is unreadable.
+    """
+    model, header = load_model(path)
+    ck = header.get("checkpoint")
+    if not isinstance(ck, dict) or "config" not in ck or "optimizer" not in ck:
+        raise ValueError(
+            f"{path}: a model file without training state; --resume needs a checkpoint "
+            "(written next to the model as *.ckpt.npz during training)"
+        )
+    known = {f for f in TrainConfig.__dataclass_fields__}
+    cfg = TrainConfig(**{k: v for k, v in ck["config"].items() if k in known})
+    optimizer = make_run_optimizer(model, cfg)
+    optimizer.load(header.pop("_optim_arrays"), ck["optimizer"])
+    return model, optimizer, cfg, header
+
+
+def history_from_header(header: dict) -> list[EpochStats]:
+    ck = header.get("checkpoint") or {}
+    return [EpochStats(**h) for h in ck.get("history", [])]
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """``cm[i, j]`` = number of images of class ``i`` predicted as class ``j``."""
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(cm, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    return cm
+
+
+def classification_report(cm: np.ndarray) -> dict[str, Any]:
+    """Accuracy and per-class precision/recall from a confusion matrix.
+
+    Notes
+    -----
+    ``precision_k = cm[k, k] / sum_i cm[i, k]`` (of the images predicted k, the share that
+    are k); ``recall_k = cm[k, k] / sum_j cm[k, j]`` (of the images of class k, the share
+    found). A class never predicted (or absent) has precision (recall) reported as 0.
+    """
+    tp = np.diag(cm).astype(np.float64)
+    predicted = cm.sum(axis=0)
+    actual = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(actual > 0, tp / actual, 0.0)
+    total = cm.sum()
+    return {
+        "accuracy": float(tp.sum() / total) if total else float("nan"),
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+        "support": actual.tolist(),
+    }
+
+
+# ----------------------------------------------------------------------------- throughput
+
+
+def _random_batch(model: Model, batch_size: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch_size, *model.input_shape)).astype(model.dtype)
+    y = rng.integers(0, max(model.num_outputs, 1), batch_size)
+    return x, y
+
+
+def train_throughput(
+    arch: str,
+    batch_size: int,
+    steps: int = 50,
+    *,
+    optimizer: str = "adam",
+    lr: float = 3e-3,
+    warmup: int = 5,
+    input_shape: tuple[int, ...] | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Training images per second of ``arch`` (forward + backward + optimiser step).
+
+    Parameters
+    ----------
+    arch : str
+        A spec for :func:`cnnkit.spec.parse` (a shipped name, a file or inline text).
+    batch_size : int
+        Images per step; the batch is random data of the spec's input shape.
+    steps : int
+        Timed steps, after ``warmup`` untimed ones (JIT compilation, caches).
+    optimizer : str
+        ``"adam"`` or ``"sgd"`` (momentum 0.9).
+
+    Returns
+    -------
+    dict
+        ``images_per_s``, ``ms_per_step`` (median over steps), ``steps``, ``batch_size``.
+    """
+    model = build_model(arch, input_shape, seed=seed)
+    x, y = _random_batch(model, batch_size, seed)
+    cfg = TrainConfig(optimizer=optimizer, lr=lr, batch_size=batch_size)
+    opt = make_run_optimizer(model, cfg)
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        _, grad = softmax_cross_entropy(model.forward(x, True), y)
+        model.backward(grad)
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    ms = float(np.median(times)) * 1e3 if times else float("nan")
+    return {
+        "images_per_s": batch_size / ms * 1e3,
+        "ms_per_step": ms,
+        "steps": steps,
+        "batch_size": batch_size,
+    }
+
+
+def torch_train_throughput(
+    arch: str,
+    batch_size: int,
+    steps: int = 50,
+    *,
+    optimizer: str = "adam",
+    lr: float = 3e-3,
+    warmup: int = 5,
+    threads: int | None = 2,
+    input_shape: tuple[int, ...] | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The same measurement as :func:`train_throughput` with PyTorch (a benchmark peer).
+
+    The network is built from the same spec (conv, pool, gap, activations, bn, dropout,
+    flatten, fc). PyTorch is imported here only; it is never a runtime dependency.
+    """
+    import torch
+
+    from cnnkit import spec as spec_mod
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    arch_obj = spec_mod.parse(arch, input_shape)
+    net = torch_network(arch_obj)
+    rng = np.random.default_rng(seed)
+    x = torch.tensor(rng.standard_normal((batch_size, *arch_obj.input_shape)), dtype=torch.float32)
+    out_units = spec_mod.infer(arch_obj)[-1].output_shape[0]
+    y = torch.tensor(rng.integers(0, out_units, batch_size))
+    if optimizer == "adam":
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+    else:
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    ms = float(np.median(times)) * 1e3
+    return {
+        "images_per_s": batch_size / ms * 1e3,
+        "ms_per_step": ms,
+        "steps": steps,
+        "batch_size": batch_size,
+    }
+
+
+def torch_network(arch: Any) -> Any:
+    """A ``torch.nn.Sequential`` equivalent of a parsed 2-D architecture (benchmark peer)."""
+    import torch
+
+    from cnnkit import spec as spec_mod
+
+    nn = torch.nn
+    mods: list[Any] = []
+    for info in spec_mod.infer(arch):
+        lay, shape = info.layer, info.input_shape
+        if lay.kind == "conv":
+            pads = info.pads
+            if any(lo != hi for lo, hi in pads):
+                mods.append(nn.ZeroPad2d((pads[1][0], pads[1][1], pads[0][0], pads[0][1])))
+                pad: Any = 0
+            else:
+                pad = tuple(p[0] for p in pads)
+            mods.append(
+                nn.Conv2d(
+                    shape[0],
+                    lay.out_channels,
+                    lay.kernel,
+                    lay.stride,
+                    pad,
+                    lay.dilation,
+                    lay.groups,
+                    lay.bias,
+                )
+            )
+        elif lay.kind == "pool":
+            pad = tuple(p[0] for p in info.pads)
+            cls = nn.MaxPool2d if lay.mode == "max" else nn.AvgPool2d
+            mods.append(cls(lay.kernel, lay.stride, pad, ceil_mode=lay.ceil))
+        elif lay.kind == "gap":
+            mods += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        elif lay.kind == "relu":
+            mods.append(nn.ReLU())
+        elif lay.kind == "leakyrelu":
+            mods.append(nn.LeakyReLU(lay.slope))
+        elif lay.kind == "tanh":
+            mods.append(nn.Tanh())
+        elif lay.kind == "sigmoid":
+            mods.append(nn.Sigmoid())
+        elif lay.kind == "dropout":
+            mods.append(nn.Dropout(lay.rate))
+        elif lay.kind == "bn":
+            mods.append(nn.BatchNorm2d(shape[0]) if len(shape) > 1 else nn.BatchNorm1d(shape[0]))
+        elif lay.kind == "flatten":
+            mods.append(nn.Flatten())
+        elif lay.kind == "fc":
+            if len(shape) > 1:
+                mods.append(nn.Flatten())
+            mods.append(nn.Linear(int(np.prod(shape)), lay.units, lay.bias))
+    return nn.Sequential(*mods)
+
+
+@dataclass
+class RunOutcome:
+    """Everything ``cnnkit train`` reports."""
+
+    model: Model
+    dataset: Any
+    config: TrainConfig
+    result: TrainResult
+    test_loss: float
+    test_accuracy: float
+    output: Path
+    checkpoint: Path
+    seconds: float
+    resumed_from: int = 0
+
+    def metrics(self) -> dict[str, Any]:
+        last = self.result.history[-1] if self.result.history else None
+        return {
+            "dataset": self.dataset.name,
+            "arch": self.model.arch.name,
+            "parameters": self.model.parameter_count(),
+            "config": asdict(self.config),
+            "epochs_done": self.result.epochs_done,
+            "interrupted": self.result.interrupted,
+            "resumed_from_epoch": self.resumed_from,
+            "train_loss": last.train_loss if last else None,
+            "train_accuracy": last.train_accuracy if last else None,
+            "val_accuracy": last.val_accuracy if last else None,
+            "test_loss": self.test_loss,
+            "test_accuracy": self.test_accuracy,
+            "images_per_s": (
+                float(np.median([h.images_per_s for h in self.result.history]))
+                if self.result.history
+                else None
+            ),
+            "seconds": self.seconds,
+            "model": str(self.output),
+            "checkpoint": str(self.checkpoint),
+            "history": [asdict(h) for h in self.result.history],
+        }
+
+
+def run(
+    dataset: str = "digits",
+    *,
+    arch: str | None = None,
+    output: str | os.PathLike[str] = "model.npz",
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    on_start: Callable[[Model, Any, TrainConfig, int], None] | None = None,
+    on_batch: Callable[[int, int, float], None] | None = None,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> RunOutcome:
+    """Load a data set, build (or resume) a model, train it, test it and save it.
+
+    ``overrides`` holds the TrainConfig fields the user set; the rest come from
+    :data:`DATASET_DEFAULTS` (or, with ``resume``, from the checkpoint).
+    """
+    from cnnkit.data import check_name, load_dataset
+
+    t0 = time.perf_counter()
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    name = check_name(dataset)
+    start_epoch, history = 0, []
+    if resume is not None:
+        model, optimizer, cfg, header = load_checkpoint(resume)
+        for key, value in overrides.items():
+            setattr(cfg, key, value)
+        cfg.check()
+        if header.get("dataset") and header["dataset"] != name:
+            raise ValueError(
+                f"{resume} was trained on {header['dataset']!r}, not {name!r}; "
+                f"add --dataset {header['dataset']}"
+            )
+        optimizer.lr = cfg.lr
+        history = history_from_header(header)
+        start_epoch = int(header["checkpoint"]["epoch"])
+        if start_epoch >= cfg.epochs:
+            raise ValueError(
+                f"{resume} already finished {start_epoch} epochs; ask for more with "
+                f"--epochs {start_epoch + 5} (the total, not the extra)"
+            )
+        data_dir = data_dir if data_dir is not None else header.get("data_dir")
+        ds = load_dataset(name, data_dir=data_dir, seed=cfg.seed)
+    else:
+        defaults = DATASET_DEFAULTS.get(name, {"arch": None, "epochs": 10, "batch_size": 64})
+        cfg_values = {k: v for k, v in defaults.items() if k != "arch"}
+        cfg_values.update(overrides)
+        cfg = TrainConfig(**cfg_values).check()
+        ds = load_dataset(name, data_dir=data_dir, seed=cfg.seed)
+        spec_source = arch or defaults.get("arch")
+        if spec_source is None:
+            raise ValueError(
+                f"no default architecture for {name!r}; give one with --arch (a shipped name "
+                "such as lenet5, a spec file, or text like 'input 3 32 32; conv 16 k=3; ...')"
+            )
+        model = build_model(spec_source, tuple(ds.input_shape), seed=cfg.seed)
+        optimizer = make_run_optimizer(model, cfg)
+    if tuple(model.input_shape) != tuple(ds.input_shape):
+        raise ValueError(
+            f"the model takes {' x '.join(map(str, model.input_shape))} inputs but {name} "
+            f"images are {' x '.join(map(str, ds.input_shape))}"
+        )
+    check_classes(model, ds.num_classes, list(ds.class_names))
+    out = Path(output)
+    ckpt = Path(checkpoint) if checkpoint is not None else default_checkpoint_path(out)
+    for path in (out, ckpt):
+        if not path.parent.is_dir():
+            raise FileNotFoundError(2, "output folder does not exist", str(path.parent))
+    meta = model_meta(ds, data_dir, cfg.seed)
+    if on_start is not None:
+        on_start(model, ds, cfg, start_epoch)
+    result = fit(
+        model,
+        optimizer,
+        cfg,
+        ds.x_train,
+        ds.y_train,
+        ds.x_val,
+        ds.y_val,
+        start_epoch=start_epoch,
+        history=history,
+        checkpoint=ckpt,
+        meta=meta,
+        on_batch=on_batch,
+        on_epoch=on_epoch,
+    )
+    test_loss, test_acc = evaluate_loss_accuracy(model, ds.x_test, ds.y_test)
+    if result.epochs_done > 0:
+        save_model(out, model, meta)
+    return RunOutcome(
+        model=model,
+        dataset=ds,
+        config=cfg,
+        result=result,
+        test_loss=test_loss,
+        test_accuracy=test_acc,
+        output=out,
+        checkpoint=ckpt,
+        seconds=time.perf_counter() - t0,
+        resumed_from=start_epoch,
+    )
+
+
+def model_meta(
+    ds: Any, data_dir: str | os.PathLike[str] | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """The header entries that let ``evaluate`` and ``predict`` treat data as training did.
+
+    ``split_seed`` is the seed of the train/val/test split, so ``evaluate`` tests on the
+    same held-out images the run never trained on.
+    """
+    return {
+        "dataset": ds.name,
+        "split_seed": int(seed),
+        "data_dir": str(data_dir) if data_dir is not None else None,
+        "class_names": list(ds.class_names),
+        "mean": [float(v) for v in np.atleast_1d(ds.mean)],
+        "std": [float(v) for v in np.atleast_1d(ds.std)],
+        "preprocess": dict(getattr(ds, "preprocess", {}) or {}),
+    }
+
+
+def default_checkpoint_path(output: str | os.PathLike[str]) -> Path:
+    """``model.npz`` -> ``model.ckpt.npz`` (next to the model)."""
+    out = Path(output)
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    return out.with_name(f"{stem}.ckpt{out.suffix or '.npz'}")
+
+
+__all__ = [
+    "DATASET_DEFAULTS",
+    "EpochStats",
+    "RunOutcome",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "check_classes",
+    "classification_report",
+    "confusion_matrix",
+    "default_checkpoint_path",
+    "evaluate_loss_accuracy",
+    "fit",
+    "load_checkpoint",
+    "make_run_optimizer",
+    "model_meta",
+    "run",
+    "save_checkpoint",
+    "torch_network",
+    "torch_train_throughput",
+    "train_throughput",
+]
