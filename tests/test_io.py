@@ -280,3 +280,16 @@ def test_to_gray():
     np.testing.assert_allclose(io.to_gray(rgb), [[[0.299 * 10 + 0.587 * 20 + 0.114 * 30]]])
     one = np.ones((1, 2, 2))
     assert io.to_gray(one) is one
+
+
+def test_float_tiff_and_cmyk(rng, tmp_path):
+    f = (rng.random((4, 5)) * 3).astype(np.float32)
+    Image.fromarray(f, "F").save(tmp_path / "f.tif")
+    loaded = io.load(tmp_path / "f.tif")
+    np.testing.assert_array_equal(loaded.data[0], f)
+    assert loaded.maxval == pytest.approx(f.max())
+    cmyk = Image.new("CMYK", (3, 2), (0, 255, 255, 0))  # pure red in CMYK
+    cmyk.save(tmp_path / "k.tif")
+    loaded = io.load(tmp_path / "k.tif")
+    assert loaded.data.shape == (3, 2, 3)
+    np.testing.assert_array_equal(loaded.data[:, 0, 0], [255, 0, 0])
