@@ -238,7 +238,10 @@ def _write(job: Job, loaded: Any, result: Any, labels: list[str], display_mode: 
                 loaded.data,
                 y.reshape(-1, y.shape[-1]),
                 result.positions,
-                _map_names(labels, y.shape[1]),
+                [
+                    n if n != "filtered" else f"filtered ({labels[0]})"
+                    for n in _map_names(labels, y.shape[1])
+                ],
                 title=loaded.path.name,
             )
         else:
