@@ -404,6 +404,11 @@ def _assert_error(result, code: int, *fragments: str) -> None:
             ["pool-size 9"],
         ),
         (lambda d: [d / "in.png"], 2, ["give a kernel"]),
+        (
+            lambda d: [d / "in.png", "-k", "box", "-o", d / "o.png", "--compare", d / "c.npy"],
+            2,
+            ["--compare writes an image"],
+        ),
         (lambda d: ["-k", "box"], 2, ["give an INPUT"]),
         (lambda d: [d / "s.csv", "-k", "sobel-x"], 2, ["2-D only"]),
         (

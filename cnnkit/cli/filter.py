@@ -513,9 +513,10 @@ def register(app: typer.Typer) -> None:
             raise UsageError("--pool-size and --pool-stride must be >= 1")
         jobs = _plan_jobs(inputs, output, out_dir, out_ext, compare, force)
         for job in jobs:
-            for path in (job.output, job.compare):
-                if path is not None:
-                    _output_kind(path)
+            if job.output is not None:
+                _output_kind(job.output)
+            if job.compare is not None and _output_kind(job.compare) != "image":
+                raise UsageError(f"--compare writes an image (.png), got {job.compare}")
         from cnnkit import filters, io
 
         # kernel mistakes are reported before any file is read or written
