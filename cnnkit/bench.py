@@ -758,6 +758,10 @@ def time_call(
     ``first`` is the duration of an earlier call (it sizes ``number`` when ``warmup`` is 0);
     with ``budget`` (seconds), sampling stops once it is spent and at least 3 samples exist,
     so one slow peer does not dominate the suite.
+
+    ``cpu`` is the median process CPU time per call (all threads). With one thread it is
+    the work itself, unaffected by other processes taking the core (wall time is not); with
+    several threads it also counts threads spinning at barriers.
     """
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
@@ -769,12 +773,15 @@ def time_call(
             first = min(first, time.perf_counter() - t0)
     number = max(1, min(1000, math.ceil(SAMPLE_SECONDS / max(first, 1e-9))))
     samples: list[float] = []
+    cpu: list[float] = []
     start = time.perf_counter()
     for _ in range(repeat):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         for _ in range(number):
             fn()
         samples.append((time.perf_counter() - t0) / number)
+        cpu.append((time.process_time() - c0) / number)
         if budget is not None and len(samples) >= 3 and time.perf_counter() - start > budget:
             break
     return {
@@ -783,6 +790,7 @@ def time_call(
         "max": max(samples),
         "number": number,
         "samples": len(samples),
+        "cpu": statistics.median(cpu),
     }
 
 
@@ -1012,6 +1020,7 @@ def run_case(
             "peak_share": None,
             "error_ratio": None,
             "samples": 0,
+            "cpu_seconds": None,
         }
         try:
             t0 = time.perf_counter()
@@ -1033,6 +1042,7 @@ def run_case(
             timing = time_call(fn, repeat, warmup=warmup, first=first, budget=budget_s)
             row["seconds"] = timing["median"]
             row["samples"] = timing["samples"]
+            row["cpu_seconds"] = timing["cpu"]
             row["gflops"] = work / timing["median"] / 1e9
             if peak_gflops:
                 row["peak_share"] = row["gflops"] / peak_gflops
@@ -1226,6 +1236,7 @@ CSV_COLUMNS = (
     "impl",
     "status",
     "seconds",
+    "cpu_seconds",
     "gflops",
     "peak_share",
     "flops",

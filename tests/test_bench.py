@@ -323,6 +323,7 @@ def test_report_schema_and_ratios(report):
     assert all(r["status"] == "ok" for r in report["results"]), report["summary"]["not_ok"]
     for r in report["results"]:
         assert math.isclose(r["gflops"], r["flops"] / r["seconds"] / 1e9)
+        assert r["cpu_seconds"] >= 0
         assert r["rss_peak_bytes"] > 0
     rows = [r for r in report["results"] if r["case"] == "tiny_conv"]
     by = {r["method"]: r for r in rows}

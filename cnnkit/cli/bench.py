@@ -272,7 +272,7 @@ def print_report(report: dict[str, Any]) -> None:
         wide = max(len(r["case"]) for r in rows)
         table.add_column("case", no_wrap=True, min_width=wide)
         table.add_column("method", no_wrap=True)
-        for col in ("time", "GFLOP/s", "%peak", "extra mem", "x loop"):
+        for col in ("time", "cpu", "GFLOP/s", "%peak", "extra mem", "x loop"):
             table.add_column(col, justify="right", no_wrap=True)
         for p in present:
             table.add_column(f"vs {p}", justify="right")
@@ -290,13 +290,14 @@ def print_report(report: dict[str, Any]) -> None:
                 method += f" [dim]({r['detail'][8:]})[/]"
             if r["status"] != "ok":
                 status = f"[bold red]{r['status']}[/]"
-                table.add_row(label, method, status, *[""] * (4 + len(present)))
+                table.add_row(label, method, status, *[""] * (5 + len(present)))
                 continue
             unit = " op" if r["op"].endswith("pool2d") else ""
             table.add_row(
                 label,
                 method,
                 _fmt_time(r["seconds"]),
+                f"[dim]{_fmt_time(r.get('cpu_seconds'))}[/]",
                 f"{r['gflops']:.2f}{unit}",
                 f"{100 * r['peak_share']:.1f}" if r["peak_share"] is not None else "",
                 fmt_bytes(r["extra_bytes"]) if r["extra_bytes"] else "",
@@ -307,7 +308,8 @@ def print_report(report: dict[str, Any]) -> None:
     rss = max((r.get("rss_peak_bytes") or 0 for r in results), default=0)
     console.print(
         f"vs <peer> = peer time / cnnkit time (above 1: cnnkit faster); x loop = loop time / "
-        f"time. extra mem: the im2col patch matrix. Peak RSS of the run: {fmt_bytes(rss)}. "
+        f"time. cpu: process CPU time per call (all threads; with --threads 1 it is immune "
+        f"to other processes). extra mem: the im2col patch matrix. Peak RSS: {fmt_bytes(rss)}. "
         "Pooling counts one operation (op) per window element."
     )
     for r in results:
