@@ -33,6 +33,7 @@ from cnnkit.geometry import PAD_MODES, PaddingArg
 from cnnkit.kernels import conv as _conv
 from cnnkit.kernels import im2col as _im2col
 from cnnkit.kernels import pool as _pool
+from cnnkit.kernels import threads as _threads
 
 METHODS = ("loop", "im2col", "auto")
 IntOrTuple = int | Sequence[int]
@@ -40,9 +41,20 @@ IntOrTuple = int | Sequence[int]
 # np.pad's names for PyTorch's padding modes.
 _NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
-# Bytes of patch matrix built at once by the im2col method; larger batches are chunked so
-# memory stays bounded while each GEMM is still large enough to run at full speed.
-_COLS_BUDGET = 32 * 2**20
+# Bytes of patch matrix each thread builds at once in the im2col method: larger batches are
+# chunked so memory stays bounded and the matrix is still in cache when the GEMM reads it,
+# while each GEMM stays large enough to run at full speed.
+_COLS_BUDGET = 4 * 2**20
+
+# Below this many FLOPs an im2col convolution runs on the calling thread only: handing work
+# to another thread costs tens of microseconds, more than small training batches take.
+_THREADED_FLOPS = 4_000_000
+
+# The loop method switches to the flattened-plane kernels for stride-1 convolutions whose
+# output rows are shorter than this (row-loop start-up dominates there); _FLAT_BLOCK output
+# elements (4 KiB of float32) are accumulated per task so they stay in L1.
+_FLAT_MAX_WIDTH = 64
+_FLAT_BLOCK = 1024
 
 _LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
@@ -110,6 +122,7 @@ class _ConvPlan:
         "stride",
         "dilation",
         "lo",
+        "zero_pads",
         "pads",
         "pad_mode",
         "in_sizes",
@@ -188,8 +201,10 @@ def _plan_conv(
     if pad_mode != "zeros" and any(p != (0, 0) for p in pads):
         x = np.pad(x, ((0, 0), (0, 0), *pads), mode=_NP_PAD_MODE[pad_mode])
         lo = (0,) * nd
+        zero_pads = ((0, 0),) * 3
     else:
         lo = tuple(p[0] for p in pads)
+        zero_pads = ((0, 0),) * (3 - nd) + tuple(pads)
     if method == "auto":
         method = choose_method(w.shape[1], math.prod(kernel), n_out)
     plan = _ConvPlan()
@@ -202,6 +217,7 @@ def _plan_conv(
     plan.stride = _lift(stride_t, 1, nd)
     plan.dilation = _lift(dil_t, 1, nd)
     plan.lo = _lift(lo, 0, nd)
+    plan.zero_pads = zero_pads
     plan.pads = pads
     plan.pad_mode = pad_mode
     plan.in_sizes = sizes
@@ -224,6 +240,14 @@ def _fill_cols(x5: np.ndarray, cols: np.ndarray, kernel3, out3, geo) -> None:
     _im2col.im2col_fill(x5, cols, *kernel3, *out3, *geo)
 
 
+def _parts(plan: _ConvPlan) -> list[tuple[int, int]]:
+    """Batch parts, one per core, when the layer is big enough to pay for the threads."""
+    n_batch = plan.out5[0]
+    flops = 2 * plan.w5.size * math.prod(plan.out5[2:]) * n_batch
+    workers = _threads.worker_count() if flops >= _THREADED_FLOPS else 1
+    return _threads.split(n_batch, workers)
+
+
 @np.errstate(invalid="ignore", over="ignore")  # inf/NaN input is documented, not a warning
 def _gemm_forward(plan: _ConvPlan) -> np.ndarray:
     x5, w5, groups = plan.x5, plan.w5, plan.groups
@@ -236,15 +260,22 @@ def _gemm_forward(plan: _ConvPlan) -> np.ndarray:
     geo = _geometry_args(plan)
     y = np.empty(plan.out5, plan.dtype)
     nb = _chunk(rows * length * plan.dtype.itemsize, n_batch)
-    buf = np.empty(rows * nb * length, plan.dtype)
-    for n0 in range(0, n_batch, nb):
-        m = min(nb, n_batch - n0)
-        cols = buf[: rows * m * length].reshape(rows, m, length)
-        _fill_cols(x5[n0 : n0 + m], cols, kernel3, out3, geo)
-        cm = cols.reshape(rows, m * length)
-        for g in range(groups):
-            prod = wm[g * og : (g + 1) * og] @ cm[g * rg : (g + 1) * rg]
-            y[n0 : n0 + m, g * og : (g + 1) * og] = np.moveaxis(prod.reshape(og, m, *out3), 0, 1)
+
+    def part(start: int, stop: int) -> None:
+        buf = np.empty(rows * min(nb, stop - start) * length, plan.dtype)
+        for n0 in range(start, stop, nb):
+            m = min(nb, stop - n0)
+            cols = buf[: rows * m * length].reshape(rows, m, length)
+            _fill_cols(x5[n0 : n0 + m], cols, kernel3, out3, geo)
+            cm = cols.reshape(rows, m * length)
+            for g in range(groups):
+                prod = wm[g * og : (g + 1) * og] @ cm[g * rg : (g + 1) * rg]
+                y[n0 : n0 + m, g * og : (g + 1) * og] = np.moveaxis(
+                    prod.reshape(og, m, *out3), 0, 1
+                )
+
+    with _threads.single_threaded_blas():
+        _threads.run_parts(part, _parts(plan))
     if plan.bias is not None:
         y += plan.bias.reshape(1, n_out, 1, 1, 1)
     return y
@@ -260,43 +291,80 @@ def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
     rows, rg, og = n_in * taps, w5.shape[1] * taps, n_out // groups
     wm = w5.reshape(n_out, rg)
     geo = _geometry_args(plan)
-    gw = np.zeros((n_out, rg), plan.dtype)
     gx = np.zeros(x5.shape, plan.dtype) if need_input_grad else None
     nb = _chunk(2 * rows * length * plan.dtype.itemsize, n_batch)
-    buf = np.empty(rows * nb * length, plan.dtype)
-    gbuf = np.empty(rows * nb * length, plan.dtype) if need_input_grad else None
-    for n0 in range(0, n_batch, nb):
-        m = min(nb, n_batch - n0)
-        cols = buf[: rows * m * length].reshape(rows, m, length)
-        _fill_cols(x5[n0 : n0 + m], cols, kernel3, out3, geo)
-        cm = cols.reshape(rows, m * length)
-        gym = np.ascontiguousarray(
-            np.moveaxis(gy5[n0 : n0 + m].reshape(m, n_out, length), 0, 1)
-        ).reshape(n_out, m * length)
-        gcols = None if gbuf is None else gbuf[: rows * m * length].reshape(rows, m * length)
-        for g in range(groups):
-            gs, rs = slice(g * og, (g + 1) * og), slice(g * rg, (g + 1) * rg)
-            gw[gs] += gym[gs] @ cm[rs].T
+
+    def part(start: int, stop: int) -> np.ndarray:
+        gw = np.zeros((n_out, rg), plan.dtype)
+        size = rows * min(nb, stop - start) * length
+        buf = np.empty(size, plan.dtype)
+        gbuf = np.empty(size, plan.dtype) if need_input_grad else None
+        for n0 in range(start, stop, nb):
+            m = min(nb, stop - n0)
+            cols = buf[: rows * m * length].reshape(rows, m, length)
+            _fill_cols(x5[n0 : n0 + m], cols, kernel3, out3, geo)
+            cm = cols.reshape(rows, m * length)
+            gym = np.ascontiguousarray(
+                np.moveaxis(gy5[n0 : n0 + m].reshape(m, n_out, length), 0, 1)
+            ).reshape(n_out, m * length)
+            gcols = None if gbuf is None else gbuf[: rows * m * length].reshape(rows, m * length)
+            for g in range(groups):
+                gs, rs = slice(g * og, (g + 1) * og), slice(g * rg, (g + 1) * rg)
+                gw[gs] += gym[gs] @ cm[rs].T
+                if gcols is not None:
+                    np.matmul(wm[gs].T, gym[gs], out=gcols[rs])
             if gcols is not None:
-                np.matmul(wm[gs].T, gym[gs], out=gcols[rs])
-        if gcols is not None:
-            _im2col.col2im_accumulate(
-                gcols.reshape(rows, m, length), gx[n0 : n0 + m], *kernel3, *out3, *geo
-            )
+                _im2col.col2im_accumulate(
+                    gcols.reshape(rows, m, length), gx[n0 : n0 + m], *kernel3, *out3, *geo
+                )
+        return gw
+
+    with _threads.single_threaded_blas():
+        partial = _threads.run_parts(part, _parts(plan))
+    gw = partial[0]
+    for other in partial[1:]:
+        gw += other
     return gx, gw.reshape(w5.shape)
 
 
 # ----------------------------------------------------------------------------- convolution
-def _conv_forward(plan: _ConvPlan) -> np.ndarray:
-    if plan.method == "im2col":
-        y = _gemm_forward(plan)
+def _use_flat(plan: _ConvPlan) -> bool:
+    """Whether the loop method takes the stride-1 flattened-plane kernels (short rows)."""
+    return plan.stride == (1, 1, 1) and plan.out5[4] < _FLAT_MAX_WIDTH
+
+
+def _flat_input(plan: _ConvPlan) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The input zero-padded explicitly, planes flattened: (N, C, Dp, Hp*Wp), and its shape."""
+    xp = plan.x5
+    if any(p != (0, 0) for p in plan.zero_pads):
+        xp = np.pad(xp, ((0, 0), (0, 0), *plan.zero_pads))
+    n, c, dp, hp, wp = xp.shape
+    return xp.reshape(n, c, dp, hp * wp), xp.shape
+
+
+def _loop_forward(plan: _ConvPlan) -> np.ndarray:
+    n, o, od, oh, ow = plan.out5
+    if _use_flat(plan):
+        xp, padded = _flat_input(plan)
+        wp = padded[4]
+        y = np.empty((n, o, od, oh, wp), plan.dtype)
     else:
         y = np.empty(plan.out5, plan.dtype)
-        if plan.bias is None:
-            y.fill(0)
-        else:
-            y[...] = plan.bias.reshape(1, -1, 1, 1, 1)
+    if plan.bias is None:
+        y.fill(0)
+    else:
+        y[...] = plan.bias.reshape(1, -1, 1, 1, 1)
+    if not _use_flat(plan):
         _conv.conv_forward(plan.x5, plan.w5, y, plan.groups, *_geometry_args(plan))
+        return y
+    dd, dh, dw = plan.dilation
+    flat = y.reshape(n, o, od, oh * wp)
+    _conv.conv_forward_flat(xp, plan.w5, flat, plan.groups, wp, dd, dh, dw, _FLAT_BLOCK)
+    return np.ascontiguousarray(y[..., :ow])
+
+
+def _conv_forward(plan: _ConvPlan) -> np.ndarray:
+    y = _gemm_forward(plan) if plan.method == "im2col" else _loop_forward(plan)
     return y.reshape(plan.out5[:2] + plan.out5[5 - plan.nd :])
 
 
@@ -318,6 +386,25 @@ def _pad_adjoint(g: np.ndarray, pads, sizes, mode: str) -> np.ndarray:
     return g
 
 
+def _loop_backward_flat(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
+    xp, padded = _flat_input(plan)
+    n, o, od, oh, ow = plan.out5
+    wp = padded[4]
+    dd, dh, dw = plan.dilation
+    # wide gradient with zeros in the discarded columns, so they contribute nothing
+    gyw = np.zeros((n, o, od, oh, wp), plan.dtype)
+    gyw[..., :ow] = gy5
+    gyw = gyw.reshape(n, o, od, oh * wp)
+    gw = np.empty(plan.w5.shape, plan.dtype)
+    _conv.conv_backward_weight_flat(gyw, xp, gw, plan.groups, wp, dd, dh, dw)
+    if not need_input_grad:
+        return None, gw
+    gxp = np.zeros(xp.shape, plan.dtype)
+    _conv.conv_backward_input_flat(gyw, plan.w5, gxp, plan.groups, wp, dd, dh, dw)
+    crop = tuple(slice(lo, lo + size) for (lo, _), size in zip(plan.zero_pads, plan.x5.shape[2:]))
+    return np.ascontiguousarray(gxp.reshape(padded)[(slice(None), slice(None), *crop)]), gw
+
+
 def _conv_backward(plan: _ConvPlan, grad_y: object, need_input_grad: bool):
     gy = _as_real_array(grad_y, "grad_y")
     expected = plan.out5[:2] + plan.out5[5 - plan.nd :]
@@ -327,6 +414,8 @@ def _conv_backward(plan: _ConvPlan, grad_y: object, need_input_grad: bool):
     grad_b = gy5.sum(axis=(0, 2, 3, 4))
     if plan.method == "im2col":
         gx, gw = _gemm_backward(plan, gy5, need_input_grad)
+    elif _use_flat(plan):
+        gx, gw = _loop_backward_flat(plan, gy5, need_input_grad)
     else:
         geo = _geometry_args(plan)
         gw = np.empty(plan.w5.shape, plan.dtype)

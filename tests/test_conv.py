@@ -11,6 +11,18 @@ from reference import conv_reference, numerical_gradient
 from cnnkit import ops
 
 METHODS = ("loop", "im2col")
+
+
+@pytest.fixture(params=["loop", "loop_rows", "im2col"])
+def method(request, monkeypatch):
+    """Each kernel family: the loop method's flattened-plane kernels (stride 1, short rows),
+    its row kernels (forced by disabling the flat path), and im2col + GEMM."""
+    if request.param == "loop_rows":
+        monkeypatch.setattr(ops, "_FLAT_MAX_WIDTH", 0)
+        return "loop"
+    return request.param
+
+
 PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 CONV = {1: ops.conv1d, 2: ops.conv2d, 3: ops.conv3d}
 
@@ -35,7 +47,6 @@ def _check(rng, x_shape, w_shape, method, **kw):
 PADDINGS_2D = [0, 1, (1, 2), ((0, 1), (2, 0)), "valid", "same", "full"]
 
 
-@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("pad_mode", PAD_MODES)
 @pytest.mark.parametrize("padding", PADDINGS_2D, ids=str)
 def test_conv2d_padding_and_modes(rng, method, pad_mode, padding):
@@ -53,7 +64,6 @@ def test_conv2d_padding_and_modes(rng, method, pad_mode, padding):
     )
 
 
-@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("flip", [False, True])
 @pytest.mark.parametrize("dilation", [1, 2, (2, 1)], ids=str)
 @pytest.mark.parametrize("stride", [1, 2, (2, 3)], ids=str)
@@ -80,14 +90,12 @@ SHAPES_2D = [
 ]
 
 
-@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("x_shape,w_shape,groups", SHAPES_2D, ids=str)
 def test_conv2d_shapes_and_groups(rng, method, x_shape, w_shape, groups):
     _check(rng, x_shape, w_shape, method, groups=groups)
     _check(rng, x_shape, w_shape, method, groups=groups, padding="same", pad_mode="circular")
 
 
-@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("pad_mode", PAD_MODES)
 @pytest.mark.parametrize(
     "stride,padding,dilation",
@@ -107,7 +115,6 @@ def test_conv1d_grid(rng, method, pad_mode, stride, padding, dilation):
     )
 
 
-@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize(
     "kw",
     [
@@ -124,7 +131,6 @@ def test_conv3d_grid(rng, method, kw):
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
-@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dtype_preserved_and_float32_accuracy(rng, nd, method, dtype):
     x, w, b = _operands(rng, (2, 3) + (6,) * nd, (4, 3) + (3,) * nd, dtype=dtype)
@@ -209,7 +215,6 @@ TORCH_CASES = [
 ]
 
 
-@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: f"{c[0]}d-{c[-1]}-{c[2]}")
 def test_against_torch_forward_and_autograd(rng, method, case):
     torch = pytest.importorskip("torch")
@@ -233,7 +238,6 @@ def test_against_torch_forward_and_autograd(rng, method, case):
     np.testing.assert_allclose(gb, bt.grad.numpy(), rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("method", METHODS)
 def test_against_torch_float32_layer(rng, method):
     torch = pytest.importorskip("torch")
     x, w, b = _operands(rng, (4, 6, 12, 12), (8, 6, 5, 5), dtype=np.float32)
@@ -243,7 +247,6 @@ def test_against_torch_float32_layer(rng, method):
     np.testing.assert_allclose(y, yt.numpy(), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize(
     "pad_mode,ndimage_mode",
     [("zeros", "constant"), ("reflect", "mirror"), ("replicate", "nearest"), ("circular", "wrap")],
@@ -263,7 +266,6 @@ def test_single_channel_against_scipy_ndimage(rng, method, pad_mode, ndimage_mod
     )
 
 
-@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("mode", ["valid", "full", "same"])
 def test_single_channel_against_scipy_signal(rng, method, mode):
     signal = pytest.importorskip("scipy.signal")
@@ -306,7 +308,6 @@ GRAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("pad_mode", PAD_MODES)
 @pytest.mark.parametrize("case", GRAD_CASES, ids=str)
 def test_conv2d_gradients_finite_differences(rng, method, pad_mode, case):
@@ -315,7 +316,6 @@ def test_conv2d_gradients_finite_differences(rng, method, pad_mode, case):
     _fd_check(rng, 2, method, pad_mode=pad_mode, **case)
 
 
-@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("pad_mode", PAD_MODES)
 @pytest.mark.parametrize(
     "case", [{}, {"stride": 2, "padding": 2, "flip": True}, {"groups": 2, "padding": "same"}]
@@ -337,7 +337,6 @@ def test_flip_gradient_is_flipped_correlation_gradient(rng, nd):
 
 
 # ----------------------------------------------------------------------------- NaN / inf
-@pytest.mark.parametrize("method", METHODS)
 def test_nan_propagates_to_exactly_the_windows_that_see_it(rng, method):
     x, w, _ = _operands(rng, (1, 1, 6, 6), (1, 1, 3, 3), bias=False)
     x[0, 0, 2, 3] = np.nan
@@ -348,7 +347,6 @@ def test_nan_propagates_to_exactly_the_windows_that_see_it(rng, method):
     np.testing.assert_array_equal(np.isnan(y[0, 0]), seen)
 
 
-@pytest.mark.parametrize("method", METHODS)
 def test_inf_propagates(method):
     x = np.ones((1, 1, 5, 5))
     x[0, 0, 0, 0] = np.inf
@@ -357,3 +355,35 @@ def test_inf_propagates(method):
     assert np.isposinf(y[0, 0, 0, 0]) and np.isfinite(y[0, 0, 1:, 1:]).all()
     w[0, 0, 0, 0] = 0.0  # inf * 0 is NaN under IEEE, as in a plain loop
     assert np.isnan(ops.conv2d(x, w, method=method)[0, 0, 0, 0])
+
+
+def test_im2col_threaded_parts_agree(rng, monkeypatch):
+    # force the batch split over 3 threads, with chunks smaller than a part
+    from cnnkit.kernels import threads
+
+    monkeypatch.setattr(ops, "_THREADED_FLOPS", 0)
+    monkeypatch.setattr(ops, "_COLS_BUDGET", 1)
+    monkeypatch.setattr(threads, "worker_count", lambda: 3)
+    x, w, b = _operands(rng, (5, 4, 6, 5), (6, 2, 3, 3))
+    kw = {"padding": 1, "groups": 2, "stride": (1, 2)}
+    y = ops.conv2d(x, w, b, method="im2col", **kw)
+    np.testing.assert_allclose(y, conv_reference(x, w, b, **kw), atol=1e-12)
+    gy = rng.standard_normal(y.shape)
+    got = ops.conv2d_backward(gy, x, w, method="im2col", **kw)
+    monkeypatch.setattr(threads, "worker_count", lambda: 1)
+    expected = ops.conv2d_backward(gy, x, w, method="loop", **kw)
+    for a, e in zip(got, expected):
+        np.testing.assert_allclose(a, e, atol=1e-12)
+
+
+def test_blas_thread_count_restored():
+    from cnnkit.kernels import threads
+
+    blas = threads._openblas()
+    if blas is None:
+        pytest.skip("numpy is not linked to OpenBLAS")
+    setter, getter = blas
+    before = getter()
+    with threads.single_threaded_blas():
+        assert getter() == 1
+    assert getter() == before

@@ -3,24 +3,28 @@
 Layout: ``cols[r, n, l]`` with row ``r = ((c * KD + kd) * KH + kh) * KW + kw`` (channel
 major, as ``w.reshape(O, -1)`` orders a weight) and ``l = (od * OH + oh) * OW + ow``. As a
 matrix ``cols.reshape(R, N * L)`` it is the right operand of the convolution GEMM
-``w.reshape(O, -1) @ cols``. Zero padding is implicit.
+``w.reshape(O, -1) @ cols``. Zero padding is implicit. Inner-loop indices are uint64 so
+Numba's negative-index check does not block vectorisation (see kernels/conv.py).
+
+These kernels are serial and release the GIL: cnnkit.ops runs one per core on its own part
+of the batch, next to a single-threaded GEMM (see :mod:`cnnkit.kernels.threads` for why).
 """
 
 from __future__ import annotations
 
-from numba import njit, prange
+from numba import njit, uint64
 
 from cnnkit.kernels.core import column_range
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def im2col_fill(
     x, cols, kd_n, kh_n, kw_n, od_n, oh_n, ow_n, sd, sh, sw, pd, ph, pw, dd, dh, dw
 ):  # pragma: no cover
     """Fill ``cols`` (C*KD*KH*KW, N, OD*OH*OW) with the windows of ``x`` (N,C,D,H,W)."""
     n_batch, _, depth, height, width = x.shape
     n_rows = cols.shape[0]
-    for t in prange(n_rows * n_batch):
+    for t in range(n_rows * n_batch):
         n = t % n_batch
         r = t // n_batch
         kw = r % kw_n
@@ -29,32 +33,31 @@ def im2col_fill(
         q = q // kh_n
         kd = q % kd_n
         c = q // kd_n
-        off = kw * dw - pw
-        lo, hi = column_range(off, sw, width, ow_n)
-        dst = cols[r, n]
+        lo, hi = column_range(kw * dw - pw, sw, width, ow_n)
+        start = lo * sw + kw * dw - pw
         for od in range(od_n):
             iz = od * sd + kd * dd - pd
             for oh in range(oh_n):
                 base = (od * oh_n + oh) * ow_n
                 iy = oh * sh + kh * dh - ph
-                if iz < 0 or iz >= depth or iy < 0 or iy >= height:
-                    for ow in range(ow_n):
-                        dst[base + ow] = 0.0
+                if iz < 0 or iz >= depth or iy < 0 or iy >= height or hi <= lo:
+                    for i in range(ow_n):
+                        cols[r, n, uint64(base + i)] = 0.0
                     continue
-                xrow = x[n, c, iz, iy]
-                for ow in range(lo):
-                    dst[base + ow] = 0.0
+                for i in range(lo):
+                    cols[r, n, uint64(base + i)] = 0.0
+                for i in range(hi, ow_n):
+                    cols[r, n, uint64(base + i)] = 0.0
+                inner = base + lo
                 if sw == 1:
-                    for ow in range(lo, hi):
-                        dst[base + ow] = xrow[ow + off]
+                    for i in range(hi - lo):
+                        cols[r, n, uint64(inner + i)] = x[n, c, iz, iy, uint64(start + i)]
                 else:
-                    for ow in range(lo, hi):
-                        dst[base + ow] = xrow[ow * sw + off]
-                for ow in range(hi, ow_n):
-                    dst[base + ow] = 0.0
+                    for i in range(hi - lo):
+                        cols[r, n, uint64(inner + i)] = x[n, c, iz, iy, uint64(start + i * sw)]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def col2im_accumulate(
     cols, gx, kd_n, kh_n, kw_n, od_n, oh_n, ow_n, sd, sh, sw, pd, ph, pw, dd, dh, dw
 ):  # pragma: no cover
@@ -65,16 +68,15 @@ def col2im_accumulate(
     """
     n_batch, n_chan, depth, height, width = gx.shape
     taps = kd_n * kh_n * kw_n
-    for t in prange(n_batch * n_chan):
+    for t in range(n_batch * n_chan):
         c = t % n_chan
         n = t // n_chan
         for kd in range(kd_n):
             for kh in range(kh_n):
                 for kw in range(kw_n):
                     r = c * taps + (kd * kh_n + kh) * kw_n + kw
-                    off = kw * dw - pw
-                    lo, hi = column_range(off, sw, width, ow_n)
-                    src = cols[r, n]
+                    lo, hi = column_range(kw * dw - pw, sw, width, ow_n)
+                    start = lo * sw + kw * dw - pw
                     for od in range(od_n):
                         iz = od * sd + kd * dd - pd
                         if iz < 0 or iz >= depth:
@@ -83,11 +85,14 @@ def col2im_accumulate(
                             iy = oh * sh + kh * dh - ph
                             if iy < 0 or iy >= height:
                                 continue
-                            base = (od * oh_n + oh) * ow_n
-                            grow = gx[n, c, iz, iy]
+                            inner = (od * oh_n + oh) * ow_n + lo
                             if sw == 1:
-                                for ow in range(lo, hi):
-                                    grow[ow + off] += src[base + ow]
+                                for i in range(hi - lo):
+                                    gx[n, c, iz, iy, uint64(start + i)] += cols[
+                                        r, n, uint64(inner + i)
+                                    ]
                             else:
-                                for ow in range(lo, hi):
-                                    grow[ow * sw + off] += src[base + ow]
+                                for i in range(hi - lo):
+                                    gx[n, c, iz, iy, uint64(start + i * sw)] += cols[
+                                        r, n, uint64(inner + i)
+                                    ]
