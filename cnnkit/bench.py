@@ -477,28 +477,37 @@ def reference(case: Case, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, ..
         return (y if is_max else y / (kh * kw),)
 
     w = _as4(arrays["w"]).astype(np.float64)
-    xp = _pad(x, case)
+    o, c = w.shape[:2]
+    n = x.shape[0]
+    oh, ow = case.out_hw
+    # Channels first, (C, N, H, W): one tap's patch is then a (C, N*OH*OW) matrix and the
+    # sum over channels one matrix product per tap.
+    xpc = np.ascontiguousarray(_pad(x, case).transpose(1, 0, 2, 3))
     if case.op != "conv2d_backward":
-        y = 0.0
+        y = np.zeros((o, n, oh, ow))
+        tmp = np.empty((n, oh, ow)) if o == c == 1 else None
         for i in range(kh):
             for j in range(kw):
-                y = y + np.tensordot(w[:, :, i, j], _taps(xp, i, j, case), axes=([1], [1]))
-        y = np.ascontiguousarray(np.moveaxis(y, 0, 1))  # (O, N, ...) -> (N, O, ...)
+                patch = _taps(xpc, i, j, case)
+                if tmp is not None:  # single-channel filter: a scaled shifted image
+                    y[0] += np.multiply(patch[0], w[0, 0, i, j], out=tmp)
+                else:
+                    y += (w[:, :, i, j] @ patch.reshape(c, -1)).reshape(y.shape)
+        y = np.ascontiguousarray(y.transpose(1, 0, 2, 3))
         return (y[:, :, 0, :] if case.op == "conv1d" else y,)
 
     gy = arrays["gy"].astype(np.float64)
+    gyc = np.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(o, -1)
     gw = np.empty_like(w)
-    gxp = np.zeros_like(xp)
-    oh, ow = case.out_hw
+    gxpc = np.zeros_like(xpc)
     sh, sw = case.stride
     for i in range(kh):
         for j in range(kw):
-            gw[:, :, i, j] = np.tensordot(gy, _taps(xp, i, j, case), axes=([0, 2, 3], [0, 2, 3]))
-            back = np.tensordot(w[:, :, i, j], gy, axes=([0], [1]))  # (C, N, OH, OW)
-            view = gxp[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
-            view += np.moveaxis(back, 0, 1)
+            gw[:, :, i, j] = gyc @ _taps(xpc, i, j, case).reshape(c, -1).T
+            view = gxpc[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
+            view += (w[:, :, i, j].T @ gyc).reshape(c, n, oh, ow)
     ph, pw = case.padding
-    gx = gxp[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]]
+    gx = gxpc[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]].transpose(1, 0, 2, 3)
     return (np.ascontiguousarray(gx), gw, gy.sum(axis=(0, 2, 3)))
 
 

@@ -264,7 +264,7 @@ def print_report(report: dict[str, Any]) -> None:
 
     results = report["results"]
     # Tables hold numbers: render them whole (the terminal wraps) rather than truncated.
-    out = Console(width=max(console.width, 120), highlight=False)
+    out = Console(width=max(console.width, 160), highlight=False)
     for group in dict.fromkeys(r["group"] for r in results):
         rows = [r for r in results if r["group"] == group]
         present = [p for p in PEERS if any(r["method"] == p for r in rows)]
