@@ -31,6 +31,10 @@ Methodology
   (``N * C * prod(out) * prod(kernel)``). GFLOP/s is compared with a numpy sgemm measured in
   the same run (``2 * n**3`` FLOPs).
 * Ratios ``vs <peer>`` are ``time(peer) / time(cnnkit)``: above 1 means cnnkit is faster.
+* Time is wall-clock by default; the process CPU time is recorded next to it. On a shared
+  machine, ``--threads 1 --clock cpu`` times the work itself, immune to other processes
+  taking the core (with several threads CPU time also counts spinning threads, so it is
+  refused). A load average above the core count is reported as a note.
 """
 
 from __future__ import annotations
@@ -803,14 +807,19 @@ def time_call(
     }
 
 
-def measure_peak(n: int, repeat: int = 3) -> dict[str, float]:
-    """GFLOP/s of a float32 ``n x n`` matrix product in numpy (BLAS sgemm): this machine's peak."""
+def measure_peak(n: int, repeat: int = 3, clock: str = "wall") -> dict[str, float]:
+    """GFLOP/s of a float32 ``n x n`` matrix product in numpy (BLAS sgemm): this machine's peak.
+
+    ``2 * n**3`` FLOPs per product, timed like everything else (:func:`time_call`), on the
+    same ``clock``.
+    """
     rng = np.random.default_rng(1)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
     out = np.empty((n, n), dtype=np.float32)
     timing = time_call(lambda: np.matmul(a, b, out=out), repeat)
-    return {"n": n, "seconds": timing["median"], "gflops": 2 * n**3 / timing["median"] / 1e9}
+    seconds = timing["cpu"] if clock == "cpu" else timing["median"]
+    return {"n": n, "seconds": seconds, "gflops": 2 * n**3 / seconds / 1e9}
 
 
 def peak_rss() -> int:
@@ -978,10 +987,12 @@ def run_case(
     repeat: int,
     peak_gflops: float | None,
     budget_s: float | None = None,
+    clock: str = "wall",
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Check every implementation of ``case`` against the oracle, then time the correct ones.
 
-    ``budget_s`` caps the sampling time per implementation (:func:`time_call`).
+    ``budget_s`` caps the sampling time per implementation (:func:`time_call`). With
+    ``clock="cpu"`` the process CPU time per call is the time the rates and ratios use.
     Returns the result rows (cnnkit methods first, then peers) and notes (skipped peers).
     """
     notes: list[str] = []
@@ -1029,6 +1040,7 @@ def run_case(
             "peak_share": None,
             "error_ratio": None,
             "samples": 0,
+            "wall_seconds": None,
             "cpu_seconds": None,
         }
         try:
@@ -1049,10 +1061,11 @@ def run_case(
             # A slow first call already warmed caches up; a second one would only cost time.
             warmup = 0 if first > 0.1 else 1
             timing = time_call(fn, repeat, warmup=warmup, first=first, budget=budget_s)
-            row["seconds"] = timing["median"]
-            row["samples"] = timing["samples"]
+            row["wall_seconds"] = timing["median"]
             row["cpu_seconds"] = timing["cpu"]
-            row["gflops"] = work / timing["median"] / 1e9
+            row["seconds"] = timing["cpu"] if clock == "cpu" else timing["median"]
+            row["samples"] = timing["samples"]
+            row["gflops"] = work / row["seconds"] / 1e9
             if peak_gflops:
                 row["peak_share"] = row["gflops"] / peak_gflops
         row["rss_peak_bytes"] = peak_rss()
@@ -1100,6 +1113,7 @@ def run_suite(
     progress: Callable[[str], None] | None = None,
     thread_control: dict[str, str] | None = None,
     budget_s: float | None = None,
+    clock: str = "wall",
 ) -> dict[str, Any]:
     """Run ``cases`` and return the report (the JSON document).
 
@@ -1122,6 +1136,10 @@ def run_suite(
     budget_s : float, optional
         Sampling time per implementation after which at least 3 samples suffice (the
         default suite uses it; an explicit ``--repeat`` does not).
+    clock : "wall" | "cpu"
+        What ``seconds`` (and so GFLOP/s and every ratio) measures. ``"cpu"``, the process
+        CPU time, is immune to other processes taking the core, but counts every thread
+        (spinning ones too): it is only accepted with one thread.
 
     Returns
     -------
@@ -1131,19 +1149,25 @@ def run_suite(
     """
     if repeat < 1:
         raise ValueError(f"--repeat must be >= 1, got {repeat}")
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"--clock must be wall or cpu, got {clock!r}")
+    if clock == "cpu" and threads != 1:
+        raise ValueError(
+            "--clock cpu needs --threads 1 (CPU time adds up all threads, spinning ones too)"
+        )
     if ops is None:
         ops = importlib.import_module("cnnkit.ops")
     check_memory(cases, budget=cnnkit_cols_budget(ops))
     threads = threads or os.cpu_count() or 1
     peers = peers or Peers(threads=threads)
     compile_rows = measure_compile(ops, cases)
-    peak = measure_peak(peak_n)
+    peak = measure_peak(peak_n, clock=clock)
     results: list[dict[str, Any]] = []
     notes: list[str] = []
     for case in cases:
         if progress:
             progress(case.name)
-        rows, case_notes = run_case(case, ops, peers, repeat, peak["gflops"], budget_s)
+        rows, case_notes = run_case(case, ops, peers, repeat, peak["gflops"], budget_s, clock)
         results.extend(rows)
         notes.extend(case_notes)
     for peer, why in peers.missing.items():
@@ -1158,6 +1182,7 @@ def run_suite(
         "settings": {
             "repeat": repeat,
             "budget_s": budget_s,
+            "clock": clock,
             "threads": threads,
             "thread_control": thread_control or {},
             "sample_seconds": SAMPLE_SECONDS,
@@ -1245,6 +1270,7 @@ CSV_COLUMNS = (
     "impl",
     "status",
     "seconds",
+    "wall_seconds",
     "cpu_seconds",
     "gflops",
     "peak_share",

@@ -469,6 +469,8 @@ def _app():
         (["--plot", "b.png", "--case", "lenet_c1"], "--plot draws the filter cases"),
         (["--train", "--csv", "b.csv"], "use --json with --train"),
         (["--threads", "4096", "--case", "lenet_c1"], "--threads must be between 1 and"),
+        (["--clock", "cpu", "--threads", "2"], "--clock cpu needs --threads 1"),
+        (["--clock", "sundial"], "--clock must be wall or cpu"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2(args, message):
@@ -546,3 +548,14 @@ def test_auto_choice_is_reported_with_its_buffer():
     assert auto["extra_bytes"] == bench.im2col_bytes(TINY[1])
     summary = bench.summarize(rows)
     assert summary["auto_vs_best"][0]["picked"] == "im2col"
+
+
+def test_cpu_clock_drives_the_rates():
+    report = bench.run_suite(
+        TINY[:2], ops=LoopOps(), repeat=1, threads=1, peers=numpy_only(), peak_n=32, clock="cpu"
+    )
+    assert report["settings"]["clock"] == "cpu"
+    for r in report["results"]:
+        assert r["seconds"] == r["cpu_seconds"] and r["wall_seconds"] > 0
+    with pytest.raises(ValueError, match="--threads 1"):
+        bench.run_suite(TINY[:1], ops=LoopOps(), repeat=1, threads=2, clock="cpu")
