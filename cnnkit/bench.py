@@ -186,7 +186,8 @@ def im2col_bytes(case: Case, itemsize: int = 4, budget: int | None = None) -> in
 
     ``N * (C * kh * kw) * (OH * OW) * itemsize`` for the whole batch (the textbook method).
     With ``budget`` (bytes), the batch is built in chunks of whole samples that fit in it
-    (at least one sample), as cnnkit's im2col does. The backward pass needs the buffer twice
+    (at least one sample), as cnnkit's im2col does (an estimate: cnnkit's backward may run
+    one chunk per thread). The backward pass needs the buffer twice
     (the patches for the weight gradient and the patch gradient folded back by col2im).
     Pooling has no patch matrix (0).
     """
@@ -196,9 +197,10 @@ def im2col_bytes(case: Case, itemsize: int = 4, budget: int | None = None) -> in
     oh, ow = case.out_hw
     kh, kw = case.kernel
     per_sample = c * kh * kw * oh * ow * itemsize
+    if case.op == "conv2d_backward":
+        per_sample *= 2
     samples = n if budget is None else max(1, min(n, budget // per_sample))
-    size = samples * per_sample
-    return 2 * size if case.op == "conv2d_backward" else size
+    return samples * per_sample
 
 
 def cnnkit_cols_budget(ops: Any = None) -> int | None:
