@@ -387,11 +387,14 @@ def print_train(report: dict[str, Any]) -> None:
             r["input"],
             str(r["batch"]),
             r["optimizer"],
-            f"{r['cnnkit_images_per_s']:,.0f}" if r["cnnkit_images_per_s"] else r["note"],
+            f"{r['cnnkit_images_per_s']:,.0f}" if r["cnnkit_images_per_s"] else "see note",
             f"{r['torch_images_per_s']:,.0f}" if r["torch_images_per_s"] else "missing",
             _fmt_ratio(r["ratio"]),
         )
     console.print(table)
+    for r in report["train"]:
+        if r["note"]:
+            console.print(f"[yellow]note:[/] {r['net']}: cnnkit side {r['note']}")
     for note in report["notes"]:
         console.print(f"[yellow]note:[/] {note}")
 
