@@ -46,9 +46,9 @@ _NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 # while each GEMM stays large enough to run at full speed.
 _COLS_BUDGET = 4 * 2**20
 
-# Below this many FLOPs an im2col convolution runs on the calling thread only: handing work
-# to another thread costs tens of microseconds, more than small training batches take.
-_THREADED_FLOPS = 4_000_000
+# Below this many FLOPs a call runs on the calling thread only: handing work to another
+# thread costs tens of microseconds, more than small training batches take.
+_THREADED_FLOPS = 2_000_000
 
 # The loop method switches to the flattened-plane kernels for stride-1 convolutions whose
 # output rows are shorter than this (row-loop start-up dominates there); _FLAT_BLOCK output
@@ -98,15 +98,46 @@ def _to5d(arr: np.ndarray, nd: int) -> np.ndarray:
     return arr.reshape(arr.shape[:2] + (1,) * (3 - nd) + arr.shape[2:])
 
 
-def choose_method(c_in_per_group: int, taps: int, n_out: int) -> str:
-    """The kernel ``method="auto"`` uses.
+def choose_method(
+    c_in_per_group: int, taps: int, n_out: int, *, groups: int = 1, n_batch: int | None = None
+) -> str:
+    """The kernel ``method="auto"`` uses for a convolution of this shape.
 
-    The direct loop wins when each output needs few multiply-adds (single-channel
-    filtering, first layers): it has no patch matrix to build. Once ``C_in/groups * taps``
-    is large, the GEMM of the im2col method amortises the copy. Threshold measured on the
-    benchmark ANCHORS (2-core machine): see the benchmark report.
+    Parameters
+    ----------
+    c_in_per_group : int
+        Input channels each output sees (``C / groups``).
+    taps : int
+        Kernel taps (``kh * kw``).
+    n_out : int
+        Output channels ``O``.
+    groups : int
+        Channel groups; ``O / groups`` outputs share each patch matrix.
+    n_batch : int, optional
+        Batch size, if known.
+
+    Returns
+    -------
+    str
+        ``"loop"`` or ``"im2col"``.
+
+    Notes
+    -----
+    Measured on a 2-core Zen 3 (float32): the GEMM of the im2col method needs several output
+    channels per group to beat building the patch matrix; with ``O / groups <= 4`` (image
+    filtering, depthwise layers) it degenerates to a memory-bound matrix-vector product and
+    the loop wins 2-7x (1024x1024 3x3 filter: loop 0.8 ms, im2col 6 ms). A single image with
+    few taps per output (``C/groups * taps <= 32``, e.g. an RGB 3x3 filter bank) also goes to
+    the loop, because im2col splits work over threads by batch. Everything else (LeNet and
+    CIFAR layers, even a 1-channel 5x5 first layer with 16 outputs: 1.1 ms vs 1.6 ms) is
+    faster with im2col.
     """
-    return "loop" if c_in_per_group * taps <= 32 or n_out == 1 else "im2col"
+    per_group = n_out // max(groups, 1)
+    if per_group <= 4:
+        return "loop"
+    if n_batch == 1 and c_in_per_group * taps <= 32:
+        return "loop"
+    return "im2col"
 
 
 class _ConvPlan:
@@ -206,7 +237,9 @@ def _plan_conv(
         lo = tuple(p[0] for p in pads)
         zero_pads = ((0, 0),) * (3 - nd) + tuple(pads)
     if method == "auto":
-        method = choose_method(w.shape[1], math.prod(kernel), n_out)
+        method = choose_method(
+            w.shape[1], math.prod(kernel), n_out, groups=groups, n_batch=x.shape[0]
+        )
     plan = _ConvPlan()
     plan.nd = nd
     plan.dtype = dtype
@@ -236,16 +269,26 @@ def _chunk(per_sample_bytes: int, n: int) -> int:
     return max(1, min(n, _COLS_BUDGET // max(per_sample_bytes, 1)))
 
 
+def _launch(kernel, tasks: int, flops: float, *args) -> None:
+    """``kernel(*args, t0, t1)`` over ``range(tasks)``, split over threads if worth it."""
+    workers = _threads.worker_count() if flops >= _THREADED_FLOPS else 1
+    _threads.run_parts(lambda t0, t1: kernel(*args, t0, t1), _threads.split(tasks, workers))
+
+
 def _fill_cols(x5: np.ndarray, cols: np.ndarray, kernel3, out3, geo) -> None:
-    _im2col.im2col_fill(x5, cols, *kernel3, *out3, *geo)
+    """Patch matrix of ``x5`` on the calling thread (callers split the batch themselves)."""
+    _im2col.im2col_fill(x5, cols, *kernel3, *out3, *geo, 0, cols.shape[0] * cols.shape[1])
+
+
+def _flops(plan: _ConvPlan) -> int:
+    """Multiply-adds x 2 of the convolution (each gradient costs the same)."""
+    return 2 * plan.w5.size * math.prod(plan.out5[2:]) * plan.out5[0]
 
 
 def _parts(plan: _ConvPlan) -> list[tuple[int, int]]:
     """Batch parts, one per core, when the layer is big enough to pay for the threads."""
-    n_batch = plan.out5[0]
-    flops = 2 * plan.w5.size * math.prod(plan.out5[2:]) * n_batch
-    workers = _threads.worker_count() if flops >= _THREADED_FLOPS else 1
-    return _threads.split(n_batch, workers)
+    workers = _threads.worker_count() if _flops(plan) >= _THREADED_FLOPS else 1
+    return _threads.split(plan.out5[0], workers)
 
 
 @np.errstate(invalid="ignore", over="ignore")  # inf/NaN input is documented, not a warning
@@ -315,7 +358,13 @@ def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
                     np.matmul(wm[gs].T, gym[gs], out=gcols[rs])
             if gcols is not None:
                 _im2col.col2im_accumulate(
-                    gcols.reshape(rows, m, length), gx[n0 : n0 + m], *kernel3, *out3, *geo
+                    gcols.reshape(rows, m, length),
+                    gx[n0 : n0 + m],
+                    *kernel3,
+                    *out3,
+                    *geo,
+                    0,
+                    m * n_in,
                 )
         return gw
 
@@ -354,12 +403,16 @@ def _loop_forward(plan: _ConvPlan) -> np.ndarray:
         y.fill(0)
     else:
         y[...] = plan.bias.reshape(1, -1, 1, 1, 1)
+    flops = _flops(plan)
     if not _use_flat(plan):
-        _conv.conv_forward(plan.x5, plan.w5, y, plan.groups, *_geometry_args(plan))
+        args = (plan.x5, plan.w5, y, plan.groups, *_geometry_args(plan))
+        _launch(_conv.conv_forward, n * o * od * oh, flops, *args)
         return y
     dd, dh, dw = plan.dilation
     flat = y.reshape(n, o, od, oh * wp)
-    _conv.conv_forward_flat(xp, plan.w5, flat, plan.groups, wp, dd, dh, dw, _FLAT_BLOCK)
+    blocks = -(-(oh * wp - (plan.w5.shape[4] - 1) * dw) // _FLAT_BLOCK)
+    args = (xp, plan.w5, flat, plan.groups, wp, dd, dh, dw, _FLAT_BLOCK)
+    _launch(_conv.conv_forward_flat, n * o * od * blocks, flops, *args)
     return np.ascontiguousarray(y[..., :ow])
 
 
@@ -396,11 +449,14 @@ def _loop_backward_flat(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool)
     gyw[..., :ow] = gy5
     gyw = gyw.reshape(n, o, od, oh * wp)
     gw = np.empty(plan.w5.shape, plan.dtype)
-    _conv.conv_backward_weight_flat(gyw, xp, gw, plan.groups, wp, dd, dh, dw)
+    flops = _flops(plan)
+    args = (gyw, xp, gw, plan.groups, wp, dd, dh, dw)
+    _launch(_conv.conv_backward_weight_flat, gw.size, flops, *args)
     if not need_input_grad:
         return None, gw
     gxp = np.zeros(xp.shape, plan.dtype)
-    _conv.conv_backward_input_flat(gyw, plan.w5, gxp, plan.groups, wp, dd, dh, dw)
+    args = (gyw, plan.w5, gxp, plan.groups, wp, dd, dh, dw)
+    _launch(_conv.conv_backward_input_flat, n * xp.shape[1], flops, *args)
     crop = tuple(slice(lo, lo + size) for (lo, _), size in zip(plan.zero_pads, plan.x5.shape[2:]))
     return np.ascontiguousarray(gxp.reshape(padded)[(slice(None), slice(None), *crop)]), gw
 
@@ -418,12 +474,14 @@ def _conv_backward(plan: _ConvPlan, grad_y: object, need_input_grad: bool):
         gx, gw = _loop_backward_flat(plan, gy5, need_input_grad)
     else:
         geo = _geometry_args(plan)
+        flops = _flops(plan)
         gw = np.empty(plan.w5.shape, plan.dtype)
-        _conv.conv_backward_weight(gy5, plan.x5, gw, plan.groups, *geo)
+        _launch(_conv.conv_backward_weight, gw.size, flops, gy5, plan.x5, gw, plan.groups, *geo)
         gx = None
         if need_input_grad:
             gx = np.zeros(plan.x5.shape, plan.dtype)
-            _conv.conv_backward_input(gy5, plan.w5, gx, plan.groups, *geo)
+            tasks = math.prod(gx.shape[:4])
+            _launch(_conv.conv_backward_input, tasks, flops, gy5, plan.w5, gx, plan.groups, *geo)
     gw = gw.reshape(gw.shape[:2] + gw.shape[5 - plan.nd :])
     if plan.flip:
         gw = np.ascontiguousarray(gw[(Ellipsis,) + (slice(None, None, -1),) * plan.nd])
@@ -688,7 +746,8 @@ def im2col(
     n, c = x4.shape[:2]
     rows, length = c * math.prod(kernel3), math.prod(out3)
     cols = np.empty((rows, n, length), x4.dtype)
-    _fill_cols(x4[:, :, None], cols, kernel3, out3, geo)
+    args = (x4[:, :, None], cols, *kernel3, *out3, *geo)
+    _launch(_im2col.im2col_fill, rows * n, cols.size * 2, *args)
     return np.ascontiguousarray(np.moveaxis(cols, 1, 0)) if batched else cols[:, 0]
 
 
@@ -743,7 +802,7 @@ def col2im(
     dtype = _float_dtype(arr)
     c3 = _cast(np.moveaxis(arr, 0, 1) if batched else arr[:, None], dtype)
     gx = np.zeros((n, c, 1, *shape4[2:]), dtype)
-    _im2col.col2im_accumulate(c3, gx, *kernel3, *out3, *geo)
+    _launch(_im2col.col2im_accumulate, n * c, c3.size * 2, c3, gx, *kernel3, *out3, *geo)
     return gx.reshape(shape)
 
 
@@ -783,7 +842,17 @@ def _max_pool(nd, x, kernel_size, stride, padding, ceil_mode, return_indices):
     x4, k, s, p, out = _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode)
     y = np.empty(x4.shape[:2] + out, x4.dtype)
     idx = np.empty(y.shape, np.int64)
-    _pool.max_pool_forward(x4, y, idx, *k, *s, *p)
+    _launch(
+        _pool.max_pool_forward,
+        y.shape[0] * y.shape[1],
+        y.size * math.prod(k),
+        x4,
+        y,
+        idx,
+        *k,
+        *s,
+        *p,
+    )
     shape = _pool_shape(x4, out, nd)
     y = y.reshape(shape)
     return (y, idx.reshape(shape)) if return_indices else y
@@ -792,7 +861,8 @@ def _max_pool(nd, x, kernel_size, stride, padding, ceil_mode, return_indices):
 def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad):
     x4, k, s, p, out = _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode)
     y = np.empty(x4.shape[:2] + out, x4.dtype)
-    _pool.avg_pool_forward(x4, y, *k, *s, *p, bool(count_include_pad))
+    args = (x4, y, *k, *s, *p, bool(count_include_pad))
+    _launch(_pool.avg_pool_forward, y.shape[0] * y.shape[1], y.size * math.prod(k), *args)
     return y.reshape(_pool_shape(x4, out, nd))
 
 
@@ -891,7 +961,8 @@ def max_pool2d_backward(
     gy = _pool_grad(grad_y, x4, out, 2)
     if indices is None:
         idx = np.empty(gy.shape, np.int64)
-        _pool.max_pool_forward(x4, np.empty(gy.shape, x4.dtype), idx, *k, *s, *p)
+        args = (x4, np.empty(gy.shape, x4.dtype), idx, *k, *s, *p)
+        _launch(_pool.max_pool_forward, gy.shape[0] * gy.shape[1], gy.size * math.prod(k), *args)
     else:
         idx = np.asarray(indices)
         if idx.shape != gy.shape or idx.dtype.kind not in "iu":
@@ -903,7 +974,7 @@ def max_pool2d_backward(
             raise ValueError(f"indices must lie in [0, {plane}) (flat positions in H*W)")
         idx = _cast(idx, np.int64)
     gx = np.zeros(x4.shape, x4.dtype)
-    _pool.max_pool_backward(gy, idx, gx)
+    _launch(_pool.max_pool_backward, gy.shape[0] * gy.shape[1], gy.size, gy, idx, gx)
     return gx
 
 
@@ -921,7 +992,8 @@ def avg_pool2d_backward(
     x4, k, s, p, out = _plan_pool(2, x, kernel_size, stride, padding, ceil_mode)
     gy = _pool_grad(grad_y, x4, out, 2)
     gx = np.zeros(x4.shape, x4.dtype)
-    _pool.avg_pool_backward(gy, gx, *k, *s, *p, bool(count_include_pad))
+    args = (gy, gx, *k, *s, *p, bool(count_include_pad))
+    _launch(_pool.avg_pool_backward, gy.shape[0] * gy.shape[1], gy.size * math.prod(k), *args)
     return gx
 
 

@@ -157,6 +157,9 @@ def test_methods_agree_on_a_layer(rng, method):
 
 def test_choose_method_rule():
     assert ops.choose_method(1, 9, 1) == "loop"  # single-channel filtering
+    assert ops.choose_method(1, 9, 32, groups=32) == "loop"  # depthwise
+    assert ops.choose_method(3, 9, 8, n_batch=1) == "loop"  # RGB filter bank, one image
+    assert ops.choose_method(3, 9, 8, n_batch=16) == "im2col"
     assert ops.choose_method(64, 9, 64) == "im2col"  # a deep layer
 
 
@@ -387,3 +390,32 @@ def test_blas_thread_count_restored():
     with threads.single_threaded_blas():
         assert getter() == 1
     assert getter() == before
+
+
+def _every_kernel(rng):
+    """Outputs of every kernel family on one small problem (shared arrays, fixed seed)."""
+    x, w, b = _operands(rng, (3, 4, 7, 9), (6, 2, 3, 2))
+    out = []
+    for kw in ({"padding": 1, "groups": 2}, {"stride": (2, 1), "groups": 2, "dilation": 2}):
+        for method in METHODS:
+            y = ops.conv2d(x, w, b, method=method, **kw)
+            out += [y, *ops.conv2d_backward(np.cos(y), x, w, method=method, **kw)]
+    y, idx = ops.max_pool2d(x, 3, 2, 1, ceil_mode=True, return_indices=True)
+    out += [y, idx, ops.max_pool2d_backward(y, x, 3, 2, 1, True)]
+    a = ops.avg_pool2d(x, 3, 2, 1, ceil_mode=True)
+    out += [a, ops.avg_pool2d_backward(a, x, 3, 2, 1, True)]
+    cols = ops.im2col(x, 3, padding=1)
+    out += [cols, ops.col2im(cols, x.shape, 3, padding=1)]
+    return out
+
+
+def test_threaded_task_split_matches_one_thread(monkeypatch):
+    from cnnkit.kernels import threads
+
+    serial = _every_kernel(np.random.default_rng(7))
+    monkeypatch.setattr(ops, "_THREADED_FLOPS", 0)
+    monkeypatch.setattr(threads, "worker_count", lambda: 3)
+    split = _every_kernel(np.random.default_rng(7))
+    assert len(serial) == len(split) == 23
+    for a, e in zip(split, serial):
+        np.testing.assert_allclose(a, e, rtol=1e-13, atol=1e-13)

@@ -1,8 +1,9 @@
 """Direct ("loop") convolution on NCDHW arrays: forward, input gradient, weight gradient.
 
-Every kernel is parallel over rows of the array it writes, so no two threads write the same
-element, and its innermost loop runs along contiguous output columns (``y[ow] += w *
-x[ow * stride + off]``), which LLVM vectorises. Zero padding is implicit (taps in the padding
+Every kernel loops over a task range ``[t0, t1)`` (rows of the array it writes, or weight
+taps), so threads given disjoint ranges never write the same element. The innermost loop runs
+along contiguous output columns (``y[ow] += w * x[ow * stride + off]``), which LLVM
+vectorises. Zero padding is implicit (taps in the padding
 are skipped); other padding modes are applied by the caller with ``np.pad``.
 
 Inner-loop indices are cast to ``uint64`` (they are non-negative by construction): Numba
@@ -18,13 +19,13 @@ does not change NaN/inf propagation either.
 
 from __future__ import annotations
 
-from numba import njit, prange, uint64
+from numba import njit, uint64
 
 from cnnkit.kernels.core import column_range
 
 
-@njit(cache=True, parallel=True, fastmath={"contract"})
-def conv_forward(x, w, y, groups, sd, sh, sw, pd, ph, pw, dd, dh, dw):  # pragma: no cover
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def conv_forward(x, w, y, groups, sd, sh, sw, pd, ph, pw, dd, dh, dw, t0, t1):  # pragma: no cover
     """Accumulate the cross-correlation of ``x`` (N,C,D,H,W) with ``w`` into ``y``.
 
     ``y`` (N,O,OD,OH,OW) must hold the bias (or zeros) on entry.
@@ -33,7 +34,7 @@ def conv_forward(x, w, y, groups, sd, sh, sw, pd, ph, pw, dd, dh, dw):  # pragma
     n_out, cg, kd_n, kh_n, kw_n = w.shape
     od_n, oh_n, ow_n = y.shape[2], y.shape[3], y.shape[4]
     og = n_out // groups
-    for r in prange(n_batch * n_out * od_n * oh_n):
+    for r in range(t0, t1):  # tasks n_batch * n_out * od_n * oh_n
         oh = r % oh_n
         t = r // oh_n
         od = t % od_n
@@ -66,8 +67,10 @@ def conv_forward(x, w, y, groups, sd, sh, sw, pd, ph, pw, dd, dh, dw):  # pragma
                                 )
 
 
-@njit(cache=True, parallel=True, fastmath={"contract"})
-def conv_backward_input(gy, w, gx, groups, sd, sh, sw, pd, ph, pw, dd, dh, dw):  # pragma: no cover
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def conv_backward_input(
+    gy, w, gx, groups, sd, sh, sw, pd, ph, pw, dd, dh, dw, t0, t1
+):  # pragma: no cover
     """Accumulate dL/dx into ``gx`` (N,C,D,H,W, zeroed by the caller).
 
     Each input row gathers from every output row whose window covers it; within the row the
@@ -77,7 +80,7 @@ def conv_backward_input(gy, w, gx, groups, sd, sh, sw, pd, ph, pw, dd, dh, dw): 
     n_out, cg, kd_n, kh_n, kw_n = w.shape
     od_n, oh_n, ow_n = gy.shape[2], gy.shape[3], gy.shape[4]
     og = n_out // groups
-    for r in prange(n_batch * n_in * depth * height):
+    for r in range(t0, t1):  # tasks n_batch * n_in * depth * height
         iy = r % height
         t = r // height
         iz = t % depth
@@ -117,15 +120,16 @@ def conv_backward_input(gy, w, gx, groups, sd, sh, sw, pd, ph, pw, dd, dh, dw): 
                                 )
 
 
-@njit(cache=True, parallel=True, fastmath={"contract", "reassoc"})
-def conv_backward_weight(gy, x, gw, groups, sd, sh, sw, pd, ph, pw, dd, dh, dw):  # pragma: no cover
+@njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
+def conv_backward_weight(
+    gy, x, gw, groups, sd, sh, sw, pd, ph, pw, dd, dh, dw, t0, t1
+):  # pragma: no cover
     """Write dL/dw into ``gw`` (O,C/groups,KD,KH,KW): one dot product per weight tap."""
     n_batch, _, depth, height, width = x.shape
     n_out, cg, kd_n, kh_n, kw_n = gw.shape
     od_n, oh_n, ow_n = gy.shape[2], gy.shape[3], gy.shape[4]
     og = n_out // groups
-    taps = kd_n * kh_n * kw_n
-    for r in prange(n_out * cg * taps):
+    for r in range(t0, t1):  # tasks: n_out * cg * kd_n * kh_n * kw_n weight taps
         kw = r % kw_n
         t = r // kw_n
         kh = t % kh_n
@@ -170,16 +174,15 @@ def conv_backward_weight(gy, x, gw, groups, sd, sh, sw, pd, ph, pw, dd, dh, dw):
 # Arrays: xp (N, C, Dp, Hp*Wp) padded input; y / gy (N, O, OD, OH*Wp) wide output.
 
 
-@njit(cache=True, parallel=True, fastmath={"contract"})
-def conv_forward_flat(xp, w, y, groups, wp, dd, dh, dw, block):  # pragma: no cover
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def conv_forward_flat(xp, w, y, groups, wp, dd, dh, dw, block, t0, t1):  # pragma: no cover
     """Stride-1 forward on flattened planes, accumulating into the wide ``y`` (holds bias)."""
-    n_batch = xp.shape[0]
     n_out, cg, kd_n, kh_n, kw_n = w.shape
     od_n = y.shape[2]
     length = y.shape[3] - (kw_n - 1) * dw  # later positions are discarded wide columns
     n_blocks = (length + block - 1) // block
     og = n_out // groups
-    for r in prange(n_batch * n_out * od_n * n_blocks):
+    for r in range(t0, t1):  # tasks: (n, o, od, block)
         b = r % n_blocks
         t = r // n_blocks
         od = t % od_n
@@ -200,16 +203,15 @@ def conv_forward_flat(xp, w, y, groups, wp, dd, dh, dw, block):  # pragma: no co
                             y[n, o, od, uint64(j0 + i)] += wv * xp[n, c0 + c, iz, uint64(off + i)]
 
 
-@njit(cache=True, parallel=True, fastmath={"contract", "reassoc"})
-def conv_backward_weight_flat(gy, xp, gw, groups, wp, dd, dh, dw):  # pragma: no cover
+@njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
+def conv_backward_weight_flat(gy, xp, gw, groups, wp, dd, dh, dw, t0, t1):  # pragma: no cover
     """Stride-1 dL/dw from the wide ``gy`` (its discarded columns must be zero)."""
     n_batch = xp.shape[0]
     n_out, cg, kd_n, kh_n, kw_n = gw.shape
     od_n = gy.shape[2]
     length = gy.shape[3] - (kw_n - 1) * dw
     og = n_out // groups
-    taps = kd_n * kh_n * kw_n
-    for r in prange(n_out * cg * taps):
+    for r in range(t0, t1):  # tasks: n_out * cg * kd_n * kh_n * kw_n weight taps
         kw = r % kw_n
         t = r // kw_n
         kh = t % kh_n
@@ -229,18 +231,18 @@ def conv_backward_weight_flat(gy, xp, gw, groups, wp, dd, dh, dw):  # pragma: no
         gw[o, c, kd, kh, kw] = acc
 
 
-@njit(cache=True, parallel=True, fastmath={"contract"})
-def conv_backward_input_flat(gy, w, gxp, groups, wp, dd, dh, dw):  # pragma: no cover
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def conv_backward_input_flat(gy, w, gxp, groups, wp, dd, dh, dw, t0, t1):  # pragma: no cover
     """Stride-1 dL/dxp (padded) from the wide ``gy`` (zero discarded columns); ``gxp`` zeroed.
 
-    Parallel over (n, c) planes: every write of a plane comes from its own thread.
+    Tasks are (n, c) planes: every write to a plane comes from its own task.
     """
-    n_batch, n_in = gxp.shape[0], gxp.shape[1]
+    n_in = gxp.shape[1]
     n_out, cg, kd_n, kh_n, kw_n = w.shape
     od_n = gy.shape[2]
     length = gy.shape[3] - (kw_n - 1) * dw
     og = n_out // groups
-    for r in prange(n_batch * n_in):
+    for r in range(t0, t1):  # tasks: (n, c) planes
         ci = r % n_in
         n = r // n_in
         g = ci // cg

@@ -6,8 +6,8 @@ matrix ``cols.reshape(R, N * L)`` it is the right operand of the convolution GEM
 ``w.reshape(O, -1) @ cols``. Zero padding is implicit. Inner-loop indices are uint64 so
 Numba's negative-index check does not block vectorisation (see kernels/conv.py).
 
-These kernels are serial and release the GIL: cnnkit.ops runs one per core on its own part
-of the batch, next to a single-threaded GEMM (see :mod:`cnnkit.kernels.threads` for why).
+In the im2col convolution each thread fills the patch matrix of its own part of the batch
+and multiplies it with a single-threaded GEMM (see :mod:`cnnkit.kernels.threads` for why).
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ from cnnkit.kernels.core import column_range
 
 @njit(cache=True, nogil=True)
 def im2col_fill(
-    x, cols, kd_n, kh_n, kw_n, od_n, oh_n, ow_n, sd, sh, sw, pd, ph, pw, dd, dh, dw
+    x, cols, kd_n, kh_n, kw_n, od_n, oh_n, ow_n, sd, sh, sw, pd, ph, pw, dd, dh, dw, t0, t1
 ):  # pragma: no cover
     """Fill ``cols`` (C*KD*KH*KW, N, OD*OH*OW) with the windows of ``x`` (N,C,D,H,W)."""
     n_batch, _, depth, height, width = x.shape
-    n_rows = cols.shape[0]
-    for t in range(n_rows * n_batch):
+    for t in range(t0, t1):  # tasks: (row, n) pairs, cols.shape[0] * n_batch
         n = t % n_batch
         r = t // n_batch
         kw = r % kw_n
@@ -59,16 +58,16 @@ def im2col_fill(
 
 @njit(cache=True, nogil=True)
 def col2im_accumulate(
-    cols, gx, kd_n, kh_n, kw_n, od_n, oh_n, ow_n, sd, sh, sw, pd, ph, pw, dd, dh, dw
+    cols, gx, kd_n, kh_n, kw_n, od_n, oh_n, ow_n, sd, sh, sw, pd, ph, pw, dd, dh, dw, t0, t1
 ):  # pragma: no cover
     """Add every entry of ``cols`` back to the input position it was copied from.
 
-    ``gx`` (N,C,D,H,W) accumulates; overlapping windows sum. Parallel over (n, c) planes,
+    ``gx`` (N,C,D,H,W) accumulates; overlapping windows sum. Tasks are (n, c) planes,
     which no two threads share.
     """
     n_batch, n_chan, depth, height, width = gx.shape
     taps = kd_n * kh_n * kw_n
-    for t in range(n_batch * n_chan):
+    for t in range(t0, t1):  # tasks n_batch * n_chan
         c = t % n_chan
         n = t // n_chan
         for kd in range(kd_n):

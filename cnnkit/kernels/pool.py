@@ -1,6 +1,6 @@
 """Max and average pooling on (N, C, H, W) arrays, forward and backward.
 
-All kernels are parallel over the N*C planes (independent, and written by one thread each).
+Tasks are the N*C planes (independent; ``[t0, t1)`` is a range of them).
 Window bounds follow PyTorch: a window starts at ``o * stride - pad`` and is clipped to the
 input; 1-D pooling is the H = 1 case.
 """
@@ -8,11 +8,11 @@ input; 1-D pooling is the H = 1 case.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
-@njit(cache=True, parallel=True)
-def max_pool_forward(x, y, idx, kh, kw, sh, sw, ph, pw):  # pragma: no cover
+@njit(cache=True, nogil=True)
+def max_pool_forward(x, y, idx, kh, kw, sh, sw, ph, pw, t0, t1):  # pragma: no cover
     """Window maxima into ``y`` and their flat ``h * W + w`` positions into ``idx``.
 
     NaN propagates: a NaN in a window is its maximum (PyTorch does the same); the index is
@@ -20,7 +20,7 @@ def max_pool_forward(x, y, idx, kh, kw, sh, sw, ph, pw):  # pragma: no cover
     """
     n_batch, n_chan, height, width = x.shape
     oh_n, ow_n = y.shape[2], y.shape[3]
-    for p in prange(n_batch * n_chan):
+    for p in range(t0, t1):  # tasks n_batch * n_chan
         n = p // n_chan
         c = p % n_chan
         plane = x[n, c]
@@ -52,12 +52,12 @@ def max_pool_forward(x, y, idx, kh, kw, sh, sw, ph, pw):  # pragma: no cover
                 idx[n, c, oh, ow] = where
 
 
-@njit(cache=True, parallel=True)
-def max_pool_backward(gy, idx, gx):  # pragma: no cover
+@njit(cache=True, nogil=True)
+def max_pool_backward(gy, idx, gx, t0, t1):  # pragma: no cover
     """Route each output gradient to the input position that held the maximum (``gx`` zeroed)."""
     n_batch, n_chan, oh_n, ow_n = gy.shape
     width = gx.shape[3]
-    for p in prange(n_batch * n_chan):
+    for p in range(t0, t1):  # tasks n_batch * n_chan
         n = p // n_chan
         c = p % n_chan
         for oh in range(oh_n):
@@ -80,12 +80,12 @@ def _avg_window(o, stride, pad, k, n, include_pad):
     return lo, hi, size
 
 
-@njit(cache=True, parallel=True)
-def avg_pool_forward(x, y, kh, kw, sh, sw, ph, pw, include_pad):  # pragma: no cover
+@njit(cache=True, nogil=True)
+def avg_pool_forward(x, y, kh, kw, sh, sw, ph, pw, include_pad, t0, t1):  # pragma: no cover
     """Window means into ``y``; the divisor counts padding cells iff ``include_pad``."""
     n_batch, n_chan, height, width = x.shape
     oh_n, ow_n = y.shape[2], y.shape[3]
-    for p in prange(n_batch * n_chan):
+    for p in range(t0, t1):  # tasks n_batch * n_chan
         n = p // n_chan
         c = p % n_chan
         plane = x[n, c]
@@ -100,12 +100,12 @@ def avg_pool_forward(x, y, kh, kw, sh, sw, ph, pw, include_pad):  # pragma: no c
                 y[n, c, oh, ow] = acc / (hs * ws)
 
 
-@njit(cache=True, parallel=True)
-def avg_pool_backward(gy, gx, kh, kw, sh, sw, ph, pw, include_pad):  # pragma: no cover
+@njit(cache=True, nogil=True)
+def avg_pool_backward(gy, gx, kh, kw, sh, sw, ph, pw, include_pad, t0, t1):  # pragma: no cover
     """Spread each output gradient evenly over its window (``gx`` zeroed by the caller)."""
     n_batch, n_chan, height, width = gx.shape
     oh_n, ow_n = gy.shape[2], gy.shape[3]
-    for p in prange(n_batch * n_chan):
+    for p in range(t0, t1):  # tasks n_batch * n_chan
         n = p // n_chan
         c = p % n_chan
         plane = gx[n, c]
