@@ -27,6 +27,8 @@ Examples:
 
   cnnkit bench --sizes 256,512 --kernels 3,5 --channels 16 --batch 4
 
+  cnnkit bench --threads 1 --clock cpu       # steady ratios on a busy machine
+
   cnnkit bench --explain                     # the lecture's im2col example
 
   cnnkit bench --train                       # training images/s vs PyTorch
