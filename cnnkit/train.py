@@ -41,6 +41,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "none"
     seed: int = 0
+    init: str = "he"
+    val_fraction: float = 0.1
 
     def check(self) -> TrainConfig:
         """Raise ValueError naming the first out-of-range setting."""
@@ -58,12 +60,27 @@ class TrainConfig:
             )
         if self.momentum < 0 or self.weight_decay < 0:
             raise ValueError("--momentum and --weight-decay must be >= 0")
+        if self.init not in ("he", "torch"):
+            raise ValueError(f"--init must be he or torch, got {self.init!r}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         return self
 
 
 # Defaults per data set: architecture and settings that reach good accuracy quickly.
+# digits follows the reference PyTorch run (ANCHORS.md): all 1,437 non-test images train,
+# 20 epochs, Adam 3e-3, batch 32, PyTorch's default initialisation. On this package's
+# seed-0 split that gives 98.1 % test accuracy (97.8-98.3 % over other init seeds; PyTorch
+# itself 97.5-98.1 % on the same split). He init overfits more here (97.2-98.1 %).
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": {"arch": "digits", "epochs": 30, "batch_size": 32, "lr": 3e-3},
+    "digits": {
+        "arch": "digits",
+        "epochs": 20,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "init": "torch",
+        "val_fraction": 0.0,
+    },
     "shapes": {"arch": "shapes", "epochs": 8, "batch_size": 32, "lr": 3e-3},
     "mnist": {"arch": "lenet5", "epochs": 5, "batch_size": 64, "lr": 1e-3},
     "fashion-mnist": {"arch": "lenet5", "epochs": 8, "batch_size": 64, "lr": 1e-3},
@@ -201,28 +218,30 @@ def fit(
         correct = 0
         start = time.perf_counter()
         try:
-            for b in range(batches):
-                xb, yb = xs[b * bs : (b + 1) * bs], ys[b * bs : (b + 1) * bs]
-                logits = model.forward(xb, True)
-                loss, grad = softmax_cross_entropy(logits, yb)
-                if not math.isfinite(loss):
-                    model.flat_params[...] = good_params
-                    model.load_state(good_buffers)
-                    kept = (
-                        f"; the last good checkpoint ({checkpoint}, epoch {epoch}) is kept"
-                        if checkpoint is not None and epoch > start_epoch
-                        else ""
-                    )
-                    raise TrainingDiverged(
-                        f"the loss became {loss} in epoch {epoch + 1}, batch {b + 1}: the "
-                        f"learning rate {lr:g} is too high; try a smaller --lr{kept}"
-                    )
-                model.backward(grad)
-                optimizer.step()
-                total_loss += loss * len(yb)
-                correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
-                if on_batch is not None:
-                    on_batch(b, batches, loss)
+            # overflow on the way to a NaN loss is reported once, below, not as warnings
+            with np.errstate(over="ignore", invalid="ignore"):
+                for b in range(batches):
+                    xb, yb = xs[b * bs : (b + 1) * bs], ys[b * bs : (b + 1) * bs]
+                    logits = model.forward(xb, True)
+                    loss, grad = softmax_cross_entropy(logits, yb)
+                    if not math.isfinite(loss):
+                        model.flat_params[...] = good_params
+                        model.load_state(good_buffers)
+                        kept = (
+                            f"; the last good checkpoint ({checkpoint}, epoch {epoch}) is kept"
+                            if checkpoint is not None and Path(checkpoint).exists()
+                            else ""
+                        )
+                        raise TrainingDiverged(
+                            f"the loss became {loss} in epoch {epoch + 1}, batch {b + 1}: the "
+                            f"learning rate {lr:g} is too high; try a smaller --lr{kept}"
+                        )
+                    model.backward(grad)
+                    optimizer.step()
+                    total_loss += loss * len(yb)
+                    correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+                    if on_batch is not None:
+                        on_batch(b, batches, loss)
         except KeyboardInterrupt:
             # Roll back to the end of the last complete epoch: that is what the checkpoint
             # holds, and a half-finished epoch cannot be resumed exactly.
@@ -583,6 +602,13 @@ def run(
     start_epoch, history = 0, []
     if resume is not None:
         model, optimizer, cfg, header = load_checkpoint(resume)
+        for key in ("seed", "val_fraction", "init"):
+            if key in overrides and overrides[key] != getattr(cfg, key):
+                flag = "--" + key.replace("_", "-")
+                raise ValueError(
+                    f"{flag} cannot change when resuming ({resume} used {getattr(cfg, key)}): "
+                    "it fixes the data split and the random order; drop the option"
+                )
         for key, value in overrides.items():
             setattr(cfg, key, value)
         cfg.check()
@@ -600,20 +626,20 @@ def run(
                 f"--epochs {start_epoch + 5} (the total, not the extra)"
             )
         data_dir = data_dir if data_dir is not None else header.get("data_dir")
-        ds = load_dataset(name, data_dir=data_dir, seed=cfg.seed)
+        ds = load_dataset(name, data_dir=data_dir, seed=cfg.seed, val_fraction=cfg.val_fraction)
     else:
         defaults = DATASET_DEFAULTS.get(name, {"arch": None, "epochs": 10, "batch_size": 64})
         cfg_values = {k: v for k, v in defaults.items() if k != "arch"}
         cfg_values.update(overrides)
         cfg = TrainConfig(**cfg_values).check()
-        ds = load_dataset(name, data_dir=data_dir, seed=cfg.seed)
+        ds = load_dataset(name, data_dir=data_dir, seed=cfg.seed, val_fraction=cfg.val_fraction)
         spec_source = arch or defaults.get("arch")
         if spec_source is None:
             raise ValueError(
                 f"no default architecture for {name!r}; give one with --arch (a shipped name "
                 "such as lenet5, a spec file, or text like 'input 3 32 32; conv 16 k=3; ...')"
             )
-        model = build_model(spec_source, tuple(ds.input_shape), seed=cfg.seed)
+        model = build_model(spec_source, tuple(ds.input_shape), seed=cfg.seed, init=cfg.init)
         optimizer = make_run_optimizer(model, cfg)
     if tuple(model.input_shape) != tuple(ds.input_shape):
         raise ValueError(
@@ -626,7 +652,7 @@ def run(
     for path in (out, ckpt):
         if not path.parent.is_dir():
             raise FileNotFoundError(2, "output folder does not exist", str(path.parent))
-    meta = model_meta(ds, data_dir, cfg.seed)
+    meta = model_meta(ds, data_dir, cfg.seed, cfg.val_fraction)
     if on_start is not None:
         on_start(model, ds, cfg, start_epoch)
     result = fit(
@@ -662,16 +688,20 @@ def run(
 
 
 def model_meta(
-    ds: Any, data_dir: str | os.PathLike[str] | None = None, seed: int = 0
+    ds: Any,
+    data_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
 ) -> dict[str, Any]:
     """The header entries that let ``evaluate`` and ``predict`` treat data as training did.
 
-    ``split_seed`` is the seed of the train/val/test split, so ``evaluate`` tests on the
-    same held-out images the run never trained on.
+    ``split_seed`` and ``val_fraction`` fix the train/val/test split, so ``evaluate`` tests
+    on the same held-out images the run never trained on.
     """
     return {
         "dataset": ds.name,
         "split_seed": int(seed),
+        "val_fraction": float(val_fraction),
         "data_dir": str(data_dir) if data_dir is not None else None,
         "class_names": list(ds.class_names),
         "mean": [float(v) for v in np.atleast_1d(ds.mean)],

@@ -124,6 +124,12 @@ def register(app: typer.Typer) -> None:
         weight_decay: float | None = typer.Option(None, "--weight-decay", help="L2 penalty."),
         schedule: str | None = typer.Option(None, "--schedule", help="none, step or cosine."),
         seed: int | None = typer.Option(None, "--seed", help="Same seed, same run (0)."),
+        init: str | None = typer.Option(
+            None, "--init", help="he (He/Glorot) or torch (PyTorch's default; digits)."
+        ),
+        val_fraction: float | None = typer.Option(
+            None, "--val-fraction", help="Share held out for validation (digits: 0)."
+        ),
         data_dir: str | None = typer.Option(
             None, "--data-dir", help="IDX folder (mnist), image folder, or .npz file."
         ),
@@ -151,6 +157,8 @@ def register(app: typer.Typer) -> None:
             weight_decay=weight_decay,
             schedule=schedule.lower() if schedule else None,
             seed=seed,
+            init=init.lower() if init else None,
+            val_fraction=val_fraction,
         )
         if resume is not None and arch is not None:
             raise ValueError("--arch cannot change a resumed model; drop --arch or --resume")
@@ -275,6 +283,7 @@ def register(app: typer.Typer) -> None:
             name,
             data_dir=data_dir if data_dir is not None else header.get("data_dir"),
             seed=int(header.get("split_seed", 0)),
+            val_fraction=float(header.get("val_fraction", 0.1)),
         )
         if tuple(model.input_shape) != tuple(ds.input_shape):
             raise ValueError(

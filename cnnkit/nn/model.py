@@ -67,6 +67,9 @@ class Model:
         The parsed spec (``spec.parse``); its input shape must be (C, H, W).
     seed : int
         Seed of the weight initialisation.
+    init : str
+        ``"he"``: He normal for layers followed by relu/leaky relu, Glorot uniform otherwise.
+        ``"torch"``: PyTorch's default ``U(+-1/sqrt(fan_in))`` for weights and biases.
     dtype : numpy dtype
         float32 (training) or float64 (gradient checks).
     source : str, optional
@@ -85,9 +88,13 @@ class Model:
         seed: int = 0,
         dtype: Any = np.float32,
         source: str | None = None,
+        init: str = "he",
     ) -> None:
         from cnnkit import spec as spec_mod
 
+        if init not in ("he", "torch"):
+            raise ValueError(f"init must be he (He/Glorot) or torch, got {init!r}")
+        self.init = init
         self.arch = arch
         self.source = source
         self.dtype = np.dtype(dtype)
@@ -114,6 +121,9 @@ class Model:
         self.layers[0].need_input_grad = False
         self._flatten_parameters()
 
+    def _init_for(self, specs: tuple[Any, ...], i: int) -> str:
+        return "torch" if self.init == "torch" else _init_for(specs, i)
+
     def _build(self, info: Any, specs: tuple[Any, ...], i: int, rng: np.random.Generator):
         spec = info.layer
         kind = spec.kind
@@ -136,7 +146,7 @@ class Model:
                 dilation=_tuple2(spec.dilation),
                 groups=int(spec.groups or 1),
                 bias=bool(spec.bias),
-                init=_init_for(specs, i),
+                init=self._init_for(specs, i),
                 rng=rng,
                 dtype=self.dtype,
                 name=name,
@@ -182,7 +192,7 @@ class Model:
                 int(np.prod(in_shape)),
                 int(spec.units),
                 bias=bool(spec.bias) if spec.bias is not None else True,
-                init=_init_for(specs, i),
+                init=self._init_for(specs, i),
                 rng=rng,
                 dtype=self.dtype,
                 name=name,
@@ -295,12 +305,13 @@ def build_model(
     *,
     seed: int = 0,
     dtype: Any = np.float32,
+    init: str = "he",
 ) -> Model:
     """Parse ``source`` with :func:`cnnkit.spec.parse` and build the model it describes."""
     from cnnkit import spec as spec_mod
 
     arch = spec_mod.parse(source, input_shape=input_shape)
-    return Model(arch, seed=seed, dtype=dtype, source=spec_text(source))
+    return Model(arch, seed=seed, dtype=dtype, source=spec_text(source), init=init)
 
 
 def spec_text(source: str) -> str:
