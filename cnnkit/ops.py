@@ -305,14 +305,17 @@ def _gemm_forward(plan: _ConvPlan) -> np.ndarray:
     nb = _chunk(rows * length * plan.dtype.itemsize, n_batch)
 
     def part(start: int, stop: int) -> None:
-        buf = np.empty(rows * min(nb, stop - start) * length, plan.dtype)
+        size = rows * min(nb, stop - start) * length
+        buf = _threads.workspace("cols", size, plan.dtype)
+        out = _threads.workspace("gemm_out", og * min(nb, stop - start) * length, plan.dtype)
         for n0 in range(start, stop, nb):
             m = min(nb, stop - n0)
             cols = buf[: rows * m * length].reshape(rows, m, length)
             _fill_cols(x5[n0 : n0 + m], cols, kernel3, out3, geo)
             cm = cols.reshape(rows, m * length)
+            prod = out[: og * m * length].reshape(og, m * length)
             for g in range(groups):
-                prod = wm[g * og : (g + 1) * og] @ cm[g * rg : (g + 1) * rg]
+                np.matmul(wm[g * og : (g + 1) * og], cm[g * rg : (g + 1) * rg], out=prod)
                 y[n0 : n0 + m, g * og : (g + 1) * og] = np.moveaxis(
                     prod.reshape(og, m, *out3), 0, 1
                 )
@@ -340,16 +343,17 @@ def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
     def part(start: int, stop: int) -> np.ndarray:
         gw = np.zeros((n_out, rg), plan.dtype)
         size = rows * min(nb, stop - start) * length
-        buf = np.empty(size, plan.dtype)
-        gbuf = np.empty(size, plan.dtype) if need_input_grad else None
+        buf = _threads.workspace("cols", size, plan.dtype)
+        gbuf = _threads.workspace("grad_cols", size, plan.dtype) if need_input_grad else None
+        gybuf = _threads.workspace("grad_y", n_out * min(nb, stop - start) * length, plan.dtype)
         for n0 in range(start, stop, nb):
             m = min(nb, stop - n0)
             cols = buf[: rows * m * length].reshape(rows, m, length)
             _fill_cols(x5[n0 : n0 + m], cols, kernel3, out3, geo)
             cm = cols.reshape(rows, m * length)
-            gym = np.ascontiguousarray(
-                np.moveaxis(gy5[n0 : n0 + m].reshape(m, n_out, length), 0, 1)
-            ).reshape(n_out, m * length)
+            gym = gybuf[: n_out * m * length].reshape(n_out, m, length)
+            gym[...] = np.moveaxis(gy5[n0 : n0 + m].reshape(m, n_out, length), 0, 1)
+            gym = gym.reshape(n_out, m * length)
             gcols = None if gbuf is None else gbuf[: rows * m * length].reshape(rows, m * length)
             for g in range(groups):
                 gs, rs = slice(g * og, (g + 1) * og), slice(g * rg, (g + 1) * rg)

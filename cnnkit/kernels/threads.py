@@ -100,3 +100,26 @@ def run_parts(fn: Callable[[int, int], Any], parts: Sequence[tuple[int, int]]) -
     futures = [_executor.submit(fn, *part) for part in parts[1:]]
     first = fn(*parts[0])
     return [first, *(f.result() for f in futures)]
+
+
+_local = threading.local()
+
+
+def workspace(name: str, size: int, dtype: Any) -> Any:
+    """A reusable 1-D scratch array of at least ``size`` elements, private to this thread.
+
+    Patch matrices are megabytes; allocating them afresh on every call costs page faults
+    that serialise the threads (the kernel's memory-map lock) and made 2 threads no faster
+    than 1 on lenet_c2. Each thread keeps its largest buffer per (name, dtype), which the
+    im2col chunk budget bounds (a few MiB per thread).
+    """
+    import numpy as np
+
+    cache = getattr(_local, "cache", None)
+    if cache is None:
+        cache = _local.cache = {}
+    key = (name, np.dtype(dtype).str)
+    buf = cache.get(key)
+    if buf is None or buf.size < size:
+        buf = cache[key] = np.empty(size, dtype)
+    return buf[:size]
