@@ -202,8 +202,7 @@ def filter_grid_figure(weights: Any, path: str | os.PathLike[str], title: str = 
         ax.imshow(rgb, interpolation="nearest")
     else:
         grid = _tile(w.mean(axis=1), True)
-        cmap = plt.get_cmap("RdBu_r").copy()
-        cmap.set_bad("white")
+        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
         ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(title or f"{o} first-layer kernels ({w.shape[2]}x{w.shape[3]})")
@@ -235,8 +234,7 @@ def activations_figure(
         a = np.asarray(out, dtype=np.float64)
         if a.ndim == 3 and a.shape[1] * a.shape[2] > 1:
             shown = a[:max_maps]
-            cmap = plt.get_cmap("viridis").copy()
-            cmap.set_bad("white")
+            cmap = plt.get_cmap("viridis").with_extremes(bad="white")
             ax.imshow(np.ma.masked_invalid(_tile(shown, False)), cmap=cmap, interpolation="nearest")
             more = f", first {max_maps} of {a.shape[0]}" if a.shape[0] > max_maps else ""
             ax.set_title(f"{name}: {a.shape[0]} maps {a.shape[1]}x{a.shape[2]}{more}", fontsize=9)

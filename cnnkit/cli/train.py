@@ -389,7 +389,8 @@ def register(app: typer.Typer) -> None:
             table.add_column(f"#{r + 1}", justify="right")
         for res in results:
             table.add_row(
-                res["image"], *[f"{t['class']} ({100 * t['p']:.1f} %)" for t in res["top"]]
+                Path(res["image"]).name,
+                *[f"{t['class']} ({100 * t['p']:.1f} %)" for t in res["top"]],
             )
         console.print(table)
 

@@ -1,0 +1,202 @@
+"""``cnnkit train / evaluate / predict / visualize`` through typer's CliRunner: results, JSON,
+files, and every error path (one line, the right exit code, no traceback)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cnnkit.cli.app import app
+
+runner = CliRunner()
+
+TINY = "input 1 8 8; conv 4 k=3 p=1; relu; pool max k=2; fc 10"
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_error(result, code: int, *fragments: str) -> None:
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    assert "error:" in result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One short training run shared by the tests that need a model."""
+    folder = tmp_path_factory.mktemp("model")
+    model = folder / "m.npz"
+    result = run("train", "--arch", TINY, "--epochs", "1", "-o", model, "--json")
+    assert result.exit_code == 0, result.output
+    return model, json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def digit_png(tmp_path_factory):
+    """A test-set digit drawn as a 64x64 black-on-white PNG, as a user would draw one."""
+    from PIL import Image
+
+    from cnnkit.data.digits import load_digits_raw
+
+    x, y = load_digits_raw()
+    ink = 1 - x[0, 0] / 16.0
+    img = Image.fromarray((ink * 255).astype(np.uint8)).resize((64, 64), Image.NEAREST)
+    path = tmp_path_factory.mktemp("img") / "digit.png"
+    img.save(path)
+    return path
+
+
+def test_train_json_files_and_resume(trained, tmp_path):
+    model, metrics = trained
+    assert model.exists() and model.with_name("m.ckpt.npz").exists()
+    assert metrics["epochs_done"] == 1 and 0 <= metrics["test_accuracy"] <= 1
+    assert metrics["dataset"] == "digits" and metrics["config"]["batch_size"] == 32
+    resumed = tmp_path / "r.npz"
+    result = run(
+        "train",
+        "--resume",
+        model.with_name("m.ckpt.npz"),
+        "--epochs",
+        "2",
+        "-o",
+        resumed,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["resumed_from_epoch"] == 1 and out["epochs_done"] == 2
+    assert [h["epoch"] for h in out["history"]] == [1, 2]
+
+
+def test_train_table_output(tmp_path):
+    result = run("train", "--arch", TINY, "--epochs", "1", "-o", tmp_path / "t.npz")
+    assert result.exit_code == 0, result.output
+    for fragment in ("test accuracy", "images/s", "checkpoint"):
+        assert fragment in result.output
+
+
+def test_evaluate_agrees_with_training_and_writes_plot(trained, tmp_path):
+    model, metrics = trained
+    plot = tmp_path / "cm.png"
+    result = run("evaluate", model, "--json", "--plot", plot)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    # same split, same weights: evaluate must see the test set training reported on
+    assert out["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    cm = np.array(out["confusion_matrix"])
+    assert cm.sum() == out["images"] and np.trace(cm) / cm.sum() == pytest.approx(out["accuracy"])
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = run("evaluate", model)
+    assert table.exit_code == 0 and "confusion matrix" in table.output
+    assert "precision" in table.output
+
+
+def test_predict_top_k(trained, digit_png):
+    from cnnkit.data import load_image_for_model
+    from cnnkit.nn import load_model
+
+    model_path, _ = trained
+    result = run("predict", model_path, digit_png, digit_png, "--top-k", "3", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert len(out) == 2 and len(out[0]["top"]) == 3
+    ps = [t["p"] for t in out[0]["top"]]
+    assert ps == sorted(ps, reverse=True) and 0 < sum(ps) <= 1 + 1e-6
+    # the CLI's answer is the model's answer on the image preprocessed as in training
+    model, header = load_model(model_path)
+    x = load_image_for_model(
+        digit_png,
+        model.input_shape,
+        np.array(header["mean"]),
+        np.array(header["std"]),
+        preprocess=header["preprocess"],
+    )
+    p = model.predict_proba(x)[0]
+    assert out[0]["top"][0]["index"] == int(np.argmax(p))
+    assert out[0]["top"][0]["p"] == pytest.approx(float(p.max()), rel=1e-5)
+    table = run("predict", model_path, digit_png)
+    assert table.exit_code == 0 and "digit.png" in table.output
+
+
+def test_visualize_filters_and_activations(trained, digit_png, tmp_path):
+    model, _ = trained
+    filt, act = tmp_path / "f.png", tmp_path / "a.png"
+    result = run("visualize", model, "--filters", filt, "--activations", digit_png, act)
+    assert result.exit_code == 0, result.output
+    from PIL import Image
+
+    for path in (filt, act):
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.size[0] > 50
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_unknown_dataset():
+    assert_error(run("train", "--dataset", "digitz"), 2, "unknown dataset", "digits")
+
+
+def test_bad_arch(tmp_path):
+    result = run("train", "--arch", "input 1 8 8; conv 4 k=3; blah; fc 10", "-o", tmp_path / "x")
+    assert_error(result, 2)
+    assert len(result.output.strip().splitlines()) <= 2
+
+
+def test_mismatched_classes(tmp_path):
+    result = run("train", "--arch", TINY.replace("fc 10", "fc 4"), "-o", tmp_path / "x.npz")
+    assert_error(result, 2, "10 classes", "fc 10")
+
+
+def test_nan_learning_rate_stops_with_a_message(tmp_path):
+    result = run("train", "--arch", TINY, "--epochs", "2", "--lr", "1e30", "-o", tmp_path / "x")
+    assert_error(result, 1, "too high")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (("--epochs", "0"), "--epochs"),
+        (("--optimizer", "rmsprop"), "--optimizer"),
+        (("--schedule", "warm"), "--schedule"),
+        (("--lr", "-1"), "--lr"),
+    ],
+)
+def test_bad_options(args, fragment, tmp_path):
+    assert_error(run("train", *args, "-o", tmp_path / "x.npz"), 2, fragment)
+
+
+def test_missing_and_corrupt_model_files(tmp_path, digit_png):
+    missing = tmp_path / "missing.npz"
+    for cmd in (
+        ("evaluate", missing),
+        ("predict", missing, digit_png),
+        ("visualize", missing, "--filters", tmp_path / "f.png"),
+    ):
+        assert_error(run(*cmd), 2, "no such file")
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04 truncated")
+    assert_error(run("evaluate", corrupt), 2, "not a readable cnnkit model file")
+    assert_error(run("train", "--resume", missing), 2, "no such file")
+
+
+def test_resume_needs_a_checkpoint(trained):
+    model, _ = trained
+    assert_error(run("train", "--resume", model, "--epochs", "3"), 2, "checkpoint")
+
+
+def test_predict_and_visualize_errors(trained, tmp_path):
+    model, _ = trained
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("hello")
+    assert_error(run("predict", model, not_image), 2, "not an image")
+    assert_error(run("predict", model, tmp_path / "nope.png"), 2, "nope.png")
+    assert_error(run("visualize", model), 2, "--filters")
+    assert_error(run("predict", model, not_image, "--top-k", "0"), 2, "--top-k")
