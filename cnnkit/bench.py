@@ -906,6 +906,27 @@ def blas_info() -> str:
         return "unknown"
 
 
+def code_version() -> str:
+    """cnnkit's version, plus the git commit (and ``-dirty``) when run from a checkout."""
+    import subprocess
+
+    from cnnkit import __version__
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__} ({out})" if out else __version__
+
+
 def machine_info(threads: int) -> dict[str, Any]:
     """What the numbers were measured on: CPU, cores, threads, versions, BLAS."""
     import numba
@@ -919,6 +940,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "usable_cores": usable,
         "threads": threads,
+        "cnnkit": code_version(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "numba": numba.__version__,

@@ -246,7 +246,8 @@ def _header(report: dict[str, Any]) -> str:
     lines = [
         f"[bold]{m['cpu']}[/], {m['cores']} cores ({m['usable_cores']} usable), "
         f"{m['threads']} threads",
-        f"python {m['python']}, numpy {m['numpy']}, numba {m['numba']}, BLAS {m['blas']}",
+        f"cnnkit {m.get('cnnkit', '?')}, python {m['python']}, numpy {m['numpy']}, "
+        f"numba {m['numba']}, BLAS {m['blas']}",
     ]
     if m.get("load_average"):
         lines.append("load average " + " ".join(f"{v:.2f}" for v in m["load_average"]))
