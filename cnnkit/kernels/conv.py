@@ -192,15 +192,43 @@ def conv_forward_flat(xp, w, y, groups, wp, dd, dh, dw, block, t0, t1):  # pragm
         j0 = b * block
         m = min(j0 + block, length) - j0
         c0 = (o // og) * cg
+        step = uint64(dw)
         for c in range(cg):
             for kd in range(kd_n):
                 iz = od + kd * dd
                 for kh in range(kh_n):
-                    for kw in range(kw_n):
-                        off = j0 + kh * dh * wp + kw * dw
+                    # Three taps of a kernel row per pass: one load and store of y per three
+                    # FMAs instead of per one (the store port, not the FMA units, was the limit).
+                    kw = 0
+                    while kw + 3 <= kw_n:
+                        base = j0 + kh * dh * wp + kw * dw
+                        w0 = w[o, c, kd, kh, kw]
+                        w1 = w[o, c, kd, kh, kw + 1]
+                        w2 = w[o, c, kd, kh, kw + 2]
+                        for i in range(m):
+                            u = uint64(base + i)
+                            y[n, o, od, uint64(j0 + i)] += (
+                                w0 * xp[n, c0 + c, iz, u]
+                                + w1 * xp[n, c0 + c, iz, u + step]
+                                + w2 * xp[n, c0 + c, iz, u + step + step]
+                            )
+                        kw += 3
+                    if kw + 2 <= kw_n:
+                        base = j0 + kh * dh * wp + kw * dw
+                        w0 = w[o, c, kd, kh, kw]
+                        w1 = w[o, c, kd, kh, kw + 1]
+                        for i in range(m):
+                            u = uint64(base + i)
+                            y[n, o, od, uint64(j0 + i)] += (
+                                w0 * xp[n, c0 + c, iz, u] + w1 * xp[n, c0 + c, iz, u + step]
+                            )
+                        kw += 2
+                    while kw < kw_n:
+                        base = j0 + kh * dh * wp + kw * dw
                         wv = w[o, c, kd, kh, kw]
                         for i in range(m):
-                            y[n, o, od, uint64(j0 + i)] += wv * xp[n, c0 + c, iz, uint64(off + i)]
+                            y[n, o, od, uint64(j0 + i)] += wv * xp[n, c0 + c, iz, uint64(base + i)]
+                        kw += 1
 
 
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
