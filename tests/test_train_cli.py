@@ -200,3 +200,34 @@ def test_predict_and_visualize_errors(trained, tmp_path):
     assert_error(run("predict", model, tmp_path / "nope.png"), 2, "nope.png")
     assert_error(run("visualize", model), 2, "--filters")
     assert_error(run("predict", model, not_image, "--top-k", "0"), 2, "--top-k")
+
+
+def test_ctrl_c_keeps_a_usable_checkpoint_and_resume_finishes(tmp_path, monkeypatch):
+    from cnnkit.nn.model import Model
+
+    real_backward = Model.backward
+    calls = {"n": 0}
+
+    def interrupting_backward(self, grad):
+        calls["n"] += 1
+        if calls["n"] == 60:  # digits: 41 batches of 32 per epoch, so inside epoch 2
+            raise KeyboardInterrupt
+        return real_backward(self, grad)
+
+    monkeypatch.setattr(Model, "backward", interrupting_backward)
+    out = tmp_path / "m.npz"
+    result = run("train", "--arch", TINY, "--epochs", "3", "-o", out)
+    assert result.exit_code == 130, result.output
+    assert "interrupted: 1 epoch(s) saved" in result.output and "--resume" in result.output
+    monkeypatch.setattr(Model, "backward", real_backward)
+    ckpt = tmp_path / "m.ckpt.npz"
+    assert run("evaluate", ckpt).exit_code == 0  # the checkpoint is a usable model
+    result = run("train", "--resume", ckpt, "--epochs", "3", "-o", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["epochs_done"] == 3
+
+
+def test_missing_idx_files_are_one_line(tmp_path):
+    result = run("train", "--dataset", "mnist", "--data-dir", tmp_path, "-o", tmp_path / "m")
+    assert result.exit_code in (1, 2), result.output
+    assert "Traceback" not in result.output and "error:" in result.output

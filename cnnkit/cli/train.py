@@ -20,7 +20,7 @@ from cnnkit.cli.common import Failure, console, err_console, friendly_errors
 TRAIN_EXAMPLES = """\
 Examples:
 
-  cnnkit train                                   # digits, the default net, about 10 s
+  cnnkit train                                   # digits, the default net, a few seconds
 
   cnnkit train --dataset shapes --epochs 5 -o shapes.npz
 
@@ -28,7 +28,7 @@ Examples:
 
   cnnkit train --resume model.ckpt.npz --epochs 40
 
-A checkpoint (MODEL.ckpt.npz next to -o) is written after every epoch; Ctrl-C stops
+A checkpoint (MODEL.ckpt.npz next to -o) is written after every epoch; Ctrl-C stops \
 with the last finished epoch saved, and --resume continues from it.
 """
 
