@@ -19,6 +19,12 @@ weight) makes that output NaN; ``inf * 0`` is NaN, so an inf under a zero weight
 NaN, exactly as a plain loop (and PyTorch) would. Zero *padding* is not multiplied at all, so
 it never turns an inf weight into NaN (PyTorch's explicit zero padding would). Max pooling
 treats NaN as the maximum of its window (PyTorch's behaviour).
+
+Threads: calls above ~2 MFLOP split their work over ``numba.get_num_threads()`` threads
+(``NUMBA_NUM_THREADS`` sets it); smaller calls run on the caller's thread. The im2col method
+pins OpenBLAS to one thread while it runs (each of cnnkit's threads runs its own GEMM) and
+restores the previous setting afterwards; it keeps a few MiB of scratch per thread. See
+:mod:`cnnkit.kernels.threads`.
 """
 
 from __future__ import annotations
@@ -61,7 +67,9 @@ _LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
 # ----------------------------------------------------------------------------- validation
 def _float_dtype(*arrays: np.ndarray) -> np.dtype:
-    return np.dtype(np.float64 if any(a.dtype == np.float64 for a in arrays) else np.float32)
+    """float64 if any operand is a float of 64 bits or more, else float32."""
+    wide = any(a.dtype.kind == "f" and a.dtype.itemsize >= 8 for a in arrays)
+    return np.dtype(np.float64 if wide else np.float32)
 
 
 def _as_real_array(value: object, name: str) -> np.ndarray:

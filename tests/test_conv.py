@@ -421,3 +421,25 @@ def test_threaded_task_split_matches_one_thread(monkeypatch):
     assert len(serial) == len(split) == 23
     for a, e in zip(split, serial):
         np.testing.assert_allclose(a, e, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("pad_mode,pad", [("circular", 4), ("reflect", 3), ("replicate", 6)])
+def test_largest_allowed_padding(rng, method, pad_mode, pad):
+    # circular may wrap the whole signal (pad == size), reflect up to size - 1
+    x, w, b = _operands(rng, (2, 2, 4), (3, 2, 3))
+    y = ops.conv1d(x, w, b, padding=pad, pad_mode=pad_mode, method=method)
+    np.testing.assert_allclose(
+        y, conv_reference(x, w, b, padding=pad, pad_mode=pad_mode), atol=1e-12
+    )
+    g = rng.standard_normal(y.shape)
+    kw = {"padding": pad, "pad_mode": pad_mode, "method": method}
+    gx, _, _ = ops.conv1d_backward(g, x, w, **kw)
+    num = numerical_gradient(lambda v: np.sum(g * ops.conv1d(v, w, b, **kw)), x)
+    np.testing.assert_allclose(gx, num, rtol=1e-6, atol=1e-7)
+
+
+def test_half_and_long_double_inputs(rng):
+    x = rng.standard_normal((1, 1, 5, 5))
+    w = np.ones((1, 1, 3, 3))
+    assert ops.conv2d(x.astype(np.float16), w.astype(np.float16)).dtype == np.float32
+    assert ops.conv2d(x.astype(np.longdouble), w).dtype == np.float64
