@@ -422,8 +422,10 @@ def _loop_forward(plan: _ConvPlan) -> np.ndarray:
         return y
     dd, dh, dw = plan.dilation
     flat = y.reshape(n, o, od, oh * wp)
-    blocks = -(-(oh * wp - (plan.w5.shape[4] - 1) * dw) // _FLAT_BLOCK)
-    args = (xp, plan.w5, flat, plan.groups, wp, dd, dh, dw, _FLAT_BLOCK)
+    length = oh * wp - (plan.w5.shape[4] - 1) * dw
+    blocks = -(-length // _FLAT_BLOCK)
+    block = -(-length // blocks)  # equal blocks: 1088 -> 2 x 544, not 1024 + 64
+    args = (xp, plan.w5, flat, plan.groups, wp, dd, dh, dw, block)
     _launch(_conv.conv_forward_flat, n * o * od * blocks, flops, *args)
     return np.ascontiguousarray(y[..., :ow])
 

@@ -67,11 +67,13 @@ def test_conv2d_padding_and_modes(rng, method, pad_mode, padding):
 @pytest.mark.parametrize("flip", [False, True])
 @pytest.mark.parametrize("dilation", [1, 2, (2, 1)], ids=str)
 @pytest.mark.parametrize("stride", [1, 2, (2, 3)], ids=str)
-def test_conv2d_stride_dilation_flip(rng, method, flip, dilation, stride):
+@pytest.mark.parametrize("w_shape", [(4, 3, 3, 4), (4, 3, 3, 3), (2, 3, 7, 3)], ids=str)
+def test_conv2d_stride_dilation_flip(rng, method, flip, dilation, stride, w_shape):
+    # 3x3 and 7x3 kernels take the fused nine-tap pass of the flat kernel at stride 1
     _check(
         rng,
-        (2, 3, 9, 10),
-        (4, 3, 3, 4),
+        (2, 3, 15, 10),
+        w_shape,
         method,
         stride=stride,
         padding=1,

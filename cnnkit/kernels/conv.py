@@ -193,12 +193,42 @@ def conv_forward_flat(xp, w, y, groups, wp, dd, dh, dw, block, t0, t1):  # pragm
         m = min(j0 + block, length) - j0
         c0 = (o // og) * cg
         step = uint64(dw)
+        row = uint64(dh * wp)
         for c in range(cg):
             for kd in range(kd_n):
                 iz = od + kd * dd
-                for kh in range(kh_n):
-                    # Three taps of a kernel row per pass: one load and store of y per three
-                    # FMAs instead of per one (the store port, not the FMA units, was the limit).
+                kh = 0
+                # 3x3 kernels (the common case): all nine taps in one pass, one load and
+                # store of y per nine FMAs; the store port, not the FMA units, is the limit.
+                while kw_n == 3 and kh + 3 <= kh_n:
+                    base = j0 + kh * dh * wp
+                    a0 = w[o, c, kd, kh, 0]
+                    a1 = w[o, c, kd, kh, 1]
+                    a2 = w[o, c, kd, kh, 2]
+                    b0 = w[o, c, kd, kh + 1, 0]
+                    b1 = w[o, c, kd, kh + 1, 1]
+                    b2 = w[o, c, kd, kh + 1, 2]
+                    c0_ = w[o, c, kd, kh + 2, 0]
+                    c1_ = w[o, c, kd, kh + 2, 1]
+                    c2_ = w[o, c, kd, kh + 2, 2]
+                    for i in range(m):
+                        u = uint64(base + i)
+                        v = u + row
+                        q = v + row
+                        y[n, o, od, uint64(j0 + i)] += (
+                            a0 * xp[n, c0 + c, iz, u]
+                            + a1 * xp[n, c0 + c, iz, u + step]
+                            + a2 * xp[n, c0 + c, iz, u + step + step]
+                            + b0 * xp[n, c0 + c, iz, v]
+                            + b1 * xp[n, c0 + c, iz, v + step]
+                            + b2 * xp[n, c0 + c, iz, v + step + step]
+                            + c0_ * xp[n, c0 + c, iz, q]
+                            + c1_ * xp[n, c0 + c, iz, q + step]
+                            + c2_ * xp[n, c0 + c, iz, q + step + step]
+                        )
+                    kh += 3
+                while kh < kh_n:
+                    # otherwise three (or two) taps of a kernel row per pass
                     kw = 0
                     while kw + 3 <= kw_n:
                         base = j0 + kh * dh * wp + kw * dw
@@ -229,6 +259,7 @@ def conv_forward_flat(xp, w, y, groups, wp, dd, dh, dw, block, t0, t1):  # pragm
                         for i in range(m):
                             y[n, o, od, uint64(j0 + i)] += wv * xp[n, c0 + c, iz, uint64(base + i)]
                         kw += 1
+                    kh += 1
 
 
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
