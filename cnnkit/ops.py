@@ -299,7 +299,6 @@ def _parts(plan: _ConvPlan) -> list[tuple[int, int]]:
     return _threads.split(plan.out5[0], workers)
 
 
-@np.errstate(invalid="ignore", over="ignore")  # inf/NaN input is documented, not a warning
 def _gemm_forward(plan: _ConvPlan) -> np.ndarray:
     x5, w5, groups = plan.x5, plan.w5, plan.groups
     n_batch, n_in = x5.shape[:2]
@@ -312,6 +311,7 @@ def _gemm_forward(plan: _ConvPlan) -> np.ndarray:
     y = np.empty(plan.out5, plan.dtype)
     nb = _chunk(rows * length * plan.dtype.itemsize, n_batch)
 
+    @np.errstate(invalid="ignore", over="ignore")  # inf/NaN input is documented behaviour
     def part(start: int, stop: int) -> None:
         size = rows * min(nb, stop - start) * length
         buf = _threads.workspace("cols", size, plan.dtype)
@@ -335,7 +335,6 @@ def _gemm_forward(plan: _ConvPlan) -> np.ndarray:
     return y
 
 
-@np.errstate(invalid="ignore", over="ignore")
 def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
     x5, w5, groups = plan.x5, plan.w5, plan.groups
     n_batch, n_in = x5.shape[:2]
@@ -348,6 +347,7 @@ def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
     gx = np.zeros(x5.shape, plan.dtype) if need_input_grad else None
     nb = _chunk(2 * rows * length * plan.dtype.itemsize, n_batch)
 
+    @np.errstate(invalid="ignore", over="ignore")  # per thread, so set where GEMMs run
     def part(start: int, stop: int) -> np.ndarray:
         gw = np.zeros((n_out, rg), plan.dtype)
         size = rows * min(nb, stop - start) * length
