@@ -294,7 +294,10 @@ class Tanh(Layer):
         return self._y
 
     def backward(self, grad_y: np.ndarray) -> np.ndarray | None:
-        return grad_y * (1 - self._y * self._y)
+        # one temporary instead of three: these maps are the largest arrays of a LeNet step
+        out = np.multiply(self._y, self._y)
+        np.subtract(1, out, out=out)
+        return np.multiply(out, grad_y, out=out)
 
 
 class Sigmoid(Layer):
@@ -314,7 +317,9 @@ class Sigmoid(Layer):
         return self._y
 
     def backward(self, grad_y: np.ndarray) -> np.ndarray | None:
-        return grad_y * self._y * (1 - self._y)
+        out = np.subtract(1, self._y)
+        out *= self._y
+        return np.multiply(out, grad_y, out=out)
 
 
 class Flatten(Layer):
@@ -422,7 +427,8 @@ class BatchNorm(Layer):
     Training: ``x_hat = (x - mean_B) / sqrt(var_B + eps)``, ``y = gamma * x_hat + beta``, with
     the biased batch variance; the running statistics follow PyTorch,
     ``running = (1 - momentum) * running + momentum * batch`` (the unbiased variance).
-    Evaluation uses the running statistics. With ``m`` values per channel,
+    Evaluation uses the running statistics (``backward`` is meant for training-mode
+    forwards: it differentiates through the batch statistics). With ``m`` values per channel,
     ``dL/dx = gamma / (m * std) * (m * g - sum(g) - x_hat * sum(g * x_hat))``
     (Ioffe & Szegedy, 2015).
     """
