@@ -445,3 +445,20 @@ def test_half_and_long_double_inputs(rng):
     w = np.ones((1, 1, 3, 3))
     assert ops.conv2d(x.astype(np.float16), w.astype(np.float16)).dtype == np.float32
     assert ops.conv2d(x.astype(np.longdouble), w).dtype == np.float64
+
+
+def test_threads_work_in_a_forked_child(rng, monkeypatch):
+    import multiprocessing
+
+    from cnnkit.kernels import threads
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    monkeypatch.setattr(ops, "_THREADED_FLOPS", 0)
+    x, w, b = _operands(rng, (4, 2, 6, 6), (6, 2, 3, 3))
+    expected = ops.conv2d(x, w, b, method="im2col")  # the parent's pool now exists
+    assert threads._executor is not None
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        # without the fix the child waits forever on the parent's dead pool threads
+        got = pool.apply_async(ops.conv2d, (x, w, b), {"method": "im2col"}).get(timeout=60)
+    np.testing.assert_allclose(got, expected)

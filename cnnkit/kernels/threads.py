@@ -16,6 +16,7 @@ user's own OpenBLAS thread count is restored afterwards.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ import numba
 
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
+_executor_pid = -1
 _blas: tuple[Callable[..., Any], Callable[..., Any]] | None | bool = False  # False: not probed
 
 
@@ -94,9 +96,12 @@ def run_parts(fn: Callable[[int, int], Any], parts: Sequence[tuple[int, int]]) -
     global _executor
     if len(parts) == 1:
         return [fn(*parts[0])]
+    global _executor_pid
     with _lock:
-        if _executor is None:
+        # a forked child inherits the pool object but not its threads: start a new one
+        if _executor is None or _executor_pid != os.getpid():
             _executor = ThreadPoolExecutor(max_workers=worker_count(), thread_name_prefix="cnnkit")
+            _executor_pid = os.getpid()
     futures = [_executor.submit(fn, *part) for part in parts[1:]]
     first = fn(*parts[0])
     return [first, *(f.result() for f in futures)]
