@@ -462,3 +462,31 @@ def test_threads_work_in_a_forked_child(rng, monkeypatch):
         # without the fix the child waits forever on the parent's dead pool threads
         got = pool.apply_async(ops.conv2d, (x, w, b), {"method": "im2col"}).get(timeout=60)
     np.testing.assert_allclose(got, expected)
+
+
+def test_blas_pinning_nests_across_threads():
+    import threading
+
+    from cnnkit.kernels import threads
+
+    blas = threads._openblas()
+    if blas is None:
+        pytest.skip("numpy is not linked to OpenBLAS")
+    setter, getter = blas
+    before = getter()
+    inside, release = threading.Event(), threading.Event()
+
+    def other():
+        with threads.single_threaded_blas():
+            inside.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    inside.wait(10)
+    with threads.single_threaded_blas():
+        assert getter() == 1
+    assert getter() == 1  # the other thread is still inside
+    release.set()
+    worker.join()
+    assert getter() == before

@@ -61,22 +61,35 @@ def _openblas() -> tuple[Callable[..., Any], Callable[..., Any]] | None:
     return _blas or None
 
 
+_pinned = 0  # callers inside single_threaded_blas(); the first saves, the last restores
+_saved_threads = 1
+
+
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """OpenBLAS on one thread inside the block (a no-op for other BLAS libraries)."""
+    """OpenBLAS on one thread inside the block (a no-op for other BLAS libraries).
+
+    Reference-counted, so concurrent callers on several threads restore the user's setting
+    only when the last of them leaves.
+    """
+    global _pinned, _saved_threads
     blas = _openblas()
     if blas is None:
         yield
         return
     setter, getter = blas
     with _lock:
-        before = getter()
-        setter(1)
+        if _pinned == 0:
+            _saved_threads = getter()
+            setter(1)
+        _pinned += 1
     try:
         yield
     finally:
         with _lock:
-            setter(before)
+            _pinned -= 1
+            if _pinned == 0:
+                setter(_saved_threads)
 
 
 def worker_count() -> int:
