@@ -255,6 +255,22 @@ def test_model_shapes_come_from_the_spec():
     assert isinstance(model.layers[0], L.Conv2d) and model.layers[-1].w.std() < 0.3
 
 
+def test_unsupported_specs_are_clear_errors():
+    with pytest.raises(ValueError, match="2-D image inputs"):
+        build_model("input 1 16; conv 4 k=3; fc 2")
+    with pytest.raises(ValueError, match="init"):
+        build_model(DIGITS, init="xavier")
+
+
+def test_torch_init_matches_pytorch_bounds():
+    model = build_model(DIGITS, seed=0, init="torch")
+    conv2, fc = model.layers[3], model.layers[-1]
+    bound = 1 / np.sqrt(16 * 9)
+    assert np.abs(conv2.w).max() <= bound and np.abs(conv2.b).max() <= bound
+    assert np.abs(conv2.w).max() > 0.95 * bound and np.abs(conv2.b).max() > 0
+    assert np.abs(fc.w).max() <= 1 / np.sqrt(128)
+
+
 def test_overfits_twenty_samples(rng):
     model = build_model("input 1 8 8; conv 8 k=3 p=1; relu; pool max k=2; fc 16; relu; fc 4")
     x = rng.standard_normal((20, 1, 8, 8)).astype(np.float32)

@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
         schedule: str | None = typer.Option(None, "--schedule", help="none, step or cosine."),
         seed: int | None = typer.Option(None, "--seed", help="Same seed, same run (0)."),
         init: str | None = typer.Option(
-            None, "--init", help="he (He/Glorot) or torch (PyTorch's default; digits)."
+            None, "--init", help="he (He/Glorot, default) or torch (PyTorch's default)."
         ),
         val_fraction: float | None = typer.Option(
             None, "--val-fraction", help="Share held out for validation (digits: 0)."

@@ -139,13 +139,10 @@ class Conv2d(Layer):
         shape = (out_channels, in_channels // groups, *kernel)
         fan_in = shape[1] * kernel[0] * kernel[1]
         fan_out = out_channels // groups * kernel[0] * kernel[1]
-        w = (
-            he_normal(rng, shape, fan_in)
-            if init == "he"
-            else glorot_uniform(rng, shape, fan_in, fan_out)
-        )
-        self.w = w.astype(dtype)
+        self.w = init_weights(rng, init, shape, fan_in, fan_out).astype(dtype)
         self.b = np.zeros(out_channels, dtype) if bias else None
+        if bias and init == "torch":
+            self.b[...] = torch_default(rng, (out_channels,), fan_in)
         self.params = [self.w] + ([self.b] if bias else [])
         self.grads = [np.zeros_like(p) for p in self.params]
         self.opts = dict(stride=stride, padding=pads, dilation=dilation, groups=groups)

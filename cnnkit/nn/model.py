@@ -23,11 +23,6 @@ RELU_FAMILY = ("relu", "leakyrelu")
 _TRANSPARENT = ("bn", "dropout", "pool", "flatten", "gap")
 
 
-def _spatial(shape: tuple[int, ...], ndim: int) -> tuple[int, ...]:
-    # infer may report shapes with or without the batch axis; keep the last ``ndim``.
-    return tuple(int(s) for s in shape[-ndim:])
-
-
 def _pairs(pads: Any, ndim: int) -> tuple[tuple[int, int], ...]:
     if pads is None:
         return ((0, 0),) * ndim
