@@ -231,3 +231,44 @@ def test_missing_idx_files_are_one_line(tmp_path):
     result = run("train", "--dataset", "mnist", "--data-dir", tmp_path, "-o", tmp_path / "m")
     assert result.exit_code in (1, 2), result.output
     assert "Traceback" not in result.output and "error:" in result.output
+
+
+def test_same_seed_same_model_and_bn_dropout_round_trip(tmp_path):
+    """--seed repeats exactly; batch norm's running statistics and dropout survive the file."""
+    from cnnkit.nn import load_model
+
+    arch = "input 1 8 8; conv 4 k=3 p=1; bn; relu; pool max k=2; dropout 0.3; fc 10"
+    outs = []
+    for name in ("a.npz", "b.npz"):
+        result = run(
+            "train",
+            "--arch",
+            arch,
+            "--epochs",
+            "2",
+            "--seed",
+            "3",
+            "-o",
+            tmp_path / name,
+            "--json",
+            "--schedule",
+            "cosine",
+        )
+        assert result.exit_code == 0, result.output
+        outs.append(json.loads(result.stdout))
+    a, _ = load_model(tmp_path / "a.npz")
+    b, _ = load_model(tmp_path / "b.npz")
+    np.testing.assert_array_equal(a.flat_params, b.flat_params)
+    assert [h["lr"] for h in outs[0]["history"]] == pytest.approx([3e-3, 1.5e-3])
+    ev = json.loads(run("evaluate", tmp_path / "a.npz", "--json").stdout)
+    assert ev["accuracy"] == pytest.approx(outs[0]["test_accuracy"])
+    bn = a.layers[1]
+    assert not np.allclose(bn.buffers["running_var"], 1.0)  # the running stats were saved
+
+
+def test_resume_cannot_change_the_split(trained):
+    model, _ = trained
+    ckpt = model.with_name("m.ckpt.npz")
+    assert_error(run("train", "--resume", ckpt, "--epochs", "3", "--seed", "5"), 2, "--seed")
+    assert_error(run("train", "--resume", ckpt, "--arch", "digits"), 2, "--arch")
+    assert_error(run("train", "--resume", ckpt, "--epochs", "1"), 2, "already finished")
