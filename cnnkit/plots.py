@@ -210,11 +210,16 @@ def filter_grid_figure(weights: Any, path: str | os.PathLike[str], title: str = 
 
 
 def activations_figure(
-    image: Any, layers: list[tuple[str, Any]], path: str | os.PathLike[str], max_maps: int = 32
+    image: Any,
+    layers: list[tuple[str, Any]],
+    path: str | os.PathLike[str],
+    max_maps: int = 32,
+    class_names: list[str] | None = None,
 ) -> None:
     """The input and every layer's output for one image: feature maps as grids, vectors as bars.
 
-    ``layers`` is ``[(name, output), ...]`` with outputs of shape (C, H, W) or (F,).
+    ``layers`` is ``[(name, output), ...]`` with outputs of shape (C, H, W) or (F,). The last
+    layer's bars are labelled with ``class_names`` when there is one name per value.
     """
     import numpy as np
 
@@ -242,6 +247,8 @@ def activations_figure(
         else:
             v = a.ravel()
             ax.bar(np.arange(v.size), v, color="tab:blue", width=0.9)
+            if class_names and name == layers[-1][0] and len(class_names) == v.size:
+                ax.set_xticks(range(v.size), [str(c) for c in class_names], fontsize=7)
             ax.set_title(f"{name}: {v.size} values", fontsize=9)
             ax.tick_params(labelsize=7)
     fig.tight_layout()

@@ -430,5 +430,5 @@ def register(app: typer.Typer) -> None:
                 image, model.input_shape, mean, std, preprocess=header.get("preprocess") or None
             )
             layers = [(name, a[0]) for name, a in model.activations(x)]
-            plots.activations_figure(x[0], layers, out)
+            plots.activations_figure(x[0], layers, out, class_names=header.get("class_names"))
             console.print(f"wrote {out}")
