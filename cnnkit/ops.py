@@ -16,8 +16,10 @@ arrays are rejected.
 
 NaN and inf propagate per IEEE 754 in every operation: a NaN anywhere in a window (or in a
 weight) makes that output NaN; ``inf * 0`` is NaN, so an inf under a zero weight tap gives a
-NaN, exactly as a plain loop (and PyTorch) would. Zero *padding* is not multiplied at all, so
-it never turns an inf weight into NaN (PyTorch's explicit zero padding would). Max pooling
+NaN, exactly as a plain loop (and PyTorch) would. One kernel-dependent detail: a tap over
+*zero padding* is multiplied by 0 in the im2col kernels and the loop method's small-image
+kernel (as PyTorch does), but skipped by the loop method's row kernel; the results differ
+only when a weight is inf or NaN (``inf * 0`` is NaN), and only at the border. Max pooling
 treats NaN as the maximum of its window (PyTorch's behaviour).
 
 Threads: calls above ~2 MFLOP split their work over ``numba.get_num_threads()`` threads
@@ -455,21 +457,17 @@ def _pad_adjoint(g: np.ndarray, pads, sizes, mode: str) -> np.ndarray:
 
 def _loop_backward_flat(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
     xp, padded = _flat_input(plan)
-    n, o, od, oh, ow = plan.out5
+    n = plan.out5[0]
     wp = padded[4]
     dd, dh, dw = plan.dilation
-    # wide gradient with zeros in the discarded columns, so they contribute nothing
-    gyw = np.zeros((n, o, od, oh, wp), plan.dtype)
-    gyw[..., :ow] = gy5
-    gyw = gyw.reshape(n, o, od, oh * wp)
     gw = np.empty(plan.w5.shape, plan.dtype)
     flops = _flops(plan)
-    args = (gyw, xp, gw, plan.groups, wp, dd, dh, dw)
+    args = (gy5, xp, gw, plan.groups, wp, dd, dh, dw)
     _launch(_conv.conv_backward_weight_flat, gw.size, flops, *args)
     if not need_input_grad:
         return None, gw
     gxp = np.zeros(xp.shape, plan.dtype)
-    args = (gyw, plan.w5, gxp, plan.groups, wp, dd, dh, dw)
+    args = (gy5, plan.w5, gxp, plan.groups, wp, dd, dh, dw)
     _launch(_conv.conv_backward_input_flat, n * xp.shape[1], flops, *args)
     crop = tuple(slice(lo, lo + size) for (lo, _), size in zip(plan.zero_pads, plan.x5.shape[2:]))
     return np.ascontiguousarray(gxp.reshape(padded)[(slice(None), slice(None), *crop)]), gw

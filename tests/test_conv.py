@@ -490,3 +490,40 @@ def test_blas_pinning_nests_across_threads():
     release.set()
     worker.join()
     assert getter() == before
+
+
+def _weight_grad_reference(gy, x, kernel, padding):
+    """dL/dw by one sum per tap over the taps' true windows (stride 1, zero padding)."""
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    n_out, (kh, kw) = gy.shape[1], kernel
+    gw = np.zeros((n_out, x.shape[1], kh, kw))
+    for o, c, a, b in itertools.product(range(n_out), range(x.shape[1]), range(kh), range(kw)):
+        window = xp[:, c, a : a + gy.shape[2], b : b + gy.shape[3]]
+        gw[o, c, a, b] = np.sum(gy[:, o] * window)
+    return gw
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_inf_input_reaches_only_the_weight_taps_that_see_it(rng, method, padding):
+    x = rng.standard_normal((2, 2, 5, 6))
+    x[1, 0, 0, 5] = np.inf  # top-right corner: only the last kernel column ever sees it
+    w = rng.standard_normal((3, 2, 3, 3))
+    gy = rng.uniform(0.5, 1.0, (2, 3, 3 + 2 * padding, 4 + 2 * padding))
+    _, gw, _ = ops.conv2d_backward(gy, x, w, padding=padding, method=method)
+    with np.errstate(invalid="ignore"):
+        expected = _weight_grad_reference(gy, x, (3, 3), padding)
+    np.testing.assert_array_equal(np.isfinite(gw), np.isfinite(expected))
+    assert np.isfinite(gw).sum() > 0 and not np.isfinite(gw).all()
+    np.testing.assert_allclose(gw[np.isfinite(gw)], expected[np.isfinite(expected)], rtol=1e-12)
+
+
+def test_inf_weight_reaches_only_the_inputs_under_its_tap(rng, method):
+    x = rng.standard_normal((1, 1, 5, 6))
+    w = rng.standard_normal((1, 1, 3, 3))
+    w[0, 0, 0, 0] = np.inf
+    gy = rng.uniform(0.5, 1.0, (1, 1, 3, 4))
+    gx, _, _ = ops.conv2d_backward(gy, x, w, method=method)
+    seen = np.zeros((5, 6), bool)
+    seen[:3, :4] = True  # the (0, 0) tap touches x[i, j] for every output (i, j)
+    np.testing.assert_array_equal(np.isposinf(gx[0, 0]), seen)
+    assert np.isfinite(gx[0, 0][~seen]).all()

@@ -264,11 +264,15 @@ def conv_forward_flat(xp, w, y, groups, wp, dd, dh, dw, block, t0, t1):  # pragm
 
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
 def conv_backward_weight_flat(gy, xp, gw, groups, wp, dd, dh, dw, t0, t1):  # pragma: no cover
-    """Stride-1 dL/dw from the wide ``gy`` (its discarded columns must be zero)."""
+    """Stride-1 dL/dw from ``gy`` (N,O,OD,OH,OW) and the flattened padded input.
+
+    Only real output columns are summed: the wide layout's extra columns would pair a zero
+    gradient with input cells this tap never sees, and 0 * inf would turn a finite gradient
+    into NaN.
+    """
     n_batch = xp.shape[0]
     n_out, cg, kd_n, kh_n, kw_n = gw.shape
-    od_n = gy.shape[2]
-    length = gy.shape[3] - (kw_n - 1) * dw
+    od_n, oh_n, ow_n = gy.shape[2], gy.shape[3], gy.shape[4]
     og = n_out // groups
     for r in range(t0, t1):  # tasks: n_out * cg * kd_n * kh_n * kw_n weight taps
         kw = r % kw_n
@@ -285,21 +289,23 @@ def conv_backward_weight_flat(gy, xp, gw, groups, wp, dd, dh, dw, t0, t1):  # pr
         for n in range(n_batch):
             for od in range(od_n):
                 iz = od + kd * dd
-                for i in range(length):
-                    acc += gy[n, o, od, uint64(i)] * xp[n, ci, iz, uint64(off + i)]
+                for oh in range(oh_n):
+                    base = off + oh * wp
+                    for i in range(ow_n):
+                        acc += gy[n, o, od, oh, uint64(i)] * xp[n, ci, iz, uint64(base + i)]
         gw[o, c, kd, kh, kw] = acc
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def conv_backward_input_flat(gy, w, gxp, groups, wp, dd, dh, dw, t0, t1):  # pragma: no cover
-    """Stride-1 dL/dxp (padded) from the wide ``gy`` (zero discarded columns); ``gxp`` zeroed.
+    """Stride-1 dL/dxp (flattened, padded; zeroed by the caller) from ``gy`` (N,O,OD,OH,OW).
 
-    Tasks are (n, c) planes: every write to a plane comes from its own task.
+    Tasks are (n, c) planes: every write to a plane comes from its own task. As in the weight
+    gradient, only real output columns contribute (an inf weight times a zero would be NaN).
     """
     n_in = gxp.shape[1]
     n_out, cg, kd_n, kh_n, kw_n = w.shape
-    od_n = gy.shape[2]
-    length = gy.shape[3] - (kw_n - 1) * dw
+    od_n, oh_n, ow_n = gy.shape[2], gy.shape[3], gy.shape[4]
     og = n_out // groups
     for r in range(t0, t1):  # tasks: (n, c) planes
         ci = r % n_in
@@ -314,5 +320,9 @@ def conv_backward_input_flat(gy, w, gxp, groups, wp, dd, dh, dw, t0, t1):  # pra
                         for kw in range(kw_n):
                             off = kh * dh * wp + kw * dw
                             wv = w[o, c, kd, kh, kw]
-                            for i in range(length):
-                                gxp[n, ci, iz, uint64(off + i)] += wv * gy[n, o, od, uint64(i)]
+                            for oh in range(oh_n):
+                                base = off + oh * wp
+                                for i in range(ow_n):
+                                    gxp[n, ci, iz, uint64(base + i)] += (
+                                        wv * gy[n, o, od, oh, uint64(i)]
+                                    )
