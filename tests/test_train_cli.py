@@ -272,3 +272,20 @@ def test_resume_cannot_change_the_split(trained):
     assert_error(run("train", "--resume", ckpt, "--epochs", "3", "--seed", "5"), 2, "--seed")
     assert_error(run("train", "--resume", ckpt, "--arch", "digits"), 2, "--arch")
     assert_error(run("train", "--resume", ckpt, "--epochs", "1"), 2, "already finished")
+
+
+def test_npz_dataset_needs_an_arch_then_trains_and_evaluates(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 90)
+    x = (rng.random((90, 1, 6, 6)) * 100 + y[:, None, None, None] * 50).astype(np.uint8)
+    data = tmp_path / "toy.npz"
+    np.savez(data, x=x, y=y)
+    out = tmp_path / "m.npz"
+    base = ("train", "--dataset", "npz", "--data-dir", data, "-o", out)
+    assert_error(run(*base), 2, "no default architecture", "--arch")
+    result = run(*base, "--arch", "input 1 6 6; conv 4 k=3; relu; fc 3", "--epochs", "2", "--json")
+    assert result.exit_code == 0, result.output
+    trained = json.loads(result.stdout)
+    ev = run("evaluate", out, "--json")  # the data path is remembered in the model file
+    assert ev.exit_code == 0, ev.output
+    assert json.loads(ev.stdout)["accuracy"] == pytest.approx(trained["test_accuracy"])
