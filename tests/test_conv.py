@@ -527,3 +527,52 @@ def test_inf_weight_reaches_only_the_inputs_under_its_tap(rng, method):
     seen[:3, :4] = True  # the (0, 0) tap touches x[i, j] for every output (i, j)
     np.testing.assert_array_equal(np.isposinf(gx[0, 0]), seen)
     assert np.isfinite(gx[0, 0][~seen]).all()
+
+
+def _random_case(seed):
+    """A random valid convolution: dims, channels, groups, kernel, stride, dilation, padding."""
+    r = np.random.default_rng(seed)
+    nd = int(r.integers(1, 4))
+    groups = int(r.choice([1, 1, 2, 3]))
+    cg, og = int(r.integers(1, 3)), int(r.integers(1, 3))
+    kernel = tuple(int(k) for k in r.integers(1, 4, nd))
+    stride = tuple(int(s) for s in r.integers(1, 3, nd))
+    dilation = tuple(int(d) for d in r.integers(1, 3, nd))
+    pads = tuple((int(a), int(b)) for a, b in r.integers(0, 3, (nd, 2)))
+    spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    sizes = tuple(int(max(sp, 3) + r.integers(0, 5)) for sp in spans)
+    pad_mode = str(r.choice(["zeros", "reflect", "replicate", "circular"]))
+    x_shape = (int(r.integers(1, 3)), cg * groups, *sizes)
+    w_shape = (og * groups, cg, *kernel)
+    kw = dict(stride=stride, padding=pads, dilation=dilation, groups=groups, pad_mode=pad_mode)
+    return nd, x_shape, w_shape, kw, bool(r.integers(0, 2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(60))
+def test_random_configurations_against_torch(method, seed):
+    torch = pytest.importorskip("torch")
+    nd, xs, ws, kw, flip = _random_case(seed)
+    rng = np.random.default_rng(seed)
+    x, w, b = _operands(rng, xs, ws)
+    wt_np = w[(Ellipsis,) + (slice(None, None, -1),) * nd] if flip else w
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(wt_np.copy(), requires_grad=True)  # copy: torch rejects negative strides
+    yt = _torch_conv(
+        torch, xt, wt, torch.tensor(b), nd, kw["stride"], kw["padding"], kw["dilation"],
+        kw["groups"], kw["pad_mode"],
+    )  # fmt: skip
+    y = CONV[nd](x, w, b, flip=flip, method=method, **kw)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-10)
+    if nd == 3:
+        return
+    gy = rng.standard_normal(y.shape)
+    yt.backward(torch.tensor(gy))
+    backward = ops.conv1d_backward if nd == 1 else ops.conv2d_backward
+    gx, gw, gb = backward(gy, x, w, flip=flip, method=method, **kw)
+    expected_gw = wt.grad.numpy()
+    if flip:
+        expected_gw = expected_gw[(Ellipsis,) + (slice(None, None, -1),) * nd]
+    np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gw, expected_gw, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gb, gy.sum(axis=(0, *range(2, gy.ndim))), rtol=1e-12)
