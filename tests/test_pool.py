@@ -179,3 +179,35 @@ def test_avg_pool_propagates_nan_and_inf():
     assert y[0, 0, 0, 1] == 1 and y[0, 0, 1, 0] == 1
     m = ops.max_pool2d(-x, 2)
     assert np.isnan(m[0, 0, 0, 0]) and m[0, 0, 1, 1] == -1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(40))
+def test_random_pool_configurations_against_torch(seed):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    r = np.random.default_rng(seed)
+    nd = int(r.integers(1, 3))
+    k = tuple(int(v) for v in r.integers(1, 5, nd))
+    s = tuple(int(v) for v in r.integers(1, 4, nd))
+    p = tuple(int(r.integers(0, kk // 2 + 1)) for kk in k)
+    ceil_mode, cip = bool(r.integers(0, 2)), bool(r.integers(0, 2))
+    x = r.standard_normal((2, 3, *(int(v) for v in r.integers(max(k), 12, nd))))
+    xt = torch.tensor(x, requires_grad=True)
+    tmax = F.max_pool1d if nd == 1 else F.max_pool2d
+    tavg = F.avg_pool1d if nd == 1 else F.avg_pool2d
+    yt, it = tmax(xt, k, s, p, ceil_mode=ceil_mode, return_indices=True)
+    mine = ops.max_pool1d if nd == 1 else ops.max_pool2d
+    y, idx = mine(x, k, s, p, ceil_mode, return_indices=True)
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(idx, it.numpy())
+    at = tavg(xt, k, s, p, ceil_mode=ceil_mode, count_include_pad=cip)
+    avg = (ops.avg_pool1d if nd == 1 else ops.avg_pool2d)(x, k, s, p, ceil_mode, cip)
+    np.testing.assert_allclose(avg, at.detach().numpy(), rtol=1e-12, atol=1e-12)
+    if nd == 2:
+        g = r.standard_normal(y.shape)
+        (gx_max,) = torch.autograd.grad(yt, xt, torch.tensor(g))
+        (gx_avg,) = torch.autograd.grad(at, xt, torch.tensor(g))
+        np.testing.assert_allclose(ops.max_pool2d_backward(g, x, k, s, p, ceil_mode), gx_max)
+        grad = ops.avg_pool2d_backward(g, x, k, s, p, ceil_mode, cip)
+        np.testing.assert_allclose(grad, gx_avg, rtol=1e-12, atol=1e-12)
