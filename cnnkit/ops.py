@@ -63,6 +63,8 @@ _THREADED_FLOPS = 2_000_000
 # elements (4 KiB of float32) are accumulated per task so they stay in L1.
 _FLAT_MAX_WIDTH = 64
 _FLAT_BLOCK = 1024
+# The row kernel splits output rows longer than this into equal column blocks (1-D signals).
+_ROW_BLOCK = 4096
 
 _LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
@@ -419,8 +421,10 @@ def _loop_forward(plan: _ConvPlan) -> np.ndarray:
         y[...] = plan.bias.reshape(1, -1, 1, 1, 1)
     flops = _flops(plan)
     if not _use_flat(plan):
-        args = (plan.x5, plan.w5, y, plan.groups, *_geometry_args(plan))
-        _launch(_conv.conv_forward, n * o * od * oh, flops, *args)
+        blocks = -(-ow // _ROW_BLOCK)
+        block = -(-ow // blocks)
+        args = (plan.x5, plan.w5, y, plan.groups, *_geometry_args(plan), block)
+        _launch(_conv.conv_forward, n * o * od * oh * blocks, flops, *args)
         return y
     dd, dh, dw = plan.dilation
     flat = y.reshape(n, o, od, oh * wp)

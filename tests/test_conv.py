@@ -19,6 +19,7 @@ def method(request, monkeypatch):
     its row kernels (forced by disabling the flat path), and im2col + GEMM."""
     if request.param == "loop_rows":
         monkeypatch.setattr(ops, "_FLAT_MAX_WIDTH", 0)
+        monkeypatch.setattr(ops, "_ROW_BLOCK", 3)  # rows split into column blocks, too
         return "loop"
     return request.param
 

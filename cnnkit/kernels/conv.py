@@ -25,23 +25,32 @@ from cnnkit.kernels.core import column_range
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def conv_forward(x, w, y, groups, sd, sh, sw, pd, ph, pw, dd, dh, dw, t0, t1):  # pragma: no cover
+def conv_forward(
+    x, w, y, groups, sd, sh, sw, pd, ph, pw, dd, dh, dw, block, t0, t1
+):  # pragma: no cover
     """Accumulate the cross-correlation of ``x`` (N,C,D,H,W) with ``w`` into ``y``.
 
-    ``y`` (N,O,OD,OH,OW) must hold the bias (or zeros) on entry.
+    ``y`` (N,O,OD,OH,OW) must hold the bias (or zeros) on entry. A task is ``block`` output
+    columns of one output row: long rows (1-D signals) split over threads, and the part of
+    the row being accumulated stays in L1.
     """
     n_batch, _, depth, height, width = x.shape
     n_out, cg, kd_n, kh_n, kw_n = w.shape
     od_n, oh_n, ow_n = y.shape[2], y.shape[3], y.shape[4]
     og = n_out // groups
-    for r in range(t0, t1):  # tasks n_batch * n_out * od_n * oh_n
-        oh = r % oh_n
-        t = r // oh_n
+    n_blocks = (ow_n + block - 1) // block
+    for r in range(t0, t1):  # tasks n_batch * n_out * od_n * oh_n * n_blocks
+        b = r % n_blocks
+        t = r // n_blocks
+        oh = t % oh_n
+        t = t // oh_n
         od = t % od_n
         t = t // od_n
         o = t % n_out
         n = t // n_out
         c0 = (o // og) * cg
+        b0 = b * block
+        b1 = min(b0 + block, ow_n)
         for c in range(cg):
             for kd in range(kd_n):
                 iz = od * sd + kd * dd - pd
@@ -53,6 +62,8 @@ def conv_forward(x, w, y, groups, sd, sh, sw, pd, ph, pw, dd, dh, dw, t0, t1):  
                         continue
                     for kw in range(kw_n):
                         lo, hi = column_range(kw * dw - pw, sw, width, ow_n)
+                        lo = max(lo, b0)
+                        hi = min(hi, b1)
                         start = lo * sw + kw * dw - pw
                         wv = w[o, c, kd, kh, kw]
                         if sw == 1:
