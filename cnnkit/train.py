@@ -1,7 +1,8 @@
 """The training loop: mini-batches, per-epoch checkpoints, metrics and throughput.
 
 A run is reproducible: the weights come from ``seed``, the shuffling of epoch ``e`` from
-``default_rng([seed, e])`` and dropout masks from ``default_rng([seed, e, 1])``. Because
+``default_rng([seed, e])``, dropout masks from ``default_rng([seed, e, 1])`` and the
+augmentation shifts (``augment``) from ``default_rng([seed, e, 2])``. Because
 each epoch's randomness depends only on (seed, epoch), a run resumed from the checkpoint of
 epoch ``e`` continues exactly as the uninterrupted run would have.
 
@@ -59,6 +60,7 @@ class TrainConfig:
     seed: int = 0
     init: str = "he"
     val_fraction: float = 0.1
+    augment: bool = False
 
     def check(self) -> TrainConfig:
         """Raise ValueError naming the first out-of-range setting."""
@@ -101,6 +103,59 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist": {"arch": "lenet5", "epochs": 5, "batch_size": 64, "lr": 1e-3},
     "fashion-mnist": {"arch": "lenet5", "epochs": 8, "batch_size": 64, "lr": 1e-3},
 }
+
+
+def random_shift(
+    x: np.ndarray, rng: np.random.Generator, max_shift: int | tuple[int, int] = 1
+) -> np.ndarray:
+    """Shift every image by its own random whole-pixel offset (a new array; ``x`` is kept).
+
+    Parameters
+    ----------
+    x : ndarray
+        Images (N, C, H, W).
+    rng : numpy.random.Generator
+        Draws the offsets: ``dy`` uniform in ``{-my, ..., my}`` and ``dx`` in
+        ``{-mx, ..., mx}``, one pair per image (all channels of an image move together).
+    max_shift : int or (my, mx)
+        Largest shift in pixels, vertically and horizontally (an int: both), each in
+        ``[0, min(H, W))``.
+
+    Returns
+    -------
+    ndarray
+        ``out[n, c, i, j] = x[n, c, clip(i - dy_n, 0, H-1), clip(j - dx_n, 0, W-1)]``: the
+        image content moves down by ``dy`` and right by ``dx``; the row/column uncovered at
+        the edge repeats the old border (for the digits that is background, and unlike a
+        fixed fill value it needs no knowledge of the normalisation).
+
+    Notes
+    -----
+    The order of the images, and so their labels, is unchanged. Cost: one padded copy and
+    ``(2 my + 1)(2 mx + 1)`` fancy-indexed slices per call, a few ms per digits epoch.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"random_shift needs (N, C, H, W) images, got shape {x.shape}")
+    h, w = x.shape[2:]
+    my, mx = (max_shift, max_shift) if isinstance(max_shift, int) else max_shift
+    if not (0 <= my < min(h, w) and 0 <= mx < min(h, w)):
+        raise ValueError(f"max_shift must be in [0, {min(h, w) - 1}], got {max_shift}")
+    n = len(x)
+    dy = rng.integers(-my, my + 1, n)
+    dx = rng.integers(-mx, mx + 1, n)
+    padded = np.pad(x, ((0, 0), (0, 0), (my, my), (mx, mx)), mode="edge")
+    out = np.empty_like(x)
+    for sy in range(-my, my + 1):
+        for sx in range(-mx, mx + 1):
+            idx = np.flatnonzero((dy == sy) & (dx == sx))
+            if idx.size:
+                # content moves by (+sy, +sx): output row i reads padded row i + my - sy
+                out[idx] = padded[idx, :, my - sy : my - sy + h, mx - sx : mx - sx + w]
+    return out
+
+
+# The --augment shift (rows, columns) in pixels; see DATASET_DEFAULTS for why.
+AUGMENT_SHIFT: tuple[int, int] = (0, 1)
 
 
 class TrainingDiverged(RuntimeError):
@@ -236,6 +291,8 @@ def fit_loop(
         model.set_dropout_rng(np.random.default_rng([cfg.seed, epoch, 1]))
         # One gather per epoch; each batch is then a contiguous slice (no per-step copies).
         xs, ys = x_train[order], y_train[order]
+        if cfg.augment:
+            xs = random_shift(xs, np.random.default_rng([cfg.seed, epoch, 2]), AUGMENT_SHIFT)
         total_loss = 0.0
         correct = 0
         start = time.perf_counter()
@@ -754,6 +811,7 @@ __all__ = [
     "evaluate_loss_accuracy",
     "fit",
     "fit_loop",
+    "random_shift",
     "single_threaded_blas",
     "load_checkpoint",
     "make_run_optimizer",

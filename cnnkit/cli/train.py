@@ -130,6 +130,12 @@ def register(app: typer.Typer) -> None:
         val_fraction: float | None = typer.Option(
             None, "--val-fraction", help="Share held out for validation (digits: 0)."
         ),
+        augment: bool | None = typer.Option(
+            None,
+            "--augment/--no-augment",
+            help="Shift each training image by a random -1..1 pixel each epoch "
+            "(seeded by --seed; default on for digits, off otherwise).",
+        ),
         data_dir: str | None = typer.Option(
             None, "--data-dir", help="IDX folder (mnist), image folder, or .npz file."
         ),
@@ -159,6 +165,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             init=init.lower() if init else None,
             val_fraction=val_fraction,
+            augment=augment,
         )
         if resume is not None and arch is not None:
             raise ValueError("--arch cannot change a resumed model; drop --arch or --resume")
