@@ -24,6 +24,24 @@ from numba import njit, uint64
 from cnnkit.kernels.core import column_range
 
 
+@njit(cache=True, inline="always")
+def _clip(bounds, b0, b1):
+    """``(lo, hi)`` restricted to the column block ``[b0, b1)`` (may become empty)."""
+    lo = max(bounds[0], b0)
+    return lo, max(min(bounds[1], b1), lo)
+
+
+@njit(cache=True, inline="always", fastmath={"contract"})
+def _edges(y, x, yrow, xrow, wv, off, lo, hi, inner_lo, inner_hi):
+    """One tap on the columns of ``[lo, hi)`` outside the fused range ``[inner_lo, inner_hi)``."""
+    n, o, od, oh = yrow
+    m, ci, iz, iy = xrow
+    for i in range(lo, min(hi, inner_lo)):
+        y[n, o, od, oh, uint64(i)] += wv * x[m, ci, iz, iy, uint64(i + off)]
+    for i in range(max(lo, inner_hi), hi):
+        y[n, o, od, oh, uint64(i)] += wv * x[m, ci, iz, iy, uint64(i + off)]
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def conv_forward(
     x, w, y, groups, sd, sh, sw, pd, ph, pw, dd, dh, dw, block, t0, t1
@@ -60,10 +78,36 @@ def conv_forward(
                     iy = oh * sh + kh * dh - ph
                     if iy < 0 or iy >= height:
                         continue
-                    for kw in range(kw_n):
-                        lo, hi = column_range(kw * dw - pw, sw, width, ow_n)
-                        lo = max(lo, b0)
-                        hi = min(hi, b1)
+                    kw = 0
+                    # stride 1: three taps per pass over the row where all three are inside
+                    # the input (one load/store of y per three FMAs); single taps at the edges
+                    while sw == 1 and kw + 3 <= kw_n:
+                        off0 = kw * dw - pw
+                        off1 = off0 + dw
+                        off2 = off1 + dw
+                        lo0, hi0 = _clip(column_range(off0, 1, width, ow_n), b0, b1)
+                        lo1, hi1 = _clip(column_range(off1, 1, width, ow_n), b0, b1)
+                        lo2, hi2 = _clip(column_range(off2, 1, width, ow_n), b0, b1)
+                        inner_lo = max(lo0, lo1, lo2)
+                        inner_hi = max(min(hi0, hi1, hi2), inner_lo)
+                        w0 = w[o, c, kd, kh, kw]
+                        w1 = w[o, c, kd, kh, kw + 1]
+                        w2 = w[o, c, kd, kh, kw + 2]
+                        ci = c0 + c
+                        yrow = (n, o, od, oh)
+                        xrow = (n, ci, iz, iy)
+                        _edges(y, x, yrow, xrow, w0, off0, lo0, hi0, inner_lo, inner_hi)
+                        _edges(y, x, yrow, xrow, w1, off1, lo1, hi1, inner_lo, inner_hi)
+                        _edges(y, x, yrow, xrow, w2, off2, lo2, hi2, inner_lo, inner_hi)
+                        for i in range(inner_lo, inner_hi):
+                            y[n, o, od, oh, uint64(i)] += (
+                                w0 * x[n, ci, iz, iy, uint64(i + off0)]
+                                + w1 * x[n, ci, iz, iy, uint64(i + off1)]
+                                + w2 * x[n, ci, iz, iy, uint64(i + off2)]
+                            )
+                        kw += 3
+                    while kw < kw_n:
+                        lo, hi = _clip(column_range(kw * dw - pw, sw, width, ow_n), b0, b1)
                         start = lo * sw + kw * dw - pw
                         wv = w[o, c, kd, kh, kw]
                         if sw == 1:
@@ -76,6 +120,7 @@ def conv_forward(
                                 y[n, o, od, oh, uint64(lo + i)] += (
                                     wv * x[n, c0 + c, iz, iy, uint64(start + i * sw)]
                                 )
+                        kw += 1
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
