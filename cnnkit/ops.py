@@ -415,15 +415,12 @@ def _loop_forward(plan: _ConvPlan) -> np.ndarray:
         y = np.empty((n, o, od, oh, wp), plan.dtype)
     else:
         y = np.empty(plan.out5, plan.dtype)
-    if plan.bias is None:
-        y.fill(0)
-    else:
-        y[...] = plan.bias.reshape(1, -1, 1, 1, 1)
+    bias = np.zeros(o, plan.dtype) if plan.bias is None else plan.bias
     flops = _flops(plan)
     if not _use_flat(plan):
         blocks = -(-ow // _ROW_BLOCK)
         block = -(-ow // blocks)
-        args = (plan.x5, plan.w5, y, plan.groups, *_geometry_args(plan), block)
+        args = (plan.x5, plan.w5, bias, y, plan.groups, *_geometry_args(plan), block)
         _launch(_conv.conv_forward, n * o * od * oh * blocks, flops, *args)
         return y
     dd, dh, dw = plan.dilation
@@ -431,7 +428,8 @@ def _loop_forward(plan: _ConvPlan) -> np.ndarray:
     length = oh * wp - (plan.w5.shape[4] - 1) * dw
     blocks = -(-length // _FLAT_BLOCK)
     block = -(-length // blocks)  # equal blocks: 1088 -> 2 x 544, not 1024 + 64
-    args = (xp, plan.w5, flat, plan.groups, wp, dd, dh, dw, block)
+    # wide columns past the last computed position are never written; they are cropped off
+    args = (xp, plan.w5, bias, flat, plan.groups, wp, dd, dh, dw, block)
     _launch(_conv.conv_forward_flat, n * o * od * blocks, flops, *args)
     return np.ascontiguousarray(y[..., :ow])
 

@@ -44,13 +44,14 @@ def _edges(y, x, yrow, xrow, wv, off, lo, hi, inner_lo, inner_hi):
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def conv_forward(
-    x, w, y, groups, sd, sh, sw, pd, ph, pw, dd, dh, dw, block, t0, t1
+    x, w, bias, y, groups, sd, sh, sw, pd, ph, pw, dd, dh, dw, block, t0, t1
 ):  # pragma: no cover
-    """Accumulate the cross-correlation of ``x`` (N,C,D,H,W) with ``w`` into ``y``.
+    """Write the cross-correlation of ``x`` (N,C,D,H,W) with ``w``, plus ``bias``, into ``y``.
 
-    ``y`` (N,O,OD,OH,OW) must hold the bias (or zeros) on entry. A task is ``block`` output
-    columns of one output row: long rows (1-D signals) split over threads, and the part of
-    the row being accumulated stays in L1.
+    ``y`` (N,O,OD,OH,OW) may be uninitialised: each task starts its block at the bias, so
+    the output is written once instead of being zero-filled first. A task is ``block``
+    output columns of one output row: long rows (1-D signals) split over threads, and the
+    part of the row being accumulated stays in L1.
     """
     n_batch, _, depth, height, width = x.shape
     n_out, cg, kd_n, kh_n, kw_n = w.shape
@@ -69,6 +70,8 @@ def conv_forward(
         c0 = (o // og) * cg
         b0 = b * block
         b1 = min(b0 + block, ow_n)
+        for i in range(b0, b1):
+            y[n, o, od, oh, uint64(i)] = bias[o]
         for c in range(cg):
             for kd in range(kd_n):
                 iz = od * sd + kd * dd - pd
@@ -231,8 +234,8 @@ def conv_backward_weight(
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def conv_forward_flat(xp, w, y, groups, wp, dd, dh, dw, block, t0, t1):  # pragma: no cover
-    """Stride-1 forward on flattened planes, accumulating into the wide ``y`` (holds bias)."""
+def conv_forward_flat(xp, w, bias, y, groups, wp, dd, dh, dw, block, t0, t1):  # pragma: no cover
+    """Stride-1 forward on flattened planes into the wide ``y`` (uninitialised on entry)."""
     n_out, cg, kd_n, kh_n, kw_n = w.shape
     od_n = y.shape[2]
     length = y.shape[3] - (kw_n - 1) * dw  # later positions are discarded wide columns
@@ -247,6 +250,8 @@ def conv_forward_flat(xp, w, y, groups, wp, dd, dh, dw, block, t0, t1):  # pragm
         n = t // n_out
         j0 = b * block
         m = min(j0 + block, length) - j0
+        for i in range(m):
+            y[n, o, od, uint64(j0 + i)] = bias[o]
         c0 = (o // og) * cg
         step = uint64(dw)
         row = uint64(dh * wp)
