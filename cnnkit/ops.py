@@ -459,18 +459,33 @@ def _pad_adjoint(g: np.ndarray, pads, sizes, mode: str) -> np.ndarray:
 
 def _loop_backward_flat(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
     xp, padded = _flat_input(plan)
-    n = plan.out5[0]
+    n, o, od, oh, ow = plan.out5
     wp = padded[4]
     dd, dh, dw = plan.dilation
-    gw = np.empty(plan.w5.shape, plan.dtype)
     flops = _flops(plan)
-    args = (gy5, xp, gw, plan.groups, wp, dd, dh, dw)
-    _launch(_conv.conv_backward_weight_flat, gw.size, flops, *args)
+    # The wide kernels run one long loop per plane but multiply the wide layout's extra
+    # columns (zero gradient) by input or weight values: exact only if those are finite.
+    wide_w = bool(np.isfinite(xp).all())
+    wide_x = need_input_grad and bool(np.isfinite(plan.w5).all())
+    gyw = None
+    if wide_w or wide_x:
+        gyw = np.zeros((n, o, od, oh, wp), plan.dtype)
+        gyw[..., :ow] = gy5
+        gyw = gyw.reshape(n, o, od, oh * wp)
+    gw = np.empty(plan.w5.shape, plan.dtype)
+    if wide_w:
+        kernel, args = _conv.conv_backward_weight_wide, (gyw, xp)
+    else:
+        kernel, args = _conv.conv_backward_weight_flat, (gy5, xp)
+    _launch(kernel, gw.size, flops, *args, gw, plan.groups, wp, dd, dh, dw)
     if not need_input_grad:
         return None, gw
     gxp = np.zeros(xp.shape, plan.dtype)
-    args = (gy5, plan.w5, gxp, plan.groups, wp, dd, dh, dw)
-    _launch(_conv.conv_backward_input_flat, n * xp.shape[1], flops, *args)
+    if wide_x:
+        kernel, args = _conv.conv_backward_input_wide, (gyw, plan.w5)
+    else:
+        kernel, args = _conv.conv_backward_input_flat, (gy5, plan.w5)
+    _launch(kernel, n * xp.shape[1], flops, *args, gxp, plan.groups, wp, dd, dh, dw)
     crop = tuple(slice(lo, lo + size) for (lo, _), size in zip(plan.zero_pads, plan.x5.shape[2:]))
     return np.ascontiguousarray(gxp.reshape(padded)[(slice(None), slice(None), *crop)]), gw
 
