@@ -313,6 +313,7 @@ def _gemm_forward(plan: _ConvPlan) -> np.ndarray:
     wm = w5.reshape(n_out, rg)
     geo = _geometry_args(plan)
     y = np.empty(plan.out5, plan.dtype)
+    bias = np.zeros(n_out, plan.dtype) if plan.bias is None else plan.bias
     nb = _chunk(rows * length * plan.dtype.itemsize, n_batch)
 
     @np.errstate(invalid="ignore", over="ignore")  # inf/NaN input is documented behaviour
@@ -328,14 +329,15 @@ def _gemm_forward(plan: _ConvPlan) -> np.ndarray:
             prod = out[: og * m * length].reshape(og, m * length)
             for g in range(groups):
                 np.matmul(wm[g * og : (g + 1) * og], cm[g * rg : (g + 1) * rg], out=prod)
-                y[n0 : n0 + m, g * og : (g + 1) * og] = np.moveaxis(
-                    prod.reshape(og, m, *out3), 0, 1
+                # (O, N, L) -> (N, O, L), adding the bias on the way: one pass over y
+                np.add(
+                    np.moveaxis(prod.reshape(og, m, *out3), 0, 1),
+                    bias[g * og : (g + 1) * og].reshape(1, og, 1, 1, 1),
+                    out=y[n0 : n0 + m, g * og : (g + 1) * og],
                 )
 
     with _threads.single_threaded_blas():
         _threads.run_parts(part, _parts(plan))
-    if plan.bias is not None:
-        y += plan.bias.reshape(1, n_out, 1, 1, 1)
     return y
 
 
