@@ -635,7 +635,13 @@ def conv3d(
     Returns
     -------
     ndarray
-        ``(N, O, D_out, H_out, W_out)``; each size from the formula in :func:`conv2d`.
+        ``(N, O, D_out, H_out, W_out)``.
+
+    Notes
+    -----
+    ``y[n, o, i, j, k] = bias[o] + sum_{c, a, b, e} w[o, c, a, b, e] *
+    xpad[n, g*C/groups + c, i*sd + a*dd, j*sh + b*dh, k*sw + e*dw]``; each output size from
+    :func:`cnnkit.geometry.conv_output_size`, as in :func:`conv2d`.
     """
     plan = _plan_conv(3, x, w, bias, stride, padding, dilation, groups, pad_mode, flip, method)
     return _conv_forward(plan)
@@ -667,13 +673,27 @@ def conv1d_backward(
     method: str = "auto",
     need_input_grad: bool = True,
 ):
-    """Gradients of :func:`conv1d`; same arguments, plus ``grad_y`` = dL/dy.
+    """Gradients of :func:`conv1d` w.r.t. its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_y : ndarray
+        dL/dy, the shape of ``conv1d(x, w, ...)``.
+    x, w, stride, padding, dilation, groups, pad_mode, flip, method
+        As passed to :func:`conv1d`.
+    need_input_grad : bool
+        Compute ``grad_x`` (skip it for a first layer).
 
     Returns
     -------
     (grad_x or None, grad_w, grad_b)
         ``grad_b`` is ``grad_y`` summed over N and L; ``grad_x`` is None when
         ``need_input_grad`` is False (first layers skip it). See :func:`conv2d_backward`.
+
+    Notes
+    -----
+    As :func:`conv2d_backward` with one spatial dimension:
+    ``grad_w[o, c, a] = sum_{n, i} grad_y[n, o, i] * xpad[n, c', i*stride + a*dilation]``.
     """
     plan = _plan_conv(1, x, w, None, stride, padding, dilation, groups, pad_mode, flip, method)
     return _conv_backward(plan, grad_y, need_input_grad)
@@ -897,24 +917,25 @@ def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad)
     return y.reshape(_pool_shape(x4, out, nd))
 
 
-_POOL_NOTES = """
-    Notes
-    -----
-    ``out = floor((n + 2 * padding - kernel_size) / stride) + 1``, or with ``ceil_mode``
-    rounded up, dropping a last window that would start inside the right padding
-    (:func:`cnnkit.geometry.pool_output_size`). ``stride`` defaults to ``kernel_size``;
-    ``padding`` must be at most ``kernel_size // 2`` (as PyTorch requires).
-"""
-
-
 def max_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, return_indices=False):
     """Max pooling of ``(N, C, L)`` signals, like ``F.max_pool1d``.
+
+    Parameters
+    ----------
+    x, kernel_size, stride, padding, ceil_mode
+        As in :func:`max_pool2d`, with one spatial dimension.
+    return_indices : bool
+        Also return the position in L of each maximum.
 
     Returns
     -------
     ndarray or (ndarray, ndarray)
-        ``(N, C, L_out)`` maxima; with ``return_indices`` also the int64 position in L of each
-        maximum. Padding never wins (it is -inf). NaN in a window makes the output NaN.
+        ``(N, C, L_out)`` maxima (and int64 positions). Padding never wins (it is -inf); a NaN
+        in a window makes the output NaN.
+
+    Notes
+    -----
+    ``L_out`` as in :func:`max_pool2d`.
     """
     return _max_pool(1, x, kernel_size, stride, padding, ceil_mode, return_indices)
 
@@ -922,12 +943,34 @@ def max_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, return_i
 def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, return_indices=False):
     """Max pooling of ``(N, C, H, W)`` images, like ``F.max_pool2d``.
 
+    Parameters
+    ----------
+    x : ndarray
+        ``(N, C, H, W)``, float32 or float64 (kept), int/bool (computed in float32).
+    kernel_size : int or (int, int)
+        Window size.
+    stride : int or (int, int), optional
+        Window step; defaults to ``kernel_size``.
+    padding : int or (int, int)
+        Implicit -inf padding on both sides, at most ``kernel_size // 2`` (PyTorch's rule).
+    ceil_mode : bool
+        Round the output size up, keeping a last partial window.
+    return_indices : bool
+        Also return where each maximum is (for :func:`max_pool2d_backward`).
+
     Returns
     -------
     ndarray or (ndarray, ndarray)
         ``(N, C, H_out, W_out)`` window maxima; with ``return_indices`` also the int64 flat
         position ``h * W + w`` of each maximum in its plane (PyTorch's convention; ties keep
-        the first in row-major order). A NaN in a window makes that output NaN.
+        the first in row-major order). A NaN in a window makes that output NaN, and its index
+        is the first NaN's.
+
+    Notes
+    -----
+    ``H_out = floor((H + 2 * padding - kernel_size) / stride) + 1``, rounded up instead with
+    ``ceil_mode`` except that a last window starting inside the right padding is dropped
+    (:func:`cnnkit.geometry.pool_output_size`); likewise for W.
     """
     return _max_pool(2, x, kernel_size, stride, padding, ceil_mode, return_indices)
 
@@ -935,10 +978,20 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, return_i
 def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
     """Average pooling of ``(N, C, L)`` signals, like ``F.avg_pool1d``.
 
+    Parameters
+    ----------
+    x, kernel_size, stride, padding, ceil_mode, count_include_pad
+        As in :func:`avg_pool2d`, with one spatial dimension.
+
     Returns
     -------
     ndarray
-        ``(N, C, L_out)`` window means; see :func:`avg_pool2d` for the divisor.
+        ``(N, C, L_out)`` window means.
+
+    Notes
+    -----
+    ``y = sum(window cells inside x) / divisor``, divisor and ``L_out`` as in
+    :func:`avg_pool2d`.
     """
     return _avg_pool(1, x, kernel_size, stride, padding, ceil_mode, count_include_pad)
 
@@ -946,18 +999,26 @@ def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
     """Average pooling of ``(N, C, H, W)`` images, like ``F.avg_pool2d``.
 
+    Parameters
+    ----------
+    x, kernel_size, stride, padding, ceil_mode
+        As in :func:`max_pool2d` (the padding is zeros here).
+    count_include_pad : bool
+        Count padding cells in the divisor.
+
     Returns
     -------
     ndarray
-        ``(N, C, H_out, W_out)``: the sum over the window's cells inside the input divided by
-        the window's size clipped to the padded input (``count_include_pad=True``) or to the
-        input (``False``). With ceil_mode a last partial window is clipped the same way.
+        ``(N, C, H_out, W_out)`` window means.
+
+    Notes
+    -----
+    ``y = sum(window cells inside x) / divisor``; the divisor is the window's size clipped
+    to the padded input (``count_include_pad=True``) or to the input (``False``), so a last
+    partial ceil_mode window is averaged over what it covers. Output size as in
+    :func:`max_pool2d`.
     """
     return _avg_pool(2, x, kernel_size, stride, padding, ceil_mode, count_include_pad)
-
-
-for _f in (max_pool1d, max_pool2d, avg_pool1d, avg_pool2d):
-    _f.__doc__ += _POOL_NOTES
 
 
 def _pool_grad(grad_y, x4, out, nd):
@@ -987,6 +1048,11 @@ def max_pool2d_backward(
     ndarray
         ``grad_x[n, c, idx // W, idx % W] += grad_y[n, c, i, j]`` with ``idx`` the argmax of
         window ``(i, j)``: all of the gradient goes to the (first) maximum.
+
+    Notes
+    -----
+    ``dL/dx[n, c, h, w] = sum of dL/dy[n, c, i, j] over the windows whose argmax is (h, w)``;
+    the max is piecewise linear, so this is exact away from ties.
     """
     x4, k, s, p, out = _plan_pool(2, x, kernel_size, stride, padding, ceil_mode)
     gy = _pool_grad(grad_y, x4, out, 2)
@@ -1014,11 +1080,23 @@ def avg_pool2d_backward(
 ) -> np.ndarray:
     """Gradient of :func:`avg_pool2d` w.r.t. ``x``.
 
+    Parameters
+    ----------
+    grad_y : ndarray
+        dL/dy, the pooled output's shape.
+    x, kernel_size, stride, padding, ceil_mode, count_include_pad
+        As passed to :func:`avg_pool2d`.
+
     Returns
     -------
     ndarray
         Each ``grad_y[n, c, i, j]`` divided by its window's divisor and added to every input
         cell of that window (the transpose of the averaging).
+
+    Notes
+    -----
+    ``dL/dx[n, c, h, w] = sum over windows (i, j) covering (h, w) of
+    dL/dy[n, c, i, j] / divisor(i, j)``, with the divisor of :func:`avg_pool2d`.
     """
     x4, k, s, p, out = _plan_pool(2, x, kernel_size, stride, padding, ceil_mode)
     gy = _pool_grad(grad_y, x4, out, 2)
@@ -1031,10 +1109,19 @@ def avg_pool2d_backward(
 def global_avg_pool(x) -> np.ndarray:
     """Mean over all spatial dimensions: ``(N, C, ...) -> (N, C)``.
 
+    Parameters
+    ----------
+    x : ndarray
+        ``(N, C, ...)`` with at least one spatial dimension.
+
     Returns
     -------
     ndarray
         ``y[n, c] = mean(x[n, c])`` in x's float dtype (float32 for int input).
+
+    Notes
+    -----
+    ``y[n, c] = (1 / (H*W...)) * sum_{h, w, ...} x[n, c, h, w, ...]``.
     """
     arr = _as_real_array(x, "x")
     if arr.ndim < 3:
@@ -1046,10 +1133,21 @@ def global_avg_pool(x) -> np.ndarray:
 def global_avg_pool_backward(grad_y, x_shape: Sequence[int]) -> np.ndarray:
     """Gradient of :func:`global_avg_pool`: ``grad_y[n, c] / (H*W...)`` at every position.
 
+    Parameters
+    ----------
+    grad_y : ndarray
+        dL/dy, ``(N, C)``.
+    x_shape : tuple of int
+        The shape of the pooled input.
+
     Returns
     -------
     ndarray
         ``x_shape``, float dtype of ``grad_y``.
+
+    Notes
+    -----
+    ``dL/dx[n, c, h, w, ...] = dL/dy[n, c] / (H*W...)``: every cell weighs equally in a mean.
     """
     gy = _as_real_array(grad_y, "grad_y")
     shape = tuple(int(s) for s in x_shape)
