@@ -257,7 +257,7 @@ def _plan_conv(
     plan.dtype = dtype
     plan.x5 = _to5d(x, nd)
     plan.w5 = _to5d(_cast(w, dtype), nd)
-    plan.bias = None if bias is None else bias.astype(dtype, copy=False)
+    plan.bias = None if bias is None else _cast(bias, dtype)
     plan.groups = groups
     plan.stride = _lift(stride_t, 1, nd)
     plan.dilation = _lift(dil_t, 1, nd)
