@@ -577,3 +577,17 @@ def test_random_configurations_against_torch(method, seed):
     np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(gw, expected_gw, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(gb, gy.sum(axis=(0, *range(2, gy.ndim))), rtol=1e-12)
+
+
+@pytest.mark.parametrize("nd", [1, 2])
+@pytest.mark.parametrize("kw", [{"padding": 1}, {"stride": 2, "padding": "same", "groups": 2}])
+def test_float32_gradients_match_float64(rng, method, nd, kw):
+    # training runs in float32: same gradients (to float32 rounding), dtype kept
+    x, w, _ = _operands(rng, (4, 4) + (9,) * nd, (6, 4 // kw.get("groups", 1)) + (3,) * nd)
+    backward = ops.conv1d_backward if nd == 1 else ops.conv2d_backward
+    gy = rng.standard_normal(CONV[nd](x, w, **kw).shape)
+    exact = backward(gy, x, w, method=method, **kw)
+    single = backward(*(a.astype(np.float32) for a in (gy, x, w)), method=method, **kw)
+    for s, e in zip(single, exact):
+        assert s.dtype == np.float32
+        np.testing.assert_allclose(s, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
