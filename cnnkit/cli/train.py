@@ -121,11 +121,15 @@ def register(app: typer.Typer) -> None:
         nesterov: bool | None = typer.Option(
             None, "--nesterov/--no-nesterov", help="Nesterov momentum (SGD)."
         ),
-        weight_decay: float | None = typer.Option(None, "--weight-decay", help="L2 penalty."),
-        schedule: str | None = typer.Option(None, "--schedule", help="none, step or cosine."),
+        weight_decay: float | None = typer.Option(
+            None, "--weight-decay", help="L2 penalty (digits: 5e-4)."
+        ),
+        schedule: str | None = typer.Option(
+            None, "--schedule", help="none, step or cosine (digits: cosine)."
+        ),
         seed: int | None = typer.Option(None, "--seed", help="Same seed, same run (0)."),
         init: str | None = typer.Option(
-            None, "--init", help="he (He/Glorot, default) or torch (PyTorch's default)."
+            None, "--init", help="he (He/Glorot) or torch (PyTorch's default; the digits default)."
         ),
         val_fraction: float | None = typer.Option(
             None, "--val-fraction", help="Share held out for validation (digits: 0)."
@@ -133,8 +137,8 @@ def register(app: typer.Typer) -> None:
         augment: bool | None = typer.Option(
             None,
             "--augment/--no-augment",
-            help="Shift each training image by a random -1..1 pixel each epoch "
-            "(seeded by --seed; default on for digits, off otherwise).",
+            help="Shift each training image sideways by a random -1..1 pixel each epoch "
+            "(seeded by --seed). Off by default: on digits it lowered validation accuracy.",
         ),
         data_dir: str | None = typer.Option(
             None, "--data-dir", help="IDX folder (mnist), image folder, or .npz file."
@@ -146,7 +150,12 @@ def register(app: typer.Typer) -> None:
         resume: Path | None = typer.Option(None, "--resume", help="Continue a checkpoint."),
         as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
     ) -> None:
-        """Train a CNN on a data set and save the model (default: digits, >= 98 % test)."""
+        """Train a CNN on a data set and save the model (default: digits, about 98 % test).
+
+        The digits defaults (Adam 3e-3, batch 32, cosine over 60 epochs, PyTorch init,
+        weight decay 5e-4, no augmentation) were chosen on validation splits of the
+        training images only; see cnnkit.train.DATASET_DEFAULTS for the numbers.
+        """
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         from cnnkit import train as tr
