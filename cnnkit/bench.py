@@ -890,12 +890,16 @@ def blas_info() -> str:
     try:
         from threadpoolctl import threadpool_info
 
-        for lib in threadpool_info():
-            if lib.get("user_api") == "blas":
-                return (
-                    f"{lib.get('internal_api')} {lib.get('version')} "
-                    f"({lib.get('architecture')}, {lib.get('num_threads')} threads)"
-                )
+        libs = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
+        # scipy, OpenCV and torch may load BLAS copies of their own: numpy's is the one
+        # behind the sgemm peak and the numpy peer.
+        libs.sort(key=lambda lib: "numpy" not in str(lib.get("filepath", "")))
+        if libs:
+            lib = libs[0]
+            return (
+                f"{lib.get('internal_api')} {lib.get('version')} "
+                f"({lib.get('architecture')}, {lib.get('num_threads')} threads)"
+            )
     except ImportError:
         pass
     try:
