@@ -138,7 +138,7 @@ def bench_figure(series: dict, path: str | os.PathLike[str], title: str = "") ->
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name, points in series["size"].items():
         xs, ys = zip(*points)
-        left.plot(xs, ys, marker="o", label=name)
+        left.plot(xs, ys, marker="o", ls="--" if name == "auto" else "-", label=name)
     left.set(xscale="log", yscale="log", xlabel="image side (pixels)", ylabel="GFLOP/s")
     sizes = sorted({x for pts in series["size"].values() for x, _ in pts})
     left.set_xticks(sizes, [str(v) for v in sizes])
@@ -146,7 +146,7 @@ def bench_figure(series: dict, path: str | os.PathLike[str], title: str = "") ->
     left.set_title(f"throughput vs image size, {series.get('size_title', '')}")
     for name, points in series["kernel"].items():
         xs, ys = zip(*points)
-        right.plot(xs, ys, marker="o", label=name)
+        right.plot(xs, ys, marker="o", ls="--" if name == "auto" else "-", label=name)
     right.set(yscale="log", xlabel="kernel side", ylabel="seconds per call")
     right.set_xticks(sorted({x for pts in series["kernel"].values() for x, _ in pts}))
     right.set_title(f"time vs kernel size, {series.get('kernel_title', '')}")
