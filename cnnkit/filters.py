@@ -833,7 +833,7 @@ def apply_bank(
     # Load the compiled kernels on a tiny input first, so ``seconds`` measures the filtering
     # and not Numba's one-off start-up (loading its cache costs a few hundred ms).
     for w in kernels[:1]:
-        span = [d * (k - 1) + 1 for d, k in zip(dil_t, w.shape)]
+        span = [geometry.dilated_span(k, d) for d, k in zip(dil_t, w.shape)]
         tiny = np.zeros((1, x.shape[1], *span))
         wt = np.repeat(w[None, None], x.shape[1], axis=1)
         conv(tiny, wt, b, dilation=dil_t, method=method)

@@ -22,6 +22,15 @@ PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 PADDING_WORDS = ("valid", "same", "full")
 
 
+def dilated_span(kernel: int, dilation: int = 1) -> int:
+    """Input positions one window covers: ``dilation * (kernel - 1) + 1``.
+
+    >>> dilated_span(3), dilated_span(3, dilation=2)
+    (3, 5)
+    """
+    return dilation * (kernel - 1) + 1
+
+
 def conv_output_size(
     n: int,
     kernel: int,
@@ -61,8 +70,7 @@ def conv_output_size(
     (8, 3)
     """
     lo, hi = (padding, padding) if isinstance(padding, int) else padding
-    span = dilation * (kernel - 1) + 1
-    return (n + lo + hi - span) // stride + 1
+    return (n + lo + hi - dilated_span(kernel, dilation)) // stride + 1
 
 
 def pool_output_size(
@@ -88,8 +96,7 @@ def pool_output_size(
     stride = kernel if stride is None else stride
     if not ceil_mode:
         return conv_output_size(n, kernel, stride, padding, dilation)
-    span = dilation * (kernel - 1) + 1
-    out = -((-(n + 2 * padding - span)) // stride) + 1
+    out = -((-(n + 2 * padding - dilated_span(kernel, dilation))) // stride) + 1
     if out > 0 and (out - 1) * stride >= n + padding:
         out -= 1
     return out
@@ -130,13 +137,13 @@ def same_padding(n: int, kernel: int, stride: int = 1, dilation: int = 1) -> tup
     when it is odd the extra row/column goes after (bottom/right), as TensorFlow does.
     """
     out = -(-n // stride)
-    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - n, 0)
+    total = max((out - 1) * stride + dilated_span(kernel, dilation) - n, 0)
     return total // 2, total - total // 2
 
 
 def full_padding(kernel: int, dilation: int = 1) -> tuple[int, int]:
     """ "full" padding: every position where kernel and input overlap by at least one tap."""
-    p = dilation * (kernel - 1)
+    p = dilated_span(kernel, dilation) - 1
     return p, p
 
 
@@ -205,8 +212,7 @@ def dropped_by_stride(
     out = conv_output_size(n, kernel, stride, padding, dilation)
     if out <= 0:
         return 0
-    span = dilation * (kernel - 1) + 1
-    covered = (out - 1) * stride + span
+    covered = (out - 1) * stride + dilated_span(kernel, dilation)
     return n + padding[0] + padding[1] - covered
 
 
@@ -222,6 +228,7 @@ __all__ = [
     "ceil_div",
     "conv_output_shape",
     "conv_output_size",
+    "dilated_span",
     "dropped_by_stride",
     "full_padding",
     "pool_output_size",

@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cnnkit import spec
+from cnnkit import geometry, spec
 from cnnkit.spec import Architecture, LayerInfo, SpecError
 
 
@@ -86,7 +86,7 @@ def _window(info: LayerInfo) -> tuple[tuple[int, ...], tuple[int, ...], tuple[in
     layer = info.layer
     sizes = info.input_shape[1:]
     if info.kind == "conv":
-        span = tuple(d * (k - 1) + 1 for k, d in zip(layer.kernel, layer.dilation))
+        span = tuple(geometry.dilated_span(k, d) for k, d in zip(layer.kernel, layer.dilation))
         return span, layer.stride, tuple(p[0] for p in info.pads)
     if info.kind == "pool":
         return layer.kernel, layer.stride, tuple(p[0] for p in info.pads)

@@ -803,7 +803,7 @@ def _losses(
     dropped = []
     border = []
     for n, k, s, p, d, o in zip(sizes, layer.kernel, layer.stride, pads, dilation, spatial):
-        span = d * (k - 1) + 1
+        span = geometry.dilated_span(k, d)
         if layer.ceil:
             lost = max(0, n + p[0] + p[1] - ((o - 1) * s + span))
         else:
