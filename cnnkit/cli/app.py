@@ -42,8 +42,26 @@ def _root(
     """The building blocks of convolutional neural networks, runnable."""
 
 
+def reflow(text: str) -> str:
+    """Join the hard-wrapped lines of each prose paragraph, so the terminal wraps them.
+
+    Typer prints an epilog's lines as they are and then wraps each one to the terminal, which
+    leaves ragged half-lines. Paragraphs with an indented line (examples) keep their lines.
+    """
+    paragraphs = text.split("\n\n")
+    return "\n\n".join(
+        p
+        if any(line.startswith((" ", "\t")) for line in p.splitlines())
+        else " ".join(p.split("\n"))
+        for p in paragraphs
+    )
+
+
 for _name in COMMAND_MODULES:
     importlib.import_module(f"cnnkit.cli.{_name}").register(app)
+for _command in app.registered_commands:
+    if _command.epilog:
+        _command.epilog = reflow(_command.epilog)
 
 
 def main() -> None:
