@@ -3,7 +3,10 @@
 Layout: ``cols[r, n, l]`` with row ``r = ((c * KD + kd) * KH + kh) * KW + kw`` (channel
 major, as ``w.reshape(O, -1)`` orders a weight) and ``l = (od * OH + oh) * OW + ow``. As a
 matrix ``cols.reshape(R, N * L)`` it is the right operand of the convolution GEMM
-``w.reshape(O, -1) @ cols``. Zero padding is implicit. Inner-loop indices are uint64 so
+``w.reshape(O, -1) @ cols`` (the backward pass uses it so). :func:`im2col_fill` can also
+write the per-sample layout ``cols[n, r, l]``, which the forward pass multiplies sample by
+sample so that the GEMM writes NCHW directly. Zero padding is implicit in ``col2im`` and
+explicit (a zero-bordered scratch plane) in ``im2col_fill``. Inner-loop indices are uint64 so
 Numba's negative-index check does not block vectorisation (see kernels/conv.py).
 
 In the im2col convolution each thread fills the patch matrix of its own part of the batch
@@ -12,6 +15,7 @@ and multiplies it with a single-threaded GEMM (see :mod:`cnnkit.kernels.threads`
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, uint64
 
 from cnnkit.kernels.core import column_range
@@ -19,41 +23,101 @@ from cnnkit.kernels.core import column_range
 
 @njit(cache=True, nogil=True)
 def im2col_fill(
-    x, cols, kd_n, kh_n, kw_n, od_n, oh_n, ow_n, sd, sh, sw, pd, ph, pw, dd, dh, dw, t0, t1
+    x,
+    cols,
+    row_step,
+    sample_step,
+    kd_n,
+    kh_n,
+    kw_n,
+    od_n,
+    oh_n,
+    ow_n,
+    sd,
+    sh,
+    sw,
+    pd,
+    ph,
+    pw,
+    dd,
+    dh,
+    dw,
+    t0,
+    t1,
 ):  # pragma: no cover
-    """Fill ``cols`` (C*KD*KH*KW, N, OD*OH*OW) with the windows of ``x`` (N,C,D,H,W)."""
-    n_batch, _, depth, height, width = x.shape
-    for t in range(t0, t1):  # tasks: (row, n) pairs, cols.shape[0] * n_batch
-        n = t % n_batch
-        r = t // n_batch
-        kw = r % kw_n
-        q = r // kw_n
-        kh = q % kh_n
-        q = q // kh_n
-        kd = q % kd_n
-        c = q // kd_n
-        lo, hi = column_range(kw * dw - pw, sw, width, ow_n)
-        start = lo * sw + kw * dw - pw
-        for od in range(od_n):
-            iz = od * sd + kd * dd - pd
-            for oh in range(oh_n):
-                base = (od * oh_n + oh) * ow_n
-                iy = oh * sh + kh * dh - ph
-                if iz < 0 or iz >= depth or iy < 0 or iy >= height or hi <= lo:
-                    for i in range(ow_n):
-                        cols[r, n, uint64(base + i)] = 0.0
-                    continue
-                for i in range(lo):
-                    cols[r, n, uint64(base + i)] = 0.0
-                for i in range(hi, ow_n):
-                    cols[r, n, uint64(base + i)] = 0.0
-                inner = base + lo
-                if sw == 1:
-                    for i in range(hi - lo):
-                        cols[r, n, uint64(inner + i)] = x[n, c, iz, iy, uint64(start + i)]
-                else:
-                    for i in range(hi - lo):
-                        cols[r, n, uint64(inner + i)] = x[n, c, iz, iy, uint64(start + i * sw)]
+    """Fill the flat patch matrix ``cols`` with the windows of ``x`` (N,C,D,H,W).
+
+    Entry ``(r, n, l)`` goes to ``cols[r * row_step + n * sample_step + l]``: steps
+    ``(N*L, L)`` give the ``(R, N, L)`` layout of the module docstring, ``(L, R*L)`` the
+    per-sample ``(N, R, L)`` one. ``x`` must be C-contiguous (it is read through a flat
+    view). Tasks are (n, c) planes: each plane is first copied into a zero-bordered
+    scratch plane (in L1), so the row copies need no bounds logic, use flat uint64
+    offsets and are unrolled by eight with all loads before the stores (LLVM's SLP
+    vectoriser then needs no alias check). With 5-D indexing and per-row bounds checks
+    the 14-element rows of lenet_c2 stayed scalar: 0.93 -> 0.45 ms for its patch matrix.
+    """
+    n_batch, n_chan, depth, height, width = x.shape
+    xf = x.reshape(x.size)
+    # the part of the padded input the windows reach
+    dp = (od_n - 1) * sd + (kd_n - 1) * dd + 1
+    hp = (oh_n - 1) * sh + (kh_n - 1) * dh + 1
+    wp = (ow_n - 1) * sw + (kw_n - 1) * dw + 1
+    pplane = hp * wp
+    buf = np.zeros(dp * pplane, x.dtype)  # borders stay zero; the interior is rewritten
+    z0, z1 = max(0, -pd), min(depth, dp - pd)
+    y0, y1 = max(0, -ph), min(height, hp - ph)
+    c0, c1 = max(0, -pw), min(width, wp - pw)
+    taps = kd_n * kh_n * kw_n
+    for t in range(t0, t1):  # tasks: (n, c) planes, n_batch * n_chan
+        n = t // n_chan
+        c = t % n_chan
+        for z in range(z0, z1):
+            for yy in range(y0, y1):
+                s = uint64(((n * n_chan + c) * depth + z) * height * width + yy * width)
+                d = uint64((z + pd) * pplane + (yy + ph) * wp + pw)
+                for i in range(c0, c1):
+                    buf[d + uint64(i)] = xf[s + uint64(i)]
+        for tap in range(taps):
+            kw = tap % kw_n
+            kh = (tap // kw_n) % kh_n
+            kd = tap // (kw_n * kh_n)
+            r = c * taps + tap
+            src0 = kd * dd * pplane + kh * dh * wp + kw * dw
+            dst0 = r * row_step + n * sample_step
+            cnt8 = uint64(ow_n - ow_n % 8)
+            for od in range(od_n):
+                for oh in range(oh_n):
+                    s = uint64(src0 + od * sd * pplane + oh * sh * wp)
+                    d = uint64(dst0 + (od * oh_n + oh) * ow_n)
+                    if sw == 1:
+                        # j stays uint64: an int64 loop variable of the same name would
+                        # unify with it to float64
+                        j = uint64(0)
+                        while j < cnt8:
+                            a0 = buf[s + j]
+                            a1 = buf[s + j + uint64(1)]
+                            a2 = buf[s + j + uint64(2)]
+                            a3 = buf[s + j + uint64(3)]
+                            a4 = buf[s + j + uint64(4)]
+                            a5 = buf[s + j + uint64(5)]
+                            a6 = buf[s + j + uint64(6)]
+                            a7 = buf[s + j + uint64(7)]
+                            cols[d + j] = a0
+                            cols[d + j + uint64(1)] = a1
+                            cols[d + j + uint64(2)] = a2
+                            cols[d + j + uint64(3)] = a3
+                            cols[d + j + uint64(4)] = a4
+                            cols[d + j + uint64(5)] = a5
+                            cols[d + j + uint64(6)] = a6
+                            cols[d + j + uint64(7)] = a7
+                            j += uint64(8)
+                        while j < uint64(ow_n):
+                            cols[d + j] = buf[s + j]
+                            j += uint64(1)
+                    else:
+                        step = uint64(sw)
+                        for i in range(ow_n):
+                            cols[d + uint64(i)] = buf[s + uint64(i) * step]
 
 
 @njit(cache=True, nogil=True)
