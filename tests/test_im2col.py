@@ -75,3 +75,16 @@ def test_im2col_errors(rng):
         ops.col2im(np.ones((9, 5)), (1, 4, 4), 3)
     with pytest.raises(ValueError, match="input_shape"):
         ops.col2im(np.ones((9, 4)), (4, 4), 3)
+
+
+@pytest.mark.parametrize("ow", [5, 7, 8, 9, 14, 15, 16, 17, 28])
+def test_row_copy_widths(rng, ow):
+    """Rows of every length around the kernel's 8-wide block copies (and its overlapping
+    last block) land where the loop reference puts them, in im2col and the convolution."""
+    x = rng.standard_normal((2, 3, 5, ow))
+    cols = ops.im2col(x, 3, 1, 1)
+    np.testing.assert_array_equal(cols, np.stack([im2col_reference(s, 3, 1, 1) for s in x]))
+    w = rng.standard_normal((4, 3, 3, 3))
+    b = rng.standard_normal(4)
+    y = ops.conv2d(x, w, b, padding=1, method="im2col")
+    np.testing.assert_allclose(y, conv_reference(x, w, b, padding=1), atol=1e-12)

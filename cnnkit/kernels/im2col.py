@@ -111,9 +111,31 @@ def im2col_fill(
                             cols[d + j + uint64(6)] = a6
                             cols[d + j + uint64(7)] = a7
                             j += uint64(8)
-                        while j < uint64(ow_n):
-                            cols[d + j] = buf[s + j]
-                            j += uint64(1)
+                        if j < uint64(ow_n):
+                            if ow_n >= 8:
+                                # the last eight again, overlapping the block before: a
+                                # vector copy instead of up to seven scalar ones
+                                j = uint64(ow_n - 8)
+                                a0 = buf[s + j]
+                                a1 = buf[s + j + uint64(1)]
+                                a2 = buf[s + j + uint64(2)]
+                                a3 = buf[s + j + uint64(3)]
+                                a4 = buf[s + j + uint64(4)]
+                                a5 = buf[s + j + uint64(5)]
+                                a6 = buf[s + j + uint64(6)]
+                                a7 = buf[s + j + uint64(7)]
+                                cols[d + j] = a0
+                                cols[d + j + uint64(1)] = a1
+                                cols[d + j + uint64(2)] = a2
+                                cols[d + j + uint64(3)] = a3
+                                cols[d + j + uint64(4)] = a4
+                                cols[d + j + uint64(5)] = a5
+                                cols[d + j + uint64(6)] = a6
+                                cols[d + j + uint64(7)] = a7
+                            else:
+                                while j < uint64(ow_n):
+                                    cols[d + j] = buf[s + j]
+                                    j += uint64(1)
                     else:
                         step = uint64(sw)
                         for i in range(ow_n):
