@@ -164,8 +164,18 @@ def test_choose_method_rule():
     assert ops.choose_method(1, 9, 1) == "loop"  # single-channel filtering
     assert ops.choose_method(1, 9, 32, groups=32) == "loop"  # depthwise
     assert ops.choose_method(3, 9, 8, n_batch=1) == "loop"  # RGB filter bank, one image
+    # ... unless it is small: one image's GEMM on one thread still beats the threaded loop
+    assert ops.choose_method(3, 9, 16, n_batch=1, n_positions=224 * 224) == "im2col"
     assert ops.choose_method(3, 9, 8, n_batch=16) == "im2col"
     assert ops.choose_method(64, 9, 64) == "im2col"  # a deep layer
+
+
+@pytest.mark.parametrize("workers,expected", [(2, "loop"), (1, "im2col")])
+def test_choose_method_large_single_image(monkeypatch, workers, expected):
+    """A large single image goes to the loop only when the loop has threads to use."""
+    monkeypatch.setattr(ops._threads, "worker_count", lambda: workers)
+    assert ops.choose_method(3, 9, 16, n_batch=1, n_positions=512 * 512) == expected
+    assert ops.choose_method(3, 9, 16, n_batch=1, n_positions=64 * 64) == "im2col"
 
 
 def test_input_not_modified(rng):
