@@ -397,7 +397,9 @@ def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
 
     @np.errstate(invalid="ignore", over="ignore")  # per thread, so set where GEMMs run
     def part(start: int, stop: int) -> np.ndarray:
-        gw = np.zeros((n_out, rg), plan.dtype)
+        # accumulated transposed: (R, m*L) @ (m*L, O) runs at 80 GFLOP/s where
+        # (O, m*L) @ (m*L, R) ran at 58 (lenet_c2, 1 thread: 2.05 -> 1.46 ms)
+        gwt = np.zeros((rg, n_out), plan.dtype)
         size = rows * min(nb, stop - start) * length
         buf = _threads.workspace("cols", size, plan.dtype)
         gbuf = _threads.workspace("grad_cols", size, plan.dtype) if need_input_grad else None
@@ -413,7 +415,7 @@ def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
             gcols = None if gbuf is None else gbuf[: rows * m * length].reshape(rows, m * length)
             for g in range(groups):
                 gs, rs = slice(g * og, (g + 1) * og), slice(g * rg, (g + 1) * rg)
-                gw[gs] += gym[gs] @ cm[rs].T
+                gwt[:, gs] += cm[rs] @ gym[gs].T
                 if gcols is not None:
                     np.matmul(wm[gs].T, gym[gs], out=gcols[rs])
             if gcols is not None:
@@ -426,14 +428,14 @@ def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
                     0,
                     m * n_in,
                 )
-        return gw
+        return gwt
 
     with _threads.single_threaded_blas():
         partial = _threads.run_parts(part, _parts(plan))
-    gw = partial[0]
+    gwt = partial[0]
     for other in partial[1:]:
-        gw += other
-    return gx, gw.reshape(w5.shape)
+        gwt += other
+    return gx, np.ascontiguousarray(gwt.T).reshape(w5.shape)
 
 
 # ----------------------------------------------------------------------------- convolution
