@@ -84,16 +84,18 @@ def im2col_fill(
             r = c * taps + tap
             src0 = kd * dd * pplane + kh * dh * wp + kw * dw
             dst0 = r * row_step + n * sample_step
-            cnt8 = uint64(ow_n - ow_n % 8)
-            for od in range(od_n):
-                for oh in range(oh_n):
-                    s = uint64(src0 + od * sd * pplane + oh * sh * wp)
-                    d = uint64(dst0 + (od * oh_n + oh) * ow_n)
-                    if sw == 1:
-                        # j stays uint64: an int64 loop variable of the same name would
-                        # unify with it to float64
+            if sw == 1 and ow_n >= 8:
+                # rows of eight-wide block copies; the last block overlaps the one before
+                # it (one vector copy instead of up to seven scalar ones). j and last stay
+                # uint64: an int64 variable of the same name would unify to float64.
+                last = uint64(ow_n - 8)
+                for od in range(od_n):
+                    s = uint64(src0 + od * sd * pplane)
+                    d = uint64(dst0 + od * oh_n * ow_n)
+                    sstep = uint64(sh * wp)
+                    for _ in range(oh_n):
                         j = uint64(0)
-                        while j < cnt8:
+                        while j < last:
                             a0 = buf[s + j]
                             a1 = buf[s + j + uint64(1)]
                             a2 = buf[s + j + uint64(2)]
@@ -111,35 +113,33 @@ def im2col_fill(
                             cols[d + j + uint64(6)] = a6
                             cols[d + j + uint64(7)] = a7
                             j += uint64(8)
-                        if j < uint64(ow_n):
-                            if ow_n >= 8:
-                                # the last eight again, overlapping the block before: a
-                                # vector copy instead of up to seven scalar ones
-                                j = uint64(ow_n - 8)
-                                a0 = buf[s + j]
-                                a1 = buf[s + j + uint64(1)]
-                                a2 = buf[s + j + uint64(2)]
-                                a3 = buf[s + j + uint64(3)]
-                                a4 = buf[s + j + uint64(4)]
-                                a5 = buf[s + j + uint64(5)]
-                                a6 = buf[s + j + uint64(6)]
-                                a7 = buf[s + j + uint64(7)]
-                                cols[d + j] = a0
-                                cols[d + j + uint64(1)] = a1
-                                cols[d + j + uint64(2)] = a2
-                                cols[d + j + uint64(3)] = a3
-                                cols[d + j + uint64(4)] = a4
-                                cols[d + j + uint64(5)] = a5
-                                cols[d + j + uint64(6)] = a6
-                                cols[d + j + uint64(7)] = a7
-                            else:
-                                while j < uint64(ow_n):
-                                    cols[d + j] = buf[s + j]
-                                    j += uint64(1)
-                    else:
-                        step = uint64(sw)
-                        for i in range(ow_n):
-                            cols[d + uint64(i)] = buf[s + uint64(i) * step]
+                        a0 = buf[s + last]
+                        a1 = buf[s + last + uint64(1)]
+                        a2 = buf[s + last + uint64(2)]
+                        a3 = buf[s + last + uint64(3)]
+                        a4 = buf[s + last + uint64(4)]
+                        a5 = buf[s + last + uint64(5)]
+                        a6 = buf[s + last + uint64(6)]
+                        a7 = buf[s + last + uint64(7)]
+                        cols[d + last] = a0
+                        cols[d + last + uint64(1)] = a1
+                        cols[d + last + uint64(2)] = a2
+                        cols[d + last + uint64(3)] = a3
+                        cols[d + last + uint64(4)] = a4
+                        cols[d + last + uint64(5)] = a5
+                        cols[d + last + uint64(6)] = a6
+                        cols[d + last + uint64(7)] = a7
+                        s += sstep
+                        d += uint64(ow_n)
+                continue
+            # strided or short rows
+            step = uint64(sw)
+            for od in range(od_n):
+                for oh in range(oh_n):
+                    s = uint64(src0 + od * sd * pplane + oh * sh * wp)
+                    d = uint64(dst0 + (od * oh_n + oh) * ow_n)
+                    for i in range(ow_n):
+                        cols[d + uint64(i)] = buf[s + uint64(i) * step]
 
 
 @njit(cache=True, nogil=True)
