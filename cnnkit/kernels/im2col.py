@@ -73,10 +73,37 @@ def im2col_fill(
         c = t % n_chan
         for z in range(z0, z1):
             for yy in range(y0, y1):
-                s = uint64(((n * n_chan + c) * depth + z) * height * width + yy * width)
-                d = uint64((z + pd) * pplane + (yy + ph) * wp + pw)
-                for i in range(c0, c1):
-                    buf[d + uint64(i)] = xf[s + uint64(i)]
+                s = uint64(((n * n_chan + c) * depth + z) * height * width + yy * width + c0)
+                d = uint64((z + pd) * pplane + (yy + ph) * wp + pw + c0)
+                if c1 - c0 < 8:
+                    for i in range(c1 - c0):
+                        buf[d + uint64(i)] = xf[s + uint64(i)]
+                    continue
+                # the same eight-wide blocks as the row copies below
+                end = uint64(c1 - c0 - 8)
+                k = uint64(0)
+                while True:
+                    if k > end:
+                        k = end
+                    a0 = xf[s + k]
+                    a1 = xf[s + k + uint64(1)]
+                    a2 = xf[s + k + uint64(2)]
+                    a3 = xf[s + k + uint64(3)]
+                    a4 = xf[s + k + uint64(4)]
+                    a5 = xf[s + k + uint64(5)]
+                    a6 = xf[s + k + uint64(6)]
+                    a7 = xf[s + k + uint64(7)]
+                    buf[d + k] = a0
+                    buf[d + k + uint64(1)] = a1
+                    buf[d + k + uint64(2)] = a2
+                    buf[d + k + uint64(3)] = a3
+                    buf[d + k + uint64(4)] = a4
+                    buf[d + k + uint64(5)] = a5
+                    buf[d + k + uint64(6)] = a6
+                    buf[d + k + uint64(7)] = a7
+                    if k == end:
+                        break
+                    k += uint64(8)
         for tap in range(taps):
             kw = tap % kw_n
             kh = (tap // kw_n) % kh_n
