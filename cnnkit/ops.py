@@ -67,6 +67,9 @@ _THREADED_FLOPS = 2_000_000
 # elements (4 KiB of float32) are accumulated per task so they stay in L1.
 _FLAT_MAX_WIDTH = 64
 _FLAT_BLOCK = 1024
+# Groups with a multiple of four output channels take the flat kernel that computes four
+# channels per pass over the input (conv_forward_flat4); tests switch it off to reach the other.
+_FLAT_QUAD = True
 # The row kernel splits output rows longer than this into equal column blocks (1-D signals).
 _ROW_BLOCK = 4096
 
@@ -476,7 +479,10 @@ def _loop_forward(plan: _ConvPlan) -> np.ndarray:
     block = -(-length // blocks)  # equal blocks: 1088 -> 2 x 544, not 1024 + 64
     # wide columns past the last computed position are never written; they are cropped off
     args = (xp, plan.w5, bias, flat, plan.groups, wp, dd, dh, dw, block)
-    _launch(_conv.conv_forward_flat, n * o * od * blocks, flops, *args)
+    if _FLAT_QUAD and (o // plan.groups) % 4 == 0:
+        _launch(_conv.conv_forward_flat4, n * (o // 4) * od * blocks, flops, *args)
+    else:
+        _launch(_conv.conv_forward_flat, n * o * od * blocks, flops, *args)
     return np.ascontiguousarray(y[..., :ow])
 
 

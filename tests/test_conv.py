@@ -601,3 +601,28 @@ def test_float32_gradients_match_float64(rng, method, nd, kw):
     for s, e in zip(single, exact):
         assert s.dtype == np.float32
         np.testing.assert_allclose(s, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
+
+
+@pytest.mark.parametrize("quad", [True, False], ids=["flat4", "flat1"])
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kw",
+    [
+        ((2, 3, 9, 8), (8, 3, 3, 3), {"padding": 1}),  # 3-tap rows
+        ((2, 2, 9, 10), (4, 2, 5, 5), {"padding": 2}),  # 3 + 2 taps per row
+        ((1, 2, 7, 9), (4, 2, 2, 4), {"padding": ((1, 0), (2, 1))}),  # even: 3 + 1, 2
+        ((2, 3, 10, 9), (4, 3, 1, 6), {"dilation": (2, 1), "padding": "same"}),  # 3 + 3
+        ((2, 4, 11, 8), (8, 2, 3, 2), {"dilation": 2, "groups": 2, "padding": "full"}),
+        ((1, 6, 6, 7), (12, 2, 3, 1), {"groups": 3, "pad_mode": "circular", "padding": 1}),
+        ((2, 4, 6, 6), (12, 2, 3, 3), {"groups": 2, "stride": 2}),  # strided: row kernel
+    ],
+    ids=str,
+)
+def test_flat_kernels_one_and_four_channels_per_pass(rng, monkeypatch, quad, x_shape, w_shape, kw):
+    # stride-1 layers whose groups have 4k output channels take conv_forward_flat4 unless it
+    # is switched off; both must match the reference (odd/even kernels, dilation, groups)
+    monkeypatch.setattr(ops, "_FLAT_QUAD", quad)
+    _check(rng, x_shape, w_shape, "loop", **kw)
+    x, w, b = _operands(rng, x_shape, w_shape, dtype=np.float32)
+    y = ops.conv2d(x, w, b, method="loop", **kw)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, conv_reference(x, w, b, **kw), rtol=1e-4, atol=1e-4)
