@@ -458,31 +458,30 @@ def _flat_input(plan: _ConvPlan) -> tuple[np.ndarray, tuple[int, ...]]:
 
 def _loop_forward(plan: _ConvPlan) -> np.ndarray:
     n, o, od, oh, ow = plan.out5
-    if _use_flat(plan):
-        xp, padded = _flat_input(plan)
-        wp = padded[4]
-        y = np.empty((n, o, od, oh, wp), plan.dtype)
-    else:
-        y = np.empty(plan.out5, plan.dtype)
     bias = np.zeros(o, plan.dtype) if plan.bias is None else plan.bias
     flops = _flops(plan)
     if not _use_flat(plan):
+        y = np.empty(plan.out5, plan.dtype)
         blocks = -(-ow // _ROW_BLOCK)
         block = -(-ow // blocks)
         args = (plan.x5, plan.w5, bias, y, plan.groups, *_geometry_args(plan), block)
         _launch(_conv.conv_forward, n * o * od * oh * blocks, flops, *args)
         return y
+    xp, padded = _flat_input(plan)
+    wp = padded[4]
     dd, dh, dw = plan.dilation
-    flat = y.reshape(n, o, od, oh * wp)
     length = oh * wp - (plan.w5.shape[4] - 1) * dw
     blocks = -(-length // _FLAT_BLOCK)
     block = -(-length // blocks)  # equal blocks: 1088 -> 2 x 544, not 1024 + 64
-    # wide columns past the last computed position are never written; they are cropped off
-    args = (xp, plan.w5, bias, flat, plan.groups, wp, dd, dh, dw, block)
     if _FLAT_QUAD and (o // plan.groups) % 4 == 0:
+        y = np.empty(plan.out5, plan.dtype)  # written in its final layout, no crop
+        args = (xp, plan.w5, bias, y, plan.groups, wp, dd, dh, dw, block)
         _launch(_conv.conv_forward_flat4, n * (o // 4) * od * blocks, flops, *args)
-    else:
-        _launch(_conv.conv_forward_flat, n * o * od * blocks, flops, *args)
+        return y
+    # wide columns past the last computed position are never written; they are cropped off
+    y = np.empty((n, o, od, oh, wp), plan.dtype)
+    args = (xp, plan.w5, bias, y.reshape(n, o, od, oh * wp), plan.groups, wp, dd, dh, dw, block)
+    _launch(_conv.conv_forward_flat, n * o * od * blocks, flops, *args)
     return np.ascontiguousarray(y[..., :ow])
 
 

@@ -19,6 +19,7 @@ does not change NaN/inf propagation either.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, uint64
 
 from cnnkit.kernels.core import column_range
@@ -326,18 +327,23 @@ def conv_forward_flat(xp, w, bias, y, groups, wp, dd, dh, dw, block, t0, t1):  #
 # Many output channels: four of them per pass over the input plane. Each input vector loaded
 # feeds four accumulator rows, so per FMA there are 3-4x fewer loads than one channel per pass
 # (measured 1 thread, lenet_c2 kernel 3.4 -> 1.8 ms, cifar 55 -> 32 ms, lenet_c1 1.0 -> 0.7).
-# The four accumulator blocks (4 x block floats) and the input rows stay in L1.
+# The four accumulator blocks (4 x block floats, a scratch array of the call) stay in L1 and
+# are copied to the real output columns of y when the task ends: y is written once, in its
+# final layout, instead of a wide array the caller crops in a serial pass.
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def conv_forward_flat4(xp, w, bias, y, groups, wp, dd, dh, dw, block, t0, t1):  # pragma: no cover
     """:func:`conv_forward_flat` for four output channels of one group per task.
 
+    ``y`` is the final (N,O,OD,OH,OW) output (uninitialised on entry); the wide rows (width
+    ``wp``) are accumulated in a scratch block and only their first OW columns are stored.
     Needs ``O / groups`` divisible by 4 (a task's channels share their input channels).
     """
     n_out, cg, kd_n, kh_n, kw_n = w.shape
-    od_n = y.shape[2]
-    length = y.shape[3] - (kw_n - 1) * dw  # later positions are discarded wide columns
+    od_n, oh_n, ow_n = y.shape[2], y.shape[3], y.shape[4]
+    length = oh_n * wp - (kw_n - 1) * dw  # the last real output is wide position length - 1
+    acc = np.empty((4, block), y.dtype)
     n_blocks = (length + block - 1) // block
     og = n_out // groups
     n_quads = n_out // 4
@@ -352,11 +358,10 @@ def conv_forward_flat4(xp, w, bias, y, groups, wp, dd, dh, dw, block, t0, t1):  
         j0 = b * block
         m = min(j0 + block, length) - j0
         for i in range(m):
-            j = uint64(j0 + i)
-            y[n, o, od, j] = bias[o]
-            y[n, o + 1, od, j] = bias[o + 1]
-            y[n, o + 2, od, j] = bias[o + 2]
-            y[n, o + 3, od, j] = bias[o + 3]
+            acc[0, uint64(i)] = bias[o]
+            acc[1, uint64(i)] = bias[o + 1]
+            acc[2, uint64(i)] = bias[o + 2]
+            acc[3, uint64(i)] = bias[o + 3]
         c0 = (o // og) * cg
         for c in range(cg):
             ci = c0 + c
@@ -392,11 +397,11 @@ def conv_forward_flat4(xp, w, bias, y, groups, wp, dd, dh, dw, block, t0, t1):  
                             x0 = xp[n, ci, iz, u]
                             x1 = xp[n, ci, iz, u + step]
                             x2 = xp[n, ci, iz, u + step + step]
-                            j = uint64(j0 + i)
-                            y[n, o, od, j] += a0 * x0 + a1 * x1 + a2 * x2
-                            y[n, o + 1, od, j] += b0 * x0 + b1 * x1 + b2 * x2
-                            y[n, o + 2, od, j] += e0 * x0 + e1 * x1 + e2 * x2
-                            y[n, o + 3, od, j] += f0 * x0 + f1 * x1 + f2 * x2
+                            j = uint64(i)
+                            acc[0, j] += a0 * x0 + a1 * x1 + a2 * x2
+                            acc[1, j] += b0 * x0 + b1 * x1 + b2 * x2
+                            acc[2, j] += e0 * x0 + e1 * x1 + e2 * x2
+                            acc[3, j] += f0 * x0 + f1 * x1 + f2 * x2
                         kw += 3
                     if kw + 2 <= kw_n:
                         base = j0 + kh * dh * wp + kw * dw
@@ -408,11 +413,11 @@ def conv_forward_flat4(xp, w, bias, y, groups, wp, dd, dh, dw, block, t0, t1):  
                             u = uint64(base + i)
                             x0 = xp[n, ci, iz, u]
                             x1 = xp[n, ci, iz, u + step]
-                            j = uint64(j0 + i)
-                            y[n, o, od, j] += a0 * x0 + a1 * x1
-                            y[n, o + 1, od, j] += b0 * x0 + b1 * x1
-                            y[n, o + 2, od, j] += e0 * x0 + e1 * x1
-                            y[n, o + 3, od, j] += f0 * x0 + f1 * x1
+                            j = uint64(i)
+                            acc[0, j] += a0 * x0 + a1 * x1
+                            acc[1, j] += b0 * x0 + b1 * x1
+                            acc[2, j] += e0 * x0 + e1 * x1
+                            acc[3, j] += f0 * x0 + f1 * x1
                         kw += 2
                     if kw < kw_n:
                         base = j0 + kh * dh * wp + kw * dw
@@ -420,11 +425,19 @@ def conv_forward_flat4(xp, w, bias, y, groups, wp, dd, dh, dw, block, t0, t1):  
                         e0, f0 = w[o + 2, c, kd, kh, kw], w[o + 3, c, kd, kh, kw]
                         for i in range(m):
                             x0 = xp[n, ci, iz, uint64(base + i)]
-                            j = uint64(j0 + i)
-                            y[n, o, od, j] += a0 * x0
-                            y[n, o + 1, od, j] += b0 * x0
-                            y[n, o + 2, od, j] += e0 * x0
-                            y[n, o + 3, od, j] += f0 * x0
+                            j = uint64(i)
+                            acc[0, j] += a0 * x0
+                            acc[1, j] += b0 * x0
+                            acc[2, j] += e0 * x0
+                            acc[3, j] += f0 * x0
+        # the block's wide rows, cut to their real columns
+        for row in range(j0 // wp, (j0 + m - 1) // wp + 1):
+            lo = max(j0, row * wp) - row * wp
+            hi = min(j0 + m, row * wp + ow_n) - row * wp
+            shift = row * wp - j0
+            for k in range(4):
+                for col in range(lo, hi):
+                    y[n, o + k, od, row, uint64(col)] = acc[k, uint64(shift + col)]
 
 
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
