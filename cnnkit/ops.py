@@ -447,9 +447,18 @@ def _use_flat(plan: _ConvPlan) -> bool:
     return plan.stride == (1, 1, 1) and plan.out5[4] < _FLAT_MAX_WIDTH
 
 
-def _flat_input(plan: _ConvPlan) -> tuple[np.ndarray, tuple[int, ...]]:
-    """The input zero-padded explicitly, planes flattened: (N, C, Dp, Hp*Wp), and its shape."""
+def _flat_input(plan: _ConvPlan, slack: int = 0) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The input zero-padded explicitly, planes flattened: (N, C, Dp, Hp*Wp + slack), and
+    the padded (N, C, Dp, Hp, Wp) shape; ``slack`` zeros follow each flattened plane."""
     xp = plan.x5
+    if slack:
+        n, c, d, h, w = xp.shape
+        (d0, d1), (h0, h1), (w0, w1) = plan.zero_pads
+        padded = (n, c, d + d0 + d1, h + h0 + h1, w + w0 + w1)
+        flat = np.zeros((*padded[:3], padded[3] * padded[4] + slack), xp.dtype)
+        inner = flat[..., : padded[3] * padded[4]].reshape(padded)
+        inner[:, :, d0 : d0 + d, h0 : h0 + h, w0 : w0 + w] = xp
+        return flat, padded
     if any(p != (0, 0) for p in plan.zero_pads):
         xp = np.pad(xp, ((0, 0), (0, 0), *plan.zero_pads))
     n, c, dp, hp, wp = xp.shape
@@ -467,13 +476,14 @@ def _loop_forward(plan: _ConvPlan) -> np.ndarray:
         args = (plan.x5, plan.w5, bias, y, plan.groups, *_geometry_args(plan), block)
         _launch(_conv.conv_forward, n * o * od * oh * blocks, flops, *args)
         return y
-    xp, padded = _flat_input(plan)
+    quad = _FLAT_QUAD and (o // plan.groups) % 4 == 0
+    xp, padded = _flat_input(plan, slack=16 if quad else 0)
     wp = padded[4]
     dd, dh, dw = plan.dilation
     length = oh * wp - (plan.w5.shape[4] - 1) * dw
     blocks = -(-length // _FLAT_BLOCK)
     block = -(-length // blocks)  # equal blocks: 1088 -> 2 x 544, not 1024 + 64
-    if _FLAT_QUAD and (o // plan.groups) % 4 == 0:
+    if quad:
         y = np.empty(plan.out5, plan.dtype)  # written in its final layout, no crop
         args = (xp, plan.w5, bias, y, plan.groups, wp, dd, dh, dw, block)
         _launch(_conv.conv_forward_flat4, n * (o // 4) * od * blocks, flops, *args)

@@ -626,3 +626,10 @@ def test_flat_kernels_one_and_four_channels_per_pass(rng, monkeypatch, quad, x_s
     y = ops.conv2d(x, w, b, method="loop", **kw)
     assert y.dtype == np.float32
     np.testing.assert_allclose(y, conv_reference(x, w, b, **kw), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("padding", [0, 1, "same"], ids=str)
+def test_flat_four_channel_kernel_3d(rng, padding):
+    # volumes: every depth plane of the padded input has its own slack after its cells
+    _check(rng, (2, 2, 4, 5, 6), (8, 1, 2, 3, 3), "loop", padding=padding, groups=2)
+    _check(rng, (1, 3, 5, 4, 7), (4, 3, 3, 2, 4), "loop", padding=padding, dilation=(2, 1, 1))

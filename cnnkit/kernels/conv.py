@@ -338,12 +338,13 @@ def conv_forward_flat4(xp, w, bias, y, groups, wp, dd, dh, dw, block, t0, t1):  
 
     ``y`` is the final (N,O,OD,OH,OW) output (uninitialised on entry); the wide rows (width
     ``wp``) are accumulated in a scratch block and only their first OW columns are stored.
+    Each flattened plane of ``xp`` needs 15 elements of slack after its Hp*Wp cells.
     Needs ``O / groups`` divisible by 4 (a task's channels share their input channels).
     """
     n_out, cg, kd_n, kh_n, kw_n = w.shape
     od_n, oh_n, ow_n = y.shape[2], y.shape[3], y.shape[4]
     length = oh_n * wp - (kw_n - 1) * dw  # the last real output is wide position length - 1
-    acc = np.empty((4, block), y.dtype)
+    acc = np.empty((4, (block + 15) // 16 * 16), y.dtype)
     n_blocks = (length + block - 1) // block
     og = n_out // groups
     n_quads = n_out // 4
@@ -357,7 +358,10 @@ def conv_forward_flat4(xp, w, bias, y, groups, wp, dd, dh, dw, block, t0, t1):  
         n = t // n_quads
         j0 = b * block
         m = min(j0 + block, length) - j0
-        for i in range(m):
+        # whole 16-lane vectors (no scalar remainder loop); lanes past m read the plane's
+        # slack and are never stored
+        mv = (m + 15) // 16 * 16
+        for i in range(mv):
             acc[0, uint64(i)] = bias[o]
             acc[1, uint64(i)] = bias[o + 1]
             acc[2, uint64(i)] = bias[o + 2]
@@ -392,7 +396,7 @@ def conv_forward_flat4(xp, w, bias, y, groups, wp, dd, dh, dw, block, t0, t1):  
                             w[o + 3, c, kd, kh, kw + 1],
                             w[o + 3, c, kd, kh, kw + 2],
                         )
-                        for i in range(m):
+                        for i in range(mv):
                             u = uint64(base + i)
                             x0 = xp[n, ci, iz, u]
                             x1 = xp[n, ci, iz, u + step]
@@ -409,7 +413,7 @@ def conv_forward_flat4(xp, w, bias, y, groups, wp, dd, dh, dw, block, t0, t1):  
                         b0, b1 = w[o + 1, c, kd, kh, kw], w[o + 1, c, kd, kh, kw + 1]
                         e0, e1 = w[o + 2, c, kd, kh, kw], w[o + 2, c, kd, kh, kw + 1]
                         f0, f1 = w[o + 3, c, kd, kh, kw], w[o + 3, c, kd, kh, kw + 1]
-                        for i in range(m):
+                        for i in range(mv):
                             u = uint64(base + i)
                             x0 = xp[n, ci, iz, u]
                             x1 = xp[n, ci, iz, u + step]
@@ -423,7 +427,7 @@ def conv_forward_flat4(xp, w, bias, y, groups, wp, dd, dh, dw, block, t0, t1):  
                         base = j0 + kh * dh * wp + kw * dw
                         a0, b0 = w[o, c, kd, kh, kw], w[o + 1, c, kd, kh, kw]
                         e0, f0 = w[o + 2, c, kd, kh, kw], w[o + 3, c, kd, kh, kw]
-                        for i in range(m):
+                        for i in range(mv):
                             x0 = xp[n, ci, iz, uint64(base + i)]
                             j = uint64(i)
                             acc[0, j] += a0 * x0
