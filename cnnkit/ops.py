@@ -447,22 +447,52 @@ def _use_flat(plan: _ConvPlan) -> bool:
     return plan.stride == (1, 1, 1) and plan.out5[4] < _FLAT_MAX_WIDTH
 
 
-def _flat_input(plan: _ConvPlan, slack: int = 0) -> tuple[np.ndarray, tuple[int, ...]]:
-    """The input zero-padded explicitly, planes flattened: (N, C, Dp, Hp*Wp + slack), and
-    the padded (N, C, Dp, Hp, Wp) shape; ``slack`` zeros follow each flattened plane."""
+def _flat_input(plan: _ConvPlan) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The input zero-padded explicitly, planes flattened: (N, C, Dp, Hp*Wp), and its shape."""
     xp = plan.x5
-    if slack:
-        n, c, d, h, w = xp.shape
-        (d0, d1), (h0, h1), (w0, w1) = plan.zero_pads
-        padded = (n, c, d + d0 + d1, h + h0 + h1, w + w0 + w1)
-        flat = np.zeros((*padded[:3], padded[3] * padded[4] + slack), xp.dtype)
-        inner = flat[..., : padded[3] * padded[4]].reshape(padded)
-        inner[:, :, d0 : d0 + d, h0 : h0 + h, w0 : w0 + w] = xp
-        return flat, padded
     if any(p != (0, 0) for p in plan.zero_pads):
         xp = np.pad(xp, ((0, 0), (0, 0), *plan.zero_pads))
     n, c, dp, hp, wp = xp.shape
     return xp.reshape(n, c, dp, hp * wp), xp.shape
+
+
+def _loop_forward_quad(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
+    """Stride-1 forward with conv_forward_flat4 (groups of 4k output channels, short rows).
+
+    Its flattened planes carry 16 zeros of slack (the kernel runs whole 16-lane vectors).
+    With a batch of at least one sample per thread, each thread pads its own samples and
+    then convolves them, so the padding copy is split over the threads as well.
+    """
+    n, o, od, oh, ow = plan.out5
+    _, c, d, h, w = plan.x5.shape
+    (d0, d1), (h0, h1), (w0, w1) = plan.zero_pads
+    padded = (n, c, d + d0 + d1, h + h0 + h1, w + w0 + w1)
+    wp = padded[4]
+    xp = np.empty((*padded[:3], padded[3] * wp + 16), plan.dtype)
+    inner = xp[..., : padded[3] * wp].reshape(padded)
+    dd, dh, dw = plan.dilation
+    length = oh * wp - (plan.w5.shape[4] - 1) * dw
+    blocks = -(-length // _FLAT_BLOCK)
+    block = -(-length // blocks)  # equal blocks: 1088 -> 2 x 544, not 1024 + 64
+    y = np.empty(plan.out5, plan.dtype)  # written in its final layout, no crop
+    args = (xp, plan.w5, bias, y, plan.groups, wp, dd, dh, dw, block)
+    per_sample = (o // 4) * od * blocks
+
+    def pad(n0: int, n1: int) -> None:
+        xp[n0:n1] = 0
+        inner[n0:n1, :, d0 : d0 + d, h0 : h0 + h, w0 : w0 + w] = plan.x5[n0:n1]
+
+    def part(n0: int, n1: int) -> None:
+        pad(n0, n1)
+        _conv.conv_forward_flat4(*args, n0 * per_sample, n1 * per_sample)
+
+    workers = _threads.worker_count() if flops >= _THREADED_FLOPS else 1
+    if n >= workers:
+        _threads.run_parts(part, _threads.split(n, workers))
+    else:
+        pad(0, n)
+        _launch(_conv.conv_forward_flat4, n * per_sample, flops, *args)
+    return y
 
 
 def _loop_forward(plan: _ConvPlan) -> np.ndarray:
@@ -476,18 +506,14 @@ def _loop_forward(plan: _ConvPlan) -> np.ndarray:
         args = (plan.x5, plan.w5, bias, y, plan.groups, *_geometry_args(plan), block)
         _launch(_conv.conv_forward, n * o * od * oh * blocks, flops, *args)
         return y
-    quad = _FLAT_QUAD and (o // plan.groups) % 4 == 0
-    xp, padded = _flat_input(plan, slack=16 if quad else 0)
+    if _FLAT_QUAD and (o // plan.groups) % 4 == 0:
+        return _loop_forward_quad(plan, bias, flops)
+    xp, padded = _flat_input(plan)
     wp = padded[4]
     dd, dh, dw = plan.dilation
     length = oh * wp - (plan.w5.shape[4] - 1) * dw
     blocks = -(-length // _FLAT_BLOCK)
     block = -(-length // blocks)  # equal blocks: 1088 -> 2 x 544, not 1024 + 64
-    if quad:
-        y = np.empty(plan.out5, plan.dtype)  # written in its final layout, no crop
-        args = (xp, plan.w5, bias, y, plan.groups, wp, dd, dh, dw, block)
-        _launch(_conv.conv_forward_flat4, n * (o // 4) * od * blocks, flops, *args)
-        return y
     # wide columns past the last computed position are never written; they are cropped off
     y = np.empty((n, o, od, oh, wp), plan.dtype)
     args = (xp, plan.w5, bias, y.reshape(n, o, od, oh * wp), plan.groups, wp, dd, dh, dw, block)

@@ -633,3 +633,15 @@ def test_flat_four_channel_kernel_3d(rng, padding):
     # volumes: every depth plane of the padded input has its own slack after its cells
     _check(rng, (2, 2, 4, 5, 6), (8, 1, 2, 3, 3), "loop", padding=padding, groups=2)
     _check(rng, (1, 3, 5, 4, 7), (4, 3, 3, 2, 4), "loop", padding=padding, dilation=(2, 1, 1))
+
+
+@pytest.mark.parametrize("batch", [5, 2], ids=["pad-per-thread", "tasks-split"])
+def test_flat_four_channel_kernel_threaded(rng, monkeypatch, batch):
+    # batch >= threads: each thread pads and convolves its own samples; otherwise the input
+    # is padded first and the tasks are split
+    from cnnkit.kernels import threads
+
+    monkeypatch.setattr(ops, "_THREADED_FLOPS", 0)
+    monkeypatch.setattr(threads, "worker_count", lambda: 3)
+    _check(rng, (batch, 3, 6, 7), (8, 3, 3, 3), "loop", padding=1)
+    _check(rng, (batch, 2, 9, 5), (4, 2, 5, 2), "loop", padding=(2, 0))
