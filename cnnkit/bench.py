@@ -72,6 +72,10 @@ PEER_INSTALL = {
     "opencv": "pip install 'cnnkit[compare]'",
     "torch": "pip install torch --index-url https://download.pytorch.org/whl/cpu",
 }
+# Pause before each case once PyTorch is loaded (see run_suite): long enough for its OpenMP
+# threads to stop spin-waiting (GNU OpenMP spins, Intel's KMP_BLOCKTIME defaults to 200 ms).
+TORCH_IDLE_S = 0.3
+
 # Which peers can compute which operation.
 PEER_OPS = {
     "numpy": {"filter", "conv2d", "conv1d", "conv2d_backward", "max_pool2d", "avg_pool2d"},
@@ -1195,6 +1199,11 @@ def run_suite(
     for case in cases:
         if progress:
             progress(case.name)
+        if "torch" in peers.modules:
+            # PyTorch's OpenMP workers keep spinning for a while after its last call and take
+            # the cores from whatever runs next: measured, lenet_c2's loop took 2.04 ms right
+            # after a torch conv against 1.10 ms otherwise. Let them go idle before timing.
+            time.sleep(TORCH_IDLE_S)
         rows, case_notes = run_case(case, ops, peers, repeat, peak["gflops"], budget_s, clock)
         results.extend(rows)
         notes.extend(case_notes)
