@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
-from cnnkit.kernels.core import column_range
+from cnnkit.kernels.core import column_range, weight_tap
 
 
 @njit(cache=True, inline="always")
@@ -190,14 +190,7 @@ def conv_backward_weight(
     od_n, oh_n, ow_n = gy.shape[2], gy.shape[3], gy.shape[4]
     og = n_out // groups
     for r in range(t0, t1):  # tasks: n_out * cg * kd_n * kh_n * kw_n weight taps
-        kw = r % kw_n
-        t = r // kw_n
-        kh = t % kh_n
-        t = t // kh_n
-        kd = t % kd_n
-        t = t // kd_n
-        c = t % cg
-        o = t // cg
+        o, c, kd, kh, kw = weight_tap(r, cg, kd_n, kh_n, kw_n)
         ci = (o // og) * cg + c
         lo, hi = column_range(kw * dw - pw, sw, width, ow_n)
         start = lo * sw + kw * dw - pw
@@ -457,14 +450,7 @@ def conv_backward_weight_flat(gy, xp, gw, groups, wp, dd, dh, dw, t0, t1):  # pr
     od_n, oh_n, ow_n = gy.shape[2], gy.shape[3], gy.shape[4]
     og = n_out // groups
     for r in range(t0, t1):  # tasks: n_out * cg * kd_n * kh_n * kw_n weight taps
-        kw = r % kw_n
-        t = r // kw_n
-        kh = t % kh_n
-        t = t // kh_n
-        kd = t % kd_n
-        t = t // kd_n
-        c = t % cg
-        o = t // cg
+        o, c, kd, kh, kw = weight_tap(r, cg, kd_n, kh_n, kw_n)
         ci = (o // og) * cg + c
         off = kh * dh * wp + kw * dw
         acc = gw.dtype.type(0.0)
@@ -525,14 +511,7 @@ def conv_backward_weight_wide(gyw, xp, gw, groups, wp, dd, dh, dw, t0, t1):  # p
     length = gyw.shape[3] - (kw_n - 1) * dw
     og = n_out // groups
     for r in range(t0, t1):  # tasks: n_out * cg * kd_n * kh_n * kw_n weight taps
-        kw = r % kw_n
-        t = r // kw_n
-        kh = t % kh_n
-        t = t // kh_n
-        kd = t % kd_n
-        t = t // kd_n
-        c = t % cg
-        o = t // cg
+        o, c, kd, kh, kw = weight_tap(r, cg, kd_n, kh_n, kw_n)
         ci = (o // og) * cg + c
         off = kh * dh * wp + kw * dw
         acc = gw.dtype.type(0.0)

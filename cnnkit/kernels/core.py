@@ -20,3 +20,19 @@ def column_range(off, stride, width, out_width):
     if lo > hi:
         lo = hi
     return lo, hi
+
+
+@njit(cache=True, inline="always")
+def weight_tap(r, cg, kd_n, kh_n, kw_n):
+    """Task ``r`` of a weight-gradient split, as the tap ``(o, c, kd, kh, kw)`` it computes.
+
+    Tasks enumerate the weight ``(O, C/groups, KD, KH, KW)`` in C order, so each task writes
+    one weight and the split over threads needs no reduction.
+    """
+    kw = r % kw_n
+    t = r // kw_n
+    kh = t % kh_n
+    t = t // kh_n
+    kd = t % kd_n
+    t = t // kd_n
+    return t // cg, t % cg, kd, kh, kw
