@@ -223,6 +223,8 @@ def _render(arch: Any, infos: list[Any], compare_fc: bool, depth: int | None) ->
             cells = [str(number), row["name"]]
             if "spec" not in dropped:
                 cells.append(row["spec"])
+            elif row["key"]:
+                cells[1] += f" {row['spec']}"  # the folded block's layer count
             cells += [
                 fmt(row["output"]),
                 f"{row['params']:,}",
