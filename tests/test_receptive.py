@@ -314,9 +314,10 @@ def test_compare_summary():
 def test_docstring_examples():
     import doctest
 
+    import cnnkit.arch
     from cnnkit.arch import read
 
-    for module in (read, receptive):
+    for module in (read, receptive, cnnkit.arch):
         failed, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert tried > 0 and failed == 0, module.__name__
 

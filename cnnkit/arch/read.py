@@ -280,8 +280,7 @@ def _text_tree(text: str, where: str) -> list[Stmt]:
             pos += 1
         return out
 
-    tree = sequence(depth=0)
-    return tree
+    return sequence(depth=0)
 
 
 def _json_tree(text: str, name: str) -> tuple[list[Stmt], str]:
