@@ -66,7 +66,7 @@ def test_published_alexnet_and_vgg16():
 
 def _closed_form(arch):
     """Araujo et al.'s unrolled sums over the conv/pool layers (eq. 2, 6 and 8 of the paper),
-    written independently of the recurrence in cnnkit.receptive."""
+    written independently of the recurrence in cnnkit.arch.receptive."""
     infos = [i for i in spec.infer(arch) if i.kind in ("conv", "pool")]
     ndim = len(arch.input_shape) - 1
     r, j, p = [], [], []
