@@ -1,0 +1,738 @@
+"""Read an ONNX file safely into a neutral list of nodes, and resolve them into layer kinds.
+
+Safety: the file is read as bytes (after a size check) and parsed as a ``ModelProto``. Nothing
+in it runs, and nothing it references is opened: tensors stored as external data are only
+checked to point inside the model's folder, their bytes are never read (cnnkit needs shapes,
+which the file itself records). Every problem is a :class:`OnnxError` (a ``ValueError``) with
+a one-line message naming the file: truncated or corrupt files, files that are not ONNX,
+cycles, inputs nobody produces, unknown opsets and domains, operators cnnkit does not know
+(all listed at once, with their node names).
+
+Two steps:
+
+1. :func:`read_onnx` -> :class:`OnnxGraph`: nodes (name, op_type, attributes, inputs, outputs)
+   in topological order, the graph's data input with its declared shape, initializer shapes
+   and the values of small constants.
+2. :func:`resolve` -> list of :class:`ImportedLayer`: each node as a cnnkit layer kind (conv,
+   pool, gap, relu, relu6, leakyrelu, sigmoid, tanh, bn, add, concat, fc, flatten, dropout,
+   softmax) with its settings and the names of the layers it reads. Identity nodes and
+   constant plumbing disappear; ``MatMul`` followed by ``Add`` of a bias becomes one ``fc``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnnkit.onnx import require
+
+MAX_BYTES = 2**31 - 1  # protobuf's own limit for one message
+SMALL_CONSTANT = 4096  # elements: constants read for their values (shapes, clip bounds)
+INPUT = "input"  # the name imported layers use for the graph's data input
+STANDARD_DOMAINS = ("", "ai.onnx")
+# Oldest default-domain opset read: Reshape takes its shape as an input from opset 5 on,
+# Clip its bounds from 11 on (both spellings are read); older files predate both exporters.
+MIN_OPSET = 7
+
+
+class OnnxError(ValueError):
+    """An ONNX file cnnkit cannot read (the message names the file and the problem)."""
+
+
+@dataclass(frozen=True)
+class OnnxNode:
+    """One ONNX node, as the file states it (attributes as plain Python values)."""
+
+    name: str
+    op_type: str
+    attrs: dict[str, Any]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OnnxGraph:
+    """The parts of an ONNX model that describe its architecture.
+
+    Attributes
+    ----------
+    path : str
+        The file it came from (for messages).
+    name : str
+        The graph's name, else the file's stem.
+    opset : int
+        The default-domain (``ai.onnx``) opset version.
+    input_name : str
+        The one data input (graph inputs that are initializers are weights, not data).
+    input_shape : tuple of (int or None)
+        Its declared shape, batch first; ``None`` where a dimension is symbolic or missing.
+    outputs : tuple of str
+        The graph's output tensor names.
+    initializers : dict of str to tuple of int
+        Shape of every initializer (and Constant node output).
+    constants : dict of str to list
+        Values of small initializers and constants (flattened), for shapes and bounds.
+    nodes : tuple of OnnxNode
+        In topological order, names made unique (``Conv_3`` for an unnamed Conv node).
+    metadata : dict of str to str
+        The model's ``metadata_props``.
+    """
+
+    path: str
+    name: str
+    opset: int
+    input_name: str
+    input_shape: tuple[int | None, ...]
+    outputs: tuple[str, ...]
+    initializers: dict[str, tuple[int, ...]]
+    constants: dict[str, list[float]]
+    nodes: tuple[OnnxNode, ...]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImportedLayer:
+    """One ONNX node as a cnnkit layer kind.
+
+    ``settings`` holds the kind's fields with cnnkit's names: conv ``out_channels, kernel,
+    stride, padding, dilation, groups, bias``; pool ``mode, kernel, stride, padding, ceil,
+    count_include_pad``; fc ``units, bias``; leakyrelu ``slope``; dropout ``rate``; bn ``eps``.
+    ``padding`` is a tuple of ``(before, after)`` pairs, or ``"same"`` (extra after, ONNX
+    SAME_UPPER), ``"same_lower"`` (extra before) or ``"valid"``. ``weights`` gives the
+    initializer shapes the layer owns, so a reader can check them against inferred shapes.
+    """
+
+    name: str
+    kind: str
+    op_type: str
+    inputs: tuple[str, ...]
+    settings: dict[str, Any]
+    weights: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+# Operators cnnkit reads, and the kind each becomes. Anything else is listed in one error.
+KNOWN_OPS = {
+    "Conv": "conv",
+    "MaxPool": "pool",
+    "AveragePool": "pool",
+    "GlobalAveragePool": "gap",
+    "Relu": "relu",
+    "Clip": "relu6",
+    "LeakyRelu": "leakyrelu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "BatchNormalization": "bn",
+    "Add": "add",
+    "Concat": "concat",
+    "Gemm": "fc",
+    "MatMul": "fc",
+    "Flatten": "flatten",
+    "Reshape": "flatten",
+    "Dropout": "dropout",
+    "Identity": "identity",
+    "Softmax": "softmax",
+    "Constant": "constant",
+}
+REFUSED_OPS = {
+    "ConvTranspose": "transposed convolution (ConvTranspose) is not supported by cnnkit",
+}
+
+
+def read_onnx(path: str | os.PathLike[str]) -> OnnxGraph:
+    """Open an ONNX file safely and return its architecture as :class:`OnnxGraph`.
+
+    Parameters
+    ----------
+    path : path-like
+        An ``.onnx`` file (a serialized ``ModelProto``).
+
+    Returns
+    -------
+    OnnxGraph
+        Nodes in topological order with their attributes; initializer shapes; the data input.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    OnnxError
+        The file is not a readable ONNX model, uses operators or opsets cnnkit does not know,
+        has a cycle, reads tensors nobody provides, or points at external data outside its
+        folder. One line, naming the file.
+    cnnkit.onnx.MissingExtra
+        The ``onnx`` package is not installed.
+    """
+    onnx = require("onnx")
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(2, "no such file", str(p))
+    if not p.is_file():
+        raise OnnxError(f"{p}: not a file")
+    size = p.stat().st_size
+    if size == 0:
+        raise OnnxError(f"{p}: empty file, not an ONNX model")
+    if size > MAX_BYTES:
+        raise OnnxError(f"{p}: {size:,} bytes is more than one ONNX protobuf can hold (2 GiB)")
+    data = p.read_bytes()
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as exc:  # protobuf's DecodeError and its C++ twin share no public base
+        raise OnnxError(
+            f"{p}: not an ONNX model (truncated or corrupt? {str(exc) or type(exc).__name__})"
+        ) from None
+    _check_envelope(onnx, model, p)
+    opset = _default_opset(onnx, model, p)
+    graph = model.graph
+    _check_operators(graph, p)
+    _check_external_data(onnx, graph, p)
+    nodes = _named_nodes(onnx, graph)
+    init_shapes, constants = _initializers(onnx, graph, nodes, p)
+    input_name, input_shape = _data_input(graph, init_shapes, p)
+    ordered = _topological(nodes, {input_name, *init_shapes}, p)
+    _check_outputs(graph, ordered, p)
+    try:
+        onnx.checker.check_model(_without_external_data(onnx, model))
+    except Exception as exc:  # ValidationError, and C++ errors for malformed protos
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise OnnxError(f"{p}: the ONNX checker rejects the file: {first[:200]}") from None
+    return OnnxGraph(
+        path=str(p),
+        name=graph.name or p.stem,
+        opset=opset,
+        input_name=input_name,
+        input_shape=input_shape,
+        outputs=tuple(o.name for o in graph.output),
+        initializers=init_shapes,
+        constants=constants,
+        nodes=tuple(ordered),
+        metadata={m.key: m.value for m in model.metadata_props},
+    )
+
+
+def _check_envelope(onnx: Any, model: Any, p: Path) -> None:
+    # Protobuf parses many non-ONNX byte strings without complaint (unknown fields are
+    # skipped), so a file only counts as ONNX when the fields every model has are there.
+    if not model.HasField("graph") or not model.opset_import or model.ir_version < 3:
+        raise OnnxError(f"{p}: not an ONNX model (no graph, opset or IR version in it)")
+    if model.ir_version > onnx.IR_VERSION:
+        raise OnnxError(
+            f"{p}: ONNX IR version {model.ir_version} is newer than the installed onnx "
+            f"package reads ({onnx.IR_VERSION}); upgrade onnx"
+        )
+    if not model.graph.node:
+        raise OnnxError(f"{p}: the ONNX graph has no nodes")
+
+
+def _default_opset(onnx: Any, model: Any, p: Path) -> int:
+    newest = onnx.defs.onnx_opset_version()
+    versions = [o.version for o in model.opset_import if o.domain in STANDARD_DOMAINS]
+    if not versions:
+        domains = ", ".join(sorted({o.domain for o in model.opset_import}))
+        raise OnnxError(f"{p}: the model imports no ai.onnx opset (only: {domains})")
+    version = max(versions)
+    if version > newest:
+        raise OnnxError(
+            f"{p}: opset ai.onnx {version} is newer than the installed onnx package knows "
+            f"({newest}); upgrade onnx"
+        )
+    if version < MIN_OPSET:
+        raise OnnxError(f"{p}: opset ai.onnx {version} is older than cnnkit reads ({MIN_OPSET}+)")
+    return int(version)
+
+
+def _check_operators(graph: Any, p: Path) -> None:
+    unknown: list[str] = []
+    for i, node in enumerate(graph.node):
+        label = node.name or f"#{i}"
+        if node.domain not in STANDARD_DOMAINS:
+            unknown.append(f"{node.domain}.{node.op_type} ({label})")
+        elif node.op_type in REFUSED_OPS:
+            raise OnnxError(f"{p}: node {label}: {REFUSED_OPS[node.op_type]}")
+        elif node.op_type not in KNOWN_OPS:
+            unknown.append(f"{node.op_type} ({label})")
+    if unknown:
+        shown = ", ".join(unknown[:12]) + (
+            f", and {len(unknown) - 12} more" if len(unknown) > 12 else ""
+        )
+        raise OnnxError(f"{p}: operators cnnkit does not know: {shown}")
+
+
+def _check_external_data(onnx: Any, graph: Any, p: Path) -> None:
+    folder = p.resolve().parent
+    tensors = list(graph.initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                tensors.append(attr.t)
+    for tensor in tensors:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        entries = {e.key: e.value for e in tensor.external_data}
+        location = entries.get("location", "")
+        target = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise OnnxError(
+                f"{p}: tensor {tensor.name!r} points at external data outside the model's "
+                f"folder ({location!r}); refused"
+            )
+
+
+def _without_external_data(onnx: Any, model: Any) -> Any:
+    """``model`` with external initializers declared as graph inputs, for the checker.
+
+    Given a ``ModelProto`` the checker looks for external data relative to the working
+    folder; as inputs of the same type and shape, the structure is checked all the same.
+    """
+    external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if not external:
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    kept = [t for t in model.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
+    del copy.graph.initializer[:]
+    copy.graph.initializer.extend(kept)
+    declared = {i.name for i in copy.graph.input}
+    for tensor in external:
+        if tensor.name not in declared:
+            copy.graph.input.append(
+                onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
+            )
+    return copy
+
+
+def _named_nodes(onnx: Any, graph: Any) -> list[OnnxNode]:
+    seen: set[str] = set()
+    nodes = []
+    for i, node in enumerate(graph.node):
+        name = node.name or f"{node.op_type}_{i}"
+        base, k = name, 1
+        while name in seen:
+            k += 1
+            name = f"{base}_{k}"
+        seen.add(name)
+        attrs = {}
+        for attr in node.attribute:
+            value = onnx.helper.get_attribute_value(attr)
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            attrs[attr.name] = value
+        nodes.append(OnnxNode(name, node.op_type, attrs, tuple(node.input), tuple(node.output)))
+    return nodes
+
+
+def _tensor_values(onnx: Any, tensor: Any) -> list[float] | None:
+    n = math.prod(tensor.dims)
+    if tensor.data_location == onnx.TensorProto.EXTERNAL or n > SMALL_CONSTANT:
+        return None
+    from onnx import numpy_helper
+
+    return [float(v) for v in numpy_helper.to_array(tensor).reshape(-1)]
+
+
+def _initializers(
+    onnx: Any, graph: Any, nodes: list[OnnxNode], p: Path
+) -> tuple[dict[str, tuple[int, ...]], dict[str, list[float]]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    values: dict[str, list[float]] = {}
+    for tensor in graph.initializer:
+        shapes[tensor.name] = tuple(int(d) for d in tensor.dims)
+        small = _tensor_values(onnx, tensor)
+        if small is not None:
+            values[tensor.name] = small
+    for sparse in graph.sparse_initializer:
+        shapes[sparse.values.name] = tuple(int(d) for d in sparse.dims)
+    for node, proto in zip(nodes, graph.node):
+        if node.op_type != "Constant":
+            continue
+        tensor = next((a.t for a in proto.attribute if a.name == "value"), None)
+        if tensor is None or len(node.outputs) != 1:
+            raise OnnxError(f"{p}: node {node.name}: only tensor-valued Constant nodes are read")
+        shapes[node.outputs[0]] = tuple(int(d) for d in tensor.dims)
+        small = _tensor_values(onnx, tensor)
+        if small is not None:
+            values[node.outputs[0]] = small
+    return shapes, values
+
+
+def _data_input(
+    graph: Any, init_shapes: dict[str, tuple[int, ...]], p: Path
+) -> tuple[str, tuple[int | None, ...]]:
+    data = [i for i in graph.input if i.name not in init_shapes]
+    if len(data) != 1:
+        names = ", ".join(i.name for i in data) or "none"
+        raise OnnxError(f"{p}: cnnkit reads graphs with one data input; this one has {names}")
+    value = data[0]
+    dims: list[int | None] = []
+    if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+        for d in value.type.tensor_type.shape.dim:
+            dims.append(int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None)
+    return value.name, tuple(dims)
+
+
+def _topological(nodes: list[OnnxNode], available: set[str], p: Path) -> list[OnnxNode]:
+    """Kahn's algorithm over tensors: a node is ready once every input it reads exists."""
+    producer: dict[str, OnnxNode] = {}
+    for node in nodes:
+        for out in node.outputs:
+            if out and out in producer:
+                raise OnnxError(
+                    f"{p}: tensor {out!r} is produced twice (nodes {producer[out].name} and "
+                    f"{node.name})"
+                )
+            if out:
+                producer[out] = node
+    for node in nodes:
+        for name in node.inputs:
+            if name and name not in available and name not in producer:
+                raise OnnxError(
+                    f"{p}: node {node.name} ({node.op_type}) reads {name!r}, which is no graph "
+                    "input, no initializer and no node's output (missing initializer?)"
+                )
+    done = set(available)
+    ordered: list[OnnxNode] = []
+    pending = list(nodes)
+    while pending:
+        ready = [n for n in pending if all(not i or i in done for i in n.inputs)]
+        if not ready:
+            names = ", ".join(n.name for n in pending[:6])
+            raise OnnxError(f"{p}: the graph has a cycle (through nodes {names})")
+        for node in ready:
+            ordered.append(node)
+            done.update(o for o in node.outputs if o)
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+    return ordered
+
+
+def _check_outputs(graph: Any, nodes: list[OnnxNode], p: Path) -> None:
+    produced = {o for n in nodes for o in n.outputs}
+    for out in graph.output:
+        if out.name not in produced:
+            raise OnnxError(f"{p}: graph output {out.name!r} is produced by no node")
+
+
+# -- resolving nodes into layer kinds ----------------------------------------------------
+
+
+class _Resolver:
+    """Walks the nodes once, mapping tensor names to the layer that produces them."""
+
+    def __init__(self, graph: OnnxGraph) -> None:
+        self.g = graph
+        self.source: dict[str, str] = {graph.input_name: INPUT}  # tensor -> layer name
+        self.layers: list[ImportedLayer] = []
+        self.by_name: dict[str, ImportedLayer] = {}
+
+    def error(self, node: OnnxNode, message: str) -> OnnxError:
+        return OnnxError(f"{self.g.path}: node {node.name} ({node.op_type}): {message}")
+
+    def is_constant(self, tensor: str) -> bool:
+        return tensor in self.g.initializers
+
+    def data_inputs(self, node: OnnxNode) -> list[str]:
+        return [t for t in node.inputs if t and not self.is_constant(t)]
+
+    def one_input(self, node: OnnxNode) -> str:
+        data = self.data_inputs(node)
+        if len(data) != 1:
+            raise self.error(node, f"expected one data input, got {len(data)}")
+        if data[0] not in self.source:
+            raise self.error(node, f"reads {data[0]!r}, which is computed from constants only")
+        return self.source[data[0]]
+
+    def weight(self, node: OnnxNode, index: int, what: str) -> tuple[int, ...]:
+        if len(node.inputs) <= index or node.inputs[index] not in self.g.initializers:
+            raise self.error(node, f"its {what} must be a constant initializer")
+        return self.g.initializers[node.inputs[index]]
+
+    def value(self, tensor: str) -> list[float] | None:
+        return self.g.constants.get(tensor)
+
+    def emit(self, node: OnnxNode, kind: str, inputs: list[str], **settings: Any) -> None:
+        weights = {t: self.g.initializers[t] for t in node.inputs if t and t in self.g.initializers}
+        layer = ImportedLayer(node.name, kind, node.op_type, tuple(inputs), settings, weights)
+        self.layers.append(layer)
+        self.by_name[node.name] = layer
+        self.source[node.outputs[0]] = node.name
+
+    def alias(self, node: OnnxNode) -> None:
+        self.source[node.outputs[0]] = self.one_input(node)
+
+    def run(self) -> list[ImportedLayer]:
+        for node in self.g.nodes:
+            if node.op_type == "Constant":
+                continue
+            if all(not t or self.is_constant(t) for t in node.inputs):
+                # constant plumbing (Identity of a weight, as the PyTorch exporter writes)
+                if node.op_type == "Identity" and node.inputs[0] in self.g.initializers:
+                    src = node.inputs[0]
+                    self.g.initializers[node.outputs[0]] = self.g.initializers[src]
+                    if src in self.g.constants:
+                        self.g.constants[node.outputs[0]] = self.g.constants[src]
+                    continue
+                raise self.error(node, "computes from constants only; cnnkit reads layers")
+            getattr(self, f"op_{node.op_type}")(node)
+        for out in self.g.outputs:
+            if out not in self.source:
+                raise OnnxError(f"{self.g.path}: graph output {out!r} comes from no layer")
+        return self.layers
+
+    # -- one method per operator ---------------------------------------------------------
+
+    def _padding(self, node: OnnxNode, ndim: int) -> Any:
+        auto = str(node.attrs.get("auto_pad", "NOTSET"))
+        if auto == "SAME_UPPER":
+            return "same"
+        if auto == "SAME_LOWER":
+            return "same_lower"
+        if auto == "VALID":
+            return "valid"
+        if auto != "NOTSET":
+            raise self.error(node, f"unknown auto_pad {auto!r}")
+        pads = [int(v) for v in node.attrs.get("pads", [0] * (2 * ndim))]
+        if len(pads) != 2 * ndim or min(pads) < 0:
+            raise self.error(node, f"pads {pads} do not fit {ndim} spatial dimensions")
+        return tuple((pads[i], pads[i + ndim]) for i in range(ndim))
+
+    def _ints(self, node: OnnxNode, key: str, ndim: int, default: int) -> tuple[int, ...]:
+        values = tuple(int(v) for v in node.attrs.get(key, [default] * ndim))
+        if len(values) != ndim or min(values) < 1:
+            raise self.error(node, f"{key} {list(values)} do not fit {ndim} spatial dimensions")
+        return values
+
+    def op_Conv(self, node: OnnxNode) -> None:
+        w = self.weight(node, 1, "weight")
+        if len(w) < 3:
+            raise self.error(node, f"weight shape {w} has no spatial dimensions")
+        ndim = len(w) - 2
+        kernel = tuple(int(v) for v in node.attrs.get("kernel_shape", w[2:]))
+        if kernel != tuple(w[2:]):
+            raise self.error(node, f"kernel_shape {list(kernel)} disagrees with weight {w}")
+        has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
+        if has_bias:
+            self.weight(node, 2, "bias")
+        self.emit(
+            node,
+            "conv",
+            [self.one_input(node)],
+            out_channels=int(w[0]),
+            kernel=kernel,
+            stride=self._ints(node, "strides", ndim, 1),
+            padding=self._padding(node, ndim),
+            dilation=self._ints(node, "dilations", ndim, 1),
+            groups=int(node.attrs.get("group", 1)),
+            bias=has_bias,
+            in_channels_per_group=int(w[1]),
+        )
+
+    def _pool(self, node: OnnxNode, mode: str) -> None:
+        if len(node.outputs) > 1 and node.outputs[1]:
+            raise self.error(node, "max-pool indices (a second output) are not supported")
+        kernel = tuple(int(v) for v in node.attrs.get("kernel_shape", ()))
+        if not kernel:
+            raise self.error(node, "kernel_shape is missing")
+        ndim = len(kernel)
+        if any(d != 1 for d in self._ints(node, "dilations", ndim, 1)):
+            raise self.error(node, "dilated pooling is not supported")
+        self.emit(
+            node,
+            "pool",
+            [self.one_input(node)],
+            mode=mode,
+            kernel=kernel,
+            stride=self._ints(node, "strides", ndim, 1),
+            padding=self._padding(node, ndim),
+            ceil=bool(node.attrs.get("ceil_mode", 0)),
+            count_include_pad=bool(node.attrs.get("count_include_pad", 0)),
+        )
+
+    def op_MaxPool(self, node: OnnxNode) -> None:
+        self._pool(node, "max")
+
+    def op_AveragePool(self, node: OnnxNode) -> None:
+        self._pool(node, "avg")
+
+    def op_GlobalAveragePool(self, node: OnnxNode) -> None:
+        self.emit(node, "gap", [self.one_input(node)])
+
+    def op_Relu(self, node: OnnxNode) -> None:
+        self.emit(node, "relu", [self.one_input(node)])
+
+    def op_Sigmoid(self, node: OnnxNode) -> None:
+        self.emit(node, "sigmoid", [self.one_input(node)])
+
+    def op_Tanh(self, node: OnnxNode) -> None:
+        self.emit(node, "tanh", [self.one_input(node)])
+
+    def op_LeakyRelu(self, node: OnnxNode) -> None:
+        self.emit(
+            node, "leakyrelu", [self.one_input(node)], slope=float(node.attrs.get("alpha", 0.01))
+        )
+
+    def op_Clip(self, node: OnnxNode) -> None:
+        if "min" in node.attrs or "max" in node.attrs:  # opset < 11: bounds are attributes
+            lo, hi = node.attrs.get("min"), node.attrs.get("max")
+        else:
+            bounds = []
+            for index in (1, 2):
+                name = node.inputs[index] if len(node.inputs) > index else ""
+                vals = self.value(name) if name else None
+                if name and (vals is None or len(vals) != 1):
+                    raise self.error(node, "clip bounds must be scalar constants")
+                bounds.append(vals[0] if vals else None)
+            lo, hi = bounds
+        if lo is None or hi is None or float(lo) != 0.0 or float(hi) != 6.0:
+            raise self.error(node, f"only Clip(0, 6) (relu6) is supported, got Clip({lo}, {hi})")
+        self.emit(node, "relu6", [self.one_input(node)])
+
+    def op_BatchNormalization(self, node: OnnxNode) -> None:
+        for index, what in ((1, "scale"), (2, "bias"), (3, "mean"), (4, "variance")):
+            self.weight(node, index, what)
+        if len([o for o in node.outputs if o]) > 1:
+            raise self.error(node, "training-mode batch norm (running statistics as outputs)")
+        self.emit(node, "bn", [self.one_input(node)], eps=float(node.attrs.get("epsilon", 1e-5)))
+
+    def op_Dropout(self, node: OnnxNode) -> None:
+        rate = float(node.attrs.get("ratio", 0.5))
+        if len(node.inputs) > 1 and node.inputs[1]:
+            vals = self.value(node.inputs[1])
+            rate = vals[0] if vals else rate
+        self.emit(node, "dropout", [self.one_input(node)], rate=rate)
+
+    def op_Identity(self, node: OnnxNode) -> None:
+        self.alias(node)
+
+    def op_Softmax(self, node: OnnxNode) -> None:
+        self.emit(node, "softmax", [self.one_input(node)], axis=int(node.attrs.get("axis", -1)))
+
+    def op_Flatten(self, node: OnnxNode) -> None:
+        if int(node.attrs.get("axis", 1)) != 1:
+            raise self.error(node, "only Flatten(axis=1) is supported")
+        self.emit(node, "flatten", [self.one_input(node)])
+
+    def op_Reshape(self, node: OnnxNode) -> None:
+        shape = self.value(node.inputs[1]) if len(node.inputs) > 1 else None
+        if shape is None:
+            raise self.error(node, "the target shape must be a constant")
+        target = [int(v) for v in shape]
+        # (N, -1) in any of the spellings exporters use: [0, -1], [1, -1], [-1, K], [N, -1].
+        if len(target) != 2 or not (target[1] == -1 or target[0] in (-1, 0)):
+            raise self.error(node, f"only a reshape to (N, -1) is supported, got {target}")
+        self.emit(node, "flatten", [self.one_input(node)], target=tuple(target))
+
+    def op_Gemm(self, node: OnnxNode) -> None:
+        if int(node.attrs.get("transA", 0)):
+            raise self.error(node, "transA=1 is not supported (the data must be A)")
+        if node.inputs[0] not in self.source:
+            raise self.error(node, "the data must be the first input")
+        w = self.weight(node, 1, "weight B")
+        if len(w) != 2:
+            raise self.error(node, f"weight shape {w} is not 2-D")
+        trans_b = bool(node.attrs.get("transB", 0))
+        has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
+        if has_bias:
+            self.weight(node, 2, "bias C")
+        self.emit(
+            node,
+            "fc",
+            [self.source[node.inputs[0]]],
+            units=int(w[0] if trans_b else w[1]),
+            in_features=int(w[1] if trans_b else w[0]),
+            bias=has_bias,
+        )
+
+    def op_MatMul(self, node: OnnxNode) -> None:
+        if node.inputs[0] not in self.source:
+            raise self.error(node, "the data must be the first input")
+        w = self.weight(node, 1, "weight")
+        if len(w) != 2:
+            raise self.error(node, f"weight shape {w} is not 2-D")
+        self.emit(
+            node,
+            "fc",
+            [self.source[node.inputs[0]]],
+            units=int(w[1]),
+            in_features=int(w[0]),
+            bias=False,
+        )
+
+    def op_Add(self, node: OnnxNode) -> None:
+        consts = [t for t in node.inputs if self.is_constant(t)]
+        data = self.data_inputs(node)
+        if len(data) == 2:
+            self.emit(node, "add", [self.source[t] for t in data])
+            return
+        # x @ W + b, as exporters write a linear layer with MatMul: the bias joins the fc.
+        producer = self.by_name.get(self.source.get(data[0], ""))
+        bias = self.g.initializers[consts[0]] if consts else ()
+        if (
+            producer is not None
+            and producer.op_type == "MatMul"
+            and not producer.settings["bias"]
+            and math.prod(bias) == producer.settings["units"]
+            and self.layers[-1] is producer
+        ):
+            settings = {**producer.settings, "bias": True}
+            weights = {**producer.weights, consts[0]: bias}
+            merged = ImportedLayer(
+                producer.name, "fc", "MatMul", producer.inputs, settings, weights
+            )
+            self.layers[-1] = merged
+            self.by_name[producer.name] = merged
+            self.source[node.outputs[0]] = producer.name
+            return
+        raise self.error(node, "adding a constant is supported only as the bias of a MatMul")
+
+    def op_Concat(self, node: OnnxNode) -> None:
+        axis = int(node.attrs.get("axis", 1))
+        if axis != 1:
+            raise self.error(node, f"only channel concatenation (axis=1) is supported, got {axis}")
+        data = self.data_inputs(node)
+        if len(data) != len([t for t in node.inputs if t]):
+            raise self.error(node, "concatenating constants is not supported")
+        self.emit(node, "concat", [self.source[t] for t in data])
+
+
+def resolve(graph: OnnxGraph) -> list[ImportedLayer]:
+    """Map the nodes of ``graph`` onto cnnkit layer kinds, in topological order.
+
+    Parameters
+    ----------
+    graph : OnnxGraph
+        From :func:`read_onnx`.
+
+    Returns
+    -------
+    list of ImportedLayer
+        Each with the names of the layers it reads (``"input"`` for the graph's input).
+
+    Raises
+    ------
+    OnnxError
+        A known operator used in a way cnnkit does not model (a Concat along the width, a
+        Clip other than 0..6, weights computed at run time, ...), naming the node.
+    """
+    copy = OnnxGraph(
+        **{
+            **graph.__dict__,
+            "initializers": dict(graph.initializers),
+            "constants": dict(graph.constants),
+        }
+    )
+    return _Resolver(copy).run()
+
+
+__all__ = [
+    "INPUT",
+    "KNOWN_OPS",
+    "ImportedLayer",
+    "OnnxError",
+    "OnnxGraph",
+    "OnnxNode",
+    "read_onnx",
+    "resolve",
+]
