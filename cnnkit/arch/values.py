@@ -1,0 +1,141 @@
+"""Option values of a spec: integers, per-dimension tuples, booleans, numbers, padding.
+
+Every reader (text, JSON, programmatic) goes through these, so one bad value gets one message.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from typing import Any
+
+from cnnkit import geometry
+
+
+class SpecError(ValueError):
+    """A spec that cannot be parsed or whose shapes do not work out (names line and value)."""
+
+
+class Ctx:
+    """Formats error messages for one spec entry: ``line 4 ('conv 16 k=5'): ...``."""
+
+    def __init__(self, where: str, position: int, text: str) -> None:
+        self.prefix = f"{where} {position} ({text!r})" if position else f"{text!r}"
+
+    def error(self, message: str) -> SpecError:
+        return SpecError(f"{self.prefix}: {message}")
+
+
+def closest(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    """``"; did you mean 'conv'?"`` for the nearest spelling, or ``""``."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def to_int(raw: Any, name: str, ctx: Ctx, minimum: int = 1) -> int:
+    """An integer >= ``minimum`` (``"3"``, ``3`` or ``3.0``)."""
+    if isinstance(raw, bool):
+        raise ctx.error(f"{name} must be an integer, got {raw!r}")
+    try:
+        value = int(raw) if not isinstance(raw, float) or raw.is_integer() else None
+    except (TypeError, ValueError):
+        value = None
+    if value is None:
+        raise ctx.error(f"{name} must be an integer, got {raw!r}")
+    if value < minimum:
+        raise ctx.error(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def to_ints(raw: Any, name: str, ndim: int, ctx: Ctx, minimum: int = 1) -> tuple[int, ...]:
+    """``3`` or ``"3x3"`` or ``[3, 3]`` -> one int per spatial dimension."""
+    if isinstance(raw, (list, tuple)):
+        parts = list(raw)
+    elif isinstance(raw, str):
+        parts = [p for p in re.split(r"[x×,]", raw.strip().lower())]
+    else:
+        parts = [raw]
+    values = tuple(to_int(p, name, ctx, minimum) for p in parts)
+    if len(values) == 1:
+        return values * ndim
+    if len(values) != ndim:
+        raise ctx.error(
+            f"{name} has {len(values)} sizes but the input has {ndim} spatial "
+            f"dimension{'s' if ndim > 1 else ''}: give one number or {ndim}"
+        )
+    return values
+
+
+def to_bool(raw: Any, name: str, ctx: Ctx) -> bool:
+    """``true/false``, ``1/0``, ``yes/no``, ``on/off`` or a JSON boolean."""
+    if isinstance(raw, bool):
+        return raw
+    word = str(raw).strip().lower()
+    if word in ("true", "1", "yes", "on"):
+        return True
+    if word in ("false", "0", "no", "off"):
+        return False
+    raise ctx.error(f"{name} must be true or false, got {raw!r}")
+
+
+def to_float(raw: Any, name: str, ctx: Ctx) -> float:
+    """A finite number."""
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ctx.error(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value) or isinstance(raw, bool):
+        raise ctx.error(f"{name} must be a finite number, got {raw!r}")
+    return value
+
+
+def to_padding(raw: Any, ndim: int, ctx: Ctx, words: bool) -> str | tuple[int, ...]:
+    """Integers per dimension, or (``words=True``, convolutions) valid, same or full."""
+    if isinstance(raw, str) and raw.strip().lower() in geometry.PADDING_WORDS:
+        word = raw.strip().lower()
+        if word == "valid":
+            return (0,) * ndim if not words else "valid"
+        if not words:
+            raise ctx.error(f"pool padding must be integers (PyTorch semantics), got {raw!r}")
+        return word
+    if isinstance(raw, str) and not re.fullmatch(r"\s*-?\d+(\s*[x×,]\s*-?\d+)*\s*", raw):
+        choices = "an integer, HxW" + (", valid, same or full" if words else "")
+        raise ctx.error(f"padding p must be {choices}; got {raw!r}")
+    return to_ints(raw, "padding p", ndim, ctx, minimum=0)
+
+
+def dims(values: tuple[int, ...]) -> str:
+    """``(3, 3)`` -> ``"3"``, ``(3, 5)`` -> ``"3x5"``: one number when every dimension agrees."""
+    return "x".join(map(str, values)) if len(set(values)) > 1 else str(values[0])
+
+
+def format_shape(shape: tuple[int, ...]) -> str:
+    """``(64, 56, 56)`` -> ``"64x56x56"``."""
+    return "x".join(str(v) for v in shape)
+
+
+def parse_shape(text: str, what: str = "input shape") -> tuple[int, ...]:
+    """Parse ``"3x32x32"`` (or ``"3 32 32"``, ``"3,32,32"``) into ``(3, 32, 32)``.
+
+    The first entry is the channel count, then 1 to 3 spatial sizes; all must be >= 1.
+    """
+    parts = [p for p in re.split(r"[x×,\s]+", text.strip().lower()) if p]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise SpecError(
+            f"{what} must be integers like 3x32x32 (C then 1-3 spatial sizes), got {text!r}"
+        ) from None
+    check_input_shape(shape, what, text)
+    return shape
+
+
+def check_input_shape(shape: tuple[int, ...], what: str, text: Any) -> None:
+    """C and 1-3 spatial sizes, all >= 1."""
+    if not 2 <= len(shape) <= 4:
+        raise SpecError(
+            f"{what} needs C and 1-3 spatial sizes (C L, C H W or C D H W), got {text!r}"
+        )
+    if any(v < 1 for v in shape):
+        raise SpecError(f"{what} sizes must be >= 1, got {text!r}")
