@@ -474,7 +474,8 @@ def parse(source: str, input_shape: tuple[int, ...] | None = None) -> Graph:
     ----------
     source : str
         A shipped name (``"lenet5"``, see :func:`shipped`), a path to a ``.txt`` spec or a
-        ``.json`` file, inline text with ``;`` (or newlines) between layers, or a JSON string.
+        ``.json`` file, inline text with ``;`` (or newlines) between layers, a JSON string,
+        or an ``.onnx`` model file (:func:`cnnkit.onnx.to_graph.onnx_graph`; onnx extra).
     input_shape : tuple of int, optional
         ``(C, spatial...)``; overrides the spec's ``input`` line (and makes it optional).
 
@@ -505,6 +506,10 @@ def parse(source: str, input_shape: tuple[int, ...] | None = None) -> Graph:
     """
     if not isinstance(source, str) or not source.strip():
         raise SpecError("spec is empty: give a shipped name, a file, or text like 'input 1 8 8'")
+    if source.strip().lower().endswith(".onnx"):  # a model file: its graph, node by node
+        from cnnkit.onnx.to_graph import onnx_graph
+
+        return onnx_graph(source.strip(), input_shape)
     text, name, where = _load(source)
     if text.lstrip().startswith(("[", "{")):
         tree, name = _json_tree(text, name)

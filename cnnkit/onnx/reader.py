@@ -15,8 +15,9 @@ Two steps:
    and the values of small constants.
 2. :func:`resolve` -> list of :class:`ImportedLayer`: each node as a cnnkit layer kind (conv,
    pool, gap, relu, relu6, leakyrelu, sigmoid, tanh, bn, add, concat, fc, flatten, dropout,
-   softmax) with its settings and the names of the layers it reads. Identity nodes and
-   constant plumbing disappear; ``MatMul`` followed by ``Add`` of a bias becomes one ``fc``.
+   softmax) with its settings and the names of the layers it reads. Identity nodes, constant
+   plumbing and arithmetic with a constant (Sub, Mul, Div, Add: input scaling) disappear;
+   ``MatMul`` followed by ``Add`` of a bias becomes one ``fc``.
 """
 
 from __future__ import annotations
@@ -135,6 +136,9 @@ KNOWN_OPS = {
     "Identity": "identity",
     "Softmax": "softmax",
     "Constant": "constant",
+    "Sub": "elementwise",
+    "Mul": "elementwise",
+    "Div": "elementwise",
 }
 REFUSED_OPS = {
     "ConvTranspose": "transposed convolution (ConvTranspose) is not supported by cnnkit",
@@ -476,10 +480,20 @@ class _Resolver:
                     continue
                 raise self.error(node, "computes from constants only; cnnkit reads layers")
             getattr(self, f"op_{node.op_type}")(node)
-        for out in self.g.outputs:
-            if out not in self.source:
-                raise OnnxError(f"{self.g.path}: graph output {out!r} comes from no layer")
-        return self.layers
+        if len(self.g.outputs) != 1:
+            raise OnnxError(
+                f"{self.g.path}: cnnkit reads graphs with one output; this one has "
+                f"{len(self.g.outputs)} ({', '.join(self.g.outputs)})"
+            )
+        output = self.source.get(self.g.outputs[0], INPUT)
+        if output == INPUT:
+            raise OnnxError(f"{self.g.path}: the graph output is its input: no layers")
+        # Only what the output depends on, so the output's layer comes last.
+        keep = {output}
+        for layer in reversed(self.layers):
+            if layer.name in keep:
+                keep.update(layer.inputs)
+        return [layer for layer in self.layers if layer.name in keep]
 
     # -- one method per operator ---------------------------------------------------------
 
@@ -685,7 +699,17 @@ class _Resolver:
             self.by_name[producer.name] = merged
             self.source[node.outputs[0]] = producer.name
             return
-        raise self.error(node, "adding a constant is supported only as the bias of a MatMul")
+        self.op_Sub(node)
+
+    def op_Sub(self, node: OnnxNode) -> None:
+        # x - c, x * c, x / c with a constant c: input scaling such as cnnkit's own exported
+        # normalisation; no parameters to train, same shape, so no layer of its own.
+        if len(self.data_inputs(node)) != 1:
+            raise self.error(node, "only arithmetic with a constant (input scaling) is read")
+        self.alias(node)
+
+    op_Mul = op_Sub
+    op_Div = op_Sub
 
     def op_Concat(self, node: OnnxNode) -> None:
         axis = int(node.attrs.get("axis", 1))
@@ -708,7 +732,8 @@ def resolve(graph: OnnxGraph) -> list[ImportedLayer]:
     Returns
     -------
     list of ImportedLayer
-        Each with the names of the layers it reads (``"input"`` for the graph's input).
+        Each with the names of the layers it reads (``"input"`` for the graph's input); only
+        the layers the graph's one output depends on, that output's layer last.
 
     Raises
     ------
