@@ -553,7 +553,7 @@ def torch_train_throughput(
     """
     import torch
 
-    from cnnkit import spec as spec_mod
+    from cnnkit import arch as spec_mod
 
     if threads:
         torch.set_num_threads(threads)
@@ -591,7 +591,7 @@ def torch_network(arch: Any) -> Any:
     """A ``torch.nn.Sequential`` equivalent of a parsed 2-D architecture (benchmark peer)."""
     import torch
 
-    from cnnkit import spec as spec_mod
+    from cnnkit import arch as spec_mod
 
     nn = torch.nn
     mods: list[Any] = []

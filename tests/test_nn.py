@@ -242,7 +242,7 @@ def test_whole_network_gradient(rng):
 
 
 def test_model_shapes_come_from_the_spec():
-    from cnnkit import spec
+    from cnnkit import arch as spec
 
     text = DIGITS
     model = build_model(text)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from test_spec import random_spec
 
-from cnnkit import receptive, spec
-from cnnkit.spec import SpecError
+from cnnkit import arch as spec
+from cnnkit.arch import SpecError, receptive
 
 
 def final_field(name_or_text, layer=None):
@@ -314,8 +314,8 @@ def test_compare_summary():
 def test_docstring_examples():
     import doctest
 
-    from cnnkit import spec as spec_module
+    from cnnkit.arch import read
 
-    for module in (spec_module, receptive):
+    for module in (read, receptive):
         failed, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert tried > 0 and failed == 0, module.__name__

@@ -11,7 +11,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from cnnkit import receptive, spec
+from cnnkit import arch as spec
+from cnnkit.arch import receptive
 from cnnkit.cli.app import app
 
 runner = CliRunner()

@@ -9,8 +9,8 @@ import random
 import numpy as np
 import pytest
 
-from cnnkit import spec
-from cnnkit.spec import SpecError
+from cnnkit import arch as spec
+from cnnkit.arch import SpecError
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -475,7 +475,7 @@ def test_spec_module_imports_no_numpy():
     import sys
 
     code = (
-        "import sys, cnnkit.spec, cnnkit.receptive; "
+        "import sys, cnnkit.arch; "
         "print(any(m.split('.')[0] in ('numpy', 'numba') for m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

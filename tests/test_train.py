@@ -149,7 +149,7 @@ def test_train_throughput_reports_a_rate():
 
 def test_torch_network_matches_the_model_forward(rng):
     torch = pytest.importorskip("torch")
-    from cnnkit import spec
+    from cnnkit import arch as spec
 
     text = "input 1 9 9; conv 3 k=3 p=same; relu; pool avg k=2; conv 4 k=2; tanh; fc 5"
     model = build_model(text, seed=2, dtype=np.float64)

@@ -67,7 +67,7 @@ def _region_json(region: Any) -> dict[str, Any]:
 
 
 def _describe_region(arch: Any, region: Any) -> list[str]:
-    from cnnkit import spec
+    from cnnkit import arch as spec
 
     names = {1: ("positions",), 2: ("rows", "columns"), 3: ("slices", "rows", "columns")}[
         len(region.unit)
@@ -99,7 +99,7 @@ def _describe_region(arch: Any, region: Any) -> list[str]:
 def _render_fields(arch: Any, fields: list[Any]) -> None:
     from rich.table import Table
 
-    from cnnkit import spec
+    from cnnkit import arch as spec
 
     table = Table(
         title=f"{arch.name}: input {spec.format_shape(arch.input_shape)}", title_justify="left"
@@ -164,7 +164,8 @@ def _load_image(path: str, height: int, width: int) -> Any:
 
 
 def _plot(arch: Any, infos: list[Any], out: str, image_path: str | None) -> int:
-    from cnnkit import plots, receptive
+    from cnnkit import plots
+    from cnnkit.arch import receptive
 
     ndim = len(arch.input_shape) - 1
     if ndim == 3:
@@ -219,7 +220,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
         """Receptive field, effective stride and padding of every layer of SPEC."""
-        from cnnkit import receptive, spec
+        from cnnkit import arch as spec
+        from cnnkit.arch import receptive
 
         if layer is not None and unit is None:
             raise UsageError("--layer selects the layer of --unit; give --unit too")

@@ -49,7 +49,7 @@ def human_bytes(n: int) -> str:
 
 def load_arch(source: str, input_text: str | None) -> Any:
     """Parse SPEC, with ``--input CxHxW`` overriding its input line."""
-    from cnnkit import spec
+    from cnnkit import arch as spec
 
     override = spec.parse_shape(input_text, "--input") if input_text else None
     return spec.parse(source, override)
@@ -80,7 +80,7 @@ def fc_comparison(arch: Any, infos: list[Any]) -> dict[str, Any]:
 
 
 def _json(arch: Any, infos: list[Any], compare_fc: bool) -> dict[str, Any]:
-    from cnnkit import spec
+    from cnnkit import arch as spec
 
     out: dict[str, Any] = {
         "name": arch.name,
@@ -115,7 +115,7 @@ def _json(arch: Any, infos: list[Any], compare_fc: bool) -> dict[str, Any]:
 def _render(arch: Any, infos: list[Any], compare_fc: bool) -> None:
     from rich.table import Table
 
-    from cnnkit import spec
+    from cnnkit import arch as spec
 
     fmt = spec.format_shape
     table = Table(
@@ -196,7 +196,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
         """Output shape, parameters, multiply-adds and memory of every layer of SPEC."""
-        from cnnkit import spec
+        from cnnkit import arch as spec
 
         arch = load_arch(spec_source, input_shape)
         infos = spec.infer(arch)

@@ -2,8 +2,10 @@
 built from an architecture spec, losses, optimisers and model files."""
 
 from cnnkit.nn.layers import (
+    Add,
     AvgPool2d,
     BatchNorm,
+    Concat,
     Conv2d,
     Dropout,
     Flatten,
@@ -13,6 +15,7 @@ from cnnkit.nn.layers import (
     Linear,
     MaxPool2d,
     ReLU,
+    ReLU6,
     Sigmoid,
     Tanh,
 )
@@ -24,8 +27,10 @@ from cnnkit.nn.serialize import load_model, save_model
 __all__ = [
     "SGD",
     "Adam",
+    "Add",
     "AvgPool2d",
     "BatchNorm",
+    "Concat",
     "Conv2d",
     "Dropout",
     "Flatten",
@@ -36,6 +41,7 @@ __all__ = [
     "MaxPool2d",
     "Model",
     "ReLU",
+    "ReLU6",
     "Sigmoid",
     "Tanh",
     "build_model",

@@ -83,9 +83,13 @@ class Layer:
         Non-trainable state saved with the model (batch-norm running statistics).
     need_input_grad : bool
         False for the first layer: nobody needs the gradient of the images.
+    multi_input : bool
+        True for layers that read several inputs (add, concat): ``forward`` takes a list and
+        ``backward`` returns one gradient per input.
     """
 
     kind = "identity"
+    multi_input = False
 
     def __init__(self, name: str = "") -> None:
         self.name = name or self.kind
@@ -264,6 +268,19 @@ class ReLU(Layer):
         return np.multiply(grad_y, self._mask)
 
 
+class ReLU6(Layer):
+    """``y = min(max(x, 0), 6)`` (MobileNetV2's activation); ``dL/dx = dL/dy * [0 < x < 6]``."""
+
+    kind = "relu6"
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        self._mask = (x > 0) & (x < 6)
+        return np.clip(x, 0, 6)
+
+    def backward(self, grad_y: np.ndarray) -> np.ndarray | None:
+        return np.multiply(grad_y, self._mask)
+
+
 class LeakyReLU(Layer):
     """``y = x if x > 0 else slope * x``; ``dL/dx = dL/dy * (1 if x > 0 else slope)``."""
 
@@ -386,6 +403,50 @@ class Linear(Layer):
         return (grad_y @ self.w).reshape(self._shape)
 
 
+class Add(Layer):
+    """Elementwise sum of two or more inputs of one shape: the merge of a residual block.
+
+    Notes
+    -----
+    ``y = x_1 + ... + x_k``, so ``dL/dx_i = dL/dy`` for every input (the gradient flows down
+    the shortcut unchanged, which is why deep residual networks train; He et al., 2016).
+    """
+
+    kind = "add"
+    multi_input = True
+
+    def forward(self, xs: list[np.ndarray], training: bool = False) -> np.ndarray:
+        self._count = len(xs)
+        y = xs[0] + xs[1]
+        for x in xs[2:]:
+            y += x
+        return y
+
+    def backward(self, grad_y: np.ndarray) -> list[np.ndarray]:
+        return [grad_y] * self._count
+
+
+class Concat(Layer):
+    """Concatenation of two or more inputs along the channel axis (Inception, DenseNet).
+
+    Notes
+    -----
+    ``y = [x_1, ..., x_k]`` on axis 1; ``dL/dx_i`` is the slice of ``dL/dy`` that holds
+    ``x_i``'s channels.
+    """
+
+    kind = "concat"
+    multi_input = True
+
+    def forward(self, xs: list[np.ndarray], training: bool = False) -> np.ndarray:
+        self._sizes = [x.shape[1] for x in xs]
+        return np.concatenate(xs, axis=1)
+
+    def backward(self, grad_y: np.ndarray) -> list[np.ndarray]:
+        bounds = np.cumsum(self._sizes)[:-1]
+        return [np.ascontiguousarray(g) for g in np.split(grad_y, bounds, axis=1)]
+
+
 class Dropout(Layer):
     """Inverted dropout: in training, zero each unit with probability ``rate`` and scale the
     survivors by ``1 / (1 - rate)``, so evaluation is the identity.
@@ -495,8 +556,10 @@ class BatchNorm(Layer):
 
 
 __all__ = [
+    "Add",
     "AvgPool2d",
     "BatchNorm",
+    "Concat",
     "Conv2d",
     "Dropout",
     "Flatten",
@@ -506,6 +569,7 @@ __all__ = [
     "Linear",
     "MaxPool2d",
     "ReLU",
+    "ReLU6",
     "Sigmoid",
     "Tanh",
     "glorot_uniform",

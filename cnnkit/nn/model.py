@@ -1,8 +1,11 @@
-"""A Model: the plain list of layers that an architecture spec describes.
+"""A Model: the network an architecture graph describes, run by walking that graph.
 
-The model is built only from :func:`cnnkit.spec.parse` / :func:`cnnkit.spec.infer`, so the
-spec a user inspects with ``cnnkit shape`` is exactly the spec that trains. Shapes (a conv's
-input channels, an fc layer's input features, resolved "same" padding) come from ``infer``.
+The model is built only from :func:`cnnkit.arch.parse` / :func:`cnnkit.arch.infer`, so the
+spec a user inspects with ``cnnkit shape`` is exactly the spec that trains. Each node of the
+graph becomes the layer its kind builds (:data:`cnnkit.arch.kinds.KINDS`), with the shapes
+inference found (a conv's input channels, an fc layer's input features, resolved "same"
+padding). A chain is a graph with one path; residual and concat blocks add nodes that read
+several inputs.
 
 Every parameter and every gradient lives in one flat array (``model.flat_params`` /
 ``model.flat_grads``); the layers hold views into it. The optimiser then updates the whole
@@ -17,54 +20,36 @@ import numpy as np
 
 from cnnkit.nn import layers as L
 
-RELU_FAMILY = ("relu", "leakyrelu")
-# Layers that sit between a weight layer and its activation without changing which
-# initialisation suits it.
-_TRANSPARENT = ("bn", "dropout", "pool", "flatten", "gap")
+RELU_FAMILY = ("relu", "relu6", "leakyrelu")
 
 
-def _pairs(pads: Any, ndim: int) -> tuple[tuple[int, int], ...]:
-    if pads is None:
-        return ((0, 0),) * ndim
-    out = []
-    for p in pads:
-        if isinstance(p, int | np.integer):
-            out.append((int(p), int(p)))
-        else:
-            lo, hi = p
-            out.append((int(lo), int(hi)))
-    return tuple(out)
+def _init_for(arch: Any, consumers: dict[str, list[str]], name: str) -> str:
+    """ "he" if the next activation after node ``name`` is relu-like, else "glorot"."""
+    from cnnkit.arch import KINDS
 
-
-def _init_for(layers: tuple[Any, ...], index: int) -> str:
-    """ "he" if the next activation after layer ``index`` is relu-like, else "glorot"."""
-    for spec in layers[index + 1 :]:
-        if spec.kind in RELU_FAMILY:
+    kinds = {n.name: n.kind for n in arch.nodes}
+    while consumers.get(name):
+        name = consumers[name][0]
+        if kinds[name] in RELU_FAMILY:
             return "he"
-        if spec.kind not in _TRANSPARENT:
+        if not KINDS[kinds[name]].transparent:
             return "glorot"
     return "glorot"
 
 
-def _tuple2(value: Any) -> tuple[int, int]:
-    if isinstance(value, int | np.integer):
-        return (int(value), int(value))
-    items = tuple(int(v) for v in value)
-    return (items[0], items[0]) if len(items) == 1 else (items[0], items[1])
-
-
 class Model:
-    """A feed-forward network built from a parsed architecture.
+    """A network built from a parsed architecture graph.
 
     Parameters
     ----------
-    arch : cnnkit.spec.Architecture
-        The parsed spec (``spec.parse``); its input shape must be (C, H, W).
+    arch : cnnkit.arch.Graph
+        The parsed spec (``arch.parse``); its input shape must be (C, H, W).
     seed : int
         Seed of the weight initialisation.
     init : str
-        ``"he"``: He normal for layers followed by relu/leaky relu, Glorot uniform otherwise.
-        ``"torch"``: PyTorch's default ``U(+-1/sqrt(fan_in))`` for weights and biases.
+        ``"he"``: He normal for layers followed by relu/relu6/leaky relu, Glorot uniform
+        otherwise. ``"torch"``: PyTorch's default ``U(+-1/sqrt(fan_in))`` for weights and
+        biases.
     dtype : numpy dtype
         float32 (training) or float64 (gradient checks).
     source : str, optional
@@ -72,8 +57,10 @@ class Model:
 
     Notes
     -----
-    ``forward`` runs the layers in order; ``backward`` runs them in reverse, each one turning
-    ``dL/d(output)`` into ``dL/d(input)`` and filling its parameter gradients.
+    ``forward`` runs the nodes in the graph's topological order, each reading the outputs of
+    its inputs; ``backward`` runs them in reverse, each turning ``dL/d(output)`` into
+    ``dL/d(input)`` (one per input for add and concat) and filling its parameter gradients.
+    Where a node's output feeds several nodes, the gradients that come back are summed.
     """
 
     def __init__(
@@ -85,7 +72,7 @@ class Model:
         source: str | None = None,
         init: str = "he",
     ) -> None:
-        from cnnkit import spec as spec_mod
+        from cnnkit.arch import INPUT, KINDS, infer
 
         if init not in ("he", "torch"):
             raise ValueError(f"init must be he (He/Glorot) or torch, got {init!r}")
@@ -100,99 +87,34 @@ class Model:
                 f"{' '.join(map(str, self.input_shape))} has {len(self.input_shape) - 1} "
                 "spatial dimensions"
             )
-        infos = spec_mod.infer(arch)
+        infos = infer(arch)
+        consumers = arch.consumers()
         rng = np.random.default_rng(seed)
         self.layers: list[L.Layer] = []
+        self.inputs: list[tuple[str, ...]] = []
         self.output_shapes: list[tuple[int, ...]] = []
-        specs = tuple(arch.layers)
-        for i, info in enumerate(infos):
-            self.layers.append(self._build(info, specs, i, rng))
+        for info in infos:
+            node = info.layer
+            wanted = "torch" if init == "torch" else _init_for(arch, consumers, node.name)
+            try:
+                layer = KINDS[node.kind].build(node, info, wanted, rng, self.dtype)
+            except ValueError as exc:
+                where = f"{arch.where} {node.line}: " if node.line else ""
+                raise ValueError(f"{where}{exc}") from None
+            layer.need_input_grad = INPUT not in node.inputs
+            self.layers.append(layer)
+            self.inputs.append(tuple(node.inputs))
             self.output_shapes.append(tuple(int(s) for s in info.output_shape))
-        if not self.layers:
-            raise ValueError("the architecture has no layers")
+        self.names = [layer.name for layer in self.layers]
+        # How many nodes read each output: forward frees an output once all have read it.
+        self._readers: dict[str, int] = {}
+        for sources in self.inputs:
+            for source in sources:
+                self._readers[source] = self._readers.get(source, 0) + 1
         # One score per class is a flat vector; a (K, 1, 1) map also counts as K scores.
         out = self.output_shapes[-1]
         self.num_outputs = int(np.prod(out)) if all(s == 1 for s in out[1:]) else 0
-        self.layers[0].need_input_grad = False
         self._flatten_parameters()
-
-    def _init_for(self, specs: tuple[Any, ...], i: int) -> str:
-        return "torch" if self.init == "torch" else _init_for(specs, i)
-
-    def _build(self, info: Any, specs: tuple[Any, ...], i: int, rng: np.random.Generator):
-        spec = info.layer
-        kind = spec.kind
-        name = getattr(info, "name", "") or f"{kind}{i + 1}"
-        in_shape = tuple(int(s) for s in info.input_shape)
-        ndim_sp = len(self.input_shape) - 1
-        if kind == "conv":
-            if len(in_shape) < 3 or ndim_sp != 2:
-                raise ValueError(
-                    f"{self.arch.where} {spec.line}: training supports 2-D convolutions only "
-                    f"(input C H W); got input shape {in_shape}"
-                )
-            c_in = in_shape[-3]
-            return L.Conv2d(
-                c_in,
-                int(spec.out_channels),
-                _tuple2(spec.kernel),
-                stride=_tuple2(spec.stride),
-                pads=_pairs(info.pads, 2),
-                dilation=_tuple2(spec.dilation),
-                groups=int(spec.groups or 1),
-                bias=bool(spec.bias),
-                init=self._init_for(specs, i),
-                rng=rng,
-                dtype=self.dtype,
-                name=name,
-            )
-        if kind == "pool":
-            if ndim_sp != 2:
-                raise ValueError(
-                    f"{self.arch.where} {spec.line}: training supports 2-D pooling only"
-                )
-            pads = _pairs(info.pads, 2)
-            if pads[0][0] != pads[0][1] or pads[1][0] != pads[1][1]:
-                raise ValueError(
-                    f"{self.arch.where} {spec.line}: pooling needs the same padding on both "
-                    f"sides (an int), got {pads}"
-                )
-            cls = L.MaxPool2d if spec.mode == "max" else L.AvgPool2d
-            stride = spec.stride if spec.stride is not None else spec.kernel
-            return cls(
-                _tuple2(spec.kernel),
-                _tuple2(stride),
-                (pads[0][0], pads[1][0]),
-                ceil_mode=bool(spec.ceil),
-                name=name,
-            )
-        if kind == "gap":
-            return L.GlobalAvgPool(name)
-        if kind == "relu":
-            return L.ReLU(name)
-        if kind == "leakyrelu":
-            return L.LeakyReLU(spec.slope if spec.slope is not None else 0.01, name)
-        if kind == "tanh":
-            return L.Tanh(name)
-        if kind == "sigmoid":
-            return L.Sigmoid(name)
-        if kind == "flatten":
-            return L.Flatten(name)
-        if kind == "dropout":
-            return L.Dropout(spec.rate if spec.rate is not None else 0.5, name)
-        if kind == "bn":
-            return L.BatchNorm(in_shape[0], dtype=self.dtype, name=name)
-        if kind == "fc":
-            return L.Linear(
-                int(np.prod(in_shape)),
-                int(spec.units),
-                bias=bool(spec.bias) if spec.bias is not None else True,
-                init=self._init_for(specs, i),
-                rng=rng,
-                dtype=self.dtype,
-                name=name,
-            )
-        raise ValueError(f"{self.arch.where} {spec.line}: layer kind {kind!r} cannot be trained")
 
     def _flatten_parameters(self) -> None:
         total = sum(p.size for layer in self.layers for p in layer.params)
@@ -213,27 +135,44 @@ class Model:
 
     # -- running -------------------------------------------------------------------------
 
+    def _run(self, x: np.ndarray, training: bool, keep: bool) -> dict[str, np.ndarray]:
+        """Every node's output (``keep``) or just the last one, by walking the graph."""
+        values = {"input": x}
+        left = dict(self._readers)
+        for layer, sources, name in zip(self.layers, self.inputs, self.names):
+            args = [values[s] for s in sources]
+            values[name] = layer.forward(args if layer.multi_input else args[0], training)
+            if not keep:
+                for s in sources:
+                    left[s] -= 1
+                    if not left[s]:
+                        del values[s]
+        return values
+
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """Logits for a batch ``x`` of shape (N, *input_shape)."""
-        for layer in self.layers:
-            x = layer.forward(x, training)
-        return x.reshape(x.shape[0], -1)
+        y = self._run(x, training, keep=False)[self.names[-1]]
+        return y.reshape(y.shape[0], -1)
 
     def backward(self, grad: np.ndarray) -> None:
         """Back-propagate ``dL/d(logits)``; fills ``flat_grads``."""
-        grad = grad.reshape((grad.shape[0], *self.output_shapes[-1]))
-        for layer in reversed(self.layers):
-            grad = layer.backward(grad)
-            if grad is None:
-                break
+        grads = {self.names[-1]: grad.reshape((grad.shape[0], *self.output_shapes[-1]))}
+        for layer, sources, name in zip(
+            reversed(self.layers), reversed(self.inputs), reversed(self.names)
+        ):
+            out = layer.backward(grads.pop(name))
+            if out is None:
+                continue
+            for source, g in zip(sources, out if layer.multi_input else [out]):
+                if source == "input":
+                    continue
+                # Not in place: add hands the same array to each of its inputs.
+                grads[source] = g if source not in grads else grads[source] + g
 
     def activations(self, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
-        """(layer name, output) for every layer, evaluation mode."""
-        out = []
-        for layer in self.layers:
-            x = layer.forward(x, False)
-            out.append((layer.name, x))
-        return out
+        """(layer name, output) for every node, evaluation mode."""
+        values = self._run(x, False, keep=True)
+        return [(name, values[name]) for name in self.names]
 
     def predict_logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Evaluation-mode logits for any number of inputs, in batches."""
@@ -302,10 +241,10 @@ def build_model(
     dtype: Any = np.float32,
     init: str = "he",
 ) -> Model:
-    """Parse ``source`` with :func:`cnnkit.spec.parse` and build the model it describes."""
-    from cnnkit import spec as spec_mod
+    """Parse ``source`` with :func:`cnnkit.arch.parse` and build the model it describes."""
+    from cnnkit.arch import parse
 
-    arch = spec_mod.parse(source, input_shape=input_shape)
+    arch = parse(source, input_shape=input_shape)
     return Model(arch, seed=seed, dtype=dtype, source=spec_text(source), init=init)
 
 
@@ -315,10 +254,10 @@ def spec_text(source: str) -> str:
     Model files store the text itself, not a name or a path, so a model still loads after the
     file moves or a shipped architecture changes.
     """
-    from cnnkit import spec as spec_mod
+    from cnnkit.arch import source_text
 
     # The parser's own resolution of names and paths: one place decides what a source means.
-    return spec_mod._load(source)[0]
+    return source_text(source)
 
 
 __all__ = ["Model", "build_model", "spec_text"]
