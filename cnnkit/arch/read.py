@@ -521,7 +521,12 @@ def parse(source: str, input_shape: tuple[int, ...] | None = None) -> Graph:
 
 def source_text(source: str) -> str:
     """The spec text behind ``source`` (a shipped name, a file, inline text or JSON), resolved
-    exactly as :func:`parse` resolves it; store this to rebuild the same network later."""
+    exactly as :func:`parse` resolves it; store this to rebuild the same network later.
+    An ``.onnx`` file's architecture is stored as the JSON spec of its graph."""
+    if source.strip().lower().endswith(".onnx"):
+        from cnnkit.arch.write import to_json
+
+        return json.dumps(to_json(parse(source)))
     return _load(source)[0]
 
 

@@ -23,14 +23,44 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 from cnnkit import geometry
-from cnnkit.arch import INPUT, Builder, Graph, SpecError, format_shape, layer_text
+from cnnkit.arch import INPUT, Builder, Graph, SpecError, format_shape
 from cnnkit.arch.kinds import KINDS
+from cnnkit.arch.values import dims
 from cnnkit.onnx.reader import ImportedLayer, OnnxError, OnnxGraph, read_onnx, resolve
 
 _FLATTENERS = ("flatten", "fc")
+# Options left out of a node's text when they have the spec's default value.
+_DEFAULTS = {"s": "1", "p": "0", "d": "1", "groups": 1, "bias": True, "ceil": False}
+
+
+def short_text(node: Any) -> str:
+    """A node as spec text with default options left out: ``conv 64 k=7 s=2 p=3 bias=false``.
+
+    Uneven pads, which the spec language cannot write, read ``p=0+1x1+2`` (before+after).
+    """
+    kind = KINDS[node.kind]
+    parts = [node.kind]
+    for key, value in kind.options(node).items():
+        if key == "p" and node.kind == "conv" and not isinstance(node.padding, str):
+            if any(isinstance(p, tuple) for p in node.padding):
+                value = "x".join(f"{lo}+{hi}" for lo, hi in node.padding)
+        if key == "s" and node.kind == "pool" and value == dims(node.kernel):
+            continue
+        if key != kind.positional and key in _DEFAULTS and value == _DEFAULTS[key]:
+            continue
+        shown = (
+            str(value).lower()
+            if isinstance(value, bool)
+            else f"{value:g}"
+            if isinstance(value, float)
+            else str(value)
+        )
+        parts.append(shown if key == kind.positional else f"{key}={shown}")
+    return " ".join(parts)
 
 
 def onnx_graph(path: str | os.PathLike[str], input_shape: tuple[int, ...] | None = None) -> Graph:
@@ -87,7 +117,7 @@ class _Build:
         self.g = graph
         self.layers = layers
         try:
-            self.builder = Builder(graph.name, shape, where="node")
+            self.builder = Builder(Path(graph.path).name, shape, where="node")
         except SpecError as exc:
             raise OnnxError(f"{graph.path}: {exc}") from None
         self.shapes: dict[str, tuple[int, ...]] = {INPUT: shape}
@@ -108,9 +138,9 @@ class _Build:
                 self.rename[layer.name] = self.add(layer, sources, in_shapes)
             except SpecError as exc:
                 raise self.error(layer, str(exc)) from None
-        nodes = [dataclasses.replace(n, text=layer_text(n)) for n in self.builder.nodes]
+        nodes = [dataclasses.replace(n, text=short_text(n)) for n in self.builder.nodes]
         try:
-            return Graph(self.g.name, self.builder.input_shape, tuple(nodes), "node")
+            return Graph(self.builder.name, self.builder.input_shape, tuple(nodes), "node")
         except SpecError as exc:
             raise OnnxError(f"{self.g.path}: {exc}") from None
 

@@ -26,6 +26,7 @@ from cnnkit.onnx import require
 MIN_OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+INPUT_NODE = "input"  # what model.inputs calls the network's input
 
 
 @dataclass
@@ -190,9 +191,9 @@ def _emitter(layer: Any) -> Callable[..., str]:
     raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has no ONNX export")
 
 
-def _steps(model: Any) -> list[tuple[Any, list[int]]]:
-    """(layer, indices of the layers it reads; -1 = the input) in execution order."""
-    return [(layer, [i - 1]) for i, layer in enumerate(model.layers)]
+def _steps(model: Any) -> list[tuple[Any, str, tuple[str, ...], tuple[int, ...]]]:
+    """(layer, node name, names of the nodes it reads, output shape), in execution order."""
+    return list(zip(model.layers, model.names, model.inputs, model.output_shapes))
 
 
 def check_opset(opset: int) -> int:
@@ -249,18 +250,18 @@ def model_to_onnx(model: Any, header: dict[str, Any], opset: int = MIN_OPSET) ->
     if np.any(std != 1):
         std_shape = (1, std.size) + (1,) * (len(in_shape) - 1)
         x = g.node("Div", [x, g.const("normalise.std", std.reshape(std_shape))], "normalise.div")
-    outputs: list[str] = []
-    shapes: list[tuple[int, ...]] = []
-    for index, (layer, sources) in enumerate(_steps(model)):
-        names = [x if s < 0 else outputs[s] for s in sources]
-        src_shape = in_shape if sources[0] < 0 else shapes[sources[0]]
-        outputs.append(_emitter(layer)(g, layer, names, src_shape))
-        shapes.append(tuple(model.output_shapes[index]))
-    last = outputs[-1]
-    if len(shapes[-1]) > 1:
+    tensors = {INPUT_NODE: x}  # node name -> the ONNX tensor holding its output
+    shapes = {INPUT_NODE: in_shape}
+    for layer, name, sources, out_shape in _steps(model):
+        names = [tensors[s] for s in sources]
+        tensors[name] = _emitter(layer)(g, layer, names, shapes[sources[0]])
+        shapes[name] = tuple(out_shape)
+    last_shape = shapes[model.names[-1]]
+    last = tensors[model.names[-1]]
+    if len(last_shape) > 1:
         last = g.node("Flatten", [last], "logits.flatten", axis=1)
     g.nodes.append(helper.make_node("Identity", [last], [OUTPUT_NAME], name=OUTPUT_NAME))
-    n_out = int(np.prod(shapes[-1]))
+    n_out = int(np.prod(last_shape))
     graph = helper.make_graph(
         g.nodes,
         header.get("dataset") or "cnnkit",
