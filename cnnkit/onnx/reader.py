@@ -199,7 +199,7 @@ def read_onnx(path: str | os.PathLike[str]) -> OnnxGraph:
     ordered = _topological(nodes, {input_name, *init_shapes}, p)
     _check_outputs(graph, ordered, p)
     try:
-        onnx.checker.check_model(_without_external_data(onnx, model))
+        onnx.checker.check_model(_structure(onnx, model))
     except Exception as exc:  # ValidationError, and C++ errors for malformed protos
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise OnnxError(f"{p}: the ONNX checker rejects the file: {first[:200]}") from None
@@ -285,27 +285,29 @@ def _check_external_data(onnx: Any, graph: Any, p: Path) -> None:
             )
 
 
-def _without_external_data(onnx: Any, model: Any) -> Any:
-    """``model`` with external initializers declared as graph inputs, for the checker.
+def _structure(onnx: Any, model: Any) -> Any:
+    """``model`` with its initializers declared as typed graph inputs, for the checker.
 
-    Given a ``ModelProto`` the checker looks for external data relative to the working
-    folder; as inputs of the same type and shape, the structure is checked all the same.
+    The checker then checks the graph's structure and every node against its schema without
+    the weights' bytes: serialising them for it took most of the time on ResNet-50, and for
+    external data it would look for files relative to the working folder. Weight values are
+    never used here (small constants are decoded, and checked, by numpy_helper).
     """
-    external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-    if not external:
-        return model
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    kept = [t for t in model.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
-    del copy.graph.initializer[:]
-    copy.graph.initializer.extend(kept)
-    declared = {i.name for i in copy.graph.input}
-    for tensor in external:
-        if tensor.name not in declared:
-            copy.graph.input.append(
-                onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
-            )
-    return copy
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    graph, source = light.graph, model.graph
+    graph.name = source.name
+    for key in ("node", "input", "output", "value_info"):
+        getattr(graph, key).extend(getattr(source, key))
+    declared = {i.name for i in source.input}
+    weights = [(t.name, t.data_type, t.dims) for t in source.initializer]
+    weights += [(t.values.name, t.values.data_type, t.dims) for t in source.sparse_initializer]
+    for name, data_type, dims in weights:
+        if name not in declared:
+            graph.input.append(onnx.helper.make_tensor_value_info(name, data_type, list(dims)))
+    return light
 
 
 def _named_nodes(onnx: Any, graph: Any) -> list[OnnxNode]:
@@ -328,13 +330,19 @@ def _named_nodes(onnx: Any, graph: Any) -> list[OnnxNode]:
     return nodes
 
 
-def _tensor_values(onnx: Any, tensor: Any) -> list[float] | None:
+def _tensor_values(onnx: Any, tensor: Any, p: Path) -> list[float] | None:
     n = math.prod(tensor.dims)
     if tensor.data_location == onnx.TensorProto.EXTERNAL or n > SMALL_CONSTANT:
         return None
     from onnx import numpy_helper
 
-    return [float(v) for v in numpy_helper.to_array(tensor).reshape(-1)]
+    try:
+        return [float(v) for v in numpy_helper.to_array(tensor).reshape(-1)]
+    except Exception as exc:  # data that does not fill the shape, an unknown type, ...
+        detail = str(exc) or type(exc).__name__
+        raise OnnxError(
+            f"{p}: tensor {tensor.name!r}: its data does not decode ({detail})"
+        ) from None
 
 
 def _initializers(
@@ -344,7 +352,7 @@ def _initializers(
     values: dict[str, list[float]] = {}
     for tensor in graph.initializer:
         shapes[tensor.name] = tuple(int(d) for d in tensor.dims)
-        small = _tensor_values(onnx, tensor)
+        small = _tensor_values(onnx, tensor, p)
         if small is not None:
             values[tensor.name] = small
     for sparse in graph.sparse_initializer:
@@ -356,7 +364,7 @@ def _initializers(
         if tensor is None or len(node.outputs) != 1:
             raise OnnxError(f"{p}: node {node.name}: only tensor-valued Constant nodes are read")
         shapes[node.outputs[0]] = tuple(int(d) for d in tensor.dims)
-        small = _tensor_values(onnx, tensor)
+        small = _tensor_values(onnx, tensor, p)
         if small is not None:
             values[node.outputs[0]] = small
     return shapes, values
