@@ -278,3 +278,39 @@ def test_missing_and_folder_paths(tmp_path: Path) -> None:
     (tmp_path / "dir.onnx").mkdir()
     with pytest.raises(OnnxError):
         read_onnx(tmp_path / "dir.onnx")
+
+
+@pytest.mark.parametrize("command", ["shape", "receptive-field"])
+def test_cli_errors_are_one_line_with_exit_2(tmp_path: Path, command: str, monkeypatch) -> None:
+    import sys
+
+    from typer.testing import CliRunner
+
+    from cnnkit.cli.app import app
+
+    runner = CliRunner()
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07" + b"\xff" * 50)
+    cycle = _save(
+        tmp_path,
+        _model(
+            [
+                helper.make_node("Relu", ["x", "b"], ["a"], name="first"),
+                helper.make_node("Relu", ["a"], ["b"], name="second"),
+                helper.make_node("Relu", ["b"], ["y"], name="third"),
+            ],
+            [],
+        ),
+        "cycle.onnx",
+    )
+    good = _save(tmp_path, _conv_relu(), "good.onnx")
+    for path, words in ((bad, "not an ONNX model"), (cycle, "cycle")):
+        done = runner.invoke(app, [command, str(path)])
+        assert done.exit_code == 2 and words in done.output, done.output
+        assert done.output.strip().count("\n") == 0 and "Traceback" not in done.output
+    done = runner.invoke(app, [command, str(good), "--input", "5x8x8"])
+    assert done.exit_code == 2 and "input channels" in done.output
+    assert runner.invoke(app, [command, str(good)]).exit_code == 0
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    done = runner.invoke(app, [command, str(good)])
+    assert done.exit_code == 2 and "onnx extra" in done.output
