@@ -38,38 +38,54 @@ def receptive_field_figure(
     regions: list[Any],
     image: Any = None,
     title: str = "",
+    note: str | None = None,
 ) -> Any:
-    """Receptive fields drawn over the input, one outline per layer, growing with depth.
+    """One unit's receptive field drawn over the input as it grows, one outline per layer.
 
-    ``regions`` are :class:`cnnkit.receptive.Region` objects (``box`` per dimension, in input
-    coordinates, possibly reaching into the padding). 2-D inputs show boxes over a pixel grid
-    or over ``image`` (an array already resized to the input's height and width); 1-D inputs
-    show one bar per layer under the samples.
+    ``regions`` are :class:`cnnkit.arch.receptive.Region` objects, nested (from
+    :func:`cnnkit.arch.receptive.growth`): ``box`` per dimension in input coordinates,
+    possibly reaching into the padding. 2-D inputs show boxes over a pixel grid or over
+    ``image`` (an array already resized to the input's height and width); 1-D inputs show
+    one bar per layer under the samples. A field with holes (dilation, strides larger than
+    the kernel) shows the pixels that reach the unit as dots instead of a filled box.
+    ``note`` (e.g. that the photo was resized) goes under the title.
     """
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
     plt = pyplot()
     colors = plt.get_cmap("viridis")
     count = max(len(regions), 1)
+
+    def holes(region: Any) -> bool:
+        return region.seen < region.inside
+
     if len(input_sizes) == 1:
         (length,) = input_sizes
-        fig, ax = plt.subplots(figsize=(max(4.0, min(12.0, length * 0.5)), 1 + 0.35 * count))
+        fig, ax = plt.subplots(figsize=(max(5.0, min(12.0, length * 0.5)), 1.2 + 0.4 * count))
         ax.add_patch(Rectangle((-0.5, count), length, 0.8, facecolor="0.85", edgecolor="k"))
+        ax.text(length - 0.5 + 0.3, count + 0.4, "input", va="center", fontsize=8)
         for row, region in enumerate(regions):
             lo, hi = region.box[0]
+            y = count - 1 - row
+            color = colors(row / count)
             ax.add_patch(
-                Rectangle((lo - 0.5, count - 1 - row), hi - lo + 1, 0.8, color=colors(row / count))
+                Rectangle((lo - 0.5, y), hi - lo + 1, 0.8, fill=False, edgecolor=color, lw=1.5)
             )
-            ax.text(hi + 0.7, count - 0.6 - row, region.layer, va="center", fontsize=8)
+            for p in region.positions[0]:
+                ax.add_patch(Rectangle((p - 0.5, y), 1, 0.8, color=color, alpha=0.8))
+            label = f"{region.layer}: {hi - lo + 1}" + (" (holes)" if holes(region) else "")
+            ax.text(hi + 0.7, y + 0.4, label, va="center", fontsize=8)
         lows = [r.box[0][0] for r in regions] + [0]
         highs = [r.box[0][1] for r in regions] + [length - 1]
-        ax.set_xlim(min(lows) - 1, max(highs) + 4)
+        ax.set_xlim(min(lows) - 1, max(highs) + 6)
         ax.set_ylim(-0.5, count + 1)
         ax.set_yticks([])
-        ax.set_xlabel("input position (grey: the input)")
+        ax.set_xlabel("input position (outside 0..n-1: padding)")
+        ax.set_ylabel("layer (deeper: lower)")
     else:
         height, width = input_sizes[-2], input_sizes[-1]
-        fig, ax = plt.subplots(figsize=(6, 6))
+        fig, ax = plt.subplots(figsize=(7, 6))
         if image is not None:
             ax.imshow(image, cmap="gray", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
         else:
@@ -79,8 +95,10 @@ def receptive_field_figure(
                     ax.plot([-0.5, width - 0.5], [y - 0.5, y - 0.5], color="0.75", lw=0.5)
                 for x in range(width + 1):
                     ax.plot([x - 0.5, x - 0.5], [-0.5, height - 0.5], color="0.75", lw=0.5)
+        handles = []
         for row, region in enumerate(regions):
             (y0, y1), (x0, x1) = region.box[-2], region.box[-1]
+            color = colors(row / max(count - 1, 1))
             ax.add_patch(
                 Rectangle(
                     (x0 - 0.5, y0 - 0.5),
@@ -88,18 +106,39 @@ def receptive_field_figure(
                     y1 - y0 + 1,
                     fill=False,
                     lw=2,
-                    edgecolor=colors(row / count),
-                    label=f"{region.layer}: {y1 - y0 + 1}x{x1 - x0 + 1}",
+                    edgecolor=color,
                 )
             )
+            label = f"{region.layer}: {y1 - y0 + 1}x{x1 - x0 + 1}"
+            if holes(region) and region.seen <= 20_000:
+                ys, xs = zip(*region.pixels())
+                ax.scatter(xs, ys, s=max(2.0, 2000.0 / max(height, width)), color=color, marker="s")
+                label += f" ({region.seen:,} of {region.inside:,} pixels reach it)"
+            handles.append(Line2D([], [], color=color, lw=2, label=label))
+        unit = regions[-1] if regions else None
+        if unit is not None:
+            cy = sum(unit.box[-2]) / 2
+            cx = sum(unit.box[-1]) / 2
+            ax.plot([cx], [cy], marker="+", color="red", markersize=12, mew=2)
+            handles.append(Line2D([], [], color="red", marker="+", lw=0, label="field centre"))
         lows = [min(r.box[-2][0], r.box[-1][0]) for r in regions] + [0]
         highs = [max(r.box[-2][1] - height, r.box[-1][1] - width) for r in regions] + [0]
-        ax.set_xlim(min(lows) - 1, width + max(highs))
-        ax.set_ylim(height + max(highs), min(lows) - 1)
+        margin = 1 + 0.03 * (width + max(highs) - min(lows))
+        ax.set_xlim(min(lows) - margin, width + max(highs) + margin)
+        ax.set_ylim(height + max(highs) + margin, min(lows) - margin)
         ax.set_aspect("equal")
-        if regions:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
-    ax.set_title(title)
+        ax.set_xlabel("input column x (outside the grey area: padding)")
+        ax.set_ylabel("input row y")
+        if handles:
+            ax.legend(
+                handles=handles,
+                title="layer: field (inner boxes: earlier layers)",
+                loc="upper left",
+                bbox_to_anchor=(1.02, 1),
+                fontsize=8,
+                title_fontsize=8,
+            )
+    ax.set_title(title + (f"\n{note}" if note else ""), fontsize=10)
     return fig
 
 

@@ -14,8 +14,11 @@ group layers into blocks that may span lines::
     concat { ... } { ... } ...            # channel concatenation; an empty branch is x
     repeat 3 { ... }                      # three copies, each with its own weights
 
-Any layer or block takes ``name=...`` (``repeat 2 name=layer1 { ... }``); otherwise names are
-the kind plus a counter per block (``conv1``, ``residual1.conv2``, ``repeat1.0.relu1``).
+Any layer or block takes ``name=...``; otherwise names are the kind plus a counter per scope.
+``repeat 2 name=layer1 { ... }`` names its copies' layers ``layer1.0.conv1``, ``layer1.1.conv1``
+(one copy: ``layer1.conv1``, a named group); a named residual or concat is a scope too, an
+unnamed residual adds its layers where it stands, its shortcut under ``shortcut.`` and its sum
+as ``add1``; concat branches are ``concat1.0.``, ``concat1.1.``, ...
 
 The JSON form is a list of objects with the same keys (the layer name under ``"layer"``, the
 positional value under its field name: ``{"layer": "conv", "out_channels": 64, "k": 3}``,
@@ -37,7 +40,7 @@ from typing import Any
 
 from cnnkit.arch.graph import INPUT, Graph, Node
 from cnnkit.arch.kinds import KINDS, canonical_kind, collect
-from cnnkit.arch.values import Ctx, SpecError, check_input_shape, parse_shape
+from cnnkit.arch.values import Ctx, SpecError, check_input_shape, parse_shape, to_int
 
 ARCH_DIR = Path(__file__).resolve().parent.parent / "archs"
 BLOCKS = ("residual", "concat", "repeat")
@@ -112,7 +115,8 @@ class Builder:
         if explicit is None:
             key = (scope, kind)
             self._counts[key] = self._counts.get(key, 0) + 1
-            name = f"{scope}{kind}{self._counts[key]}"
+            sep = "_" if kind[-1].isdigit() else ""  # relu6_1, not relu61
+            name = f"{scope}{kind}{sep}{self._counts[key]}"
         else:
             name = f"{scope}{explicit}"
             if not explicit or any(c.isspace() for c in explicit) or "{" in explicit:
@@ -430,30 +434,39 @@ def _block(builder, stmt, keys, explicit, x, scope, where, ctx) -> str:
             raw = stmt.args[0]
         if raw is None:
             raise ctx.error("repeat needs a count, e.g. 'repeat 3 { ... }'")
-        from cnnkit.arch.values import to_int
-
         times = to_int(raw, "repeat count", ctx)
     elif stmt.args:
         raise ctx.error(f"{word} takes no values, got {' '.join(map(str, stmt.args))!r}")
     if keys:
         raise ctx.error(f"unknown option {next(iter(keys))!r} for {word} (it takes name=)")
-    block = builder.unique(scope, word, explicit, ctx)
     if not any(stmt.bodies[0]) and word != "concat":
         raise ctx.error(f"{word} needs at least one layer inside its {{ }}")
     if word == "repeat":
+        block = builder.unique(scope, word, explicit, ctx)
         for copy in range(times):
-            x = _sequence(builder, stmt.bodies[0], x, f"{block}.{copy}.", where)
+            inner = f"{block}." if times == 1 else f"{block}.{copy}."
+            x = _sequence(builder, stmt.bodies[0], x, inner, where)
         return x
     if word == "residual":
-        body = _sequence(builder, stmt.bodies[0], x, f"{block}.", where)
+        # A named residual is a scope of its own; an unnamed one adds its layers where it
+        # stands (layer1.0.conv1, layer1.0.add1 inside "repeat 2 name=layer1").
+        if explicit is not None:
+            block = builder.unique(scope, word, explicit, ctx)
+            inner = f"{block}."
+        else:
+            inner = scope
+        body = _sequence(builder, stmt.bodies[0], x, inner, where)
         short = x
         if stmt.shortcut:
-            short = _sequence(builder, stmt.shortcut, x, f"{block}.shortcut.", where)
+            short = _sequence(builder, stmt.shortcut, x, f"{inner}shortcut.", where)
+        if explicit is None:
+            block = builder.unique(scope, "add", None, ctx)
         inputs = [body, short]
         kind = "add"
     else:
         if len(stmt.bodies) < 2:
             raise ctx.error("concat needs two or more branches: concat { ... } { ... }")
+        block = builder.unique(scope, word, explicit, ctx)
         inputs = [
             _sequence(builder, branch, x, f"{block}.{i}.", where)
             for i, branch in enumerate(stmt.bodies)
@@ -497,8 +510,8 @@ def parse(source: str, input_shape: tuple[int, ...] | None = None) -> Graph:
     [(4, 6, 6), (4, 6, 6), (4, 3, 3), (10,)]
     >>> res = parse("input 4 8 8; residual { conv 4 k=3 p=1; bn }; relu")
     >>> [(n.name, n.inputs) for n in res.nodes]  # doctest: +NORMALIZE_WHITESPACE
-    [('residual1.conv1', ('input',)), ('residual1.bn1', ('residual1.conv1',)),
-     ('residual1', ('residual1.bn1', 'input')), ('relu1', ('residual1',))]
+    [('conv1', ('input',)), ('bn1', ('conv1',)), ('add1', ('bn1', 'input')),
+     ('relu1', ('add1',))]
     >>> parse("input 1 8 8; cnov 4 k=3")
     Traceback (most recent call last):
     ...

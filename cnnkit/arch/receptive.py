@@ -389,9 +389,10 @@ def growth(
     """One unit's field built up layer by layer: nested regions, one per conv/pool node.
 
     The last region is that of ``unit`` of ``layer`` (default: the centre unit of the last
-    spatial node). Going back, each conv/pool node contributes the one of its units that
-    feeds the next chosen unit and whose field is centred nearest the last one's, so every
-    region lies inside the next.
+    spatial node). Going back along the path with the largest fields (through a residual
+    block's body, not its shortcut), each conv/pool node contributes the one of its units
+    that feeds the next chosen unit and whose field is centred nearest the last one's, so
+    every region lies inside the next.
     """
     infos = infer(arch) if infos is None else infos
     index = select_layer(arch, infos, layer)
@@ -400,10 +401,20 @@ def growth(
     last = unit_region(arch, unit, index + 1, infos)
     target = [(lo + hi) / 2 for lo, hi in last.box]
     all_fields = fields(arch, infos)
+    # The path whose fields are largest: where paths meet, the body of a residual block
+    # rather than its shortcut.
+    size = {f.name: math.prod(f.receptive_field) for f in all_fields}
+    nodes = {info.name: info.layer for info in infos}
+    path, current = set(), infos[index].name
+    while current != INPUT:
+        path.add(current)
+        current = max(nodes[current].inputs, key=lambda n: size.get(n, 0))
     chosen = [(index, tuple(last.unit))]
     for k in range(index - 1, -1, -1):
         info = infos[k]
-        if info.kind not in ("conv", "pool") or len(info.output_shape) <= 1:
+        if info.name not in path or info.kind not in ("conv", "pool"):
+            continue
+        if len(info.output_shape) <= 1:
             continue
         after, after_unit = chosen[-1]
         parts = _walk_back(infos, after, [tuple(frozenset({u}) for u in after_unit)], info.name)

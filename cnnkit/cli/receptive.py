@@ -6,13 +6,12 @@ Imports only the spec parser and receptive-field arithmetic; ``--plot`` loads ma
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import typer
 
 from cnnkit.cli.common import UsageError, console, friendly_errors
-from cnnkit.cli.shape import human_count, load_arch
+from cnnkit.cli.shape import emit_json, fit_table, human_count, load_arch
 
 EXAMPLES = """\
 Examples:
@@ -24,6 +23,8 @@ Examples:
   cnnkit receptive-field alexnet --unit 0,0 --layer conv5 --json
 
   cnnkit receptive-field lenet5 --plot fields.png --image photo.png
+
+  cnnkit receptive-field resnet18 --unit 3,3 --plot resnet_fields.png
 
   cnnkit receptive-field lecture-3x3x2 --compare lecture-5x5
 
@@ -48,6 +49,7 @@ def _field_json(f: Any) -> dict[str, Any]:
         "effective_padding": list(f.effective_padding),
         "start": list(f.start),
         "center": list(f.center),
+        "aligned": f.aligned,
     }
 
 
@@ -63,6 +65,7 @@ def _region_json(region: Any) -> dict[str, Any]:
         "padding_fraction": region.padding / region.field_size,
         "pixels_seen": region.seen,
         "positions": [list(p) for p in region.positions],
+        "parts": [[list(p) for p in part] for part in region.parts],
     }
 
 
@@ -97,32 +100,56 @@ def _describe_region(arch: Any, region: Any) -> list[str]:
 
 
 def _render_fields(arch: Any, fields: list[Any]) -> None:
+    graph = not arch.is_chain
     from rich.table import Table
 
-    from cnnkit import arch as spec
+    from cnnkit.arch import format_shape
 
-    table = Table(
-        title=f"{arch.name}: input {spec.format_shape(arch.input_shape)}", title_justify="left"
-    )
-    for col in ("#", "layer", "output", "field r", "stride j", "padding P", "start", "center"):
-        table.add_column(col, justify="left" if col == "layer" else "right")
-    for number, f in enumerate(fields, start=1):
-        table.add_row(
-            str(number),
-            f.name,
-            spec.format_shape(f.output_shape),
-            _dims(f.receptive_field, "x"),
-            _dims(f.effective_stride),
-            _dims(f.effective_padding),
-            _dims(f.start),
-            _dims(f.center),
+    columns = ("#", "layer", "output", "field r", "stride j", "padding P", "start", "center")
+
+    def make(dropped: set[str]) -> Table:
+        table = Table(
+            title=f"{arch.name}: input {format_shape(arch.input_shape)}", title_justify="left"
         )
+        shown = [c for c in columns if c not in dropped]
+        for col in shown:
+            if col == "layer":
+                table.add_column(col, overflow="fold")
+            else:
+                table.add_column(col, justify="right", no_wrap=True)
+        for number, f in enumerate(fields, start=1):
+            cells = {
+                "#": str(number),
+                "layer": f.name + ("" if f.aligned else " *"),
+                "output": format_shape(f.output_shape),
+                "field r": _dims(f.receptive_field, "x"),
+                "stride j": _dims(f.effective_stride),
+                "padding P": _dims(f.effective_padding),
+                "start": _dims(f.start),
+                "center": _dims(f.center),
+            }
+            table.add_row(*(cells[c] for c in shown))
+        return table
+
+    table = fit_table(make, ["start", "center"])
     console.print(table)
+    shown = [c.header for c in table.columns]
+    hidden = "" if "start" in shown else " (start = -P)"
     console.print(
         "[dim]Araujo, Norris & Sim, Distill 2019. Unit y sees input y*j-P .. y*j-P+r-1 per "
-        "dimension; start and center are those of unit 0. Layers with a flat output see the "
-        "whole input.[/]"
+        f"dimension; start and center are those of unit 0{hidden}. Layers with a flat output "
+        "see the whole input."
+        + (" Where paths meet, the field is their union." if graph else "")
+        + "[/]"
     )
+    unaligned = [f.name for f in fields if not f.aligned]
+    if unaligned:
+        console.print(
+            f"* unaligned: from {unaligned[0]} on, paths whose fields are centred differently "
+            "have met, so a unit does not sit at the centre of what it sees (the center "
+            "column is the middle of the union).",
+            highlight=False,
+        )
 
 
 def _render_compare(summaries: list[dict[str, Any]]) -> None:
@@ -150,20 +177,36 @@ def _render_compare(summaries: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-def _load_image(path: str, height: int, width: int) -> Any:
-    """The photo as a grey or RGB array resized to the input's height and width."""
+def _load_image(path: str, height: int, width: int) -> tuple[Any, str | None]:
+    """The photo as an RGB array of the input's height and width, and a note if it was
+    resized to get there."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
-            return np.asarray(img)
+            size = img.size
+            img = img.convert("RGB")
+            note = None
+            if size != (width, height):
+                img = img.resize((width, height), Image.Resampling.BILINEAR)
+                note = (
+                    f"{path} resized from {size[0]}x{size[1]} to {width}x{height} "
+                    "(the input's width x height)"
+                )
+            return np.asarray(img), note
     except UnidentifiedImageError:
         raise UsageError(f"{path}: not an image pillow can read") from None
 
 
-def _plot(arch: Any, infos: list[Any], out: str, image_path: str | None) -> int:
+def _plot(
+    arch: Any,
+    infos: list[Any],
+    out: str,
+    image_path: str | None,
+    unit: tuple[int, ...] | None,
+    layer: str | None,
+) -> tuple[int, str | None]:
     from cnnkit import plots
     from cnnkit.arch import receptive
 
@@ -172,16 +215,16 @@ def _plot(arch: Any, infos: list[Any], out: str, image_path: str | None) -> int:
         raise UsageError("--plot draws 1-D and 2-D inputs; this spec's input is 3-D")
     if image_path and ndim != 2:
         raise UsageError("--image needs a 2-D input (C H W)")
-    regions = receptive.growth(arch, infos)
-    image = _load_image(image_path, *arch.input_shape[1:]) if image_path else None
+    regions = receptive.growth(arch, infos, unit, layer)
+    image, note = _load_image(image_path, *arch.input_shape[1:]) if image_path else (None, None)
+    target = regions[-1]
+    which = ",".join(map(str, target.unit))
+    title = f"{arch.name}: field of {target.layer} unit ({which}), layer by layer"
     fig = plots.receptive_field_figure(
-        arch.input_shape[1:],
-        regions,
-        image=image,
-        title=f"{arch.name}: receptive field of the centre unit, layer by layer",
+        arch.input_shape[1:], regions, image=image, title=title, note=note
     )
     plots.save_figure(fig, out)
-    return len(regions)
+    return len(regions), note
 
 
 def register(app: typer.Typer) -> None:
@@ -207,7 +250,10 @@ def register(app: typer.Typer) -> None:
             help="Layer of --unit: 1-based number or name (conv2); default the last spatial one.",
         ),
         plot: str | None = typer.Option(
-            None, "--plot", help="Draw the fields, layer by layer, into this image file."
+            None,
+            "--plot",
+            help="Draw the field of --unit (default the centre unit) as it grows layer by "
+            "layer, into this image file.",
         ),
         image: str | None = typer.Option(
             None, "--image", help="With --plot: draw over this photo instead of a grid."
@@ -218,6 +264,9 @@ def register(app: typer.Typer) -> None:
             help="Compare SPEC with this spec side by side (repeatable).",
         ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        json_file: str | None = typer.Option(
+            None, "--json-file", metavar="PATH", help="Also write the JSON here ('-': stdout)."
+        ),
     ) -> None:
         """Receptive field, effective stride and padding of every layer of SPEC."""
         from cnnkit import arch as spec
@@ -232,17 +281,17 @@ def register(app: typer.Typer) -> None:
         if compare:
             others = [load_arch(other, input_shape) for other in compare]
             summaries = [receptive.summary(a) for a in (arch, *others)]
-            if as_json:
-                typer.echo(json.dumps({"compare": summaries}, indent=2))
-            else:
-                _render_compare(summaries)
+            if (as_json or json_file) and emit_json({"compare": summaries}, as_json, json_file):
+                return
+            _render_compare(summaries)
             return
         fields = receptive.fields(arch, infos)
         region = None
-        if unit is not None:
-            region = receptive.unit_region(arch, receptive.parse_unit(unit), layer, infos)
-        drawn = _plot(arch, infos, plot, image) if plot else None
-        if as_json:
+        chosen = receptive.parse_unit(unit) if unit is not None else None
+        if chosen is not None:
+            region = receptive.unit_region(arch, chosen, layer, infos)
+        drawn, note = _plot(arch, infos, plot, image, chosen, layer) if plot else (0, None)
+        if as_json or json_file:
             out: dict[str, Any] = {
                 "name": arch.name,
                 "input_shape": list(arch.input_shape),
@@ -252,11 +301,15 @@ def register(app: typer.Typer) -> None:
                 out["unit"] = _region_json(region)
             if plot:
                 out["plot"] = plot
-            typer.echo(json.dumps(out, indent=2))
-            return
+                if note:
+                    out["image_note"] = note
+            if emit_json(out, as_json, json_file):
+                return
         _render_fields(arch, fields)
         if region is not None:
             for line in _describe_region(arch, region):
                 console.print(line, highlight=False)
         if plot:
+            if note:
+                console.print(note, highlight=False)
             console.print(f"wrote {plot} ({drawn} layers drawn)", highlight=False)

@@ -1,29 +1,36 @@
 """``cnnkit shape``: output shape, parameters, multiply-adds and memory of every layer.
 
-Imports only the spec parser and geometry (no numpy, no Numba), so it answers instantly.
+Imports only the architecture package and geometry (no numpy, no Numba), so it answers
+instantly, for a 170-node ResNet-50 too.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import typer
 
-from cnnkit.cli.common import console, friendly_errors
+from cnnkit.cli.common import UsageError, console, friendly_errors
 
 EXAMPLES = """\
 Examples:
 
   cnnkit shape lenet5
 
+  cnnkit shape resnet50 --depth 1
+
   cnnkit shape vgg16 --input 3x32x32 --json
 
   cnnkit shape "input 1 8 8; conv 4 k=3; pool max k=2; fc 10" --compare-fc
 
+  cnnkit shape "input 8 16 16; residual { conv 8 k=3 p=1; bn; relu; conv 8 k=3 p=1 }; relu"
+
 SPEC is a shipped name (alexnet, digits, lecture-1d, lecture-3x3x2, lecture-5x5, \
-lecture-fc, lecture-valid, lenet5, shapes, vgg16), a spec file (.txt or .json), or inline \
-text with ';' between layers.
+lecture-fc, lecture-valid, lenet5, mobilenet_v2, resnet-digits, resnet18, resnet50, shapes, \
+vgg16), a spec file (.txt or .json), or inline text with ';' between layers. Graphs: \
+'residual { ... } shortcut { ... }', 'concat { ... } { ... }', 'repeat N { ... }'.
 """
 
 
@@ -49,10 +56,41 @@ def human_bytes(n: int) -> str:
 
 def load_arch(source: str, input_text: str | None) -> Any:
     """Parse SPEC, with ``--input CxHxW`` overriding its input line."""
-    from cnnkit import arch as spec
+    from cnnkit import arch
 
-    override = spec.parse_shape(input_text, "--input") if input_text else None
-    return spec.parse(source, override)
+    override = arch.parse_shape(input_text, "--input") if input_text else None
+    return arch.parse(source, override)
+
+
+def emit_json(data: Any, to_stdout: bool, path: str | None) -> bool:
+    """The ``--json`` / ``--json-file PATH`` convention: True when JSON was printed to stdout
+    (``--json`` or ``--json-file -``), so the caller skips its table."""
+    text = json.dumps(data, indent=2)
+    if path is not None and path != "-":
+        from cnnkit.io import atomic_write
+
+        with atomic_write(path, "w") as handle:
+            handle.write(text + "\n")
+    if to_stdout or path == "-":
+        typer.echo(text)
+        return True
+    return False
+
+
+def fit_table(make: Callable[[set[str]], Any], optional: list[str]) -> Any:
+    """The table ``make(dropped)`` builds, dropping ``optional`` columns in order until it
+    fits the terminal (numbers are never cut; text columns may wrap)."""
+    from rich.measure import Measurement
+
+    unbounded = console.options.update_width(10_000)
+    dropped: set[str] = set()
+    table = make(dropped)
+    for column in optional:
+        if Measurement.get(console, unbounded, table).maximum <= console.width:
+            break
+        dropped.add(column)
+        table = make(dropped)
+    return table
 
 
 def fc_comparison(arch: Any, infos: list[Any]) -> dict[str, Any]:
@@ -80,7 +118,7 @@ def fc_comparison(arch: Any, infos: list[Any]) -> dict[str, Any]:
 
 
 def _json(arch: Any, infos: list[Any], compare_fc: bool) -> dict[str, Any]:
-    from cnnkit import arch as spec
+    from cnnkit.arch import totals
 
     out: dict[str, Any] = {
         "name": arch.name,
@@ -89,6 +127,7 @@ def _json(arch: Any, infos: list[Any], compare_fc: bool) -> dict[str, Any]:
             {
                 "name": i.name,
                 "kind": i.kind,
+                "inputs": list(i.inputs),
                 "line": i.layer.line,
                 "text": i.layer.text,
                 "input_shape": list(i.input_shape),
@@ -105,48 +144,99 @@ def _json(arch: Any, infos: list[Any], compare_fc: bool) -> dict[str, Any]:
             }
             for i in infos
         ],
-        **spec.totals(infos),
+        **totals(infos),
     }
     if compare_fc:
         out["compare_fc"] = fc_comparison(arch, infos)
     return out
 
 
-def _render(arch: Any, infos: list[Any], compare_fc: bool) -> None:
+def _spec_text(info: Any) -> str:
+    """What the spec column shows: the source text, or what a merge node adds up."""
+    node = info.layer
+    if len(node.inputs) < 2:
+        return node.text or ""
+    scope = node.name.rsplit(".", 1)[0] + "." if "." in node.name else ""
+    short = [s[len(scope) :] if scope and s.startswith(scope) else s for s in node.inputs]
+    return (" + " if node.kind == "add" else " | ").join(short)
+
+
+def rows(infos: list[Any], depth: int | None) -> list[dict[str, Any]]:
+    """Table rows: one per node, or (``depth``) blocks nested deeper folded into one row
+    with their totals and their last node's output."""
+    out: list[dict[str, Any]] = []
+    for info in infos:
+        parts = info.name.split(".")
+        key = ".".join(parts[:depth]) if depth is not None and len(parts) > depth else None
+        if key is not None and out and out[-1]["key"] == key:
+            row = out[-1]
+            row["count"] += 1
+            row["output"] = info.output_shape
+            row["params"] += info.params
+            row["macs"] += info.macs
+            row["bytes"] += info.activation_bytes
+            row["spec"] = f"({row['count']} layers)"
+            continue
+        out.append(
+            {
+                "key": key,
+                "name": key or info.name,
+                "spec": "(1 layer)" if key else _spec_text(info),
+                "count": 1,
+                "output": info.output_shape,
+                "params": info.params,
+                "macs": info.macs,
+                "bytes": info.activation_bytes,
+            }
+        )
+    return out
+
+
+def _render(arch: Any, infos: list[Any], compare_fc: bool, depth: int | None) -> None:
     from rich.table import Table
 
-    from cnnkit import arch as spec
+    from cnnkit.arch import format_shape as fmt
+    from cnnkit.arch import totals
 
-    fmt = spec.format_shape
-    table = Table(
-        title=f"{arch.name}: input {fmt(arch.input_shape)}",
-        title_justify="left",
-        show_footer=True,
-    )
-    totals = spec.totals(infos)
-    table.add_column("#", justify="right", footer="")
-    table.add_column("layer", footer="total")
-    table.add_column("spec", style="dim", footer="")
-    table.add_column("output", justify="right", footer="")
-    table.add_column("params", justify="right", footer=f"{totals['total_params']:,}")
-    table.add_column("MACs", justify="right", footer=human_count(totals["total_macs"]))
-    table.add_column(
-        "memory", justify="right", footer=human_bytes(totals["total_activation_bytes"])
-    )
-    for number, info in enumerate(infos, start=1):
-        table.add_row(
-            str(number),
-            info.name,
-            info.layer.text,
-            fmt(info.output_shape),
-            f"{info.params:,}",
-            human_count(info.macs),
-            human_bytes(info.activation_bytes),
+    sums = totals(infos)
+    table_rows = rows(infos, depth)
+
+    def make(dropped: set[str]) -> Table:
+        table = Table(
+            title=f"{arch.name}: input {fmt(arch.input_shape)}",
+            title_justify="left",
+            show_footer=True,
         )
-    console.print(table)
+        table.add_column("#", justify="right", footer="", no_wrap=True)
+        table.add_column("layer", footer="total", overflow="fold")
+        if "spec" not in dropped:
+            table.add_column("spec", style="dim", footer="", overflow="fold")
+        numbers = [
+            ("output", ""),
+            ("params", f"{sums['total_params']:,}"),
+            ("MACs", human_count(sums["total_macs"])),
+            ("memory", human_bytes(sums["total_activation_bytes"])),
+        ]
+        for title, footer in numbers:
+            table.add_column(title, justify="right", footer=footer, no_wrap=True)
+        for number, row in enumerate(table_rows, start=1):
+            cells = [str(number), row["name"]]
+            if "spec" not in dropped:
+                cells.append(row["spec"])
+            cells += [
+                fmt(row["output"]),
+                f"{row['params']:,}",
+                human_count(row["macs"]),
+                human_bytes(row["bytes"]),
+            ]
+            table.add_row(*cells)
+        return table
+
+    console.print(fit_table(make, ["spec"]))
+    merges = "add, concat, " if not arch.is_chain else ""
     console.print(
-        "[dim]MACs: multiply-accumulates (pools, gap, bn, activations: 0); memory: float32 "
-        "activations, batch 1; bn params: scale+shift (running stats not counted).[/]"
+        f"[dim]MACs: multiply-accumulates (pools, gap, bn, {merges}activations: 0); memory: "
+        "float32 activations, batch 1; bn params: scale+shift (running stats not counted).[/]"
     )
     notes = [(i.name, note) for i in infos for note in i.notes]
     if notes:
@@ -163,7 +253,13 @@ def _render(arch: Any, infos: list[Any], compare_fc: bool) -> None:
         if cmp["layers"]:
             fc_table = Table(title="conv layers vs fully connected layers with the same shapes")
             for col in ("layer", "input", "output", "conv params", "fc params", "fc / conv"):
-                fc_table.add_column(col, justify="right" if col != "layer" else "left")
+                left = col == "layer"
+                fc_table.add_column(
+                    col,
+                    justify="left" if left else "right",
+                    no_wrap=not left,
+                    overflow="fold",
+                )
             for row in cmp["layers"]:
                 fc_table.add_row(
                     row["name"],
@@ -190,17 +286,28 @@ def register(app: typer.Typer) -> None:
         input_shape: str | None = typer.Option(
             None, "--input", "-i", help="Input shape CxHxW (or CxL, CxDxHxW); overrides SPEC's."
         ),
+        depth: int | None = typer.Option(
+            None,
+            "--depth",
+            help="Fold blocks nested deeper than this (layer1.0.conv1 is depth 3) into one row "
+            "with their totals.",
+        ),
         compare_fc: bool = typer.Option(
             False, "--compare-fc", help="Also show what fully connected layers would need."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        json_file: str | None = typer.Option(
+            None, "--json-file", metavar="PATH", help="Also write the JSON here ('-': stdout)."
+        ),
     ) -> None:
         """Output shape, parameters, multiply-adds and memory of every layer of SPEC."""
-        from cnnkit import arch as spec
+        from cnnkit.arch import infer
 
+        if depth is not None and depth < 1:
+            raise UsageError(f"--depth must be >= 1, got {depth}")
         arch = load_arch(spec_source, input_shape)
-        infos = spec.infer(arch)
-        if as_json:
-            typer.echo(json.dumps(_json(arch, infos, compare_fc), indent=2))
-        else:
-            _render(arch, infos, compare_fc)
+        infos = infer(arch)
+        if as_json or json_file:
+            if emit_json(_json(arch, infos, compare_fc), as_json, json_file):
+                return
+        _render(arch, infos, compare_fc, depth)
