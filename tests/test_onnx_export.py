@@ -107,9 +107,12 @@ def test_trained_digits_model_from_the_cli_matches_predict(tmp_path: Path) -> No
     done = runner.invoke(app, ["train", "--epochs", "2", "-o", str(model_path)])
     assert done.exit_code == 0, done.output
     out = tmp_path / "d.onnx"
-    done = runner.invoke(app, ["export", str(model_path), str(out), "--json"])
+    done = runner.invoke(
+        app, ["export", str(model_path), str(out), "--json-file", str(tmp_path / "e.json")]
+    )
     assert done.exit_code == 0, done.output
-    info = json.loads(done.output)
+    assert "wrote" in done.output  # the human summary stays on stdout
+    info = json.loads((tmp_path / "e.json").read_text())
     assert info["opset"] == 17 and info["classes"] == [str(i) for i in range(10)]
     assert _compare(model_path, out, _digits().x_test) < TOL
 

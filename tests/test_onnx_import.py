@@ -351,3 +351,22 @@ def test_random_chains_match_pytorch(tmp_path: Path, seed: int) -> None:
     graph = arch.parse(str(path))
     assert _figures(graph) == _figures(arch.parse("\n".join(spec)))
     assert arch.totals(arch.infer(graph))["total_params"] == _torch_params(net)
+
+
+def test_one_dimensional_network_matches_its_spec(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv1d(2, 8, 5, stride=2, padding=2),
+        nn.ReLU(),
+        nn.MaxPool1d(2),
+        nn.Conv1d(8, 4, 3, dilation=2),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
+    path = _export(net, (2, 100), tmp_path / "signal.onnx")
+    spec = "input 2 100; conv 8 k=5 s=2 p=2; relu; pool max k=2; conv 4 k=3 d=2; gap; fc 3"
+    graph = arch.parse(str(path))
+    assert _figures(graph) == _figures(arch.parse(spec))
+    assert _figures(graph)[0]["total_params"] == _torch_params(net)
+    assert _final_field(graph) == _final_field(arch.parse(spec))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -33,8 +32,12 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Argument(..., metavar="OUT.onnx", help="The ONNX file to write."),
         opset: int = typer.Option(17, "--opset", help="ONNX opset version (17 or newer)."),
         as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+        json_file: str | None = typer.Option(
+            None, "--json-file", metavar="PATH", help="Also write the JSON here ('-': stdout)."
+        ),
     ) -> None:
         """Write MODEL as an ONNX file for onnxruntime, Netron or PyTorch."""
+        from cnnkit.cli.shape import emit_json
         from cnnkit.onnx import MissingExtra
         from cnnkit.onnx.writer import check_opset, export_onnx
 
@@ -45,8 +48,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise ValueError(f"--{exc}") from None
         done = export_onnx(model_path, output, opset)
-        if as_json:
-            typer.echo(json.dumps(done, indent=2))
+        if (as_json or json_file) and emit_json(done, as_json, json_file):
             return
         shape = "x".join(str(s) for s in done["input"]["shape"])
         classes = len(done["classes"])
