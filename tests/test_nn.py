@@ -7,6 +7,7 @@ a whole training step against PyTorch when it is installed.
 
 from __future__ import annotations
 
+import math
 import zipfile
 
 import numpy as np
@@ -475,3 +476,224 @@ def test_corrupt_truncated_and_incompatible_files(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "missing.npz")
     assert zipfile.is_zipfile(good)
+
+
+# ----------------------------------------------------------------------------- graphs
+
+
+def test_relu6_forward_and_gradient(rng):
+    x = rng.standard_normal((3, 2, 4, 4)) * 5
+    x = np.where(np.abs(x - 6) < 1e-3, 6.5, away_from_kinks(x))
+    np.testing.assert_array_equal(L.ReLU6().forward(x), np.minimum(np.maximum(x, 0), 6))
+    check_layer(L.ReLU6(), x, rng)
+
+
+@pytest.mark.parametrize("cls", [L.Add, L.Concat])
+def test_merge_layers_forward_and_gradients(cls, rng):
+    xs = [rng.standard_normal((2, 3, 4, 5)) for _ in range(3)]
+    layer = cls()
+    y = layer.forward(xs, True)
+    if cls is L.Add:
+        np.testing.assert_allclose(y, xs[0] + xs[1] + xs[2])
+    else:
+        assert y.shape == (2, 9, 4, 5)
+        for i, x in enumerate(xs):
+            np.testing.assert_array_equal(y[:, 3 * i : 3 * i + 3], x)
+    r = rng.standard_normal(y.shape)
+    grads = layer.backward(r)
+    for i, x in enumerate(xs):
+
+        def loss() -> float:
+            return float(np.sum(layer.forward(xs, True) * r))
+
+        np.testing.assert_allclose(grads[i], numeric_grad(loss, x), rtol=1e-6, atol=1e-8)
+
+
+def test_graph_network_gradient_by_finite_differences(rng):
+    text = (
+        "input 2 5 5; conv 3 k=3 p=1; bn; relu6; "
+        "residual { conv 3 k=3 p=1; bn; leakyrelu 0.1; conv 3 k=3 p=1 groups=3 } ; tanh; "
+        "concat { conv 2 k=1 } { pool avg k=3 s=1 p=1 } { } ; "
+        "residual { conv 4 k=3 s=2 p=1; tanh } shortcut { conv 4 k=1 s=2 }; gap; fc 3"
+    )
+    model = build_model(text, seed=1, dtype=np.float64)
+    x = rng.standard_normal((3, 2, 5, 5))
+    y = rng.integers(0, 3, 3)
+
+    def loss() -> float:
+        return softmax_cross_entropy(model.forward(x, True), y)[0]
+
+    _, g = softmax_cross_entropy(model.forward(x, True), y)
+    model.backward(g)
+    np.testing.assert_allclose(
+        model.flat_grads, numeric_grad(loss, model.flat_params), rtol=1e-5, atol=1e-8
+    )
+
+
+def torch_twin(model):
+    """The same network in PyTorch with the model's weights: one module per node, run by
+    walking the graph (float64). Written from the spec, independently of cnnkit.nn."""
+    torch = pytest.importorskip("torch")
+    from cnnkit.arch import infer
+
+    nn = torch.nn
+    infos = infer(model.arch)
+    mods = []
+    for info, layer in zip(infos, model.layers):
+        node, c = info.layer, info.input_shape[0]
+        if info.kind == "conv":
+            conv = nn.Conv2d(
+                c,
+                node.out_channels,
+                node.kernel,
+                node.stride,
+                0,
+                node.dilation,
+                node.groups,
+                node.bias,
+            ).double()
+            pad = [v for lo_hi in reversed(info.pads) for v in lo_hi]
+            mod = nn.Sequential(nn.ZeroPad2d(pad), conv)
+            params = [conv.weight] + ([conv.bias] if node.bias else [])
+        elif info.kind == "pool":
+            cls = nn.MaxPool2d if node.mode == "max" else nn.AvgPool2d
+            mod, params = cls(node.kernel, node.stride, node.padding, ceil_mode=node.ceil), []
+        elif info.kind == "bn":
+            bn = (nn.BatchNorm2d if len(info.input_shape) > 1 else nn.BatchNorm1d)(c).double()
+            mod, params = bn, [bn.weight, bn.bias]
+        elif info.kind == "fc":
+            lin = nn.Linear(math.prod(info.input_shape), node.units, node.bias).double()
+            mod = nn.Sequential(nn.Flatten(), lin)
+            params = [lin.weight] + ([lin.bias] if node.bias else [])
+        else:
+            simple = {
+                "relu": nn.ReLU(),
+                "relu6": nn.ReLU6(),
+                "tanh": nn.Tanh(),
+                "sigmoid": nn.Sigmoid(),
+                "gap": nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+                "flatten": nn.Flatten(),
+                "dropout": nn.Identity(),
+                "add": None,
+                "concat": None,
+            }
+            if info.kind == "leakyrelu":
+                simple["leakyrelu"] = nn.LeakyReLU(node.slope)
+            mod, params = simple[info.kind], []
+        with torch.no_grad():
+            for mine, theirs in zip(layer.params, params):
+                theirs.copy_(torch.tensor(mine))
+        mods.append((info, mod, params))
+
+    def forward(x):
+        values = {"input": x}
+        for info, mod, _ in mods:
+            args = [values[s] for s in info.inputs]
+            if info.kind == "add":
+                y = sum(args[1:], args[0])
+            elif info.kind == "concat":
+                y = torch.cat(args, dim=1)
+            else:
+                y = mod(args[0])
+            values[info.name] = y
+        return values[infos[-1].name]
+
+    return torch, forward, [p for _, _, params in mods for p in params], mods
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_graph_networks_match_torch(seed):
+    """Forward pass, every parameter gradient, output shape, parameter and MAC counts of a
+    random residual/concat network against the same network in PyTorch (float64)."""
+    from test_spec import random_graph_spec
+
+    from cnnkit.arch import infer, totals
+
+    text = random_graph_spec(seed)
+    model = build_model(text, seed=seed, dtype=np.float64, init="torch")
+    torch, forward, params, mods = torch_twin(model)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((4, *model.input_shape))
+    r = rng.standard_normal((4, model.num_outputs))
+    # MACs counted from what PyTorch computes: conv out * C/groups * k*k, linear in * out.
+    macs = []
+    hooks = []
+    for info, mod, _ in mods:
+        if info.kind in ("conv", "fc"):
+            inner = mod[1]
+
+            def hook(m, inputs, out, macs=macs):
+                if isinstance(m, torch.nn.Conv2d):
+                    taps = m.in_channels // m.groups * math.prod(m.kernel_size)
+                    macs.append(out[0].numel() * taps)
+                else:
+                    macs.append(m.in_features * m.out_features)
+
+            hooks.append(inner.register_forward_hook(hook))
+    xt = torch.tensor(x)
+    out = forward(xt)
+    for h in hooks:
+        h.remove()
+    mine = model.forward(x, True)
+    infos = infer(model.arch)
+    assert tuple(out.shape[1:]) == infos[-1].output_shape
+    assert sum(macs) == totals(infos)["total_macs"]
+    assert (
+        sum(p.numel() for p in params) == model.parameter_count() == totals(infos)["total_params"]
+    )
+    np.testing.assert_allclose(mine, out.detach().numpy().reshape(4, -1), rtol=1e-9, atol=1e-11)
+    (out.reshape(4, -1) * torch.tensor(r)).sum().backward()
+    model.backward(r)
+    theirs = iter(params)
+    for layer in model.layers:
+        for name, grad in zip(("weight", "bias"), layer.grads):
+            expected = next(theirs).grad.numpy()
+            np.testing.assert_allclose(
+                grad, expected, rtol=1e-8, atol=1e-10, err_msg=f"{layer.name} {name}"
+            )
+
+
+def test_model_walks_the_graph_in_order():
+    model = build_model(
+        "input 3 8 8; conv 4 k=3 p=1; residual { conv 4 k=3 p=1; relu } ; "
+        "concat { conv 2 k=1 } { }; gap; fc 5"
+    )
+    assert model.inputs == [
+        ("input",),
+        ("conv1",),
+        ("conv2",),
+        ("relu1", "conv1"),
+        ("add1",),
+        ("concat1.0.conv1", "add1"),
+        ("concat1",),
+        ("gap1",),
+    ]
+    assert isinstance(model.layers[3], L.Add) and isinstance(model.layers[5], L.Concat)
+    assert [name for name, _ in model.activations(np.zeros((1, 3, 8, 8), np.float32))][-1] == "fc1"
+    assert model.forward(np.zeros((2, 3, 8, 8), np.float32)).shape == (2, 5)
+
+
+def test_graph_model_saves_and_loads(tmp_path, rng):
+    model = build_model("resnet-digits", seed=3)
+    x = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)
+    path = tmp_path / "res.npz"
+    save_model(path, model)
+    again = load_model(path)[0]
+    np.testing.assert_array_equal(again.forward(x), model.forward(x))
+
+
+@pytest.mark.slow
+def test_resnet_digits_trains_to_98_5_percent(tmp_path):
+    """The issue's target: `cnnkit train --arch resnet-digits` with the default recipe."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cnnkit.cli.app import app
+
+    out = tmp_path / "res.npz"
+    result = CliRunner().invoke(app, ["train", "--arch", "resnet-digits", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["arch"] == "resnet-digits" and out.exists()
+    assert metrics["test_accuracy"] >= 0.985

@@ -319,3 +319,177 @@ def test_docstring_examples():
     for module in (read, receptive):
         failed, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert tried > 0 and failed == 0, module.__name__
+
+
+# ----------------------------------------------------------------------------- graphs
+
+
+def test_union_over_paths_and_alignment():
+    # identity shortcut: the body's field; projection: the wider of the two
+    res = final_field("input 1 16 16; residual { conv 1 k=3 p=1; conv 1 k=3 p=1 }")
+    assert (res.receptive_field, res.effective_padding, res.aligned) == ((5, 5), (2, 2), True)
+    # paths centred differently: k=3 p=1 sees -1..1, k=2 "same" (extra pad after) sees 0..1
+    cat = final_field("input 1 8 8; concat { conv 1 k=3 p=1 } { conv 1 k=2 p=same }")
+    assert cat.receptive_field == (3, 3) and cat.start == (-1, -1) and not cat.aligned
+    after = final_field(
+        "input 1 8 8; concat { conv 1 k=3 p=1 } { conv 1 k=2 p=same }; conv 1 k=3 p=1"
+    )
+    assert not after.aligned  # stays unaligned downstream
+    with pytest.raises(SpecError, match="different effective strides"):
+        receptive.fields(spec.parse("input 1 8 8; concat { conv 1 k=1 s=2 } { conv 1 k=5 }"))
+
+
+def _last_spatial(infos):
+    return max(k for k, info in enumerate(infos) if len(info.output_shape) > 1)
+
+
+def trace_graph_with_model(arch):
+    """reach[name][i, c, *unit] > 0 iff input pixel i reaches channel c of the unit: one impulse per
+    pixel through cnnkit's own Model with positive weights and no biases. Every activation
+    here keeps 0 at 0 and positives positive, so the sign pattern is the reach."""
+    nn_model = pytest.importorskip("cnnkit.nn.model")
+    model = nn_model.Model(arch, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if layer.params:
+            layer.params[0][...] = rng.uniform(0.5, 1.5, layer.params[0].shape)
+            for extra in layer.params[1:]:
+                extra[...] = 0
+    c, *sizes = arch.input_shape
+    count = math.prod(sizes)
+    x = np.zeros((count, c, *sizes))
+    for i, position in enumerate(itertools.product(*(range(n) for n in sizes))):
+        x[(i, slice(None), *position)] = 1.0
+    return dict(model.activations(x))
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_graphs_against_impulse_trace(seed):
+    from test_spec import random_graph_spec
+
+    arch = spec.parse(random_graph_spec(seed, batch_norm=False))
+    infos = spec.infer(arch)
+    reach = trace_graph_with_model(arch)
+    pixels = list(itertools.product(*(range(n) for n in arch.input_shape[1:])))
+    all_fields = receptive.fields(arch, infos)
+    for index in {_last_spatial(infos), len(infos) // 2}:
+        info = infos[index]
+        if len(info.output_shape) <= 1:
+            continue
+        for unit in itertools.product(*(range(n) for n in info.output_shape[1:])):
+            # a unit is a position: concat puts different paths in different channels
+            hits = reach[info.name][(slice(None), slice(None), *unit)].max(axis=1)
+            seen = {pixels[i] for i in np.flatnonzero(hits)}
+            region = receptive.unit_region(arch, unit, index + 1, infos)
+            assert seen == region.pixels(), (info.name, unit)
+            assert region.seen == len(seen)
+            for dim, (lo, hi) in enumerate(region.box):
+                assert hi - lo + 1 == all_fields[index].receptive_field[dim]
+                assert all(lo <= p[dim] <= hi for p in seen)
+                assert region.positions[dim] == tuple(sorted({p[dim] for p in seen}))
+
+
+def _torch_reach(arch, infos, index, units, dtype="float64"):
+    """Pixels with a non-zero input gradient of each unit of node ``index`` under PyTorch,
+    with random positive weights (bn and activations as identities, max pools as average
+    pools: the same windows, every pixel gets a share)."""
+    torch = pytest.importorskip("torch")
+    functional = torch.nn.functional
+    dt = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.ones((1, *arch.input_shape), dtype=dt, requires_grad=True)
+    values = {"input": x}
+    for info in infos[: index + 1]:
+        node = info.layer
+        args = [values[s] for s in node.inputs]
+        y = args[0]
+        if info.kind == "conv":
+            shape = (node.out_channels, y.shape[1] // node.groups, *node.kernel)
+            fan = math.prod(shape[1:])
+            w = (torch.rand(shape, generator=gen, dtype=dt) + 0.5) / fan
+            pad = [p for pair in reversed(info.pads) for p in pair]
+            y = functional.conv2d(
+                functional.pad(y, pad), w, None, node.stride, 0, node.dilation, node.groups
+            )
+        elif info.kind == "pool":
+            y = functional.avg_pool2d(y, node.kernel, node.stride, node.padding, node.ceil)
+        elif info.kind == "add":
+            y = sum(args[1:], args[0])
+        elif info.kind == "concat":
+            y = torch.cat(args, dim=1)
+        values[info.name] = y
+    out = values[infos[index].name]
+    assert tuple(out.shape[1:]) == infos[index].output_shape
+    seen = []
+    for unit in units:
+        # a unit is a position: concat puts different paths in different channels
+        (grad,) = torch.autograd.grad(out[(0, slice(None), *unit)].sum(), x, retain_graph=True)
+        seen.append({tuple(int(v) for v in p) for p in np.argwhere(grad[0, 0].numpy() != 0)})
+    return seen
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_graphs_against_torch_gradients(seed):
+    from test_spec import random_graph_spec
+
+    arch = spec.parse(random_graph_spec(seed + 50))
+    infos = spec.infer(arch)
+    index = _last_spatial(infos)
+    units = list(itertools.product(*(range(n) for n in infos[index].output_shape[1:])))
+    for unit, seen in zip(units, _torch_reach(arch, infos, index, units)):
+        region = receptive.unit_region(arch, unit, index + 1, infos)
+        assert seen == region.pixels(), unit
+
+
+@pytest.mark.parametrize(
+    "name, layer",
+    [
+        ("resnet18", "layer2.relu4"),
+        ("resnet18", "layer4.relu4"),
+        ("resnet50", "layer2.more.2.relu3"),
+        ("mobilenet_v2", "features.6"),
+        ("mobilenet_v2", "features.18.relu6_1"),
+    ],
+)
+def test_shipped_graph_fields_against_torch_gradients(name, layer):
+    """The exact field of a corner unit and a centre unit of the shipped graphs: the input
+    pixels PyTorch's autograd finds, one output unit at a time."""
+    arch = spec.parse(name)
+    infos = spec.infer(arch)
+    index = [i.name for i in infos].index(layer)
+    sizes = infos[index].output_shape[1:]
+    units = [(0, 0), tuple((n - 1) // 2 for n in sizes)]
+    field = receptive.fields(arch, infos)[index]
+    for unit, seen in zip(units, _torch_reach(arch, infos, index, units, "float32")):
+        region = receptive.unit_region(arch, unit, index + 1, infos)
+        assert seen == region.pixels(), unit
+        # these layouts leave no holes: the pixels fill the field's part inside the image
+        assert len(seen) == region.inside
+        for dim, (lo, hi) in enumerate(region.box):
+            assert hi - lo + 1 == field.receptive_field[dim]
+
+
+def test_shipped_graph_fields():
+    """Fields from the recurrences through every path: ResNet-18's last block sees 435
+    pixels (torchvision layout; TF-slim's resnet_v1 layout in Araujo et al.'s table differs),
+    stride 32 everywhere at the end, and every shipped graph is aligned."""
+    expected = {
+        "resnet18": ((435, 435), (32, 32), (217, 217)),
+        "resnet50": ((427, 427), (32, 32), (213, 213)),
+        "mobilenet_v2": ((491, 491), (32, 32), (245, 245)),
+    }
+    for name, (r, j, p) in expected.items():
+        fields = receptive.fields(spec.parse(name))
+        last = [f for f in fields if f.spatial][-1]
+        assert (last.receptive_field, last.effective_stride, last.effective_padding) == (r, j, p)
+        assert all(f.aligned for f in fields)
+
+
+def test_growth_nests_along_the_widest_path():
+    arch = spec.parse("resnet18")
+    regions = receptive.growth(arch, unit=(3, 3))
+    assert regions[-1].layer == "layer4.relu4" and regions[-1].unit == (3, 3)
+    assert not any("shortcut" in r.layer for r in regions)
+    for inner, outer in zip(regions, regions[1:]):
+        for (a, b), (c, d) in zip(inner.box, outer.box):
+            assert c <= a and b <= d, (inner.layer, outer.layer)

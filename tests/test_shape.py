@@ -221,10 +221,11 @@ def test_bad_image_is_a_one_line_error(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["shape", "receptive-field"])
-def test_commands_do_not_import_numba_or_numpy(command):
+@pytest.mark.parametrize("name", ["vgg16", "resnet50"])
+def test_commands_do_not_import_numba_or_numpy(command, name):
     code = (
         "import sys; from cnnkit.cli.app import app; "
-        f"sys.argv = ['cnnkit', '{command}', 'vgg16', '--json']; "
+        f"sys.argv = ['cnnkit', '{command}', '{name}', '--json']; "
         "import contextlib, io\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    try: app()\n"
@@ -233,3 +234,129 @@ def test_commands_do_not_import_numba_or_numpy(command):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------- graphs
+
+
+def test_shape_json_of_a_graph_names_each_layers_inputs():
+    data = run_json("shape", "resnet18")
+    assert data["total_params"] == 11_689_512
+    layers = {layer["name"]: layer for layer in data["layers"]}
+    assert layers["conv1"]["inputs"] == ["input"]
+    assert layers["layer2.add1"]["inputs"] == ["layer2.bn2", "layer2.shortcut.bn1"]
+    assert layers["layer2.add1"]["input_shape"] == layers["layer2.add1"]["output_shape"]
+    assert sum(layer["params"] for layer in layers.values()) == data["total_params"]
+    seen = {"input"}
+    for layer in data["layers"]:
+        assert set(layer["inputs"]) <= seen
+        seen.add(layer["name"])
+
+
+def test_shape_depth_folds_blocks_with_their_totals():
+    full = run("shape", "resnet18")
+    folded = run("shape", "resnet18", "--depth", "1")
+    assert full.exit_code == folded.exit_code == 0, folded.output
+    rows = [line for line in folded.stdout.splitlines() if line.startswith("│ ")]
+    names = [line.split("│")[2].split()[0] for line in rows]
+    assert names[:5] == ["conv1", "bn1", "relu1", "pool1", "layer1"]
+    assert names[-3:] == ["gap1", "fc1", "total"]
+    layer1 = [line for line in rows if line.split("│")[2].split()[0] == "layer1"][0]
+    assert "147,968" in layer1 and "(14 layers)" in layer1  # two blocks of 73,984
+    assert "11,689,512" in folded.stdout and "1.81 G" in folded.stdout
+    assert "layer1.0.conv1" in full.stdout and "layer1.0.conv1" not in folded.stdout
+    assert run("shape", "resnet18", "--depth", "0").exit_code == 2
+
+
+def _piped(*args, columns="80"):
+    """The command as a user's pipe sees it: a subprocess, stdout not a terminal."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    if columns is not None:
+        env["COLUMNS"] = columns
+    out = subprocess.run(
+        [sys.executable, "-m", "cnnkit", *args], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.parametrize("columns", ["80", None])
+def test_tables_keep_every_number_at_80_columns(columns):
+    """At 80 columns (or piped with no width), wide tables drop optional columns or wrap
+    names; no number is cut."""
+    vgg = _piped("shape", "vgg16", columns=columns)
+    assert "138,357,544" in vgg and "15.47 G" in vgg and "…" not in vgg
+    assert max(len(line) for line in vgg.splitlines()) <= 80
+    for layer in run_json("shape", "vgg16")["layers"]:
+        assert "x".join(map(str, layer["output_shape"])) in vgg
+    res = _piped("shape", "resnet50", columns=columns)
+    assert "25,557,032" in res and "4.09 G" in res and "…" not in res
+    assert max(len(line) for line in res.splitlines()) <= 80
+    fields = _piped("receptive-field", "vgg16", columns=columns)
+    assert "…" not in fields and max(len(line) for line in fields.splitlines()) <= 80
+    pool5 = [line for line in fields.splitlines() if "pool5" in line][0]
+    assert "512x7x7" in pool5 and "212x212" in pool5 and "32,32" in pool5 and "90,90" in pool5
+    graph = _piped("receptive-field", "resnet50", columns=columns)
+    last = [line for line in graph.splitlines() if "layer4.more.1.relu3" in line][0]
+    assert "2048x7x7" in last and "427x427" in last and "213,213" in last
+    assert max(len(line) for line in graph.splitlines()) <= 80
+
+
+def test_branch_merge_error_is_one_line_with_exit_code_2(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_text("input 4 8 8\nresidual {\n  conv 8 k=3 p=1\n}\n")
+    for command in ("shape", "receptive-field"):
+        result = run(command, str(path))
+        assert result.exit_code == 2, result.output
+        message = result.stderr.strip()
+        assert message.startswith("error:") and "\n" not in message
+        for fragment in ("line 2", "'residual'", "8x8x8", "4x8x8"):
+            assert fragment in message, message
+
+
+def test_json_file_convention(tmp_path):
+    out = tmp_path / "shape.json"
+    result = run("shape", "lenet5", "--json-file", str(out))
+    assert result.exit_code == 0 and "lenet5: input" in result.stdout  # the table still
+    assert json.loads(out.read_text())["total_params"] == 61_706
+    dash = run("shape", "lenet5", "--json-file", "-")
+    assert json.loads(dash.stdout)["total_params"] == 61_706
+    rf = tmp_path / "rf.json"
+    both = run("receptive-field", "resnet18", "--json", "--json-file", str(rf))
+    assert json.loads(both.stdout) == json.loads(rf.read_text())
+    layers = json.loads(rf.read_text())["layers"]
+    assert all(layer["aligned"] for layer in layers)
+
+
+def test_receptive_field_of_a_graph_through_the_cli(tmp_path):
+    data = run_json("receptive-field", "resnet18", "--unit", "0,0", "--layer", "layer2.relu4")
+    assert data["unit"]["box"] == [[-49, 49], [-49, 49]]
+    assert data["unit"]["pixels_seen"] == 50 * 50
+    table = run("receptive-field", "input 1 8 8; concat { conv 1 k=3 p=1 } { conv 1 k=2 p=same }")
+    assert table.exit_code == 0 and "unaligned" in table.stdout and "concat1 *" in table.stdout
+    bad = run("receptive-field", "input 1 8 8; concat { conv 1 k=1 s=2 } { conv 1 k=5 }")
+    assert bad.exit_code == 2 and "different effective strides" in bad.stderr
+
+
+def test_receptive_plot_honours_unit_and_says_when_the_photo_was_resized(tmp_path):
+    np = pytest.importorskip("numpy")
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((50, 70), dtype="uint8")).save(photo)
+    out = tmp_path / "f.png"
+    result = run(
+        "receptive-field", "resnet18", "--unit", "1,2", "--plot", str(out), "--image", str(photo)
+    )
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())
+    assert "resized from 70x50 to 224x224" in said
+    assert "19 layers drawn" in said and out.exists()
+    same = tmp_path / "same.png"
+    Image.fromarray(np.zeros((28, 28), dtype="uint8")).save(same)
+    quiet = run("receptive-field", "lenet5", "--plot", str(out), "--image", str(same))
+    assert "resized" not in quiet.stdout
+    data = run_json("receptive-field", "resnet18", "--unit", "1,2", "--plot", str(out))
+    assert data["unit"]["unit"] == [1, 2] and data["plot"] == str(out)

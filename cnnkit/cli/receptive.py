@@ -311,5 +311,5 @@ def register(app: typer.Typer) -> None:
                 console.print(line, highlight=False)
         if plot:
             if note:
-                console.print(note, highlight=False)
-            console.print(f"wrote {plot} ({drawn} layers drawn)", highlight=False)
+                console.print(note, highlight=False, soft_wrap=True)
+            console.print(f"wrote {plot} ({drawn} layers drawn)", highlight=False, soft_wrap=True)
