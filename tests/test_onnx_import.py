@@ -370,3 +370,45 @@ def test_one_dimensional_network_matches_its_spec(tmp_path: Path) -> None:
     assert _figures(graph) == _figures(arch.parse(spec))
     assert _figures(graph)[0]["total_params"] == _torch_params(net)
     assert _final_field(graph) == _final_field(arch.parse(spec))
+
+
+class _ViewNet(nn.Module):
+    """Flattens with ``x.view(x.size(0), -1)``: with a dynamic batch, PyTorch computes the
+    target shape in the graph (Shape, Gather, Unsqueeze, Concat) instead of storing it."""
+
+    def __init__(self, keep_channels: bool = False) -> None:
+        super().__init__()
+        self.keep_channels = keep_channels
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4 * 6 * 6, 2)
+
+    def forward(self, x):
+        x = self.conv(x)
+        if self.keep_channels:
+            x = x.view(x.size(0), x.size(1), -1).flatten(1)
+        return self.fc(x.view(x.size(0), -1))
+
+
+def test_a_flatten_computed_from_the_batch_size_is_followed(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = _ViewNet()
+    path = tmp_path / "view.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net.eval(), (torch.zeros(1, 3, 8, 8),), str(path), input_names=["x"],
+            dynamic_axes={"x": {0: "N"}}, dynamo=False,
+        )  # fmt: skip
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"Shape", "Gather", "Reshape"} <= ops
+    graph = arch.parse(str(path))
+    assert _figures(graph) == _figures(arch.parse("input 3 8 8; conv 4 k=3; fc 2"))
+    other = tmp_path / "channels.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _ViewNet(keep_channels=True).eval(), (torch.zeros(1, 3, 8, 8),), str(other),
+            input_names=["x"], dynamic_axes={"x": {0: "N"}}, dynamo=False,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="other than the batch|not followed|not supported"):
+        arch.parse(str(other))

@@ -17,7 +17,9 @@ Two steps:
    pool, gap, relu, relu6, leakyrelu, sigmoid, tanh, bn, add, concat, fc, flatten, dropout,
    softmax) with its settings and the names of the layers it reads. Identity nodes, constant
    plumbing and arithmetic with a constant (Sub, Mul, Div, Add: input scaling) disappear;
-   ``MatMul`` followed by ``Add`` of a bias becomes one ``fc``.
+   ``MatMul`` followed by ``Add`` of a bias becomes one ``fc``. The shape arithmetic of a
+   dynamic-batch ``x.view(x.size(0), -1)`` (Shape, Gather, Unsqueeze, Slice, Concat) is
+   followed as far as the batch entry, so its Reshape reads as a flatten.
 """
 
 from __future__ import annotations
@@ -139,7 +141,17 @@ KNOWN_OPS = {
     "Sub": "elementwise",
     "Mul": "elementwise",
     "Div": "elementwise",
+    # Shape arithmetic that feeds a Reshape: PyTorch writes x.view(x.size(0), -1) with a
+    # dynamic batch as Shape -> Gather -> Unsqueeze -> Concat -> Reshape.
+    "Shape": "shape",
+    "Gather": "shape",
+    "Unsqueeze": "shape",
+    "Squeeze": "shape",
+    "Slice": "shape",
+    "Cast": "shape",
 }
+SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Slice", "Cast")
+BATCH = "N"  # a shape entry that is the batch size
 REFUSED_OPS = {
     "ConvTranspose": "transposed convolution (ConvTranspose) is not supported by cnnkit",
 }
@@ -438,6 +450,9 @@ class _Resolver:
         self.source: dict[str, str] = {graph.input_name: INPUT}  # tensor -> layer name
         self.layers: list[ImportedLayer] = []
         self.by_name: dict[str, ImportedLayer] = {}
+        # Shape values computed from data tensors: entries are ints, BATCH, or None where
+        # unknown; a trailing ... stands for the unknown rest of a Shape(x).
+        self.sym: dict[str, tuple[Any, ...]] = {}
 
     def error(self, node: OnnxNode, message: str) -> OnnxError:
         return OnnxError(f"{self.g.path}: node {node.name} ({node.op_type}): {message}")
@@ -446,7 +461,7 @@ class _Resolver:
         return tensor in self.g.initializers
 
     def data_inputs(self, node: OnnxNode) -> list[str]:
-        return [t for t in node.inputs if t and not self.is_constant(t)]
+        return [t for t in node.inputs if t and not self.is_constant(t) and t not in self.sym]
 
     def one_input(self, node: OnnxNode) -> str:
         data = self.data_inputs(node)
@@ -478,6 +493,11 @@ class _Resolver:
         for node in self.g.nodes:
             if node.op_type == "Constant":
                 continue
+            if node.op_type in SHAPE_OPS or (
+                node.op_type == "Concat" and any(t in self.sym for t in node.inputs)
+            ):
+                self.shape_op(node)
+                continue
             if all(not t or self.is_constant(t) for t in node.inputs):
                 # constant plumbing (Identity of a weight, as the PyTorch exporter writes)
                 if node.op_type == "Identity" and node.inputs[0] in self.g.initializers:
@@ -502,6 +522,49 @@ class _Resolver:
             if layer.name in keep:
                 keep.update(layer.inputs)
         return [layer for layer in self.layers if layer.name in keep]
+
+    def shape_value(self, node: OnnxNode, tensor: str) -> tuple[Any, ...]:
+        if tensor in self.sym:
+            return self.sym[tensor]
+        values = self.value(tensor)
+        if values is None:
+            raise self.error(node, f"reads {tensor!r}, which is not a shape cnnkit can follow")
+        return tuple(int(v) for v in values)
+
+    def shape_op(self, node: OnnxNode) -> None:
+        """Follow the small integer arithmetic exporters write to compute a Reshape target."""
+        op, out = node.op_type, node.outputs[0]
+        if op == "Shape":
+            if node.inputs[0] not in self.source:
+                raise self.error(node, "the shape of a constant is not followed")
+            self.sym[out] = (BATCH, ...)
+            return
+        value = self.shape_value(node, node.inputs[0])
+        if op == "Cast":
+            self.sym[out] = value
+        elif op == "Gather":
+            index = self.shape_value(node, node.inputs[1])
+            if len(index) != 1:
+                raise self.error(node, "only a single index into a shape is followed")
+            i = int(index[0])
+            known = value[:-1] if value and value[-1] is ... else value
+            self.sym[out] = (known[i] if -len(known) <= i < len(known) else None,)
+        elif op in ("Unsqueeze", "Squeeze"):
+            self.sym[out] = value  # a scalar and a 1-vector hold the same entry here
+        elif op == "Slice":
+            starts = self.shape_value(node, node.inputs[1])
+            ends = self.shape_value(node, node.inputs[2])
+            if value and value[-1] is ... and starts == (0,) and ends == (1,):
+                self.sym[out] = value[:1]
+            elif value and value[-1] is not ...:
+                self.sym[out] = value[int(starts[0]) : int(ends[0])]
+            else:
+                raise self.error(node, "only the batch entry of a shape is followed")
+        else:  # Concat of shape pieces
+            parts = [self.shape_value(node, t) for t in node.inputs if t]
+            if any(p and p[-1] is ... for p in parts):
+                raise self.error(node, "concatenating a whole shape is not followed")
+            self.sym[out] = tuple(v for p in parts for v in p)
 
     # -- one method per operator ---------------------------------------------------------
 
@@ -637,7 +700,14 @@ class _Resolver:
         self.emit(node, "flatten", [self.one_input(node)])
 
     def op_Reshape(self, node: OnnxNode) -> None:
-        shape = self.value(node.inputs[1]) if len(node.inputs) > 1 else None
+        name = node.inputs[1] if len(node.inputs) > 1 else ""
+        if name in self.sym:
+            shape: Any = self.sym[name]
+            if any(v is None or v is ... for v in shape):
+                raise self.error(node, "the target shape depends on sizes other than the batch")
+            shape = [0 if v == BATCH else v for v in shape]
+        else:
+            shape = self.value(name) if name else None
         if shape is None:
             raise self.error(node, "the target shape must be a constant")
         target = [int(v) for v in shape]
