@@ -326,3 +326,11 @@ def test_train_starts_a_fresh_network_from_an_onnx_architecture(tmp_path: Path) 
     assert fresh.parameter_count() == original.parameter_count()
     assert [type(a) for a in fresh.layers] == [type(b) for b in original.layers]
     assert not np.allclose(fresh.flat_params, original.flat_params)  # weights not imported
+
+
+def test_every_trainable_kind_has_an_onnx_form() -> None:
+    from cnnkit.arch.kinds import KINDS, Kind
+    from cnnkit.onnx.writer import EMITTERS
+
+    trainable = {name for name, kind in KINDS.items() if type(kind).build is not Kind.build}
+    assert trainable and trainable <= set(EMITTERS)

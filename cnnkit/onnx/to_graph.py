@@ -192,10 +192,10 @@ class _Build:
         return self.node(layer, kind, sources)  # relu, relu6, sigmoid, tanh, add, concat
 
     def check_reshape(self, layer: ImportedLayer, shape: tuple[int, ...]) -> None:
-        first, second = layer.settings["target"]
-        if second != -1 and second != math.prod(shape):
-            raise self.error(layer, f"reshape to (N, {second}) of a {format_shape(shape)} input")
-        del first  # 0, -1 or the batch: always the batch here
+        # The first entry (0, -1 or the batch) is the batch by the reader's check.
+        features = layer.settings["target"][1]
+        if features != -1 and features != math.prod(shape):
+            raise self.error(layer, f"reshape to (N, {features}) of a {format_shape(shape)} input")
 
     def pads(self, layer: ImportedLayer, shape: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
         s = layer.settings

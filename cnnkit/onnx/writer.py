@@ -86,22 +86,21 @@ def _conv(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str
     )
 
 
-def _pool(op: str) -> Callable[..., str]:
-    def emit(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
-        opts = layer.opts
-        kernel = [int(k) for k in opts["kernel_size"]]
-        pads = [int(p) for p in opts["padding"]]
-        attrs: dict[str, Any] = dict(
-            kernel_shape=kernel,
-            strides=[int(s) for s in opts["stride"]],
-            pads=pads + pads,
-            ceil_mode=int(bool(opts["ceil_mode"])),
-        )
-        if op == "AveragePool":
-            attrs["count_include_pad"] = 1  # cnnkit's average pool divides by the window size
-        return g.node(op, [x[0]], layer.name, **attrs)
+def _pool(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+    from cnnkit.nn.layers import MaxPool2d
 
-    return emit
+    opts = layer.opts
+    pads = [int(p) for p in opts["padding"]]
+    attrs: dict[str, Any] = dict(
+        kernel_shape=[int(k) for k in opts["kernel_size"]],
+        strides=[int(s) for s in opts["stride"]],
+        pads=pads + pads,
+        ceil_mode=int(bool(opts["ceil_mode"])),
+    )
+    if isinstance(layer, MaxPool2d):
+        return g.node("MaxPool", [x[0]], layer.name, **attrs)
+    # cnnkit's average pool divides by the window size, padding included
+    return g.node("AveragePool", [x[0]], layer.name, count_include_pad=1, **attrs)
 
 
 def _gap(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
@@ -164,11 +163,10 @@ def _concat(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> s
     return g.node("Concat", list(x), layer.name, axis=1)
 
 
-# Layer kind (``Layer.kind``; pools by class) -> emitter(graph, layer, inputs, input shape).
+# Layer kind (``Layer.kind``) -> emitter(graph, layer, input tensor names, input shape).
 EMITTERS: dict[str, Callable[..., str]] = {
     "conv": _conv,
-    "MaxPool2d": _pool("MaxPool"),
-    "AvgPool2d": _pool("AveragePool"),
+    "pool": _pool,
     "gap": _gap,
     "relu": _unary("Relu"),
     "relu6": _relu6,
@@ -185,10 +183,9 @@ EMITTERS: dict[str, Callable[..., str]] = {
 
 
 def _emitter(layer: Any) -> Callable[..., str]:
-    for key in (type(layer).__name__, layer.kind):
-        if key in EMITTERS:
-            return EMITTERS[key]
-    raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has no ONNX export")
+    if layer.kind not in EMITTERS:
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has no ONNX export")
+    return EMITTERS[layer.kind]
 
 
 def _steps(model: Any) -> list[tuple[Any, str, tuple[str, ...], tuple[int, ...]]]:
