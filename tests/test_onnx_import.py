@@ -412,3 +412,19 @@ def test_a_flatten_computed_from_the_batch_size_is_followed(tmp_path: Path) -> N
         )  # fmt: skip
     with pytest.raises(ValueError, match="other than the batch|not followed|not supported"):
         arch.parse(str(other))
+
+
+def test_train_from_a_dynamic_shape_pytorch_export(tmp_path: Path) -> None:
+    """The data set gives the input shape the file leaves open; weights start fresh."""
+    from cnnkit.nn.serialize import load_model
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU6(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(8 * 4 * 4, 10))  # fmt: skip
+    path = _export(net, (1, 8, 8), tmp_path / "net.onnx", dynamic=True)
+    out = tmp_path / "net.npz"
+    done = CliRunner().invoke(app, ["train", "--arch", str(path), "--epochs", "1", "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    model, header = load_model(out)
+    assert model.parameter_count() == _torch_params(net)
+    assert json.loads(header["spec"])["layers"][0]["name"] == "/0/Conv"

@@ -532,14 +532,15 @@ def parse(source: str, input_shape: tuple[int, ...] | None = None) -> Graph:
     return _graph(tree, name, where, input_shape)
 
 
-def source_text(source: str) -> str:
+def source_text(source: str, input_shape: tuple[int, ...] | None = None) -> str:
     """The spec text behind ``source`` (a shipped name, a file, inline text or JSON), resolved
     exactly as :func:`parse` resolves it; store this to rebuild the same network later.
-    An ``.onnx`` file's architecture is stored as the JSON spec of its graph."""
+    An ``.onnx`` file's architecture is stored as the JSON spec of its graph, read with
+    ``input_shape`` (needed when the file's input shape is dynamic)."""
     if source.strip().lower().endswith(".onnx"):
-        from cnnkit.arch.write import to_json
+        from cnnkit.onnx.to_graph import onnx_spec_text
 
-        return json.dumps(to_json(parse(source)))
+        return onnx_spec_text(source.strip(), input_shape)
     return _load(source)[0]
 
 

@@ -265,4 +265,28 @@ class _Build:
         )
 
 
-__all__ = ["onnx_graph"]
+def onnx_spec_text(path: str | os.PathLike[str], input_shape: tuple[int, ...] | None = None) -> str:
+    """The JSON spec of an ONNX file's architecture (what a model trained from it stores);
+    ``input_shape`` as for :func:`onnx_graph`.
+
+    Raises
+    ------
+    OnnxError
+        Also when a convolution pads unevenly, which the spec language cannot write.
+    """
+    import json
+
+    from cnnkit.arch import to_json
+
+    graph = onnx_graph(path, input_shape)
+    for node in graph.nodes:
+        padding = node.attrs.get("padding", ())
+        if not isinstance(padding, str) and any(isinstance(p, tuple) for p in padding):
+            raise OnnxError(
+                f"{path}: node {node.name} pads unevenly ({short_text(node)}), which a spec "
+                "cannot write; cnnkit cannot train this architecture"
+            )
+    return json.dumps(to_json(graph))
+
+
+__all__ = ["onnx_graph", "onnx_spec_text", "short_text"]
