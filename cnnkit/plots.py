@@ -112,14 +112,16 @@ def receptive_field_figure(
             label = f"{region.layer}: {y1 - y0 + 1}x{x1 - x0 + 1}"
             if holes(region) and region.seen <= 20_000:
                 ys, xs = zip(*region.pixels())
-                ax.scatter(xs, ys, s=max(2.0, 2000.0 / max(height, width)), color=color, marker="s")
+                # inner (earlier) fields on top, so each layer's pixels keep their colour
+                size = max(2.0, 2000.0 / max(height, width))
+                ax.scatter(xs, ys, s=size, color=color, marker="s", zorder=3 + count - row)
                 label += f" ({region.seen:,} of {region.inside:,} pixels reach it)"
             handles.append(Line2D([], [], color=color, lw=2, label=label))
         unit = regions[-1] if regions else None
         if unit is not None:
             cy = sum(unit.box[-2]) / 2
             cx = sum(unit.box[-1]) / 2
-            ax.plot([cx], [cy], marker="+", color="red", markersize=12, mew=2)
+            ax.plot([cx], [cy], marker="+", color="red", markersize=12, mew=2, zorder=10 + count)
             handles.append(Line2D([], [], color="red", marker="+", lw=0, label="field centre"))
         lows = [min(r.box[-2][0], r.box[-1][0]) for r in regions] + [0]
         highs = [max(r.box[-2][1] - height, r.box[-1][1] - width) for r in regions] + [0]
@@ -127,7 +129,8 @@ def receptive_field_figure(
         ax.set_xlim(min(lows) - margin, width + max(highs) + margin)
         ax.set_ylim(height + max(highs) + margin, min(lows) - margin)
         ax.set_aspect("equal")
-        ax.set_xlabel("input column x (outside the grey area: padding)")
+        where = "the image" if image is not None else "the grey area"
+        ax.set_xlabel(f"input column x (outside {where}: padding)")
         ax.set_ylabel("input row y")
         if handles:
             ax.legend(
