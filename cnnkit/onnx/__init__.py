@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
-EXTRA_HINT = 'install the onnx extra: pip install "cnnkit[onnx]"'
+# No brackets: error lines go through printers that may read "[onnx]" as markup.
+EXTRA_HINT = "install the onnx extra (pip install onnx onnxruntime)"
 
 
 class MissingExtra(ValueError):
