@@ -428,3 +428,28 @@ def test_train_from_a_dynamic_shape_pytorch_export(tmp_path: Path) -> None:
     model, header = load_model(out)
     assert model.parameter_count() == _torch_params(net)
     assert json.loads(header["spec"])["layers"][0]["name"] == "/0/Conv"
+
+
+def test_zero_padding_layers_fold_into_the_layer_that_reads_them(tmp_path: Path) -> None:
+    """nn.ZeroPad2d exports as Pad, its amounts computed from constants by PyTorch."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.ZeroPad2d(1), nn.Conv2d(3, 4, 3), nn.ReLU(), nn.ZeroPad2d((1, 2, 0, 3)),
+        nn.Conv2d(4, 2, 3, stride=2), nn.ZeroPad2d(1), nn.MaxPool2d(3, 2),
+    )  # fmt: skip
+    path = _export(net, (3, 9, 9), tmp_path / "pad.onnx")
+    graph = arch.parse(str(path))
+    infos = arch.infer(graph)
+    assert [i.pads for i in infos if i.kind in ("conv", "pool")] == [
+        ((1, 1), (1, 1)),
+        ((0, 3), (1, 2)),
+        ((1, 1), (1, 1)),
+    ]
+    assert infos[-1].output_shape == tuple(net.eval()(torch.zeros(1, 3, 9, 9)).shape[1:])
+    assert arch.totals(infos)["total_params"] == _torch_params(net)
+    spec = "input 3 9 9; conv 4 k=3 p=1; relu"
+    assert _figures(arch.parse(spec))[1] <= _figures(graph)[1]
+    reflect = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 4, 3))
+    path = _export(reflect, (3, 9, 9), tmp_path / "reflect.onnx")
+    with pytest.raises(ValueError, match="only zero padding"):
+        arch.parse(str(path))

@@ -314,3 +314,50 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path: Path, command: str, monke
     monkeypatch.setitem(sys.modules, "onnx", None)
     done = runner.invoke(app, [command, str(good)])
     assert done.exit_code == 2 and "onnx extra" in done.output
+
+
+def test_pad_amounts_computed_from_constants_and_their_limits(tmp_path: Path) -> None:
+    n = helper.make_node
+    i64 = TensorProto.INT64
+
+    def const(name: str, values, dtype=i64):
+        return n(
+            "Constant", [], [name], value=helper.make_tensor(name, dtype, [len(values)], values)
+        )
+
+    # pads = concat(zeros(4), [1, 2, 1, 2])[0:8], computed as exporters compute them
+    nodes = [
+        const("n4", [4]),
+        n("ConstantOfShape", ["n4"], ["zeros"]),
+        const("spatial", [1, 2, 1, 2]),
+        n("Concat", ["zeros", "spatial"], ["all"], axis=0),
+        n("Slice", ["all", "s0", "s1"], ["pads"]),
+        n("Pad", ["x", "pads"], ["padded"], name="pad"),
+        n("Conv", ["padded", "w"], ["y"], name="conv"),
+    ]
+    inits = [
+        _init("w", 4, 3, 3, 3),
+        numpy_helper.from_array(np.array([0], np.int64), "s0"),
+        numpy_helper.from_array(np.array([8], np.int64), "s1"),
+    ]
+    model = _model(nodes, inits)
+    from cnnkit.arch import infer
+    from cnnkit.onnx.to_graph import onnx_graph
+
+    # ONNX order is all begins (N, C, H, W), then all ends: ends (1, 2, 1, 2) pad the batch
+    # and channel axes, which is refused.
+    path = _save(tmp_path, model)
+    with pytest.raises(OnnxError, match="spatial dimensions"):
+        onnx_graph(path)
+    nodes[2] = const("spatial", [0, 0, 1, 2])
+    nodes[0] = const("n4", [2, 2])
+    nodes[1] = n("ConstantOfShape", ["n4"], ["zeros2"])
+    nodes.insert(2, n("Reshape", ["zeros2", "flat"], ["zeros"]))
+    inits.append(numpy_helper.from_array(np.array([-1], np.int64), "flat"))
+    # zeros(2, 2) flattened: begins (0, 0, 0, 0), ends (0, 0, 1, 2)
+    infos = infer(onnx_graph(_save(tmp_path, _model(nodes, inits), "ok.onnx")))
+    assert infos[0].pads == ((0, 1), (0, 2)) and infos[0].output_shape == (4, 7, 8)
+    # a ConstantOfShape asking for a huge tensor is refused before anything is allocated
+    nodes[0] = const("n4", [10**9, 10**9])
+    message = _error(tmp_path, _model(nodes, inits))
+    assert "ConstantOfShape" in message and "small constant" in message

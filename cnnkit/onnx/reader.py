@@ -19,7 +19,9 @@ Two steps:
    plumbing and arithmetic with a constant (Sub, Mul, Div, Add: input scaling) disappear;
    ``MatMul`` followed by ``Add`` of a bias becomes one ``fc``. The shape arithmetic of a
    dynamic-batch ``x.view(x.size(0), -1)`` (Shape, Gather, Unsqueeze, Slice, Concat) is
-   followed as far as the batch entry, so its Reshape reads as a flatten.
+   followed as far as the batch entry, so its Reshape reads as a flatten. A zero Pad joins
+   the padding of the convolution or pooling that reads it; nodes computing only from small
+   constants (a Pad's amounts, as PyTorch writes them) are computed (:data:`FOLDABLE`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from cnnkit.onnx import require
 
@@ -149,6 +153,10 @@ KNOWN_OPS = {
     "Squeeze": "shape",
     "Slice": "shape",
     "Cast": "shape",
+    "Pad": "pad",  # zero padding, folded into the convolution or pooling that reads it
+    # Read only when they compute from constants (PyTorch writes a Pad's amounts this way).
+    "ConstantOfShape": "constant",
+    "Transpose": "constant",
 }
 SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Slice", "Cast")
 BATCH = "N"  # a shape entry that is the batch size
@@ -442,6 +450,86 @@ def _check_outputs(graph: Any, nodes: list[OnnxNode], p: Path) -> None:
 # -- resolving nodes into layer kinds ----------------------------------------------------
 
 
+def _slice(attrs: dict[str, Any], args: list[Any]) -> np.ndarray:
+    data, starts, ends = args[0], args[1], args[2]
+    axes = args[3] if len(args) > 3 and args[3] is not None else np.arange(len(starts))
+    steps = args[4] if len(args) > 4 and args[4] is not None else np.ones(len(starts))
+    index = [slice(None)] * data.ndim
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        n = data.shape[int(axis)]
+        # int64 extremes (exporters' "to the end") arrive as floats: clamp before int()
+        start, end = (int(max(min(v, n + 1), -n - 1)) for v in (start, end))
+        index[int(axis)] = slice(start, end, int(step))
+    return data[tuple(index)]
+
+
+def _axes(attrs: dict[str, Any], args: list[Any]) -> list[int]:
+    axes = attrs.get("axes")
+    if axes is None and len(args) > 1 and args[1] is not None:
+        axes = args[1].reshape(-1)
+    return [int(a) for a in axes] if axes is not None else []
+
+
+def _reshape(attrs: dict[str, Any], args: list[Any]) -> np.ndarray:
+    data, shape = args[0], [int(v) for v in args[1].reshape(-1)]
+    shape = [data.shape[i] if v == 0 else v for i, v in enumerate(shape)]
+    return data.reshape(shape)
+
+
+def _constant_of_shape(attrs: dict[str, Any], args: list[Any]) -> np.ndarray:
+    from onnx import numpy_helper
+
+    shape = [int(v) for v in args[0].reshape(-1)]
+    if any(d < 0 for d in shape) or math.prod(shape) > SMALL_CONSTANT:
+        raise ValueError(f"shape {shape} is not a small constant")
+    value = attrs.get("value")
+    fill = float(numpy_helper.to_array(value).reshape(-1)[0]) if value is not None else 0.0
+    return np.full(shape, fill)
+
+
+def _squeeze(attrs: dict[str, Any], args: list[Any]) -> np.ndarray:
+    axes = _axes(attrs, args)
+    return np.squeeze(args[0], axis=tuple(axes)) if axes else np.squeeze(args[0])
+
+
+def _divide(attrs: dict[str, Any], args: list[Any]) -> np.ndarray:
+    a, b = args[0], args[1]
+    # Values are held as floats, so an integer tensor's truncating division cannot be told
+    # from true division; fold only where both agree.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = a / b
+    if not np.all(np.isfinite(result)):
+        raise ValueError("division by zero")
+    integral = np.all(a == np.round(a)) and np.all(b == np.round(b))
+    if integral and not np.all(result == np.round(result)):
+        raise ValueError("an integer division with a remainder")
+    return result
+
+
+# Operators computed when all their inputs are constants: attrs, input arrays -> array.
+FOLDABLE: dict[str, Any] = {
+    "Identity": lambda attrs, args: args[0],
+    "Shape": lambda attrs, args: np.array(args[0].shape[attrs.get("start", 0) : attrs.get("end")]),
+    "Cast": lambda attrs, args: args[0],
+    "ConstantOfShape": _constant_of_shape,
+    "Concat": lambda attrs, args: np.concatenate(
+        [a for a in args if a is not None], axis=int(attrs.get("axis", 0))
+    ),
+    "Reshape": _reshape,
+    "Slice": _slice,
+    "Transpose": lambda attrs, args: np.transpose(args[0], attrs.get("perm")),
+    "Unsqueeze": lambda attrs, args: np.expand_dims(args[0], tuple(_axes(attrs, args))),
+    "Squeeze": _squeeze,
+    "Add": lambda attrs, args: args[0] + args[1],
+    "Sub": lambda attrs, args: args[0] - args[1],
+    "Mul": lambda attrs, args: args[0] * args[1],
+    "Div": _divide,
+    "Gather": lambda attrs, args: np.take(
+        args[0], args[1].astype(np.int64), axis=int(attrs.get("axis", 0))
+    ),
+}
+
+
 class _Resolver:
     """Walks the nodes once, mapping tensor names to the layer that produces them."""
 
@@ -453,6 +541,7 @@ class _Resolver:
         # Shape values computed from data tensors: entries are ints, BATCH, or None where
         # unknown; a trailing ... stands for the unknown rest of a Shape(x).
         self.sym: dict[str, tuple[Any, ...]] = {}
+        self.pending: dict[str, tuple[tuple[int, int], ...]] = {}  # Pad output -> its pads
 
     def error(self, node: OnnxNode, message: str) -> OnnxError:
         return OnnxError(f"{self.g.path}: node {node.name} ({node.op_type}): {message}")
@@ -493,21 +582,18 @@ class _Resolver:
         for node in self.g.nodes:
             if node.op_type == "Constant":
                 continue
+            if all(not t or self.is_constant(t) for t in node.inputs):
+                self.fold(node)
+                continue
             if node.op_type in SHAPE_OPS or (
                 node.op_type == "Concat" and any(t in self.sym for t in node.inputs)
             ):
                 self.shape_op(node)
                 continue
-            if all(not t or self.is_constant(t) for t in node.inputs):
-                # constant plumbing (Identity of a weight, as the PyTorch exporter writes)
-                if node.op_type == "Identity" and node.inputs[0] in self.g.initializers:
-                    src = node.inputs[0]
-                    self.g.initializers[node.outputs[0]] = self.g.initializers[src]
-                    if src in self.g.constants:
-                        self.g.constants[node.outputs[0]] = self.g.constants[src]
-                    continue
-                raise self.error(node, "computes from constants only; cnnkit reads layers")
-            getattr(self, f"op_{node.op_type}")(node)
+            handler = getattr(self, f"op_{node.op_type}", None)
+            if handler is None:
+                raise self.error(node, "is read only where it computes from constants")
+            handler(node)
         if len(self.g.outputs) != 1:
             raise OnnxError(
                 f"{self.g.path}: cnnkit reads graphs with one output; this one has "
@@ -522,6 +608,31 @@ class _Resolver:
             if layer.name in keep:
                 keep.update(layer.inputs)
         return [layer for layer in self.layers if layer.name in keep]
+
+    def array(self, node: OnnxNode, tensor: str) -> np.ndarray:
+        values = self.value(tensor)
+        if values is None:
+            raise self.error(node, f"computes from {tensor!r}, a constant too large to follow")
+        return np.asarray(values, np.float64).reshape(self.g.initializers[tensor])
+
+    def fold(self, node: OnnxNode) -> None:
+        """Compute a node whose inputs are all constants (small integer tensors such as the
+        amounts of a Pad), so the layers that read it see a constant."""
+        op, out = node.op_type, node.outputs[0]
+        if op == "Identity" and node.inputs[0] not in self.g.constants:
+            self.g.initializers[out] = self.g.initializers[node.inputs[0]]  # a weight's alias
+            return
+        if op not in FOLDABLE:
+            raise self.error(node, "computes from constants only; cnnkit reads layers")
+        args = [self.array(node, t) if t else None for t in node.inputs]
+        try:
+            result = FOLDABLE[op](node.attrs, args)
+        except (ValueError, IndexError, TypeError) as exc:
+            raise self.error(node, f"cannot compute it from its constants ({exc})") from None
+        if result.size > SMALL_CONSTANT:
+            raise self.error(node, f"its {result.size:,} values are more than cnnkit follows")
+        self.g.initializers[out] = tuple(int(d) for d in result.shape)
+        self.g.constants[out] = [float(v) for v in result.reshape(-1)]
 
     def shape_value(self, node: OnnxNode, tensor: str) -> tuple[Any, ...]:
         if tensor in self.sym:
@@ -568,7 +679,47 @@ class _Resolver:
 
     # -- one method per operator ---------------------------------------------------------
 
+    def op_Pad(self, node: OnnxNode) -> None:
+        if str(node.attrs.get("mode", "constant")) != "constant":
+            raise self.error(node, f"only zero padding is read, not mode {node.attrs['mode']!r}")
+        if len(node.inputs) > 3 and node.inputs[3]:
+            raise self.error(node, "padding selected axes (the axes input) is not supported")
+        if "pads" in node.attrs:  # opset < 11: amounts and value are attributes
+            pads, value = list(node.attrs["pads"]), float(node.attrs.get("value", 0.0))
+        else:
+            pads = self.value(node.inputs[1]) if len(node.inputs) > 1 else None
+            fill = self.value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else [0]
+            if pads is None or fill is None:
+                raise self.error(node, "the padding amounts must be constants")
+            value = float(fill[0])
+        rank = len(pads) // 2
+        begins, ends = [int(v) for v in pads[:rank]], [int(v) for v in pads[rank:]]
+        if value != 0 or rank < 3 or begins[:2] + ends[:2] != [0] * 4 or min(pads) < 0:
+            raise self.error(
+                node, f"only zero padding of the spatial dimensions is read, got {list(pads)}"
+            )
+        readers = [n for n in self.g.nodes if node.outputs[0] in n.inputs]
+        if not readers or any(
+            n.op_type not in ("Conv", "MaxPool", "AveragePool") or n.inputs[0] != node.outputs[0]
+            for n in readers
+        ):
+            raise self.error(node, "a Pad is read only in front of a convolution or pooling")
+        self.pending[node.outputs[0]] = tuple(zip(begins[2:], ends[2:]))
+        self.alias(node)
+
     def _padding(self, node: OnnxNode, ndim: int) -> Any:
+        extra = self.pending.get(node.inputs[0])
+        own = self._own_padding(node, ndim)
+        if extra is None:
+            return own
+        if isinstance(own, str) and own != "valid":
+            raise self.error(node, f"auto_pad {own} after a Pad node is not supported")
+        if len(extra) != ndim:
+            raise self.error(node, "the Pad before it does not fit its spatial dimensions")
+        own = ((0, 0),) * ndim if own == "valid" else own
+        return tuple((a + c, b + d) for (a, b), (c, d) in zip(own, extra))
+
+    def _own_padding(self, node: OnnxNode, ndim: int) -> Any:
         auto = str(node.attrs.get("auto_pad", "NOTSET"))
         if auto == "SAME_UPPER":
             return "same"
