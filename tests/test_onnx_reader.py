@@ -12,7 +12,8 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from cnnkit.onnx.reader import OnnxError, read_onnx, resolve  # noqa: E402
+from cnnkit.onnx.reader import OnnxError, read_onnx  # noqa: E402
+from cnnkit.onnx.resolve import resolve  # noqa: E402
 
 
 def _init(name: str, *shape: int, value: float | None = None) -> TensorProto:

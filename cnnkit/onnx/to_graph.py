@@ -1,7 +1,7 @@
 """An ONNX file as a cnnkit architecture graph, so ``shape`` and ``receptive-field`` read it.
 
 :func:`onnx_graph` reads the file (:func:`cnnkit.onnx.reader.read_onnx`), resolves its nodes
-into layer kinds (:func:`cnnkit.onnx.reader.resolve`) and builds a :class:`cnnkit.arch.Graph`
+into layer kinds (:func:`cnnkit.onnx.resolve.resolve`) and builds a :class:`cnnkit.arch.Graph`
 whose node names are the ONNX node names. Shapes are inferred node by node as the graph is
 built, so every weight the file holds is checked against the shape it meets (a conv's input
 channels, an fc layer's input features, a batch norm's channels).
@@ -30,7 +30,8 @@ from cnnkit import geometry
 from cnnkit.arch import INPUT, Builder, Graph, SpecError, format_shape
 from cnnkit.arch.kinds import KINDS
 from cnnkit.arch.values import dims
-from cnnkit.onnx.reader import ImportedLayer, OnnxError, OnnxGraph, read_onnx, resolve
+from cnnkit.onnx.reader import OnnxError, OnnxGraph, read_onnx
+from cnnkit.onnx.resolve import ImportedLayer, resolve
 
 _FLATTENERS = ("flatten", "fc")
 # Options left out of a node's text when they have the spec's default value.
