@@ -1,8 +1,12 @@
 """ONNX in both directions: export trained cnnkit models, read any ONNX file's architecture.
 
-- :func:`cnnkit.onnx.reader.read_onnx` opens an ONNX file safely (the protobuf is parsed,
-  nothing in it is executed or loaded from elsewhere) into a neutral list of nodes.
-- :mod:`cnnkit.onnx.writer` turns a trained :class:`cnnkit.nn.Model` into an ONNX file.
+- :mod:`cnnkit.onnx.reader` opens an ONNX file safely (the protobuf is parsed, nothing in
+  it is executed or loaded from elsewhere) into a neutral list of nodes;
+  :mod:`cnnkit.onnx.resolve` maps those onto cnnkit's layer kinds and
+  :mod:`cnnkit.onnx.to_graph` builds the :class:`cnnkit.arch.Graph` that ``cnnkit shape``
+  and ``cnnkit receptive-field`` read (``arch.parse`` hands it any path ending ``.onnx``).
+- :mod:`cnnkit.onnx.writer` turns a trained :class:`cnnkit.nn.Model` into an ONNX file
+  (``cnnkit export``).
 
 Both need the optional ``onnx`` extra (``pip install "cnnkit[onnx]"``); without it every entry
 point raises :class:`MissingExtra`, a ``ValueError`` whose message says what to install.
