@@ -499,7 +499,7 @@ def train_throughput(
     Parameters
     ----------
     arch : str
-        A spec for :func:`cnnkit.spec.parse` (a shipped name, a file or inline text).
+        A spec for :func:`cnnkit.arch.parse` (a shipped name, a file or inline text).
     batch_size : int
         Images per step; the batch is random data of the spec's input shape.
     steps : int

@@ -601,6 +601,19 @@ def torch_twin(model):
     return torch, forward, [p for _, _, params in mods for p in params], mods
 
 
+def test_asymmetric_padding_matches_torch(rng):
+    model = build_model(
+        "input 2 7 6; conv 3 k=2 s=2 p=0+1x1+0; relu; conv 2 k=3 p=same; gap; fc 2",
+        dtype=np.float64,
+        init="torch",
+    )
+    torch, forward, _, _ = torch_twin(model)
+    x = rng.standard_normal((2, 2, 7, 6))
+    np.testing.assert_allclose(
+        model.forward(x), forward(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12
+    )
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_random_graph_networks_match_torch(seed):
     """Forward pass, every parameter gradient, output shape, parameter and MAC counts of a

@@ -66,7 +66,7 @@ def test_published_alexnet_and_vgg16():
 
 def _closed_form(arch):
     """Araujo et al.'s unrolled sums over the conv/pool layers (eq. 2, 6 and 8 of the paper),
-    written independently of the recurrence in cnnkit.receptive."""
+    written independently of the recurrence in cnnkit.arch.receptive."""
     infos = [i for i in spec.infer(arch) if i.kind in ("conv", "pool")]
     ndim = len(arch.input_shape) - 1
     r, j, p = [], [], []
@@ -314,9 +314,10 @@ def test_compare_summary():
 def test_docstring_examples():
     import doctest
 
+    import cnnkit.arch
     from cnnkit.arch import read
 
-    for module in (read, receptive):
+    for module in (read, receptive, cnnkit.arch):
         failed, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert tried > 0 and failed == 0, module.__name__
 

@@ -840,3 +840,36 @@ def test_random_graphs_against_torch(seed):
     shapes = run(torch.empty((2, *arch.input_shape), device="meta"))
     assert shapes == [i.output_shape for i in infos]
     assert sum(p.numel() for p in holder.parameters()) == spec.totals(infos)["total_params"]
+
+
+def test_asymmetric_conv_padding_pairs():
+    """ONNX-style (before, after) pads: text 0+1x1+0, JSON [[0, 1], [1, 0]], Builder alike."""
+    text = spec.parse("input 1 7 7; conv 2 k=2 s=2 p=0+1x1+0")
+    as_json = spec.parse(
+        json.dumps(
+            [
+                {"layer": "input", "shape": [1, 7, 7]},
+                {"layer": "conv", "out": 2, "k": 2, "s": 2, "p": [[0, 1], [1, 0]]},
+            ]
+        )
+    )
+    assert text.nodes[0].padding == as_json.nodes[0].padding == ((0, 1), (1, 0))
+    (info,) = spec.infer(text)
+    assert info.pads == ((0, 1), (1, 0))
+    assert info.output_shape[1:] == (
+        windows_by_counting(7, 2, 2, 0, 1),
+        windows_by_counting(7, 2, 2, 1, 0),
+    )
+    assert spec.parse(spec.to_text(text)).nodes[0].padding == ((0, 1), (1, 0))
+    assert receptive_start(text) == (0, -1)
+    with pytest.raises(SpecError, match="before\\+after"):
+        spec.parse("input 1 7 7; conv 2 k=2 p=0+1+2")
+    with pytest.raises(SpecError, match="one \\(before, after\\) pair"):
+        spec.parse(
+            '[{"layer": "input", "shape": [1, 7, 7]}, {"layer": "conv", "out": 1, '
+            '"k": 2, "p": [[0, 1]]}]'
+        )
+
+
+def receptive_start(arch):
+    return spec.receptive.fields(arch)[0].start

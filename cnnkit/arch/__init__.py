@@ -14,21 +14,23 @@ Use :class:`Builder`: it validates every option as the spec parsers do and names
 are not given a name (``conv1``, ``relu2``, ...). ``inputs`` default to the node added last;
 ``"input"`` is the graph's input. Options use the spec's keys (``out_channels``, ``k``,
 ``s``, ``p``, ``d``, ``groups``, ``bias`` for conv; ``mode``, ``k``, ``s``, ``p``, ``ceil``
-for pool; ``units``, ``bias`` for fc; ``rate``, ``slope``)::
+for pool; ``units``, ``bias`` for fc; ``rate``, ``slope``):
 
-    from cnnkit import arch
-    b = arch.Builder("block", (64, 56, 56))
-    x = b.add("conv", name="layer1.0.conv1", out_channels=64, k=3, p=1, bias=False)
-    x = b.add("bn", name="layer1.0.bn1")
-    x = b.add("relu", name="layer1.0.relu")
-    x = b.add("conv", name="layer1.0.conv2", out_channels=64, k=3, p=1, bias=False)
-    x = b.add("bn", name="layer1.0.bn2")
-    x = b.add("add", inputs=[x, "input"], name="layer1.0.add")
-    b.add("relu", name="layer1.0.relu2")
-    graph = b.build()                 # validated: inputs exist, every node is used
-    infos = arch.infer(graph)         # shapes, params, MACs, memory per node
-    arch.totals(infos)["total_params"]
-    arch.receptive.fields(graph)      # receptive fields through every path
+>>> from cnnkit import arch
+>>> b = arch.Builder("block", (64, 56, 56))
+>>> x = b.add("conv", name="layer1.0.conv1", out_channels=64, k=3, p=1, bias=False)
+>>> x = b.add("bn", name="layer1.0.bn1")
+>>> x = b.add("relu", name="layer1.0.relu")
+>>> x = b.add("conv", name="layer1.0.conv2", out_channels=64, k=3, p=1, bias=False)
+>>> x = b.add("bn", name="layer1.0.bn2")
+>>> x = b.add("add", inputs=[x, "input"], name="layer1.0.add")
+>>> x = b.add("relu", name="layer1.0.relu2")
+>>> graph = b.build()  # validated: inputs exist, every node is used
+>>> infos = arch.infer(graph)  # shapes, params, MACs, memory per node
+>>> infos[-1].output_shape, arch.totals(infos)["total_params"]
+((64, 56, 56), 73984)
+>>> arch.receptive.fields(graph)[-1].receptive_field  # through every path
+(5, 5)
 
 A node is a :class:`Node` (``kind``, ``name``, ``inputs``, ``attrs`` in the canonical form a
 kind's ``parse`` returns: tuples per spatial dimension, e.g. ``kernel=(3, 3)``). Names are

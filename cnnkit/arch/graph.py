@@ -52,11 +52,6 @@ class Node:
             return attrs[key]
         raise AttributeError(f"{self.kind} node has no attribute {key!r}")
 
-    @property
-    def depth(self) -> int:
-        """Nesting depth from the dotted name: ``conv1`` 1, ``layer1.0.conv1`` 3."""
-        return self.name.count(".") + 1
-
 
 @dataclass(frozen=True)
 class Graph:

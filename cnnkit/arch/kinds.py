@@ -50,7 +50,6 @@ class Kind:
     positional: ClassVar[str | None] = None  # the option a bare value fills
     arity: ClassVar[int] = 1  # 1, or 0 for "two or more inputs"
     activation: ClassVar[bool] = False  # a non-linearity (counted by --compare)
-    spatial_only: ClassVar[bool] = False  # needs (C, spatial...) input
     transparent: ClassVar[bool] = False  # sits between a weight layer and its activation
 
     def parse(self, values: dict[str, Any], ndim: int, ctx: Ctx) -> dict[str, Any]:
@@ -74,7 +73,7 @@ class Kind:
         raise SpecError(f"{node.name}: layer kind {node.kind!r} cannot be trained")
 
 
-def _spatial(who: str, kind: str, shape: tuple[int, ...], kernel: tuple[int, ...] = ()) -> None:
+def _spatial(who: str, shape: tuple[int, ...], kernel: tuple[int, ...] = ()) -> None:
     ndim = len(shape) - 1
     if ndim == 0:
         raise SpecError(
@@ -162,7 +161,7 @@ class Conv(Kind):
 
     def infer(self, node, shapes, who):
         shape = shapes[0]
-        _spatial(who, "conv", shape, node.kernel)
+        _spatial(who, shape, node.kernel)
         channels, sizes = shape[0], shape[1:]
         if channels % node.groups or node.out_channels % node.groups:
             raise SpecError(
@@ -257,7 +256,7 @@ class Pool(Kind):
 
     def infer(self, node, shapes, who):
         shape = shapes[0]
-        _spatial(who, "pool", shape, node.kernel)
+        _spatial(who, shape, node.kernel)
         sizes = shape[1:]
         pads = tuple((p, p) for p in node.padding)
         spatial = tuple(
@@ -314,7 +313,7 @@ class GlobalAvgPool(Kind):
     transparent = True
 
     def infer(self, node, shapes, who):
-        _spatial(who, "gap", shapes[0])
+        _spatial(who, shapes[0])
         return Arith(output_shape=(shapes[0][0],), other_ops=math.prod(shapes[0]))
 
     def window(self, info):

@@ -5,6 +5,7 @@ group layers into blocks that may span lines::
 
     input 3 224 224          # C H W  (1-D: C L;  3-D: C D H W); also 3x224x224
     conv 64 k=3 s=1 p=1 d=1 groups=1 bias=true   # k, s, p, d take N or HxW; p also valid|same|full
+                                                 # or before+after pairs: p=0+1x0+1
     pool max k=2 s=2 p=0 ceil=false              # max|avg; s defaults to k
     gap                      # global average pooling
     relu | relu6 | sigmoid | tanh | leakyrelu [slope]
@@ -280,8 +281,7 @@ def _text_tree(text: str, where: str) -> list[Stmt]:
             pos += 1
         return out
 
-    tree = sequence(depth=0)
-    return tree
+    return sequence(depth=0)
 
 
 def _json_tree(text: str, name: str) -> tuple[list[Stmt], str]:

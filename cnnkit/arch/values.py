@@ -90,8 +90,29 @@ def to_float(raw: Any, name: str, ctx: Ctx) -> float:
     return value
 
 
-def to_padding(raw: Any, ndim: int, ctx: Ctx, words: bool) -> str | tuple[int, ...]:
-    """Integers per dimension, or (``words=True``, convolutions) valid, same or full."""
+def to_padding(raw: Any, ndim: int, ctx: Ctx, words: bool) -> str | tuple:
+    """Integers per dimension, or (``words=True``, convolutions) valid, same, full, or a
+    ``(before, after)`` pair per dimension: ``"0+1x0+1"`` in text, ``[[0, 1], [0, 1]]`` in
+    JSON (ONNX's asymmetric pads)."""
+    if words and isinstance(raw, str) and "+" in raw:
+        parts = [p.split("+") for p in re.split(r"[x×,]", raw.strip())]
+        if any(len(p) != 2 for p in parts):
+            raise ctx.error(f"padding pairs are written before+after per dimension, got {raw!r}")
+        raw = parts
+    if (
+        words
+        and isinstance(raw, (list, tuple))
+        and raw
+        and all(isinstance(p, (list, tuple)) for p in raw)
+    ):
+        if len(raw) != ndim or any(len(p) != 2 for p in raw):
+            raise ctx.error(
+                f"padding pairs need one (before, after) pair per spatial dimension ({ndim}), "
+                f"got {raw!r}"
+            )
+        return tuple(
+            (to_int(a, "padding p", ctx, 0), to_int(b, "padding p", ctx, 0)) for a, b in raw
+        )
     if isinstance(raw, str) and raw.strip().lower() in geometry.PADDING_WORDS:
         word = raw.strip().lower()
         if word == "valid":
@@ -105,9 +126,11 @@ def to_padding(raw: Any, ndim: int, ctx: Ctx, words: bool) -> str | tuple[int, .
     return to_ints(raw, "padding p", ndim, ctx, minimum=0)
 
 
-def dims(values: tuple[int, ...]) -> str:
-    """``(3, 3)`` -> ``"3"``, ``(3, 5)`` -> ``"3x5"``: one number when every dimension agrees."""
-    return "x".join(map(str, values)) if len(set(values)) > 1 else str(values[0])
+def dims(values: tuple) -> str:
+    """``(3, 3)`` -> ``"3"``, ``(3, 5)`` -> ``"3x5"``: one number when every dimension agrees;
+    ``((0, 1), (0, 1))`` -> ``"0+1x0+1"`` (padding before+after)."""
+    shown = [f"{v[0]}+{v[1]}" if isinstance(v, tuple) else str(v) for v in values]
+    return "x".join(shown) if len(set(shown)) > 1 or isinstance(values[0], tuple) else shown[0]
 
 
 def format_shape(shape: tuple[int, ...]) -> str:

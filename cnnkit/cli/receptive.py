@@ -158,7 +158,7 @@ def _render_compare(summaries: list[dict[str, Any]]) -> None:
     table = Table(title="side by side", title_justify="left")
     table.add_column("")
     for s in summaries:
-        table.add_column(s["name"], justify="right")
+        table.add_column(s["name"], justify="right", overflow="fold")
     rows = [
         ("input", lambda s: "x".join(map(str, s["input_shape"]))),
         ("output", lambda s: "x".join(map(str, s["output_shape"]))),

@@ -164,7 +164,13 @@ def _spec_text(info: Any) -> str:
     if len(node.inputs) < 2:
         return node.text or ""
     scope = node.name.rsplit(".", 1)[0] + "." if "." in node.name else ""
-    short = [s[len(scope) :] if scope and s.startswith(scope) else s for s in node.inputs]
+    short = []
+    for source in node.inputs:
+        for prefix in (node.name + ".", scope):  # a concat's own branches, then its scope
+            if prefix and source.startswith(prefix):
+                source = source[len(prefix) :]
+                break
+        short.append(source)
     return (" + " if node.kind == "add" else " | ").join(short)
 
 

@@ -55,6 +55,18 @@ class Model:
     source : str, optional
         The spec text the architecture was parsed from, stored in model files.
 
+    Attributes
+    ----------
+    arch : cnnkit.arch.Graph
+        The graph; ``layers[i]`` computes ``arch.nodes[i]``.
+    layers : list of cnnkit.nn.layers.Layer
+        One per node, named as the node (``layer.name``), parameters in ``layer.params``
+        (conv and fc: weight then bias; bn: scale, shift and ``buffers`` running stats).
+    inputs : list of tuple of str
+        The node names each layer reads (``"input"`` is the batch).
+    output_shapes : list of tuple of int
+        Each node's output shape without the batch dimension.
+
     Notes
     -----
     ``forward`` runs the nodes in the graph's topological order, each reading the outputs of
