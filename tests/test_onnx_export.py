@@ -158,6 +158,7 @@ fc 5
         "input 2 9 9; conv 4 k=4 p=same; relu; gap; fc 3",
         "input 1 7 7; conv 4 k=3; relu; conv 3 k=5",  # conv output (3, 1, 1) as logits
         "input 1 6 6; pool max k=3 s=2 p=1 ceil=true; fc 4",
+        "input 2 7 9; conv 3 k=3 s=2 p=0+1x2+1; relu6; conv 4 k=2 p=same; fc 3",
     ],
 )
 def test_every_trainable_layer_kind_round_trips(tmp_path: Path, spec_text: str) -> None:

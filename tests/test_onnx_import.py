@@ -449,6 +449,8 @@ def test_zero_padding_layers_fold_into_the_layer_that_reads_them(tmp_path: Path)
     assert arch.totals(infos)["total_params"] == _torch_params(net)
     spec = "input 3 9 9; conv 4 k=3 p=1; relu"
     assert _figures(arch.parse(spec))[1] <= _figures(graph)[1]
+    # what a network trained from this file stores reads back to the same figures
+    assert _figures(arch.parse(arch.source_text(str(path)))) == _figures(graph)
     reflect = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 4, 3))
     path = _export(reflect, (3, 9, 9), tmp_path / "reflect.onnx")
     with pytest.raises(ValueError, match="only zero padding"):

@@ -39,16 +39,11 @@ _DEFAULTS = {"s": "1", "p": "0", "d": "1", "groups": 1, "bias": True, "ceil": Fa
 
 
 def short_text(node: Any) -> str:
-    """A node as spec text with default options left out: ``conv 64 k=7 s=2 p=3 bias=false``.
-
-    Uneven pads, which the spec language cannot write, read ``p=0+1x1+2`` (before+after).
-    """
+    """A node as spec text with default options left out: ``conv 64 k=7 s=2 p=3 bias=false``
+    (uneven pads read ``p=0+1x1+2``, before+after per dimension)."""
     kind = KINDS[node.kind]
     parts = [node.kind]
     for key, value in kind.options(node).items():
-        if key == "p" and node.kind == "conv" and not isinstance(node.padding, str):
-            if any(isinstance(p, tuple) for p in node.padding):
-                value = "x".join(f"{lo}+{hi}" for lo, hi in node.padding)
         if key == "s" and node.kind == "pool" and value == dims(node.kernel):
             continue
         if key != kind.positional and key in _DEFAULTS and value == _DEFAULTS[key]:
@@ -225,25 +220,19 @@ class _Build:
                 f"channels, the input has {shape[0]}",
             )
         pads = self.pads(layer, shape)
-        symmetric = all(lo == hi for lo, hi in pads)
-        name = self.node(
+        even = all(lo == hi for lo, hi in pads)
+        return self.node(
             layer,
             "conv",
             sources,
             out_channels=s["out_channels"],
             k=list(s["kernel"]),
             s=list(s["stride"]),
-            p=[lo for lo, _ in pads] if symmetric else 0,
+            p=[lo for lo, _ in pads] if even else [list(pair) for pair in pads],
             d=list(s["dilation"]),
             groups=s["groups"],
             bias=s["bias"],
         )
-        if not symmetric:  # the spec writes one pad per side; ONNX may pad unevenly
-            node = self.builder.nodes[-1]
-            node = dataclasses.replace(node, attrs={**node.attrs, "padding": pads})
-            self.builder.nodes[-1] = node
-            self.shapes[name] = KINDS["conv"].infer(node, [shape], name).output_shape
-        return name
 
     def pool(self, layer: ImportedLayer, sources: list[str], shape: tuple[int, ...]) -> str:
         s = layer.settings
@@ -268,26 +257,12 @@ class _Build:
 
 def onnx_spec_text(path: str | os.PathLike[str], input_shape: tuple[int, ...] | None = None) -> str:
     """The JSON spec of an ONNX file's architecture (what a model trained from it stores);
-    ``input_shape`` as for :func:`onnx_graph`.
-
-    Raises
-    ------
-    OnnxError
-        Also when a convolution pads unevenly, which the spec language cannot write.
-    """
+    ``input_shape`` as for :func:`onnx_graph`."""
     import json
 
     from cnnkit.arch import to_json
 
-    graph = onnx_graph(path, input_shape)
-    for node in graph.nodes:
-        padding = node.attrs.get("padding", ())
-        if not isinstance(padding, str) and any(isinstance(p, tuple) for p in padding):
-            raise OnnxError(
-                f"{path}: node {node.name} pads unevenly ({short_text(node)}), which a spec "
-                "cannot write; cnnkit cannot train this architecture"
-            )
-    return json.dumps(to_json(graph))
+    return json.dumps(to_json(onnx_graph(path, input_shape)))
 
 
 __all__ = ["onnx_graph", "onnx_spec_text", "short_text"]
