@@ -16,6 +16,7 @@ COMMANDS = [
     "evaluate",
     "predict",
     "visualize",
+    "export",
 ]
 
 

@@ -20,6 +20,7 @@ what it printed.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import re
 import shlex
@@ -126,6 +127,8 @@ def test_readme_shows_its_commands() -> None:
 def test_console_example(
     command: str, expected: list[str], workspace: Path, default_training: DefaultTraining
 ) -> None:
+    if ".onnx" in command and importlib.util.find_spec("onnx") is None:
+        pytest.skip('needs the onnx extra: pip install "cnnkit[onnx]"')
     argv = shlex.split(command)[1:]
     subcommand = argv[0]
     if argv == ["train"]:

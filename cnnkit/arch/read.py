@@ -487,7 +487,8 @@ def parse(source: str, input_shape: tuple[int, ...] | None = None) -> Graph:
     ----------
     source : str
         A shipped name (``"lenet5"``, see :func:`shipped`), a path to a ``.txt`` spec or a
-        ``.json`` file, inline text with ``;`` (or newlines) between layers, or a JSON string.
+        ``.json`` file, inline text with ``;`` (or newlines) between layers, a JSON string,
+        or an ``.onnx`` model file (:func:`cnnkit.onnx.to_graph.onnx_graph`; onnx extra).
     input_shape : tuple of int, optional
         ``(C, spatial...)``; overrides the spec's ``input`` line (and makes it optional).
 
@@ -518,6 +519,10 @@ def parse(source: str, input_shape: tuple[int, ...] | None = None) -> Graph:
     """
     if not isinstance(source, str) or not source.strip():
         raise SpecError("spec is empty: give a shipped name, a file, or text like 'input 1 8 8'")
+    if source.strip().lower().endswith(".onnx"):  # a model file: its graph, node by node
+        from cnnkit.onnx.to_graph import onnx_graph
+
+        return onnx_graph(source.strip(), input_shape)
     text, name, where = _load(source)
     if text.lstrip().startswith(("[", "{")):
         tree, name = _json_tree(text, name)
@@ -527,9 +532,15 @@ def parse(source: str, input_shape: tuple[int, ...] | None = None) -> Graph:
     return _graph(tree, name, where, input_shape)
 
 
-def source_text(source: str) -> str:
+def source_text(source: str, input_shape: tuple[int, ...] | None = None) -> str:
     """The spec text behind ``source`` (a shipped name, a file, inline text or JSON), resolved
-    exactly as :func:`parse` resolves it; store this to rebuild the same network later."""
+    exactly as :func:`parse` resolves it; store this to rebuild the same network later.
+    An ``.onnx`` file's architecture is stored as the JSON spec of its graph, read with
+    ``input_shape`` (needed when the file's input shape is dynamic)."""
+    if source.strip().lower().endswith(".onnx"):
+        from cnnkit.onnx.to_graph import onnx_spec_text
+
+        return onnx_spec_text(source.strip(), input_shape)
     return _load(source)[0]
 
 

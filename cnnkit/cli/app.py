@@ -22,7 +22,7 @@ app = typer.Typer(
 
 # Modules that define working subcommands, in the order `cnnkit --help` lists them.
 # Each module exposes ``register(app)``.
-COMMAND_MODULES: list[str] = ["filter", "shape", "receptive", "bench", "train"]
+COMMAND_MODULES: list[str] = ["filter", "shape", "receptive", "bench", "train", "export"]
 
 
 def _version_callback(value: bool) -> None:

@@ -257,10 +257,10 @@ def build_model(
     from cnnkit.arch import parse
 
     arch = parse(source, input_shape=input_shape)
-    return Model(arch, seed=seed, dtype=dtype, source=spec_text(source), init=init)
+    return Model(arch, seed=seed, dtype=dtype, source=spec_text(source, input_shape), init=init)
 
 
-def spec_text(source: str) -> str:
+def spec_text(source: str, input_shape: tuple[int, ...] | None = None) -> str:
     """The spec text behind ``source`` (a shipped name, a file or inline text).
 
     Model files store the text itself, not a name or a path, so a model still loads after the
@@ -269,7 +269,7 @@ def spec_text(source: str) -> str:
     from cnnkit.arch import source_text
 
     # The parser's own resolution of names and paths: one place decides what a source means.
-    return source_text(source)
+    return source_text(source, input_shape)
 
 
 __all__ = ["Model", "build_model", "spec_text"]

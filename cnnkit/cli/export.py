@@ -1,0 +1,66 @@
+"""``cnnkit export``: a trained model as a standard ONNX file (needs the onnx extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cnnkit.cli.common import console, friendly_errors
+
+EXAMPLES = """\
+Examples:
+
+  cnnkit export model.npz model.onnx
+
+  cnnkit export model.npz model.onnx --opset 18 --json
+
+The file's input is the image as cnnkit's loader reads it before normalisation (the \
+model's (x - mean) / std is part of the graph); its output 'logits' gives cnnkit \
+predict's probabilities after a softmax. Class names, mean, std and the spec are in the \
+file's metadata. Needs the onnx extra: pip install "cnnkit\\[onnx]".
+"""
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``cnnkit export`` to the app."""
+
+    @app.command("export", epilog=EXAMPLES)
+    @friendly_errors
+    def export(
+        model_path: Path = typer.Argument(..., metavar="MODEL", help="A model or checkpoint."),
+        output: Path = typer.Argument(..., metavar="OUT.onnx", help="The ONNX file to write."),
+        opset: int = typer.Option(17, "--opset", help="ONNX opset version (17 or newer)."),
+        as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+        json_file: str | None = typer.Option(
+            None, "--json-file", metavar="PATH", help="Also write the JSON here ('-': stdout)."
+        ),
+    ) -> None:
+        """Write MODEL as an ONNX file for onnxruntime, Netron or PyTorch."""
+        from cnnkit.cli.shape import emit_json
+        from cnnkit.onnx import MissingExtra
+        from cnnkit.onnx.writer import check_opset, export_onnx
+
+        try:
+            check_opset(opset)
+        except MissingExtra:
+            raise
+        except ValueError as exc:
+            raise ValueError(f"--{exc}") from None
+        done = export_onnx(model_path, output, opset)
+        if (as_json or json_file) and emit_json(done, as_json, json_file):
+            return
+        shape = "x".join(str(s) for s in done["input"]["shape"])
+        classes = len(done["classes"])
+        console.print(
+            f"wrote {done['output']}: opset {done['opset']}, {done['nodes']} nodes, "
+            f"{done['parameters']:,} parameters",
+            highlight=False,
+            markup=False,
+        )
+        console.print(
+            f"input '{done['input']['name']}' {shape} (before normalisation), "
+            f"output '{done['output_name']}' ({classes} classes)",
+            highlight=False,
+            markup=False,
+        )
