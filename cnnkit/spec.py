@@ -46,6 +46,11 @@ from typing import Any
 from cnnkit import geometry
 
 ARCH_DIR = Path(__file__).with_name("archs")
+
+#: Largest size, channel count or unit count a spec may give (no such layer fits in memory).
+MAX_INT = 2**31 - 1
+#: Largest spec file read (the shipped VGG-16 is under 1 KiB).
+MAX_SPEC_BYTES = 1 << 20
 BYTES_PER_ELEMENT = 4  # float32 activations
 
 # Canonical layer kinds and the aliases accepted for them.
@@ -234,6 +239,8 @@ def _check_input_shape(shape: tuple[int, ...], what: str, text: Any) -> None:
         )
     if any(v < 1 for v in shape):
         raise SpecError(f"{what} sizes must be >= 1, got {text!r}")
+    if any(v > MAX_INT for v in shape):
+        raise SpecError(f"{what} sizes must be <= {MAX_INT:,}, got {_short(text)}")
 
 
 def parse(source: str, input_shape: tuple[int, ...] | None = None) -> Architecture:
@@ -270,6 +277,25 @@ def parse(source: str, input_shape: tuple[int, ...] | None = None) -> Architectu
     if not isinstance(source, str) or not source.strip():
         raise SpecError("spec is empty: give a shipped name, a file, or text like 'input 1 8 8'")
     text, name, where = _load(source)
+    return parse_text(text, input_shape, name=name, where=where)
+
+
+def parse_text(
+    text: str,
+    input_shape: tuple[int, ...] | None = None,
+    *,
+    name: str = "inline",
+    where: str | None = None,
+) -> Architecture:
+    """Parse spec text as it is, never as a shipped name or a file path (model files).
+
+    ``where`` is the word used for positions in errors ("line" or "item"); by default "line"
+    for multi-line text without ``;``, else "item".
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise SpecError("spec is empty")
+    if where is None:
+        where = "line" if "\n" in text.strip() and ";" not in text else "item"
     stripped = text.lstrip()
     if stripped.startswith(("[", "{")):
         entries, name = _json_entries(text, name)
@@ -285,9 +311,24 @@ def source_text(source: str) -> str:
     return _load(source)[0]
 
 
+def _read_spec_file(path: Path) -> str:
+    """A spec file's text: UTF-8 (a byte-order mark is dropped), size-limited, named in errors."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(
+                f"{path}: {size:,} bytes is too large for a spec file (limit {MAX_SPEC_BYTES:,})"
+            )
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the spec as UTF-8"
+        ) from None
+
+
 def _load(source: str) -> tuple[str, str, str]:
     """(text, name, word for positions) for a name, a path or an inline spec."""
-    candidate = source.strip()
+    candidate = source.strip().lstrip("\ufeff")
     if candidate.lower() in shipped():
         path = ARCH_DIR / f"{candidate.lower()}.txt"
         return path.read_text(encoding="utf-8"), candidate.lower(), "line"
@@ -297,7 +338,7 @@ def _load(source: str) -> tuple[str, str, str]:
     path = Path(os.path.expanduser(candidate))
     if not looks_inline or path.suffix.lower() in (".txt", ".json", ".spec"):
         if path.is_file():
-            return path.read_text(encoding="utf-8"), path.stem, "line"
+            return _read_spec_file(path), path.stem, "line"
         if path.suffix or os.sep in candidate:
             raise FileNotFoundError(2, "no such file", candidate)
         hint = difflib.get_close_matches(candidate.lower(), shipped(), n=1)
@@ -318,7 +359,7 @@ def _text_entries(text: str, where: str) -> list[Entry]:
     """Entries of a text spec; positions are line numbers ("line") or ;-items ("item")."""
     entries: list[Entry] = []
     item = 0
-    for line_number, raw_line in enumerate(text.splitlines(), start=1):
+    for line_number, raw_line in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
         for piece in raw_line.split("#", 1)[0].split(";"):
             item += 1
             position = line_number if where == "line" else item
@@ -334,6 +375,8 @@ def _text_entries(text: str, where: str) -> list[Entry]:
                     key, _, value = token.partition("=")
                     if not value:
                         raise _Ctx(where, position, chunk).error(f"{key}= has no value")
+                    if key.lower() in keys:
+                        raise _Ctx(where, position, chunk).error(f"{key} given twice")
                     keys[key.lower()] = value
                 else:
                     args.append(token)
@@ -342,9 +385,20 @@ def _text_entries(text: str, where: str) -> list[Entry]:
 
 
 def _json_entries(text: str, name: str) -> tuple[list[Entry], str]:
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [str(k).lower() for k, _ in pairs]
+        twice = next((k for k in keys if keys.count(k) > 1), None)
+        if twice is not None:
+            raise SpecError(f"spec JSON: key {twice!r} given twice in one object")
+        return dict(pairs)
+
     try:
-        data = json.loads(text)
+        data = json.loads(text.lstrip("\ufeff"), object_pairs_hook=unique)
     except json.JSONDecodeError as exc:
+        raise SpecError(f"spec is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise SpecError("spec JSON is nested too deeply") from None
+    except ValueError as exc:  # Python refuses integers of more than 4300 digits
         raise SpecError(f"spec is not valid JSON: {exc}") from None
     if isinstance(data, dict):
         name = str(data.get("name", name))
@@ -484,10 +538,18 @@ def _int(raw: Any, name: str, ctx: _Ctx, minimum: int = 1) -> int:
     except (TypeError, ValueError):
         value = None
     if value is None:
-        raise ctx.error(f"{name} must be an integer, got {raw!r}")
+        raise ctx.error(f"{name} must be an integer, got {_short(raw)}")
     if value < minimum:
-        raise ctx.error(f"{name} must be >= {minimum}, got {value}")
+        raise ctx.error(f"{name} must be >= {minimum}, got {_short(value)}")
+    if value > MAX_INT:
+        raise ctx.error(f"{name} must be <= {MAX_INT:,}, got {_short(value)}")
     return value
+
+
+def _short(value: Any) -> str:
+    """repr(value), cut in the middle when long (a 300-digit number in an error message)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:18]}...{text[-18:]} ({len(text)} characters)"
 
 
 def _ints(raw: Any, name: str, ndim: int, ctx: _Ctx, minimum: int = 1) -> tuple[int, ...]:
@@ -523,8 +585,8 @@ def _bool(raw: Any, name: str, ctx: _Ctx) -> bool:
 def _float(raw: Any, name: str, ctx: _Ctx) -> float:
     try:
         value = float(raw)
-    except (TypeError, ValueError):
-        raise ctx.error(f"{name} must be a number, got {raw!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ctx.error(f"{name} must be a finite number, got {_short(raw)}") from None
     if not math.isfinite(value) or isinstance(raw, bool):
         raise ctx.error(f"{name} must be a finite number, got {raw!r}")
     return value

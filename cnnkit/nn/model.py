@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit import memory
 from cnnkit.nn import layers as L
 
 RELU_FAMILY = ("relu", "leakyrelu")
@@ -101,6 +102,13 @@ class Model:
                 "spatial dimensions"
             )
         infos = spec_mod.infer(arch)
+        params = sum(int(info.params) for info in infos)
+        # weights, gradients, two optimiser moments and one scratch copy
+        memory.check(
+            params * self.dtype.itemsize * 5,
+            f"{arch.name}: {params:,} parameters",
+            "use smaller layers",
+        )
         rng = np.random.default_rng(seed)
         self.layers: list[L.Layer] = []
         self.output_shapes: list[tuple[int, ...]] = []
