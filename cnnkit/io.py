@@ -280,7 +280,7 @@ def open_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
         Not a regular file, not an image, damaged, too large, or non-finite pixels; the
         message names the file.
     """
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = Path(path)
     check_input_file(p, "an image")
@@ -307,6 +307,8 @@ def open_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
             image = ImageOps.exif_transpose(im)
     except memory.MemoryBudgetError:
         raise
+    except UnidentifiedImageError:
+        raise ValueError(f"{p}: not an image (pillow cannot read this format)") from None
     except OSError as exc:
         if exc.errno is not None:  # permission, I/O: a real OS failure, not the content
             raise
@@ -613,7 +615,7 @@ def read_npz(
     if magic == NPY_MAGIC:
         raise ValueError(f"{p}: a single .npy array, not a {what} (an .npz archive)")
     if magic[:4] != ZIP_MAGIC:
-        raise ValueError(f"{p}: not a {what} (not an .npz archive)")
+        raise ValueError(f"{p}: not a readable .npz file (not a zip archive)")
     arrays: dict[str, np.ndarray] = {}
     try:
         with zipfile.ZipFile(p) as archive:
@@ -629,7 +631,12 @@ def read_npz(
                 where = f"{p}: array {key!r}"
                 with archive.open(info) as stream:
                     shape, dtype, fortran = _npy_header(stream, where)
-                    if dtype.hasobject or dtype.fields is not None or dtype.kind not in kinds:
+                    if dtype.hasobject:
+                        raise ValueError(
+                            f"{where} holds Python objects, which cnnkit never unpickles; save "
+                            "plain numeric arrays (and strings as a unicode array)"
+                        )
+                    if dtype.fields is not None or dtype.kind not in kinds:
                         raise ValueError(f"{where} has dtype {dtype}, which a {what} cannot hold")
                     count = 1
                     for n in shape:
@@ -651,11 +658,12 @@ def read_npz(
     except memory.MemoryBudgetError:
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
-        raise ValueError(f"{p}: damaged {what} ({str(exc) or type(exc).__name__})") from None
+        detail = str(exc) or type(exc).__name__
+        raise ValueError(f"{p}: not a readable .npz file (damaged? {detail})") from None
     except OSError as exc:
         if exc.errno is not None:
             raise
-        raise ValueError(f"{p}: damaged {what} ({exc})") from None
+        raise ValueError(f"{p}: not a readable .npz file (damaged? {exc})") from None
     return arrays
 
 

@@ -721,7 +721,7 @@ def test_folder_image_preprocessed_exactly_like_its_training_copy(tmp_path, rng)
 
 def test_load_image_for_model_errors(tmp_path):
     mean, std = np.zeros(1), np.ones(1)
-    with pytest.raises(ValueError, match="nope.png: no such image file"):
+    with pytest.raises(FileNotFoundError, match="no such file"):
         load_image_for_model(tmp_path / "nope.png", (1, 8, 8), mean, std)
     (tmp_path / "text.png").write_text("hello")
     with pytest.raises(ValueError, match="text.png: not an image"):

@@ -151,16 +151,14 @@ def _render_compare(summaries: list[dict[str, Any]]) -> None:
 
 
 def _load_image(path: str, height: int, width: int) -> Any:
-    """The photo as a grey or RGB array resized to the input's height and width."""
+    """The photo as an RGB array resized to the input's height and width."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
-            return np.asarray(img)
-    except UnidentifiedImageError:
-        raise UsageError(f"{path}: not an image pillow can read") from None
+    from cnnkit.io import open_image
+
+    img = open_image(path).convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(img)
 
 
 def _plot(arch: Any, infos: list[Any], out: str, image_path: str | None) -> int:

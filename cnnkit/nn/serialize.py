@@ -356,8 +356,8 @@ def read_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
     except MemoryBudgetError:
         raise
     except ValueError as exc:
-        detail = str(exc).removeprefix(f"{p}: ")
-        raise ValueError(f"{p}: not a readable cnnkit model file ({detail})") from None
+        message = str(exc).replace("not a readable .npz file", "not a readable cnnkit model file")
+        raise ValueError(message) from None
     if "header" not in arrays:
         raise ValueError(f"{p}: not a cnnkit model file (no header); train one with cnnkit train")
     header = check_header(_decode_header(arrays.pop("header"), str(p)), str(p))
