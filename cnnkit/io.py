@@ -157,6 +157,23 @@ def _user_error(exc: OSError, tmp: Path, target: Path) -> OSError:
     return OSError(code, exc.strerror or str(exc) or os.strerror(code), str(target))
 
 
+def check_writable(path: str | os.PathLike[str], force: bool = False) -> Path:
+    """:func:`check_output`, then create and remove a temporary file where ``path`` will go.
+
+    For long jobs (training) that must find an unwritable folder before the work, not after.
+    """
+    target = Path(path)
+    real = check_output(target, force)
+    remove_stale_temporaries(real.parent)
+    try:
+        fd, tmp = _create_temp(real)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from None
+    os.close(fd)
+    _discard(tmp)
+    return real
+
+
 @contextlib.contextmanager
 def _temporary(path: str | os.PathLike[str], force: bool) -> Iterator[tuple[int, Path]]:
     target = Path(path)

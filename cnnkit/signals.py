@@ -21,7 +21,12 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM arrived (raised in the main thread by the handler :func:`install` sets)."""
 
 
+# The signals received so far, oldest first (read by exit_code).
+_received: list[int] = []
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
+    _received.append(signum)
     raise Terminated()
 
 
@@ -35,9 +40,16 @@ def install() -> None:
         signal.signal(signal.SIGTERM, _raise_terminated)
 
 
-def exit_code(exc: BaseException | None) -> int:
-    """The shell's exit status for a process stopped by ``exc``: 143 for SIGTERM, else 130."""
-    return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+def exit_code(exc: BaseException | None = None) -> int:
+    """The shell's exit status after an interruption: 143 for SIGTERM, 130 for Ctrl-C.
+
+    ``exc`` is the exception that stopped the work; without it, the last signal received.
+    """
+    if exc is not None:
+        term = isinstance(exc, Terminated)
+    else:
+        term = bool(_received) and _received[-1] == signal.SIGTERM
+    return 128 + (signal.SIGTERM if term else signal.SIGINT)
 
 
 @contextlib.contextmanager
@@ -53,6 +65,7 @@ def deferred() -> Iterator[None]:
 
     def record(signum: int, frame: Any) -> None:
         pending.append(signum)
+        _received.append(signum)
 
     old = {s: signal.signal(s, record) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
