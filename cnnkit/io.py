@@ -325,7 +325,9 @@ def open_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     except memory.MemoryBudgetError:
         raise
     except UnidentifiedImageError:
-        raise ValueError(f"{p}: not an image (pillow cannot read this format)") from None
+        raise ValueError(
+            f"{p}: cannot read as an image (not an image pillow knows, or damaged)"
+        ) from None
     except OSError as exc:
         if exc.errno is not None:  # permission, I/O: a real OS failure, not the content
             raise

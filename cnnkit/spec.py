@@ -771,9 +771,8 @@ def _infer_one(arch: Architecture, layer: Layer, name: str, shape: tuple[int, ..
         dropped, border = _losses(sizes, spatial, layer, pads, layer.dilation)
     elif kind == "pool":
         pads = tuple((p, p) for p in layer.padding)  # type: ignore[union-attr]
-        spatial = tuple(
-            geometry.pool_output_size(n, k, s, p[0], 1, layer.ceil)
-            for n, k, s, p in zip(sizes, layer.kernel, layer.stride, pads)
+        spatial = geometry.pool_output_shape(
+            sizes, layer.kernel, layer.stride, [p[0] for p in pads], layer.ceil
         )
         _check_nonempty(who, sizes, spatial, layer, pads)
         out_shape = (channels, *spatial)
