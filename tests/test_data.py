@@ -506,7 +506,7 @@ def test_folder_errors(tmp_path, rng):
         load_dataset("folder", data_dir=tmp_path)
     (tmp_path / "dog" / "notes.txt").unlink()
     (tmp_path / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
-    with pytest.raises(ValueError, match="broken.png: (unreadable|not an) image"):
+    with pytest.raises(ValueError, match="broken.png: cannot read as an image"):
         load_dataset("folder", data_dir=tmp_path)
     (tmp_path / "dog" / "broken.png").unlink()
     (tmp_path / "empty").mkdir()

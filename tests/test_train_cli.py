@@ -145,7 +145,9 @@ def test_unknown_dataset():
 
 
 def test_bad_arch(tmp_path):
-    result = run("train", "--arch", "input 1 8 8; conv 4 k=3; blah; fc 10", "-o", tmp_path / "x.npz")
+    result = run(
+        "train", "--arch", "input 1 8 8; conv 4 k=3; blah; fc 10", "-o", tmp_path / "x.npz"
+    )
     assert_error(result, 2)
     assert len(result.output.strip().splitlines()) <= 2
 
