@@ -308,23 +308,26 @@ def open_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     saved = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # the size checks below replace pillow's bomb warning
     try:
-        with warnings.catch_warnings(), Image.open(p) as im:
-            # damaged metadata that pillow skips is not worth a warning on the terminal
+        # damaged metadata that pillow skips is not worth a warning on the terminal
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            width, height = im.size
-            pixels = width * height
-            if pixels > limit:
-                raise memory.MemoryBudgetError(
-                    f"{p}: {width} x {height} = {pixels:,} pixels, more than the limit of "
-                    f"{limit:,} (raise max_pixels to allow it, or use a smaller image)"
+            with Image.open(p) as im:
+                width, height = im.size
+                pixels = width * height
+                if pixels > limit:
+                    raise memory.MemoryBudgetError(
+                        f"{p}: {width} x {height} = {pixels:,} pixels, more than the limit of "
+                        f"{limit:,} (raise max_pixels to allow it, or use a smaller image)"
+                    )
+                bands = len(im.getbands())
+                # decoded pixels plus one float32 copy of every band
+                need = pixels * bands * 5
+                memory.check(
+                    need, f"{p}: {width} x {height} x {bands} image", "use a smaller image"
                 )
-            bands = len(im.getbands())
-            # decoded pixels plus one float32 copy of every band
-            need = pixels * bands * 5
-            memory.check(need, f"{p}: {width} x {height} x {bands} image", "use a smaller image")
-            im.seek(0)
-            im.load()
-            image = ImageOps.exif_transpose(im)
+                im.seek(0)
+                im.load()
+                image = ImageOps.exif_transpose(im)
     except memory.MemoryBudgetError:
         raise
     except UnidentifiedImageError:
