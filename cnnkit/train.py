@@ -882,8 +882,7 @@ def check_outputs(
     for what, path in (("output", out), ("checkpoint", ckpt)):
         if path.suffix.lower() != ".npz":
             raise ValueError(
-                f"{what} {str(path)!r}: model files are .npz archives; give a name ending "
-                "in .npz"
+                f"{what} {str(path)!r}: model files are .npz archives; give a name ending in .npz"
             )
     if os.path.realpath(out) == os.path.realpath(ckpt):
         raise ValueError(
