@@ -21,6 +21,10 @@ FRACTION = 0.75
 #: Used when the platform reports nothing (no /proc, no limits).
 FALLBACK_BYTES = 4 << 30
 
+#: Needs up to this size pass without a look at /proc: the hot paths (a layer's forward pass
+#: in a training step) then pay nothing for the check.
+SMALL_BYTES = 64 << 20
+
 
 class MemoryBudgetError(ValueError):
     """A job would need more memory than this process can get."""
@@ -88,6 +92,8 @@ def human_bytes(n: float) -> str:
 def check(need: int, what: str, hint: str = "") -> None:
     """Raise :class:`MemoryBudgetError` when ``need`` bytes exceed :func:`budget_bytes`.
 
+    Needs of at most :data:`SMALL_BYTES` always pass (without reading /proc).
+
     Parameters
     ----------
     need : int
@@ -97,6 +103,8 @@ def check(need: int, what: str, hint: str = "") -> None:
     hint : str, optional
         How to go around the limit (a smaller input, an option), appended to the message.
     """
+    if need <= SMALL_BYTES:
+        return
     limit = budget_bytes()
     if need > limit:
         tail = f"; {hint}" if hint else ""
@@ -109,6 +117,7 @@ def check(need: int, what: str, hint: str = "") -> None:
 
 __all__ = [
     "FRACTION",
+    "SMALL_BYTES",
     "MemoryBudgetError",
     "available_bytes",
     "budget_bytes",
