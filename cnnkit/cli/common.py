@@ -74,7 +74,10 @@ def friendly_errors(func: F) -> F:
         except Failure as exc:
             fail(str(exc), FAILURE)
         except FileNotFoundError as exc:
-            fail(f"{exc.filename or exc}: no such file", USAGE)
+            reason = exc.strerror or ""
+            if reason.lower() in ("", "no such file or directory"):
+                reason = "no such file"
+            fail(f"{exc.filename or exc}: {reason}", USAGE)
         except OSError as exc:
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             fail(f"{where}{exc.strerror or exc}", FAILURE)
