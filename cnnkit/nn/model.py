@@ -103,11 +103,13 @@ class Model:
             )
         infos = spec_mod.infer(arch)
         params = sum(int(info.params) for info in infos)
-        # weights, gradients, two optimiser moments and one scratch copy
+        values = sum(int(getattr(info, "activations", 0)) for info in infos)
+        # weights, gradients, two optimiser moments and one scratch copy; the activations
+        # of one image and their gradients
         memory.check(
-            params * self.dtype.itemsize * 5,
-            f"{arch.name}: {params:,} parameters",
-            "use smaller layers",
+            (params * 5 + values * 2) * self.dtype.itemsize,
+            f"{arch.name}: {params:,} parameters and {values:,} activations per image",
+            "use smaller layers or a smaller input",
         )
         rng = np.random.default_rng(seed)
         self.layers: list[L.Layer] = []
