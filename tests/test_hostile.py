@@ -525,3 +525,51 @@ def test_kernel_specs_parse_or_fail_cleanly(text):
     except ValueError:
         return
     assert kernel.weights.ndim == 2 and max(kernel.weights.shape) <= filters.MAX_KERNEL_SIDE
+
+
+def _idx_bytes(compressed: bool) -> bytes:
+    import gzip
+
+    rng = np.random.default_rng(SEED)
+    images = rng.integers(0, 256, (3, 4, 4), dtype=np.uint8)
+    raw = bytes([0, 0, 0x08, 3]) + struct.pack(">III", 3, 4, 4) + images.tobytes()
+    return gzip.compress(raw, mtime=0) if compressed else raw
+
+
+@FAST
+@given(change=MUTATION, compressed=st.booleans())
+def test_damaged_idx_reads_or_fails_cleanly(tmp_path_factory, change, compressed):
+    from cnnkit.data.idx import read_idx
+
+    path = tmp_path_factory.mktemp("idx") / "train-images-idx3-ubyte"
+    path.write_bytes(_mutate(_idx_bytes(compressed), *change))
+    try:
+        data = read_idx(path)
+    except ValueError as exc:
+        assert str(path) in str(exc)
+        return
+    assert data.size * data.itemsize <= 10**6
+
+
+def _npz_bytes() -> bytes:
+    import io as stdio
+
+    buffer = stdio.BytesIO()
+    rng = np.random.default_rng(SEED)
+    np.savez_compressed(buffer, x=rng.integers(0, 256, (6, 4, 4), np.uint8), y=np.arange(6) % 2)
+    return buffer.getvalue()
+
+
+@FAST
+@given(change=MUTATION)
+def test_damaged_npz_data_sets_load_or_fail_cleanly(tmp_path_factory, change):
+    from cnnkit.data.npz import load_npz_raw
+
+    path = tmp_path_factory.mktemp("npz") / "d.npz"
+    path.write_bytes(_mutate(_npz_bytes(), *change))
+    try:
+        x, y, names, _ = load_npz_raw(path)
+    except ValueError as exc:
+        assert str(path) in str(exc)
+        return
+    assert len(x) == len(y) and len(names) > int(y.max())
