@@ -55,9 +55,19 @@ class KernelSpec:
     one_d: bool = False  # has a 1-D form for signals
 
 
+#: Largest side of a kernel from the bank or a parameter (a 1025 x 1025 kernel already costs
+#: a million multiply-adds per output pixel).
+MAX_KERNEL_SIDE = 1025
+
+
 def _odd_size(size: int | None, sigma: float, name: str) -> int:
     """Default size ``2 * ceil(3 * sigma) + 1`` (the Gaussian is below 1.1% beyond 3 sigma)."""
     if size is None:
+        if 3 * sigma > MAX_KERNEL_SIDE:
+            raise ValueError(
+                f"{name}: sigma {sigma:g} needs a kernel wider than {MAX_KERNEL_SIDE}; "
+                "use a smaller sigma or give size"
+            )
         return 2 * math.ceil(3 * sigma) + 1
     if size % 2 == 0:
         raise ValueError(f"{name}: size must be odd so the kernel has a centre, got {size}")
@@ -468,6 +478,8 @@ def _convert(param: Param, value: str, name: str) -> float | int:
         raise ValueError(f"{name}: {param.name} must be {kind}, got {value!r}") from None
     if param.minimum is not None and out < param.minimum:
         raise ValueError(f"{name}: {param.name} must be >= {param.minimum:g}, got {value}")
+    if param.kind is int and out > MAX_KERNEL_SIDE:
+        raise ValueError(f"{name}: {param.name} must be <= {MAX_KERNEL_SIDE}, got {value}")
     return out
 
 
@@ -534,17 +546,18 @@ def named_kernel(text: str, ndim: int = 2) -> Kernel:
     return Kernel(weights, label, text)
 
 
+#: Largest kernel text file read (a 1025 x 1025 kernel of 12-digit numbers is ~13 MB).
+MAX_KERNEL_FILE_BYTES = 16 << 20
+
+
 def load_kernel_file(path: str | os.PathLike[str]) -> np.ndarray:
     """A kernel from ``.npy`` (a 1-D/2-D numeric array) or ``.txt``/``.csv`` (rows of numbers)."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix == ".npy":
-        try:
-            arr = np.load(p, allow_pickle=False)
-        except (ValueError, EOFError) as exc:
-            raise ValueError(f"{p}: not a readable .npy file ({exc})") from None
-        if arr.dtype.kind not in "biuf":
-            raise ValueError(f"{p}: kernel must be numeric, got dtype {arr.dtype}")
+        from cnnkit.io import read_npy
+
+        arr = read_npy(p, "kernel")
         if arr.ndim not in (1, 2) or arr.size == 0:
             raise ValueError(f"{p}: kernel must be a non-empty 1-D or 2-D array, got {arr.shape}")
         arr = arr.astype(np.float64)
@@ -552,10 +565,18 @@ def load_kernel_file(path: str | os.PathLike[str]) -> np.ndarray:
             raise ValueError(f"{p}: kernel contains NaN or infinity")
         return arr
     if suffix in (".txt", ".csv"):
+        from cnnkit.io import check_input_file
+
+        size = check_input_file(p, "a kernel file").st_size
+        if size > MAX_KERNEL_FILE_BYTES:
+            raise ValueError(
+                f"{p}: {size:,} bytes is too large for a kernel file "
+                f"(limit {MAX_KERNEL_FILE_BYTES:,})"
+            )
         try:
-            text = p.read_text()
+            text = p.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError:
-            raise ValueError(f"{p}: not a text file") from None
+            raise ValueError(f"{p}: not a UTF-8 text file") from None
         return parse_matrix(text, str(p), row_separator="\n")
     raise ValueError(f"{p}: kernel files must be .npy, .txt or .csv")
 

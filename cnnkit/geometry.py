@@ -31,6 +31,40 @@ def dilated_span(kernel: int, dilation: int = 1) -> int:
     return dilation * (kernel - 1) + 1
 
 
+def _index(value: object, name: str, minimum: int) -> int:
+    """``value`` as a Python int >= ``minimum``; bools, floats and strings are refused."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    try:
+        out = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    if out < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {out}")
+    return out
+
+
+def _pads(padding: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(padding, tuple | list) and len(padding) == 2:
+        return _index(padding[0], "padding", 0), _index(padding[1], "padding", 0)
+    value = _index(padding, "padding", 0)
+    return value, value
+
+
+def _window_count(n: int, kernel: int, stride: int, lo: int, hi: int, dilation: int) -> int:
+    """The raw formula; zero or negative when the window does not fit (callers check)."""
+    return (n + lo + hi - dilated_span(kernel, dilation)) // stride + 1
+
+
+def _check_fits(out: int, n: int, kernel: int, lo: int, hi: int, dilation: int) -> int:
+    if out <= 0:
+        raise ValueError(
+            f"kernel {kernel} (dilation {dilation}, span {dilated_span(kernel, dilation)}) is "
+            f"larger than the padded input {n + lo + hi} (n {n} + padding {lo} + {hi})"
+        )
+    return out
+
+
 def conv_output_size(
     n: int,
     kernel: int,
@@ -43,22 +77,27 @@ def conv_output_size(
     Parameters
     ----------
     n : int
-        Input length.
+        Input length, >= 1.
     kernel : int
-        Kernel length (before dilation).
+        Kernel length (before dilation), >= 1.
     stride : int
-        Step of the sliding window.
+        Step of the sliding window, >= 1.
     padding : int or (int, int)
-        Padding added on each side (an int), or ``(before, after)``.
+        Padding added on each side (an int), or ``(before, after)``; >= 0.
     dilation : int
-        Spacing between kernel taps; the kernel spans ``dilation * (kernel - 1) + 1``.
+        Spacing between kernel taps, >= 1; the kernel spans ``dilation * (kernel - 1) + 1``.
 
     Returns
     -------
     int
-        ``floor((n + pad_before + pad_after - dilation * (kernel - 1) - 1) / stride) + 1``.
-        Zero or negative when the (dilated) kernel does not fit in the padded input; callers
-        decide whether that is an error.
+        ``floor((n + pad_before + pad_after - dilation * (kernel - 1) - 1) / stride) + 1``,
+        always >= 1.
+
+    Raises
+    ------
+    ValueError
+        An argument that is not an integer (bools included) or out of range, naming it; or
+        a (dilated) kernel that does not fit in the padded input.
 
     Examples
     --------
@@ -69,8 +108,14 @@ def conv_output_size(
     >>> conv_output_size(8, 3, padding=1), conv_output_size(8, 3, stride=2)
     (8, 3)
     """
-    lo, hi = (padding, padding) if isinstance(padding, int) else padding
-    return (n + lo + hi - dilated_span(kernel, dilation)) // stride + 1
+    n = _index(n, "n", 1)
+    kernel = _index(kernel, "kernel", 1)
+    stride = _index(stride, "stride", 1)
+    dilation = _index(dilation, "dilation", 1)
+    lo, hi = _pads(padding)
+    return _check_fits(
+        _window_count(n, kernel, stride, lo, hi, dilation), n, kernel, lo, hi, dilation
+    )
 
 
 def pool_output_size(
@@ -91,11 +136,29 @@ def pool_output_size(
         out = ceil((n + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1
         if (out - 1) * stride >= n + padding: out -= 1
 
-    ``stride`` defaults to ``kernel``.
+    ``stride`` defaults to ``kernel``. Arguments are checked as in :func:`conv_output_size`
+    (``ceil_mode`` must be a bool) and a window that does not fit raises a ValueError.
     """
-    stride = kernel if stride is None else stride
-    if not ceil_mode:
-        return conv_output_size(n, kernel, stride, padding, dilation)
+    if not isinstance(ceil_mode, bool):
+        raise ValueError(f"ceil_mode must be True or False, got {ceil_mode!r}")
+    n = _index(n, "n", 1)
+    kernel = _index(kernel, "kernel", 1)
+    stride = kernel if stride is None else _index(stride, "stride", 1)
+    padding = _index(padding, "padding", 0)
+    dilation = _index(dilation, "dilation", 1)
+    return _check_fits(
+        _pool_count(n, kernel, stride, padding, dilation, ceil_mode),
+        n,
+        kernel,
+        padding,
+        padding,
+        dilation,
+    )
+
+
+def _pool_count(n: int, kernel: int, stride: int, padding: int, dilation: int, ceil: bool) -> int:
+    if not ceil:
+        return _window_count(n, kernel, stride, padding, padding, dilation)
     out = -((-(n + 2 * padding - dilated_span(kernel, dilation))) // stride) + 1
     if out > 0 and (out - 1) * stride >= n + padding:
         out -= 1
@@ -195,10 +258,26 @@ def conv_output_shape(
     pads: Sequence[tuple[int, int]],
     dilation: Sequence[int],
 ) -> tuple[int, ...]:
-    """:func:`conv_output_size` applied to every spatial dimension."""
+    """:func:`conv_output_size` applied to every spatial dimension, unchecked: a size is zero
+    or negative where the kernel does not fit (callers name the layer in their error)."""
     return tuple(
-        conv_output_size(n, k, s, p, d)
+        _window_count(n, k, s, p[0], p[1], d)
         for n, k, s, p, d in zip(sizes, kernel, stride, pads, dilation)
+    )
+
+
+def pool_output_shape(
+    sizes: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    ceil_mode: bool = False,
+) -> tuple[int, ...]:
+    """:func:`pool_output_size` applied to every spatial dimension, unchecked like
+    :func:`conv_output_shape`."""
+    return tuple(
+        _pool_count(n, k, s, p, 1, bool(ceil_mode))
+        for n, k, s, p in zip(sizes, kernel, stride, padding)
     )
 
 
@@ -209,7 +288,7 @@ def dropped_by_stride(
 
     A stride that does not divide ``n + pads - span`` silently ignores the last rows/columns.
     """
-    out = conv_output_size(n, kernel, stride, padding, dilation)
+    out = _window_count(n, kernel, stride, padding[0], padding[1], dilation)
     if out <= 0:
         return 0
     covered = (out - 1) * stride + dilated_span(kernel, dilation)
@@ -231,6 +310,7 @@ __all__ = [
     "dilated_span",
     "dropped_by_stride",
     "full_padding",
+    "pool_output_shape",
     "pool_output_size",
     "positive_tuple",
     "resolve_padding",

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cnnkit import geometry
+from cnnkit import geometry, memory
 from cnnkit.geometry import PAD_MODES, PaddingArg
 from cnnkit.kernels import conv as _conv
 from cnnkit.kernels import im2col as _im2col
@@ -97,6 +97,34 @@ def _as_real_array(value: object, name: str) -> np.ndarray:
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
     return arr
+
+
+#: Largest padding accepted: no real input comes near it, and every geometry value handed
+#: to the int64 kernels stays far from overflow.
+MAX_PADDING = 2**31 - 1
+
+
+def _flag(value: object, name: str) -> bool:
+    """A bool argument: a string such as ``"no"`` would be truthy, so only bools pass."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _kernel_geometry(
+    stride: tuple[int, ...], dilation: tuple[int, ...], kernel: Sequence[int], out: Sequence[int]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Stride and dilation as the kernels get them: a stride along a dimension with a single
+    output, or the dilation of a one-tap kernel, changes nothing and becomes 1, so no huge
+    Python int (``stride=2**63``) reaches int64 code."""
+    return (
+        tuple(1 if o == 1 else st for st, o in zip(stride, out)),
+        tuple(1 if k == 1 else d for d, k in zip(dilation, kernel)),
+    )
+
+
+def _check_output_memory(shape: Sequence[int], itemsize: int, what: str) -> None:
+    memory.check(math.prod(shape) * itemsize, f"{what} output of shape {tuple(shape)}")
 
 
 def _check_ndim(arr: np.ndarray, ndim: int, name: str, layout: str) -> None:
@@ -237,7 +265,10 @@ def _plan_conv(
     sizes = x.shape[2:]
     stride_t = geometry.positive_tuple(stride, nd, "stride")
     dil_t = geometry.positive_tuple(dilation, nd, "dilation")
+    flip = _flag(flip, "flip")
     pads = geometry.resolve_padding(padding, sizes, kernel, stride_t, dil_t)
+    if any(p > MAX_PADDING for pp in pads for p in pp):
+        raise ValueError(f"padding must be <= {MAX_PADDING:,}, got {padding!r}")
     out = geometry.conv_output_shape(sizes, kernel, stride_t, pads, dil_t)
     for i, o in enumerate(out):
         if o <= 0:
@@ -246,6 +277,9 @@ def _plan_conv(
                 f"kernel larger than padded input in spatial dim {i}: dilated kernel spans "
                 f"{span} but the padded input has {sizes[i] + pads[i][0] + pads[i][1]}"
             )
+    stride_t, dil_t = _kernel_geometry(stride_t, dil_t, kernel, out)
+    itemsize = 8 if np.float64 in (x.dtype, w.dtype) else 4
+    _check_output_memory((x.shape[0], n_out, *out), itemsize, "the convolution's")
     if pad_mode == "reflect" and any(p >= n for pp, n in zip(pads, sizes) for p in pp):
         raise ValueError(
             f"reflect padding must be smaller than the input size, got padding {pads} "
@@ -578,6 +612,7 @@ def _loop_backward_flat(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool)
 
 
 def _conv_backward(plan: _ConvPlan, grad_y: object, need_input_grad: bool):
+    need_input_grad = _flag(need_input_grad, "need_input_grad")
     gy = _as_real_array(grad_y, "grad_y")
     expected = plan.out5[:2] + plan.out5[5 - plan.nd :]
     if gy.shape != expected:
@@ -835,12 +870,16 @@ def _im2col_geometry(shape, kernel_size, stride, padding, dilation):
     stride_t = geometry.positive_tuple(stride, 2, "stride")
     dil_t = geometry.positive_tuple(dilation, 2, "dilation")
     pads = geometry.resolve_padding(padding, shape[-2:], kernel, stride_t, dil_t)
+    if any(p > MAX_PADDING for pp in pads for p in pp):
+        raise ValueError(f"padding must be <= {MAX_PADDING:,}, got {padding!r}")
     out = geometry.conv_output_shape(shape[-2:], kernel, stride_t, pads, dil_t)
     if min(out) <= 0:
         raise ValueError(
             f"kernel_size {kernel} (dilation {dil_t}) is larger than the padded input "
             f"{tuple(n + a + b for n, (a, b) in zip(shape[-2:], pads))}"
         )
+    stride_t, dil_t = _kernel_geometry(stride_t, dil_t, kernel, out)
+    _check_output_memory((shape[0], shape[1] * math.prod(kernel), math.prod(out)), 8, "im2col's")
     geo = (1, *stride_t, 0, pads[0][0], pads[1][0], 1, *dil_t)
     return (1, *kernel), (1, *out), geo
 
@@ -957,13 +996,13 @@ def _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode):
             f"got {padding!r}"
         )
     sizes = arr.shape[2:]
-    out = tuple(
-        geometry.pool_output_size(n, k, s, p, 1, bool(ceil_mode))
-        for n, k, s, p in zip(sizes, kernel, stride_t, pad)
-    )
+    out = geometry.pool_output_shape(sizes, kernel, stride_t, pad, _flag(ceil_mode, "ceil_mode"))
     if min(out) <= 0:
         padded = tuple(n + 2 * q for n, q in zip(sizes, pad))
         raise ValueError(f"kernel_size {kernel} is larger than the padded input {padded}")
+    stride_t, _ = _kernel_geometry(stride_t, (1,) * nd, kernel, out)
+    # the output and, for max pooling, its int64 argmax indices
+    _check_output_memory((*arr.shape[:2], *out), 16, "the pooling's")
     x4 = _cast(arr, _float_dtype(arr))
     if nd == 1:
         x4 = x4[:, :, None, :]
@@ -976,6 +1015,7 @@ def _pool_shape(x4: np.ndarray, out: tuple[int, ...], nd: int) -> tuple[int, ...
 
 
 def _max_pool(nd, x, kernel_size, stride, padding, ceil_mode, return_indices):
+    return_indices = _flag(return_indices, "return_indices")
     x4, k, s, p, out = _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode)
     y = np.empty(x4.shape[:2] + out, x4.dtype)
     idx = np.empty(y.shape, np.int64)
@@ -996,6 +1036,7 @@ def _max_pool(nd, x, kernel_size, stride, padding, ceil_mode, return_indices):
 
 
 def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad):
+    count_include_pad = _flag(count_include_pad, "count_include_pad")
     x4, k, s, p, out = _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode)
     y = np.empty(x4.shape[:2] + out, x4.dtype)
     args = (x4, y, *k, *s, *p, bool(count_include_pad))
@@ -1187,7 +1228,7 @@ def avg_pool2d_backward(
     x4, k, s, p, out = _plan_pool(2, x, kernel_size, stride, padding, ceil_mode)
     gy = _pool_grad(grad_y, x4, out, 2)
     gx = np.zeros(x4.shape, x4.dtype)
-    args = (gy, gx, *k, *s, *p, bool(count_include_pad))
+    args = (gy, gx, *k, *s, *p, _flag(count_include_pad, "count_include_pad"))
     _launch(_pool.avg_pool_backward, gy.shape[0] * gy.shape[1], gy.size * math.prod(k), *args)
     return gx
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit import signals
 from cnnkit.nn.losses import softmax_cross_entropy
 from cnnkit.nn.model import Model, build_model
 from cnnkit.nn.optim import SCHEDULES, Optimizer, make_optimizer, scheduled_lr
@@ -64,6 +65,18 @@ class TrainConfig:
 
     def check(self) -> TrainConfig:
         """Raise ValueError naming the first out-of-range setting."""
+        for name in ("lr", "momentum", "weight_decay", "val_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"--{name.replace('_', '-')} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+        for name in ("epochs", "batch_size", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"--{name.replace('_', '-')} must be an integer, got {value!r}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"--seed must be in 0 .. 2**63 - 1, got {self.seed}")
         if self.epochs < 1:
             raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -296,8 +309,9 @@ def fit_loop(
     Returns
     -------
     TrainResult
-        ``interrupted`` is True when Ctrl-C stopped the run; the model then holds the
-        weights of the last completed epoch, which is also what the checkpoint holds.
+        ``interrupted`` is True when Ctrl-C or SIGTERM (see :mod:`cnnkit.signals`) stopped
+        the run; the model then holds the weights of the last completed epoch, which is also
+        what the checkpoint holds.
 
     Raises
     ------
@@ -306,91 +320,120 @@ def fit_loop(
         the model's weights are restored to it.
     """
     result = TrainResult(history=list(history or []), epochs_done=start_epoch)
-    n = len(x_train)
-    bs = cfg.batch_size
-    batches = math.ceil(n / bs)
     x_train = np.ascontiguousarray(x_train, model.dtype)
     y_train = np.asarray(y_train, np.int64)
     good_params = model.flat_params.copy()
     good_buffers = {k: v.copy() for k, v in model.state().items()}
     for epoch in range(start_epoch, cfg.epochs):
         lr = scheduled_lr(cfg.schedule, cfg.lr, epoch, cfg.epochs)
-        optimizer.lr = lr
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
-        model.set_dropout_rng(np.random.default_rng([cfg.seed, epoch, 1]))
-        # One gather per epoch; each batch is then a contiguous slice (no per-step copies).
-        xs, ys = x_train[order], y_train[order]
-        if cfg.augment:
-            xs = random_shift(xs, np.random.default_rng([cfg.seed, epoch, 2]), AUGMENT_SHIFT)
-        total_loss = 0.0
-        correct = 0
-        start = time.perf_counter()
         try:
-            # overflow on the way to a NaN loss is reported once, below, not as warnings
-            with np.errstate(over="ignore", invalid="ignore"):
-                for b in range(batches):
-                    xb, yb = xs[b * bs : (b + 1) * bs], ys[b * bs : (b + 1) * bs]
-                    logits = model.forward(xb, True)
-                    loss, grad = softmax_cross_entropy(logits, yb)
-                    if not math.isfinite(loss):
-                        model.flat_params[...] = good_params
-                        model.load_state(good_buffers)
-                        kept = (
-                            f"; the last good checkpoint ({checkpoint}, epoch {epoch}) is kept"
-                            if checkpoint is not None and Path(checkpoint).exists()
-                            else ""
-                        )
-                        raise TrainingDiverged(
-                            f"the loss became {loss} in epoch {epoch + 1}, batch {b + 1}: the "
-                            f"learning rate {lr:g} is too high; try a smaller --lr{kept}"
-                        )
-                    model.backward(grad)
-                    optimizer.step()
-                    total_loss += loss * len(yb)
-                    correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
-                    if on_batch is not None:
-                        on_batch(b, batches, loss)
+            stats = _train_epoch(
+                model,
+                optimizer,
+                cfg,
+                (x_train, y_train, x_val, y_val),
+                epoch,
+                lr,
+                (good_params, good_buffers),
+                checkpoint,
+                on_batch,
+            )
         except KeyboardInterrupt:
-            # Roll back to the end of the last complete epoch: that is what the checkpoint
-            # holds, and a half-finished epoch cannot be resumed exactly.
+            # Ctrl-C or SIGTERM: roll back to the end of the last complete epoch, which is
+            # what the checkpoint holds (a half-finished epoch cannot be resumed exactly).
             model.flat_params[...] = good_params
             model.load_state(good_buffers)
             result.interrupted = True
             return result
-        seconds = time.perf_counter() - start
-        if x_val is not None and y_val is not None and len(x_val):
-            val_loss, val_acc = evaluate_loss_accuracy(model, x_val, y_val)
-        else:
-            val_loss = val_acc = None
-        stats = EpochStats(
-            epoch=epoch + 1,
-            lr=lr,
-            train_loss=total_loss / n,
-            train_accuracy=correct / n,
-            val_loss=val_loss,
-            val_accuracy=val_acc,
-            images_per_s=n / seconds if seconds > 0 else float("inf"),
-            seconds=seconds,
-        )
-        result.history.append(stats)
-        result.epochs_done = epoch + 1
-        if checkpoint is not None:
-            try:
-                save_checkpoint(checkpoint, model, optimizer, cfg, result, meta)
-            except KeyboardInterrupt:
-                # atomic: the previous checkpoint is intact; the weights are this epoch's.
-                result.interrupted = True
-                result.epochs_done = epoch
-                result.history.pop()
+        try:
+            # The epoch is complete: its checkpoint and the bookkeeping that says so are
+            # written as one step; a signal in between is delivered right after.
+            with signals.deferred():
+                result.history.append(stats)
+                result.epochs_done = epoch + 1
+                if checkpoint is not None:
+                    save_checkpoint(checkpoint, model, optimizer, cfg, result, meta)
+                good_params[...] = model.flat_params
+                for k, v in model.state().items():
+                    good_buffers[k][...] = v
+            if on_epoch is not None:
+                on_epoch(stats)
+        except KeyboardInterrupt:
+            result.interrupted = True
+            return result
+    return result
+
+
+def _train_epoch(
+    model: Model,
+    optimizer: Optimizer,
+    cfg: TrainConfig,
+    data: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None],
+    epoch: int,
+    lr: float,
+    good: tuple[np.ndarray, dict[str, np.ndarray]],
+    checkpoint: str | os.PathLike[str] | None,
+    on_batch: Callable[[int, int, float], None] | None,
+) -> EpochStats:
+    """One pass over the shuffled training images, then validation.
+
+    ``data`` is (x_train, y_train, x_val, y_val); ``good`` the parameters and buffers of the
+    last complete epoch, restored when the loss diverges.
+    """
+    x_train, y_train, x_val, y_val = data
+    good_params, good_buffers = good
+    n = len(x_train)
+    bs = cfg.batch_size
+    batches = math.ceil(n / bs)
+    optimizer.lr = lr
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+    model.set_dropout_rng(np.random.default_rng([cfg.seed, epoch, 1]))
+    # One gather per epoch; each batch is then a contiguous slice (no per-step copies).
+    xs, ys = x_train[order], y_train[order]
+    if cfg.augment:
+        xs = random_shift(xs, np.random.default_rng([cfg.seed, epoch, 2]), AUGMENT_SHIFT)
+    total_loss = 0.0
+    correct = 0
+    start = time.perf_counter()
+    # overflow on the way to a NaN loss is reported once, below, not as warnings
+    with np.errstate(over="ignore", invalid="ignore"):
+        for b in range(batches):
+            xb, yb = xs[b * bs : (b + 1) * bs], ys[b * bs : (b + 1) * bs]
+            logits = model.forward(xb, True)
+            loss, grad = softmax_cross_entropy(logits, yb)
+            if not math.isfinite(loss):
                 model.flat_params[...] = good_params
                 model.load_state(good_buffers)
-                return result
-        good_params[...] = model.flat_params
-        for k, v in model.state().items():
-            good_buffers[k][...] = v
-        if on_epoch is not None:
-            on_epoch(stats)
-    return result
+                kept = (
+                    f"; the last good checkpoint ({checkpoint}, epoch {epoch}) is kept"
+                    if checkpoint is not None and Path(checkpoint).exists()
+                    else ""
+                )
+                raise TrainingDiverged(
+                    f"the loss became {loss} in epoch {epoch + 1}, batch {b + 1}: the "
+                    f"learning rate {lr:g} is too high; try a smaller --lr{kept}"
+                )
+            model.backward(grad)
+            optimizer.step()
+            total_loss += loss * len(yb)
+            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+            if on_batch is not None:
+                on_batch(b, batches, loss)
+    seconds = time.perf_counter() - start
+    if x_val is not None and y_val is not None and len(x_val):
+        val_loss, val_acc = evaluate_loss_accuracy(model, x_val, y_val)
+    else:
+        val_loss = val_acc = None
+    return EpochStats(
+        epoch=epoch + 1,
+        lr=lr,
+        train_loss=total_loss / n,
+        train_accuracy=correct / n,
+        val_loss=val_loss,
+        val_accuracy=val_acc,
+        images_per_s=n / seconds if seconds > 0 else float("inf"),
+        seconds=seconds,
+    )
 
 
 def save_checkpoint(
@@ -708,6 +751,7 @@ def run(
     t0 = time.perf_counter()
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     name = check_name(dataset)
+    out, ckpt = check_outputs(output, checkpoint)
     start_epoch, history = 0, []
     if resume is not None:
         model, optimizer, cfg, header = load_checkpoint(resume)
@@ -756,11 +800,6 @@ def run(
             f"images are {' x '.join(map(str, ds.input_shape))}"
         )
     check_classes(model, ds.num_classes, list(ds.class_names))
-    out = Path(output)
-    ckpt = Path(checkpoint) if checkpoint is not None else default_checkpoint_path(out)
-    for path in (out, ckpt):
-        if not path.parent.is_dir():
-            raise FileNotFoundError(2, "output folder does not exist", str(path.parent))
     meta = model_meta(ds, data_dir, cfg.seed, cfg.val_fraction)
     if on_start is not None:
         on_start(model, ds, cfg, start_epoch)
@@ -779,9 +818,17 @@ def run(
         on_batch=on_batch,
         on_epoch=on_epoch,
     )
-    test_loss, test_acc = evaluate_loss_accuracy(model, ds.x_test, ds.y_test)
+    try:
+        test_loss, test_acc = evaluate_loss_accuracy(model, ds.x_test, ds.y_test)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        test_loss = test_acc = float("nan")
     if result.epochs_done > 0:
-        save_model(out, model, meta)
+        try:
+            with signals.deferred():  # a second Ctrl-C must not cost the finished model
+                save_model(out, model, meta)
+        except KeyboardInterrupt:
+            result.interrupted = True
     return RunOutcome(
         model=model,
         dataset=ds,
@@ -819,6 +866,34 @@ def model_meta(
     }
 
 
+def check_outputs(
+    output: str | os.PathLike[str], checkpoint: str | os.PathLike[str] | None = None
+) -> tuple[Path, Path]:
+    """The model and checkpoint paths of a run, checked before any work is done.
+
+    Both must end in ``.npz``, be two different files, and be writable now (the folder
+    exists and takes a new file; an existing target is a writable regular file): finding
+    that out after an hour of training is too late.
+    """
+    from cnnkit.io import check_writable
+
+    out = Path(output)
+    ckpt = Path(checkpoint) if checkpoint is not None else default_checkpoint_path(out)
+    for what, path in (("output", out), ("checkpoint", ckpt)):
+        if path.suffix.lower() != ".npz":
+            raise ValueError(
+                f"{what} {str(path)!r}: model files are .npz archives; give a name ending in .npz"
+            )
+    if os.path.realpath(out) == os.path.realpath(ckpt):
+        raise ValueError(
+            f"output and checkpoint are the same file ({out}); the checkpoint holds the "
+            "training state and needs a name of its own"
+        )
+    for path in (out, ckpt):
+        check_writable(path)
+    return out, ckpt
+
+
 def default_checkpoint_path(output: str | os.PathLike[str]) -> Path:
     """``model.npz`` -> ``model.ckpt.npz`` (next to the model)."""
     out = Path(output)
@@ -834,6 +909,7 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "check_classes",
+    "check_outputs",
     "classification_report",
     "confusion_matrix",
     "default_checkpoint_path",

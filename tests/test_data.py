@@ -502,11 +502,11 @@ def test_folder_errors(tmp_path, rng):
     with pytest.raises(ValueError, match="channels must be 1 or 3"):
         load_dataset("folder", data_dir=tmp_path, channels=2)
     (tmp_path / "dog" / "notes.txt").write_text("not a picture")
-    with pytest.raises(ValueError, match="notes.txt: not an image"):
+    with pytest.raises(ValueError, match="notes.txt: cannot read as an image"):
         load_dataset("folder", data_dir=tmp_path)
     (tmp_path / "dog" / "notes.txt").unlink()
     (tmp_path / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
-    with pytest.raises(ValueError, match="broken.png: (unreadable|not an) image"):
+    with pytest.raises(ValueError, match="broken.png: cannot read as an image"):
         load_dataset("folder", data_dir=tmp_path)
     (tmp_path / "dog" / "broken.png").unlink()
     (tmp_path / "empty").mkdir()
@@ -721,10 +721,10 @@ def test_folder_image_preprocessed_exactly_like_its_training_copy(tmp_path, rng)
 
 def test_load_image_for_model_errors(tmp_path):
     mean, std = np.zeros(1), np.ones(1)
-    with pytest.raises(ValueError, match="nope.png: no such image file"):
+    with pytest.raises(FileNotFoundError, match="no such file"):
         load_image_for_model(tmp_path / "nope.png", (1, 8, 8), mean, std)
     (tmp_path / "text.png").write_text("hello")
-    with pytest.raises(ValueError, match="text.png: not an image"):
+    with pytest.raises(ValueError, match="text.png: cannot read as an image"):
         load_image_for_model(tmp_path / "text.png", (1, 8, 8), mean, std)
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "ok.png")
     with pytest.raises(ValueError, match="1 \\(grayscale\\) or 3 \\(RGB\\) channels, got 2"):

@@ -204,7 +204,7 @@ def test_kernel_files(tmp_path):
     with pytest.raises(ValueError, match="1-D or 2-D"):
         filters.parse_kernel(str(tmp_path / "cube.npy"))
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(ValueError, match="not a readable .npy"):
+    with pytest.raises(ValueError, match="must be numeric"):
         filters.parse_kernel(str(tmp_path / "obj.npy"))
     with pytest.raises(FileNotFoundError):
         filters.parse_kernel(str(tmp_path / "missing.npy"))

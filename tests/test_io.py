@@ -95,7 +95,7 @@ def test_bad_images(tmp_path):
     with pytest.raises(ValueError, match="cut.png: cannot read as an image"):
         io.load(tmp_path / "cut.png")
     (tmp_path / "text.png").write_text("not an image")
-    with pytest.raises(ValueError, match="cannot read as an image"):
+    with pytest.raises(ValueError, match="not an image"):
         io.load(tmp_path / "text.png")
     with pytest.raises(ValueError, match="unknown input format '.xyz'"):
         io.load(tmp_path / "a.xyz")
@@ -133,7 +133,7 @@ def test_arrays(rng, tmp_path):
         with pytest.raises(ValueError, match=message):
             io.load(tmp_path / f"{name}.npy")
     np.save(tmp_path / "obj.npy", np.array([None]), allow_pickle=True)
-    with pytest.raises(ValueError, match="cannot read as a .npy"):
+    with pytest.raises(ValueError, match="numeric"):
         io.load(tmp_path / "obj.npy")
     (tmp_path / "cut.npy").write_bytes((tmp_path / "hw.npy").read_bytes()[:100])
     with pytest.raises(ValueError, match="cannot read"):

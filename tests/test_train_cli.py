@@ -145,7 +145,9 @@ def test_unknown_dataset():
 
 
 def test_bad_arch(tmp_path):
-    result = run("train", "--arch", "input 1 8 8; conv 4 k=3; blah; fc 10", "-o", tmp_path / "x")
+    result = run(
+        "train", "--arch", "input 1 8 8; conv 4 k=3; blah; fc 10", "-o", tmp_path / "x.npz"
+    )
     assert_error(result, 2)
     assert len(result.output.strip().splitlines()) <= 2
 
@@ -156,7 +158,7 @@ def test_mismatched_classes(tmp_path):
 
 
 def test_nan_learning_rate_stops_with_a_message(tmp_path):
-    result = run("train", "--arch", TINY, "--epochs", "2", "--lr", "1e30", "-o", tmp_path / "x")
+    result = run("train", "--arch", TINY, "--epochs", "2", "--lr", "1e30", "-o", tmp_path / "x.npz")
     assert_error(result, 1, "too high")
 
 

@@ -42,7 +42,7 @@ or more inputs. :func:`to_json` writes any graph so that :func:`parse` reads it 
 from cnnkit.arch import receptive
 from cnnkit.arch.graph import INPUT, Graph, LayerInfo, Node, describe, dim_names
 from cnnkit.arch.kinds import ACTIVATIONS, KINDS
-from cnnkit.arch.read import Builder, parse, shipped, source_text
+from cnnkit.arch.read import Builder, parse, parse_text, shipped, source_text
 from cnnkit.arch.shapes import infer, totals, with_input
 from cnnkit.arch.values import SpecError, format_shape, parse_shape
 from cnnkit.arch.write import layer_text, to_json, to_text
@@ -67,6 +67,7 @@ __all__ = [
     "infer",
     "layer_text",
     "parse",
+    "parse_text",
     "parse_shape",
     "receptive",
     "shipped",

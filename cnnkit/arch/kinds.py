@@ -259,9 +259,8 @@ class Pool(Kind):
         _spatial(who, shape, node.kernel)
         sizes = shape[1:]
         pads = tuple((p, p) for p in node.padding)
-        spatial = tuple(
-            geometry.pool_output_size(n, k, s, p[0], 1, node.ceil)
-            for n, k, s, p in zip(sizes, node.kernel, node.stride, pads)
+        spatial = geometry.pool_output_shape(
+            sizes, node.kernel, node.stride, [p[0] for p in pads], node.ceil
         )
         _check_nonempty(who, sizes, spatial, node.kernel, node.dilation, pads)
         out = (shape[0], *spatial)

@@ -45,6 +45,8 @@ from cnnkit.arch.values import Ctx, SpecError, check_input_shape, parse_shape, t
 
 ARCH_DIR = Path(__file__).resolve().parent.parent / "archs"
 BLOCKS = ("residual", "concat", "repeat")
+#: Largest spec file read (the shipped ResNet-50 is a few KiB).
+MAX_SPEC_BYTES = 1 << 20
 _JSON_NAME_KEYS = ("layer", "type", "kind")
 
 
@@ -189,7 +191,7 @@ def _lex(text: str, where: str) -> list[tuple[str, int, str]]:
     """Tokens ``("chunk", position, text)``, ``("{", position, "")``, ``("}", ...)``."""
     tokens: list[tuple[str, int, str]] = []
     item = 0
-    for line_number, raw_line in enumerate(text.splitlines(), start=1):
+    for line_number, raw_line in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
         item += 1
         buffer = ""
         for ch in raw_line.split("#", 1)[0] + ";":
@@ -217,6 +219,8 @@ def _split(chunk: str, ctx: Ctx) -> tuple[str, list[Any], dict[str, Any]]:
             key, _, value = token.partition("=")
             if not value:
                 raise ctx.error(f"{key}= has no value")
+            if key.lower() in keys:
+                raise ctx.error(f"{key} given twice")
             keys[key.lower()] = value
         else:
             args.append(token)
@@ -285,9 +289,22 @@ def _text_tree(text: str, where: str) -> list[Stmt]:
 
 
 def _json_tree(text: str, name: str) -> tuple[list[Stmt], str]:
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [str(k).lower() for k, _ in pairs]
+        twice = next((k for k in keys if keys.count(k) > 1), None)
+        if twice is not None:
+            raise SpecError(f"spec JSON: key {twice!r} given twice in one object")
+        return dict(pairs)
+
     try:
-        data = json.loads(text)
+        data = json.loads(text.lstrip("\ufeff"), object_pairs_hook=unique)
     except json.JSONDecodeError as exc:
+        raise SpecError(f"spec is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise SpecError("spec JSON is nested too deeply") from None
+    except ValueError as exc:  # Python refuses integers of more than 4300 digits
+        if isinstance(exc, SpecError):
+            raise
         raise SpecError(f"spec is not valid JSON: {exc}") from None
     if isinstance(data, dict) and "layers" in data:
         name = str(data.get("name", name))
@@ -524,7 +541,26 @@ def parse(source: str, input_shape: tuple[int, ...] | None = None) -> Graph:
 
         return onnx_graph(source.strip(), input_shape)
     text, name, where = _load(source)
-    if text.lstrip().startswith(("[", "{")):
+    return parse_text(text, input_shape, name=name, where=where)
+
+
+def parse_text(
+    text: str,
+    input_shape: tuple[int, ...] | None = None,
+    *,
+    name: str = "inline",
+    where: str | None = None,
+) -> Graph:
+    """Parse spec text as it is, never as a shipped name or a file path (model files).
+
+    ``where`` is the word used for positions in errors ("line" or "item"); by default "line"
+    for multi-line text without ``;``, else "item".
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise SpecError("spec is empty")
+    if where is None:
+        where = "line" if "\n" in text.strip() and ";" not in text else "item"
+    if text.lstrip("\ufeff \t\r\n").startswith(("[", "{")):
         tree, name = _json_tree(text, name)
         where = "item"
     else:
@@ -544,9 +580,24 @@ def source_text(source: str, input_shape: tuple[int, ...] | None = None) -> str:
     return _load(source)[0]
 
 
+def _read_spec_file(path: Path) -> str:
+    """A spec file's text: UTF-8 (a byte-order mark is dropped), size-limited, named in errors."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(
+                f"{path}: {size:,} bytes is too large for a spec file (limit {MAX_SPEC_BYTES:,})"
+            )
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the spec as UTF-8"
+        ) from None
+
+
 def _load(source: str) -> tuple[str, str, str]:
     """(text, name, word for positions) for a name, a path or an inline spec."""
-    candidate = source.strip()
+    candidate = source.strip().lstrip("\ufeff")
     if candidate.lower() in shipped():
         path = ARCH_DIR / f"{candidate.lower()}.txt"
         return path.read_text(encoding="utf-8"), candidate.lower(), "line"
@@ -556,7 +607,7 @@ def _load(source: str) -> tuple[str, str, str]:
     path = Path(os.path.expanduser(candidate))
     if not looks_inline or path.suffix.lower() in (".txt", ".json", ".spec"):
         if path.is_file():
-            return path.read_text(encoding="utf-8"), path.stem, "line"
+            return _read_spec_file(path), path.stem, "line"
         if path.suffix or os.sep in candidate:
             raise FileNotFoundError(2, "no such file", candidate)
         hint = difflib.get_close_matches(candidate.lower(), shipped(), n=1)

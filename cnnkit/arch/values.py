@@ -13,6 +13,10 @@ from typing import Any
 from cnnkit import geometry
 
 
+#: Largest size, channel count or unit count a spec may give (no such layer fits in memory).
+MAX_INT = 2**31 - 1
+
+
 class SpecError(ValueError):
     """A spec that cannot be parsed or whose shapes do not work out (names line and value)."""
 
@@ -42,10 +46,18 @@ def to_int(raw: Any, name: str, ctx: Ctx, minimum: int = 1) -> int:
     except (TypeError, ValueError):
         value = None
     if value is None:
-        raise ctx.error(f"{name} must be an integer, got {raw!r}")
+        raise ctx.error(f"{name} must be an integer, got {short(raw)}")
     if value < minimum:
-        raise ctx.error(f"{name} must be >= {minimum}, got {value}")
+        raise ctx.error(f"{name} must be >= {minimum}, got {short(value)}")
+    if value > MAX_INT:
+        raise ctx.error(f"{name} must be <= {MAX_INT:,}, got {short(value)}")
     return value
+
+
+def short(value: Any) -> str:
+    """repr(value), cut in the middle when long (a 300-digit number in an error message)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:18]}...{text[-18:]} ({len(text)} characters)"
 
 
 def to_ints(raw: Any, name: str, ndim: int, ctx: Ctx, minimum: int = 1) -> tuple[int, ...]:
@@ -83,8 +95,8 @@ def to_float(raw: Any, name: str, ctx: Ctx) -> float:
     """A finite number."""
     try:
         value = float(raw)
-    except (TypeError, ValueError):
-        raise ctx.error(f"{name} must be a number, got {raw!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ctx.error(f"{name} must be a finite number, got {short(raw)}") from None
     if not math.isfinite(value) or isinstance(raw, bool):
         raise ctx.error(f"{name} must be a finite number, got {raw!r}")
     return value
@@ -162,3 +174,5 @@ def check_input_shape(shape: tuple[int, ...], what: str, text: Any) -> None:
         )
     if any(v < 1 for v in shape):
         raise SpecError(f"{what} sizes must be >= 1, got {text!r}")
+    if any(v > MAX_INT for v in shape):
+        raise SpecError(f"{what} sizes must be <= {MAX_INT:,}, got {short(text)}")

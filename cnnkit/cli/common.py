@@ -1,7 +1,9 @@
-"""What every subcommand shares: one-line errors with the right exit code, atomic writes.
+"""What every subcommand shares: the one error printer, exit codes, signal handling.
 
 Exit codes follow the Command Line Interface Guidelines: 2 for bad usage (an option, a spec or
-a file the user named is wrong), 1 for a failure while doing the work.
+a file the user named is wrong), 1 for a failure while doing the work, 130 after Ctrl-C and
+143 after SIGTERM. Messages carry user text (file names, spec lines), so they are printed as
+plain text: never parsed as rich markup, emoji codes or highlighted.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
+
+from cnnkit import signals
 
 console = Console()
 err_console = Console(stderr=True)
@@ -31,21 +36,35 @@ class Failure(RuntimeError):
     """The work itself failed (exit code 1)."""
 
 
+def say(message: str, style: str = "") -> None:
+    """Print ``message`` on stderr exactly as given (no markup, emoji or highlighting)."""
+    err_console.print(Text(message, style=style), highlight=False, soft_wrap=True, emoji=False)
+
+
 def fail(message: str, code: int = USAGE) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print ``error: message`` on stderr (on one line) and exit with ``code``."""
+    line = " ".join(str(message).splitlines())
+    err_console.print(
+        Text.assemble(("error:", "bold red"), " ", line),
+        highlight=False,
+        soft_wrap=True,
+        emoji=False,
+    )
     raise typer.Exit(code)
 
 
 def friendly_errors(func: F) -> F:
     """Turn the library's ValueError (bad input) and OSError (files) into one-line errors.
 
-    ValueError and UsageError exit with 2, Failure and OSError with 1, Ctrl-C with 130.
+    ValueError and UsageError exit with 2, Failure and OSError with 1, Ctrl-C with 130 and
+    SIGTERM (handled like Ctrl-C, see :mod:`cnnkit.signals`) with 143; RecursionError and
+    MemoryError, which hostile input can still reach deep inside a library, print one line.
     Anything else is a bug and keeps its traceback.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        signals.install()
         try:
             return func(*args, **kwargs)
         except typer.Exit:
@@ -55,12 +74,19 @@ def friendly_errors(func: F) -> F:
         except Failure as exc:
             fail(str(exc), FAILURE)
         except FileNotFoundError as exc:
-            fail(f"{exc.filename or exc}: no such file", USAGE)
+            reason = exc.strerror or ""
+            if reason.lower() in ("", "no such file or directory"):
+                reason = "no such file"
+            fail(f"{exc.filename or exc}: {reason}", USAGE)
         except OSError as exc:
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             fail(f"{where}{exc.strerror or exc}", FAILURE)
-        except KeyboardInterrupt:
-            err_console.print("interrupted")
-            sys.exit(130)
+        except RecursionError:
+            fail("the input is nested too deeply to read", USAGE)
+        except MemoryError:
+            fail("out of memory; try a smaller input", FAILURE)
+        except KeyboardInterrupt as exc:
+            say("terminated" if isinstance(exc, signals.Terminated) else "interrupted")
+            sys.exit(signals.exit_code(exc))
 
     return wrapper  # type: ignore[return-value]

@@ -107,6 +107,9 @@ def _check_output(path: Path, inputs: list[Path], force: bool, what: str) -> Non
         raise Failure(f"{what} folder {str(folder)!r} is not writable")
     if not force and any(_same_file(path, src) for src in inputs):
         raise UsageError(f"{what} {str(path)!r} would overwrite the input; add --force to allow it")
+    from cnnkit import io
+
+    io.check_output(path, force)  # device files, hard links, read-only files
 
 
 def _plan_jobs(
@@ -204,7 +207,9 @@ def _map_names(labels: list[str], channels: int) -> list[str]:
     return names
 
 
-def _write(job: Job, loaded: Any, result: Any, labels: list[str], display_mode: str) -> None:
+def _write(
+    job: Job, loaded: Any, result: Any, labels: list[str], display_mode: str, force: bool
+) -> None:
     from cnnkit import io
 
     y = result.y
@@ -219,14 +224,14 @@ def _write(job: Job, loaded: Any, result: Any, labels: list[str], display_mode: 
                     arr = arr[0]
             elif arr.shape[1] == 1:
                 arr = arr[:, 0]
-            io.save_array(job.output, arr)
+            io.save_array(job.output, arr, force=force)
         elif kind == "csv":
             flat = y.reshape(-1, y.shape[-1])
-            io.save_signal_csv(job.output, flat, _map_names(labels, y.shape[1]))
+            io.save_signal_csv(job.output, flat, _map_names(labels, y.shape[1]), force=force)
         elif kind == "wav":
-            io.save_wav(job.output, y[0], loaded.sample_rate, loaded.sample_width)
+            io.save_wav(job.output, y[0], loaded.sample_rate, loaded.sample_width, force=force)
         else:
-            io.save_image(job.output, _pixels(loaded, y, display_mode))
+            io.save_image(job.output, _pixels(loaded, y, display_mode), force=force)
     if job.compare is not None:
         if _output_kind(job.compare) != "image":
             raise UsageError(f"--compare writes an image (.png), got {job.compare}")
@@ -251,7 +256,7 @@ def _write(job: Job, loaded: Any, result: Any, labels: list[str], display_mode: 
                 "clip",
             )
             after = _pixels(loaded, y, display_mode)
-            io.save_image(job.compare, io.side_by_side(before, after))
+            io.save_image(job.compare, io.side_by_side(before, after), force=force)
 
 
 def _pixels(loaded: Any, y: Any, display_mode: str) -> Any:
@@ -481,7 +486,14 @@ def register(app: typer.Typer) -> None:
         column: str | None = typer.Option(
             None, "--column", help="CSV/TXT column: header name or 0-based index."
         ),
-        force: bool = typer.Option(False, "--force", help="Allow an output to overwrite an input."),
+        force: bool = typer.Option(
+            False, "--force", help="Allow an output to overwrite an input or a read-only file."
+        ),
+        max_pixels: int | None = typer.Option(
+            None,
+            "--max-pixels",
+            help="Largest image (width x height) to read; default 178956970, pillow's limit.",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
         list_bank: bool = typer.Option(
             False, "--list-kernels", help="Show the named kernels with their matrices."
@@ -528,7 +540,7 @@ def register(app: typer.Typer) -> None:
         filters.parse_padding(padding, 2)
 
         def run(job: Job) -> dict[str, Any]:
-            loaded = io.load(job.source, column)
+            loaded = io.load(job.source, column, max_pixels=max_pixels)
             parsed = [filters.parse_kernel(k, loaded.ndim) for k in kernel]
             weights = [
                 filters.transform(
@@ -559,7 +571,7 @@ def register(app: typer.Typer) -> None:
             )
             if combine:
                 labels = ["magnitude(" + ", ".join(labels) + ")"]
-            _write(job, loaded, result, labels, display_mode)
+            _write(job, loaded, result, labels, display_mode, force)
             opts = {
                 "padding": padding,
                 "pad_mode": pad_mode,

@@ -181,22 +181,20 @@ def _load_image(path: str, height: int, width: int) -> tuple[Any, str | None]:
     """The photo as an RGB array of the input's height and width, and a note if it was
     resized to get there."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as img:
-            size = img.size
-            img = img.convert("RGB")
-            note = None
-            if size != (width, height):
-                img = img.resize((width, height), Image.Resampling.BILINEAR)
-                note = (
-                    f"{path} resized from {size[0]}x{size[1]} to {width}x{height} "
-                    "(the input's width x height)"
-                )
-            return np.asarray(img), note
-    except UnidentifiedImageError:
-        raise UsageError(f"{path}: not an image pillow can read") from None
+    from cnnkit.io import open_image
+
+    img = open_image(path).convert("RGB")
+    size = img.size
+    note = None
+    if size != (width, height):
+        img = img.resize((width, height), Image.Resampling.BILINEAR)
+        note = (
+            f"{path} resized from {size[0]}x{size[1]} to {width}x{height} "
+            "(the input's width x height)"
+        )
+    return np.asarray(img), note
 
 
 def _plot(

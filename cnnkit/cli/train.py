@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from cnnkit.cli.common import Failure, console, err_console, friendly_errors
+from cnnkit import signals
+from cnnkit.cli.common import Failure, console, err_console, friendly_errors, say
 
 TRAIN_EXAMPLES = """\
 Examples:
@@ -266,12 +268,15 @@ def register(app: typer.Typer) -> None:
             console.print(summary)
         if outcome.result.interrupted:
             done = outcome.result.epochs_done
-            err_console.print(
-                f"interrupted: {done} epoch(s) saved in {outcome.checkpoint}"
-                + (f" and {outcome.output}" if done else "")
-                + f"; continue with: cnnkit train --resume {outcome.checkpoint}"
-            )
-            raise typer.Exit(130)
+            if done and outcome.checkpoint.exists():
+                say(
+                    f"interrupted: {done} epoch(s) saved in {outcome.checkpoint}"
+                    + (f" and {outcome.output}" if outcome.output.exists() else "")
+                    + f"; continue with: cnnkit train --resume {outcome.checkpoint}"
+                )
+            else:
+                say("interrupted before the first epoch finished: nothing was saved")
+            raise typer.Exit(signals.exit_code())
 
     @app.command("evaluate", epilog=EVALUATE_EXAMPLES)
     @friendly_errors
@@ -340,7 +345,7 @@ def register(app: typer.Typer) -> None:
             per.add_column(col, justify="right")
         for k, cname in enumerate(names):
             per.add_row(
-                cname,
+                escape(cname),
                 _pct(report["precision"][k]),
                 _pct(report["recall"][k]),
                 str(report["support"][k]),
@@ -349,10 +354,10 @@ def register(app: typer.Typer) -> None:
         table = Table(title="confusion matrix (rows: true, columns: predicted)")
         table.add_column("", justify="right")
         for cname in names:
-            table.add_column(cname, justify="right")
+            table.add_column(escape(cname), justify="right")
         for k, cname in enumerate(names):
             table.add_row(
-                cname,
+                escape(cname),
                 *[
                     f"[bold]{v}[/]" if j == k else (str(v) if v else "[dim]·[/]")
                     for j, v in enumerate(cm[k])
@@ -360,7 +365,7 @@ def register(app: typer.Typer) -> None:
             )
         console.print(table)
         if plot is not None:
-            console.print(f"wrote {plot}")
+            console.print(f"wrote {plot}", markup=False, highlight=False)
 
     @app.command("predict", epilog=PREDICT_EXAMPLES)
     @friendly_errors
@@ -405,8 +410,8 @@ def register(app: typer.Typer) -> None:
             table.add_column(f"#{r + 1}", justify="right")
         for res in results:
             table.add_row(
-                Path(res["image"]).name,
-                *[f"{t['class']} ({100 * t['p']:.1f} %)" for t in res["top"]],
+                escape(Path(res["image"]).name),
+                *[f"{escape(t['class'])} ({100 * t['p']:.1f} %)" for t in res["top"]],
             )
         console.print(table)
 
@@ -437,7 +442,7 @@ def register(app: typer.Typer) -> None:
             if conv is None:
                 raise ValueError(f"{model_path} has no convolution layer: no filters to show")
             plots.filter_grid_figure(conv.w, filters, f"{conv.name}: {conv.w.shape[0]} kernels")
-            console.print(f"wrote {filters}")
+            console.print(f"wrote {filters}", markup=False, highlight=False)
         if activations is not None:
             image, out = activations
             mean = np.asarray(header.get("mean", [0.0]), np.float32)
@@ -447,4 +452,4 @@ def register(app: typer.Typer) -> None:
             )
             layers = [(name, a[0]) for name, a in model.activations(x)]
             plots.activations_figure(x[0], layers, out, class_names=header.get("class_names"))
-            console.print(f"wrote {out}")
+            console.print(f"wrote {out}", markup=False, highlight=False)

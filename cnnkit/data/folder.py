@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnkit import memory
 from cnnkit.data.images import PLAIN, image_to_raw, is_grayscale, open_image
 
 
@@ -48,6 +49,7 @@ def load_folder_raw(
             f"folder: {base} has no class sub-folders (expected {base}/<class>/<image>)"
         )
     images, labels = [], []
+    decoded = 0
     for index, cls in enumerate(classes):
         files = sorted(
             p for p in (base / cls).iterdir() if p.is_file() and not p.name.startswith(".")
@@ -55,7 +57,12 @@ def load_folder_raw(
         if not files:
             raise ValueError(f"folder: class folder {base / cls} has no images")
         for path in files:
-            images.append(open_image(path))
+            image = open_image(path)
+            decoded += image.width * image.height * len(image.getbands())
+            memory.check(
+                decoded, f"folder: {len(images) + 1:,} decoded images", "use fewer or smaller ones"
+            )
+            images.append(image)
             labels.append(index)
     if channels is None:
         channels = 1 if all(is_grayscale(im) for im in images) else 3

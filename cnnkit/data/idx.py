@@ -10,11 +10,16 @@ row-major order, big-endian. Type codes: 0x08 uint8, 0x09 int8, 0x0B int16, 0x0C
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from cnnkit import memory
+from cnnkit.io import check_input_file
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -62,38 +67,52 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        check_input_file(path, "an IDX file")
+        with path.open("rb") as plain:
+            compressed = plain.read(2) == b"\x1f\x8b"
+        # a gzip member is read as a stream: only the bytes the header promises are inflated
+        with gzip.open(path, "rb") if compressed else path.open("rb") as handle:
+            return _read_idx_stream(handle, path)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ValueError(f"{path}: corrupt gzip data ({exc})") from None
     except OSError as exc:
         raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ValueError(f"{path}: corrupt gzip data ({exc})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES or raw[3] == 0:
-        magic = raw[:4].hex() or "empty file"
+
+
+def _read_idx_stream(handle: Any, path: Path) -> np.ndarray:
+    head = handle.read(4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in IDX_TYPES or head[3] == 0:
+        magic = head.hex() or "empty file"
         raise ValueError(
             f"{path}: not an IDX file (magic number {magic}; expected 0000 then a type code "
             "and a dimension count, e.g. 00000803 for images)"
         )
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes, needs {header})")
-    dims = tuple(int(v) for v in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    dtype = np.dtype(IDX_TYPES[raw[2]])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    found = len(raw) - header
-    if found != expected:
-        what = "truncated" if found < expected else "has trailing bytes"
+    ndim = head[3]
+    sizes = handle.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise ValueError(
-            f"{path}: {what}: header says {'x'.join(map(str, dims))} values "
-            f"({expected} bytes) but the file has {found} bytes of data"
+            f"{path}: truncated IDX header ({4 + len(sizes)} bytes, needs {4 + 4 * ndim})"
         )
-    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
-    return data.astype(dtype.newbyteorder("="))
+    dims = tuple(int(v) for v in np.frombuffer(sizes, dtype=">u4", count=ndim))
+    dtype = np.dtype(IDX_TYPES[head[2]])
+    expected = math.prod(dims) * dtype.itemsize
+    shape = "x".join(map(str, dims))
+    # the raw bytes, then the native-endian and float32 copies the loaders make
+    memory.check(expected * 3, f"{path}: an IDX array of {shape} {dtype.name}")
+    data = handle.read(expected)
+    if len(data) < expected:
+        raise ValueError(
+            f"{path}: truncated: header says {shape} values ({expected} bytes) but the file "
+            f"has {len(data)} bytes of data"
+        )
+    if handle.read(1):
+        raise ValueError(
+            f"{path}: has trailing bytes: header says {shape} values ({expected} bytes) but "
+            "the file has more data"
+        )
+    return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def find_idx_file(folders: list[Path], name: str) -> Path:

@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cnnkit.data.dataset import normalize
+from cnnkit.io import open_image
 
 #: The neutral pipeline: no inversion, stretch to size, bilinear, 0..1 scale.
 PLAIN: dict[str, Any] = {
@@ -70,27 +70,6 @@ def _resample(name: str) -> int:
     return filters[name]
 
 
-def open_image(path: str | os.PathLike[str]) -> Any:
-    """Open ``path`` with pillow, load its pixels and apply its EXIF orientation.
-
-    A missing file or one pillow cannot decode raises a one-line ValueError naming it.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such image file")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            # phone cameras store rotation as EXIF metadata rather than in the pixels
-            return ImageOps.exif_transpose(image)
-    except UnidentifiedImageError:
-        raise ValueError(f"{path}: not an image (pillow cannot read this format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"{path}: unreadable image ({exc})") from None
-
-
 def is_grayscale(image: Any) -> bool:
     """True when ``image`` has one colour channel, or three equal ones after RGB conversion."""
     if image.mode in _GRAY_MODES:
@@ -122,7 +101,7 @@ def image_to_array(image: Any, channels: int) -> np.ndarray:
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F") and channels == 1:
         # 16-bit / float images: scale by the type's range rather than letting convert("L")
         # clip everything above 255 to white.
-        raw = np.asarray(image, dtype=np.float64)
+        raw = np.asarray(image, dtype=np.float32)
         top = 65535.0 if image.mode.startswith("I") and raw.max() > 255 else 255.0
         if image.mode == "F":
             top = 1.0 if raw.max() <= 1.0 else 255.0

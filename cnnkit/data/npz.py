@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from cnnkit import memory
+from cnnkit.io import read_npz
+
+#: Most classes a data set may have (a label of 1e9 would otherwise build a billion names).
+MAX_CLASSES = 65_536
 
 
 def _to_nchw(x: np.ndarray, layout: str, path: Path) -> np.ndarray:
@@ -63,37 +68,17 @@ def load_npz_raw(
     if data_dir is None:
         raise ValueError("npz needs data_dir (--data-dir): the .npz file with keys x and y")
     path = Path(data_dir)
-    if not path.is_file():
+    if path.is_dir() or not path.exists():
         raise ValueError(f"npz: {path} is not a file (data_dir must be the .npz file itself)")
-    with path.open("rb") as handle:
-        magic = handle.read(6)
-    if magic == b"\x93NUMPY":
-        raise ValueError(f"{path}: a single .npy array, not an .npz with keys x and y")
-    if magic[:2] != b"PK":
-        # np.load would take any other bytes for a pickle and blame allow_pickle
-        raise ValueError(f"{path}: not a readable .npz file (not a zip archive)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            keys = list(data.keys())
-            missing = [k for k in ("x", "y") if k not in keys]
-            if missing:
-                raise ValueError(
-                    f"{path}: missing key {missing[0]!r} (has: {', '.join(keys) or 'nothing'})"
-                )
-            x, y = data["x"], data["y"]
-            names = data["class_names"] if "class_names" in keys else None
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-            raise ValueError(
-                f"{path}: holds Python objects, which cnnkit never unpickles; "
-                "save plain numeric arrays (and strings as a unicode array)"
-            ) from None
-        if str(exc).startswith(str(path)):
-            raise
-        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
-
+    arrays = read_npz(path, "data set", kinds="biufUS")
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        keys = ", ".join(arrays) or "nothing"
+        raise ValueError(f"{path}: missing key {missing[0]!r} (has: {keys})")
+    x, y = arrays["x"], arrays["y"]
+    names = arrays.get("class_names")
+    if x.dtype.kind in "US":
+        raise ValueError(f"{path}: x must hold numbers, got dtype {x.dtype}")
     if names is not None and (names.ndim != 1 or names.dtype.kind not in "US"):
         raise ValueError(f"{path}: class_names must be a 1-D array of strings")
     if y.ndim != 1:
@@ -103,6 +88,12 @@ def load_npz_raw(
     if len(y) == 0:
         raise ValueError(f"{path}: no images")
     x = _to_nchw(np.asarray(x), layout, path)
+    # float32 images, then the split and normalised copies of them
+    memory.check(
+        x.size * 4 * 3,
+        f"{path}: {len(x):,} images of {' x '.join(map(str, x.shape[1:]))} as float32",
+        "use fewer or smaller images",
+    )
 
     if x.dtype == np.bool_:
         raw, pixel_max = x.astype(np.float32), 1.0
@@ -132,6 +123,16 @@ def load_npz_raw(
             raise ValueError(f"{path}: y must hold whole-number class indices")
     elif y.dtype.kind not in "iub":
         raise ValueError(f"{path}: y must hold integer class indices, got dtype {y.dtype}")
+    if y.dtype.kind in "iu" and y.size and int(y.max()) >= MAX_CLASSES:
+        raise ValueError(
+            f"{path}: y has label {int(y.max())}; labels are class indices 0 .. "
+            f"{MAX_CLASSES - 1:,} (at most {MAX_CLASSES:,} classes)"
+        )
+    if y.dtype.kind == "f" and y.size and float(y.max()) >= MAX_CLASSES:
+        raise ValueError(
+            f"{path}: y has label {float(y.max()):g}; labels are class indices 0 .. "
+            f"{MAX_CLASSES - 1:,} (at most {MAX_CLASSES:,} classes)"
+        )
     y = np.asarray(y).astype(np.int64)
     if y.min() < 0:
         raise ValueError(f"{path}: y has negative label {int(y.min())}; labels are 0, 1, 2, ...")

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit import memory
 from cnnkit.nn import layers as L
 
 RELU_FAMILY = ("relu", "relu6", "leakyrelu")
@@ -101,6 +102,15 @@ class Model:
             )
         infos = infer(arch)
         consumers = arch.consumers()
+        params = sum(int(info.params) for info in infos)
+        values = sum(int(info.activations) for info in infos)
+        # weights, gradients, two optimiser moments and one scratch copy; the activations
+        # of one image and their gradients
+        memory.check(
+            (params * 5 + values * 2) * self.dtype.itemsize,
+            f"{arch.name}: {params:,} parameters and {values:,} activations per image",
+            "use smaller layers or a smaller input",
+        )
         rng = np.random.default_rng(seed)
         self.layers: list[L.Layer] = []
         self.inputs: list[tuple[str, ...]] = []
