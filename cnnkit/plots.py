@@ -131,6 +131,134 @@ def compare_signals(
     save_figure(fig, path)
 
 
+def _draw_matrix(ax: Any, m: Any, title: str, xlabel: str = "column") -> None:
+    """A small weight matrix as a signed heat map with its numbers written in."""
+    import numpy as np
+
+    plt = pyplot()
+    m = np.asarray(m, dtype=np.float64)
+    top = float(np.nanmax(np.abs(m))) or 1.0
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
+    image = ax.imshow(
+        np.ma.masked_invalid(m), cmap=cmap, vmin=-top, vmax=top, interpolation="nearest"
+    )
+    if m.size <= 81:
+        for (i, j), v in np.ndenumerate(m):
+            if not np.isfinite(v):
+                continue
+            text = f"{v:.0f}" if float(v).is_integer() else f"{v:.2g}"
+            colour = "white" if abs(v) > 0.6 * top else "black"
+            size = 8 if m.shape[1] <= 7 else 6
+            ax.text(j, i, text, ha="center", va="center", fontsize=size, color=colour)
+    ax.set_xticks(range(m.shape[1]))
+    ax.set_yticks(range(m.shape[0]))
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("row")
+    ax.set_title(title, fontsize=9)
+    plt.colorbar(image, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=7)
+
+
+def filter_compare_figure(
+    path: str | os.PathLike[str],
+    data: Any,
+    maxval: float,
+    kernels: list[tuple[str, Any]],
+    response: Any,
+    map_names: list[str],
+    scale: Any,
+    *,
+    input_title: str,
+    kernel_title: str,
+    output_title: str,
+    channels: str = "",
+) -> None:
+    """Input, kernel and output of ``cnnkit filter`` as labelled panels; save to ``path``.
+
+    ``data`` is the input ``(C, H, W)`` in its own units (``maxval`` is white);
+    ``kernels`` the kernels as applied, ``(label, matrix)`` with 2-D or ``(C, kh, kw)``
+    matrices (the first is drawn, with its numbers); ``response`` is ``(K, C, H', W')`` and
+    ``scale`` a :class:`cnnkit.filters.DisplayScale`: one-channel maps are drawn with a colour
+    bar in the response's units, three-channel maps as RGB.
+    """
+    import math
+
+    import numpy as np
+
+    from cnnkit.filters import to_pixels
+
+    plt = pyplot()
+    y = np.asarray(response, dtype=np.float64)
+    maps = [(name, y[i // y.shape[1], i % y.shape[1]]) for i, name in enumerate(map_names)]
+    rgb_out = y.shape[1] == 3
+    outputs = y.shape[0] if rgb_out else len(maps)
+    shown = min(outputs, 4)
+    # one row (input, kernel, output) for a single map; a bank's maps go two per row below
+    if shown == 1:
+        fig, grid = plt.subplots(1, 3, figsize=(13.5, 4.6), squeeze=False)
+        axes = list(grid[0])
+    else:
+        rows = 1 + math.ceil(shown / 2)
+        fig, grid = plt.subplots(rows, 2, figsize=(10, 4.4 * rows), squeeze=False)
+        axes = list(grid.ravel())
+        for ax in axes[2 + shown :]:
+            ax.set_axis_off()
+        axes = axes[: 2 + shown]
+    img = np.asarray(data, dtype=np.float64)
+    shown_in = np.clip(img / maxval, 0, 1)
+    if img.shape[0] == 3:
+        axes[0].imshow(np.moveaxis(shown_in, 0, -1), interpolation="nearest")
+    else:
+        axes[0].imshow(shown_in[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    axes[0].set_title(input_title, fontsize=9)
+    axes[0].set_xlabel("x (column)")
+    axes[0].set_ylabel("y (row)")
+    label, w = kernels[0]
+    w = np.asarray(w, dtype=np.float64)
+    xlabel = "column"
+    if w.ndim == 3:
+        gap = np.full((w.shape[1], 1), np.nan)
+        names = "R | G | B" if w.shape[0] == 3 else " | ".join(f"ch{c}" for c in range(w.shape[0]))
+        w = np.concatenate([p for c in w for p in (c, gap)][:-1], axis=1)
+        xlabel = f"column, per input channel: {names}"
+    more = f" (+{len(kernels) - 1} more)" if len(kernels) > 1 else ""
+    _draw_matrix(axes[1], w, f"{kernel_title}\n{label}{more}", xlabel)
+    if scale.mode == "diverging":
+        cmap, lo, hi, what = "bwr", -scale.hi, scale.hi, "response (red +, blue -)"
+    elif scale.mode == "abs":
+        cmap, lo, hi, what = "gray", 0.0, scale.hi, "|response| (clipped at 99.5th pct)"
+    else:
+        cmap, lo, hi, what = "gray", scale.lo, scale.hi, "response"
+    for k, ax in enumerate(axes[2:]):
+        if rgb_out:
+            ax.imshow(to_pixels(y[k], scale), interpolation="nearest")
+            name = map_names[k * 3].rsplit("_ch", 1)[0] if len(map_names) > 3 else "R, G, B"
+            ax.set_title(f"{output_title}\n{name}: R, G, B maps as colours", fontsize=9)
+        else:
+            name, m = maps[k]
+            values = np.abs(m) if scale.mode == "abs" else m
+            image = ax.imshow(values, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+            bar = plt.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+            bar.set_label(what, fontsize=8)
+            bar.ax.tick_params(labelsize=7)
+            ax.set_title(f"{output_title}\n{name}", fontsize=9)
+        ax.set_xlabel("x (column)")
+        ax.set_ylabel("y (row)")
+    if outputs > shown:
+        axes[-1].text(
+            1.0,
+            -0.18,
+            f"first {shown} of {outputs} outputs",
+            transform=axes[-1].transAxes,
+            ha="right",
+            fontsize=8,
+        )
+    if channels:
+        fig.suptitle(f"cnnkit filter ({channels})", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def bench_figure(series: dict, path: str | os.PathLike[str], title: str = "") -> None:
     """Two panels from ``cnnkit.bench.plot_series``: GFLOP/s against image size (log-log)
     and seconds against kernel size, one line per method or peer."""
