@@ -17,6 +17,7 @@ import contextlib
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -127,7 +128,17 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         "augment": False,
         "val_fraction": 0.0,
     },
-    "shapes": {"arch": "shapes", "epochs": 8, "batch_size": 32, "lr": 3e-3},
+    # shapes is solved in two epochs; weight decay then wipes the random start out of the
+    # first layer, leaving smooth oriented bar, edge and blob detectors to look at
+    "shapes": {
+        "arch": "shapes",
+        "epochs": 20,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "schedule": "cosine",
+        "init": "torch",
+        "weight_decay": 2e-2,
+    },
     "mnist": {"arch": "lenet5", "epochs": 5, "batch_size": 64, "lr": 1e-3},
     "fashion-mnist": {"arch": "lenet5", "epochs": 8, "batch_size": 64, "lr": 1e-3},
 }
@@ -189,6 +200,19 @@ AUGMENT_SHIFT: tuple[int, int] = (0, 1)
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class OutputTaken(ValueError):
+    """``path`` already holds a file that this run would replace: a model (or checkpoint)
+    of another run, or something that is not a cnnkit model at all.
+
+    ``what`` describes what is there (``"a model of another run (digits, 60 epochs)"``);
+    ``run(..., force=True)`` replaces it.
+    """
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path, self.what = path, what
+        super().__init__(f"{path} already holds {what}; pass force=True to replace it")
 
 
 @dataclass
@@ -685,15 +709,62 @@ class RunOutcome:
         }
 
 
+DEFAULT_OUTPUT = "model.npz"
+
+
+def declared_input_shape(source: str) -> tuple[int, ...] | None:
+    """The input shape a spec's own ``input`` line declares, or None when it has none."""
+    from cnnkit import spec as spec_mod
+
+    try:
+        return tuple(spec_mod.parse(source).input_shape)
+    except spec_mod.SpecError:
+        return None  # no input line (or a mistake that building the model reports)
+
+
+def _describe_file(path: Path) -> tuple[str | None, str]:
+    """(run id, words for what ``path`` holds) of an existing file."""
+    from cnnkit.nn.serialize import read_model_file
+
+    try:
+        header, _ = read_model_file(path)
+    except (ValueError, OSError, KeyError):
+        return None, "a file that is not a cnnkit model"
+    ck = header.get("checkpoint") or {}
+    epochs = ck.get("epoch", len(header.get("history", [])))
+    kind = "checkpoint" if ck else "model"
+    return header.get("run_id"), (
+        f"a {kind} of another run ({header.get('dataset', 'unknown data')}, {epochs} epochs)"
+    )
+
+
+def check_outputs(paths: list[Path], run_id: str, force: bool) -> None:
+    """Refuse to replace a file that another run wrote (or that is no model) unless ``force``.
+
+    A resumed run carries the run id of the run it continues, so it may write back to that
+    run's model and checkpoint.
+    """
+    if force:
+        return
+    for path in paths:
+        if path.exists():
+            if path.is_dir():
+                raise ValueError(f"{path} is a folder; give a file name")
+            owner, what = _describe_file(path)
+            if owner is None or owner != run_id:
+                raise OutputTaken(path, what)
+
+
 def run(
     dataset: str = "digits",
     *,
     arch: str | None = None,
-    output: str | os.PathLike[str] = "model.npz",
+    output: str | os.PathLike[str] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     resume: str | os.PathLike[str] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     overrides: dict[str, Any] | None = None,
+    force: bool = False,
     on_start: Callable[[Model, Any, TrainConfig, int], None] | None = None,
     on_batch: Callable[[int, int, float], None] | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
@@ -702,6 +773,12 @@ def run(
 
     ``overrides`` holds the TrainConfig fields the user set; the rest come from
     :data:`DATASET_DEFAULTS` (or, with ``resume``, from the checkpoint).
+
+    ``output`` defaults to ``model.npz``; with ``resume`` to the model file of the run being
+    resumed (recorded in its checkpoint), so a resumed run finishes where it started. The
+    model file holds the full history. An existing ``output`` or ``checkpoint`` written by
+    another run, or that is no cnnkit model, raises :class:`OutputTaken` unless ``force``.
+    A spec whose ``input`` line disagrees with the data set's images raises ValueError.
     """
     from cnnkit.data import check_name, load_dataset
 
@@ -709,8 +786,16 @@ def run(
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     name = check_name(dataset)
     start_epoch, history = 0, []
+    run_id = uuid.uuid4().hex
     if resume is not None:
         model, optimizer, cfg, header = load_checkpoint(resume)
+        run_id = header.get("run_id") or run_id
+        if output is None:
+            # finish where the resumed run was going: its model file, its checkpoint
+            if header.get("output"):
+                output = Path(resume).parent / header["output"]
+            if checkpoint is None:
+                checkpoint = resume
         for key in ("seed", "val_fraction", "init"):
             if key in overrides and overrides[key] != getattr(cfg, key):
                 flag = "--" + key.replace("_", "-")
@@ -748,6 +833,13 @@ def run(
                 f"no default architecture for {name!r}; give one with --arch (a shipped name "
                 "such as lenet5, a spec file, or text like 'input 3 32 32; conv 16 k=3; ...')"
             )
+        declared = declared_input_shape(spec_source)
+        if declared is not None and declared != tuple(ds.input_shape):
+            raise ValueError(
+                f"the spec's input line says {'x'.join(map(str, declared))} but {name} "
+                f"images are {'x'.join(map(str, ds.input_shape))}; change the input line to "
+                f"'input {' '.join(map(str, ds.input_shape))}' or leave it out"
+            )
         model = build_model(spec_source, tuple(ds.input_shape), seed=cfg.seed, init=cfg.init)
         optimizer = make_run_optimizer(model, cfg)
     if tuple(model.input_shape) != tuple(ds.input_shape):
@@ -756,12 +848,16 @@ def run(
             f"images are {' x '.join(map(str, ds.input_shape))}"
         )
     check_classes(model, ds.num_classes, list(ds.class_names))
-    out = Path(output)
+    out = Path(output if output is not None else DEFAULT_OUTPUT)
     ckpt = Path(checkpoint) if checkpoint is not None else default_checkpoint_path(out)
     for path in (out, ckpt):
         if not path.parent.is_dir():
             raise FileNotFoundError(2, "output folder does not exist", str(path.parent))
+    check_outputs([out, ckpt], run_id, force)
     meta = model_meta(ds, data_dir, cfg.seed, cfg.val_fraction)
+    meta["run_id"] = run_id
+    # where the model goes, relative to the checkpoint: --resume finishes into the same file
+    meta["output"] = os.path.relpath(out.resolve(), ckpt.resolve().parent)
     if on_start is not None:
         on_start(model, ds, cfg, start_epoch)
     result = fit(
@@ -781,7 +877,7 @@ def run(
     )
     test_loss, test_acc = evaluate_loss_accuracy(model, ds.x_test, ds.y_test)
     if result.epochs_done > 0:
-        save_model(out, model, meta)
+        save_model(out, model, {**meta, "history": [asdict(h) for h in result.history]})
     return RunOutcome(
         model=model,
         dataset=ds,
@@ -828,14 +924,18 @@ def default_checkpoint_path(output: str | os.PathLike[str]) -> Path:
 
 __all__ = [
     "DATASET_DEFAULTS",
+    "DEFAULT_OUTPUT",
     "EpochStats",
+    "OutputTaken",
     "RunOutcome",
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
     "check_classes",
+    "check_outputs",
     "classification_report",
     "confusion_matrix",
+    "declared_input_shape",
     "default_checkpoint_path",
     "evaluate_loss_accuracy",
     "fit",
