@@ -799,7 +799,7 @@ def apply_bank(
     pool_size: int = 2,
     pool_stride: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    chunk_macs: int = CHUNK_MACS,
+    chunk_macs: int | None = None,
 ) -> FilterResult:
     """Filter ``data`` with every kernel through :mod:`cnnkit.ops`, then combine and pool.
 
@@ -829,8 +829,8 @@ def apply_bank(
         ``progress(done, total)`` after each call of the compiled convolution. A filter of
         more than ``chunk_macs`` multiply-adds is computed in bands of output rows, so the
         calls are short; an exception raised here (or Ctrl-C) stops between bands.
-    chunk_macs : int
-        Largest number of multiply-adds per call.
+    chunk_macs : int, optional
+        Largest number of multiply-adds per call (default :data:`CHUNK_MACS`).
 
     Returns
     -------
@@ -946,7 +946,7 @@ def apply_bank(
     conv(np.zeros((1, x.shape[1], *span)), weights[0], b, dilation=dil_t, method=method)
     out_shape = shapes[0]
     row_macs = x.shape[0] * x.shape[1] * math.prod(weights[0].shape[2:]) * math.prod(out_shape[1:])
-    bands = _row_bands(out_shape[0], row_macs, chunk_macs)
+    bands = _row_bands(out_shape[0], row_macs, chunk_macs or CHUNK_MACS)
     total, done = len(weights) * len(bands), 0
     start = time.perf_counter()
     maps = []
