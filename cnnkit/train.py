@@ -756,7 +756,7 @@ def check_outputs(paths: list[Path], run_id: str, force: bool) -> None:
 
 
 def run(
-    dataset: str = "digits",
+    dataset: str | None = "digits",
     *,
     arch: str | None = None,
     output: str | os.PathLike[str] | None = None,
@@ -774,21 +774,26 @@ def run(
     ``overrides`` holds the TrainConfig fields the user set; the rest come from
     :data:`DATASET_DEFAULTS` (or, with ``resume``, from the checkpoint).
 
-    ``output`` defaults to ``model.npz``; with ``resume`` to the model file of the run being
-    resumed (recorded in its checkpoint), so a resumed run finishes where it started. The
-    model file holds the full history. An existing ``output`` or ``checkpoint`` written by
-    another run, or that is no cnnkit model, raises :class:`OutputTaken` unless ``force``.
+    ``dataset`` None means digits, or with ``resume`` the data set the checkpoint was
+    trained on. ``output`` defaults to ``model.npz``; with ``resume`` to the model file of the
+    run being resumed (recorded in its checkpoint), so a resumed run finishes where it
+    started. The model file holds the full history. An existing ``output`` or
+    ``checkpoint`` written by another run, or that is no cnnkit model, raises
+    :class:`OutputTaken` unless ``force``.
     A spec whose ``input`` line disagrees with the data set's images raises ValueError.
     """
     from cnnkit.data import check_name, load_dataset
 
     t0 = time.perf_counter()
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    name = check_name(dataset)
     start_epoch, history = 0, []
     run_id = uuid.uuid4().hex
     if resume is not None:
         model, optimizer, cfg, header = load_checkpoint(resume)
+        if dataset is None:
+            dataset = header.get("dataset") or "digits"
+    name = check_name(dataset or "digits")
+    if resume is not None:
         run_id = header.get("run_id") or run_id
         if output is None:
             # finish where the resumed run was going: its model file, its checkpoint

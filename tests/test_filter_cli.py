@@ -719,14 +719,15 @@ def _help_examples(help_text: str) -> list[str]:
 def test_help_reads_cleanly_at_80_columns(command):
     text = runner.invoke(app, [command, "--help"], env={"COLUMNS": "80"}).stdout
     assert "<bool>" not in text
-    lines = text.split("Examples:", 1)[1].splitlines()
-    for before, line in zip(lines, lines[1:]):
-        # a wrapped example line starts with 'cnnkit' or follows a '\' continuation
-        if line.startswith("  ") and line.strip() and not line.strip().startswith("cnnkit"):
-            assert before.rstrip().endswith("\\") or not before.strip().startswith("cnnkit"), (
-                before,
-                line,
-            )
+    # example lines are indented (prose is not): each starts a command or continues one
+    # whose line ends with '\'; a line the terminal wrapped would do neither
+    lines = [line for line in text.split("Examples:", 1)[1].splitlines() if line.strip()]
+    examples = [line for line in lines if line.startswith("   ")]
+    assert examples, command
+    for before, line in zip(examples, examples[1:]):
+        if not line.strip().startswith("cnnkit"):
+            assert before.rstrip().endswith("\\"), (before, line)
+    assert all(len(line.rstrip()) <= 80 for line in lines)
     from typer.main import get_command
 
     cmd = get_command(app).commands[command]

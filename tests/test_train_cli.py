@@ -527,3 +527,32 @@ def test_shapes_recipe_lets_oriented_first_layer_detectors_emerge(tmp_path):
     before = smoothness(start.first_conv().w)
     after = smoothness(outcome.model.first_conv().w)
     assert before < 0.35 and after > 0.6, (before, after)
+
+
+def test_help_examples_run_as_written(trained, digit_png, tmp_path, monkeypatch):
+    """Every example of train/evaluate/predict/visualize --help, with its ``\\`` lines joined,
+    runs in a fresh folder (the plain ``cnnkit train`` is the README test's; a trained model
+    stands in for its model.npz)."""
+    import shlex
+    import shutil
+
+    from test_filter_cli import _help_examples
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(trained[0], tmp_path / "model.npz")
+    for name in ("my_digit.png", "a.png", "b.png"):
+        shutil.copy(digit_png, tmp_path / name)
+    ran = 0
+    for command in ("train", "evaluate", "predict", "visualize"):
+        text = runner.invoke(app, [command, "--help"], env={"COLUMNS": "80"}).stdout
+        for example in _help_examples(text):
+            argv = shlex.split(example, comments=True)[1:]
+            if argv == ["train"]:
+                continue
+            result = run(*argv)
+            assert result.exit_code == 0, (example, result.output)
+            ran += 1
+    assert ran >= 8
+    assert (tmp_path / "shapes.npz").exists() and (tmp_path / "eval.json").exists()
+    header, _ = read_model_file(tmp_path / "shapes.npz")
+    assert len(header["history"]) == 8  # the resume example finished into shapes.npz

@@ -34,7 +34,7 @@ Examples:
 
   cnnkit train --resume shapes.ckpt.npz --epochs 8
 
-  cnnkit train --arch "input 1 8 8; conv 8 k=3 p=1; relu; pool max k=2; fc 10" \\
+  cnnkit train --arch "conv 8 k=3 p=1; relu; pool max k=2; fc 10" \\
       -o small.npz --json
 
 A checkpoint (MODEL.ckpt.npz next to -o) is written after every epoch; Ctrl-C stops with the
@@ -49,6 +49,8 @@ Examples:
   cnnkit evaluate model.npz
 
   cnnkit evaluate model.npz --plot confusion.png --json-file eval.json
+
+MODEL is a model file or a checkpoint; the data set and its split come from the file.
 """
 
 PREDICT_EXAMPLES = """\
@@ -57,6 +59,8 @@ Examples:
   cnnkit predict model.npz my_digit.png
 
   cnnkit predict model.npz a.png b.png --top-k 1 --json
+
+Each image is prepared as the training images were (size, gray levels, dark or light ink).
 """
 
 VISUALIZE_EXAMPLES = """\
@@ -65,6 +69,8 @@ Examples:
   cnnkit visualize model.npz --filters filters.png
 
   cnnkit visualize model.npz --activations my_digit.png maps.png
+
+The kernels share one signed colour scale; the feature maps have one scale per layer.
 """
 
 
@@ -177,8 +183,13 @@ def register(app: typer.Typer) -> None:
     @app.command("train", epilog=TRAIN_EXAMPLES)
     @friendly_errors
     def train(
-        dataset: str = typer.Option(
-            "digits", "--dataset", "-d", help="digits, shapes, mnist, fashion-mnist, folder, npz."
+        dataset: str | None = typer.Option(
+            None,
+            "--dataset",
+            "-d",
+            metavar="NAME",
+            help="digits (default; with --resume: the checkpoint's), shapes, mnist, "
+            "fashion-mnist, folder, npz.",
         ),
         arch: str | None = typer.Option(
             None,
