@@ -125,6 +125,7 @@ def compare_signals(
     for name, row in zip(names, responses):
         ax.plot(positions, row, lw=1.8, label=name)
     ax.set_xlabel("sample")
+    ax.set_ylabel("value")
     ax.legend(loc="best", fontsize=8)
     if title:
         ax.set_title(title)
@@ -227,8 +228,10 @@ def filter_compare_figure(
         cmap, lo, hi, what = "bwr", -scale.hi, scale.hi, "response (red +, blue -)"
     elif scale.mode == "abs":
         cmap, lo, hi, what = "gray", 0.0, scale.hi, "|response| (clipped at 99.5th pct)"
+    elif scale.mode == "clip":
+        cmap, lo, hi, what = "gray", scale.lo, scale.hi, "response (clipped to the input's range)"
     else:
-        cmap, lo, hi, what = "gray", scale.lo, scale.hi, "response"
+        cmap, lo, hi, what = "gray", scale.lo, scale.hi, "response (min to max)"
     for k, ax in enumerate(axes[2:]):
         if rgb_out:
             ax.imshow(to_pixels(y[k], scale), interpolation="nearest")

@@ -767,3 +767,32 @@ def test_ctrl_c_stops_a_long_filter_between_bands(lecture, tmp_path, monkeypatch
     monkeypatch.setattr(ops, "conv2d", real)
     banded = facts(lecture, "-k", "vertical-edge")
     assert banded["values"][0] == [[0, 0, 30, 30, 0, 0]] * 6
+
+
+def test_a_long_filter_shows_a_progress_bar(lecture, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import cnnkit.cli.filter as cli_filter
+    import cnnkit.filters as filters
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli_filter, "err_console", Console(file=screen, force_terminal=True))
+    monkeypatch.setattr(cli_filter, "PROGRESS_AFTER", 0.0)  # as if each band took long
+    monkeypatch.setattr(filters, "CHUNK_MACS", 20)
+    ok(lecture, "-k", "vertical-edge")
+    assert "filtering lecture.png" in screen.getvalue() and "bands" in screen.getvalue()
+    screen.truncate(0)
+    monkeypatch.setattr(cli_filter, "PROGRESS_AFTER", 1.0)
+    ok(lecture, "-k", "vertical-edge")  # a quick filter shows no bar
+    assert "bands" not in screen.getvalue()
+
+
+def test_gabor_units_are_stated_in_the_listing_and_the_help():
+    listing = runner.invoke(app, ["filter", "--list-kernels"], terminal_width=120).stdout
+    gabor = listing[listing.index("gabor") : listing.index("log")]
+    assert "theta=0.0 (orientation in degrees" in " ".join(gabor.replace("│", " ").split())
+    assert "mean removed" in gabor
+    help_text = runner.invoke(app, ["filter", "--help"], env={"COLUMNS": "100"}).stdout
+    assert "theta in degrees" in " ".join(help_text.replace("│", " ").split())

@@ -817,7 +817,9 @@ def register(app: typer.Typer) -> None:
                 labels = ["magnitude(" + ", ".join(kernel_labels) + ")"]
             display = None
             if loaded.ndim == 2:
-                display = filters.display_scale(result.y, loaded.maxval, display_mode)
+                # a gradient magnitude is an edge map although it has no sign
+                mode = "abs" if combine and display_mode == "auto" else display_mode
+                display = filters.display_scale(result.y, loaded.maxval, mode)
             opts = {
                 "padding": padding,
                 "pad_mode": pad_mode,
