@@ -796,3 +796,13 @@ def test_gabor_units_are_stated_in_the_listing_and_the_help():
     assert "mean removed" in gabor
     help_text = runner.invoke(app, ["filter", "--help"], env={"COLUMNS": "100"}).stdout
     assert "theta in degrees" in " ".join(help_text.replace("│", " ").split())
+
+
+def test_a_gradient_magnitude_is_shown_as_an_edge_map(tmp_path):
+    png = tmp_path / "m.png"
+    out = ok(SAMPLES / "chelsea.png", "-k", "sobel-x", "-k", "sobel-y", "--combine",
+             "magnitude", "--color", "gray", "-o", png, "--json")  # fmt: skip
+    f = json.loads(out.stdout)
+    assert f["display"].startswith("abs:") and "99.5th percentile" in f["display"]
+    pixels = np.asarray(Image.open(png))
+    assert (pixels == 255).mean() == pytest.approx(0.005, abs=0.003)  # the top 0.5 % is white
