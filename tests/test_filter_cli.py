@@ -679,6 +679,7 @@ def test_folder_table_keeps_its_numbers_at_80_columns(tmp_path, rng):
     assert "a_very_long_photograph_name_from_a_camera_roll.png" in first_column  # not cut
 
 
+@pytest.mark.slow
 def test_out_dir_is_created_and_help_examples_run_as_written(tmp_path):
     import shlex
     import subprocess
@@ -806,3 +807,9 @@ def test_a_gradient_magnitude_is_shown_as_an_edge_map(tmp_path):
     assert f["display"].startswith("abs:") and "99.5th percentile" in f["display"]
     pixels = np.asarray(Image.open(png))
     assert (pixels == 255).mean() == pytest.approx(0.005, abs=0.003)  # the top 0.5 % is white
+
+
+def test_out_dir_is_created_when_missing(lecture, tmp_path):
+    target = tmp_path / "new" / "deeper"
+    ok(lecture, "-k", "box", "--out-dir", target)
+    assert (target / "lecture.png").exists()

@@ -505,6 +505,7 @@ def test_default_command_reaches_98_percent_on_digits(default_training):
     assert json.loads(ev.stdout)["accuracy"] >= 0.98
 
 
+@pytest.mark.slow
 def test_shapes_recipe_lets_oriented_first_layer_detectors_emerge(tmp_path):
     """The README's promise: a short default run on shapes turns the random first-layer
     kernels into smooth oriented detectors. Smoothness is measured as each kernel's largest
@@ -529,6 +530,7 @@ def test_shapes_recipe_lets_oriented_first_layer_detectors_emerge(tmp_path):
     assert before < 0.35 and after > 0.6, (before, after)
 
 
+@pytest.mark.slow
 def test_help_examples_run_as_written(trained, digit_png, tmp_path, monkeypatch):
     """Every example of train/evaluate/predict/visualize --help, with its ``\\`` lines joined,
     runs in a fresh folder (the plain ``cnnkit train`` is the README test's; a trained model
