@@ -249,7 +249,7 @@ def gabor(
     sigma : float
         Standard deviation of the Gaussian envelope.
     theta : float
-        Orientation in degrees.
+        Orientation in degrees (0: vertical stripes, 90: horizontal stripes).
     lambd : float
         Wavelength of the cosine in pixels (``lambda`` on the command line).
     gamma : float
@@ -269,7 +269,9 @@ def gabor(
     ``g = exp(-(x'**2 + gamma**2 y'**2) / (2 sigma**2)) * cos(2 pi x' / lambda + psi)``,
     with x along columns and y down the rows; ``theta`` and ``psi`` in degrees. With
     ``theta=0`` the stripes are vertical (it responds to vertical edges and bars).
-    ``size`` defaults to ``2 * ceil(3 * sigma) + 1``.
+    ``size`` defaults to ``2 * ceil(3 * sigma) + 1``. The kernel's mean is then subtracted
+    (OpenCV's ``getGaborKernel`` is the same matrix before that step): a detector of edges
+    and texture gives 0 on a flat region, whatever its brightness.
     """
     size = _odd_size(size, sigma, "gabor")
     y, x = _grid(size, 2)
@@ -277,7 +279,8 @@ def gabor(
     xr = x * math.cos(th) + y * math.sin(th)
     yr = -x * math.sin(th) + y * math.cos(th)
     env = np.exp(-(xr * xr + gamma * gamma * yr * yr) / (2 * sigma * sigma))
-    return env * np.cos(2 * math.pi * xr / lambd + ph)
+    w = env * np.cos(2 * math.pi * xr / lambd + ph)
+    return w - w.mean()
 
 
 def _fixed(rows: list[list[float]]) -> Callable[[], np.ndarray]:
@@ -353,19 +356,20 @@ BANK: dict[str, KernelSpec] = {
             motion,
             (
                 Param("length", 5, int, 1, "line length in pixels"),
-                Param("angle", 0.0, float, None, "degrees counter-clockwise from x"),
+                Param("angle", 0.0, float, None, "degrees counter-clockwise from the x axis"),
             ),
         ),
         KernelSpec(
             "gabor",
-            "Gabor filter (real part): oriented stripes under a Gaussian",
+            "Gabor filter (real part, mean removed): oriented stripes under a Gaussian; "
+            "theta and psi in degrees",
             gabor,
             (
                 Param("sigma", 2.0, float, 1e-6, "envelope standard deviation"),
-                Param("theta", 0.0, float, None, "orientation, degrees"),
+                Param("theta", 0.0, float, None, "orientation in degrees, 0 = vertical stripes"),
                 Param("lambda", 6.0, float, 1e-6, "wavelength in pixels"),
                 Param("gamma", 0.5, float, 1e-6, "aspect ratio"),
-                Param("psi", 0.0, float, None, "phase offset, degrees"),
+                Param("psi", 0.0, float, None, "phase offset in degrees"),
                 _SIZE_AUTO,
             ),
         ),
@@ -396,6 +400,16 @@ class Kernel:
     @property
     def shape_text(self) -> str:
         return "x".join(str(s) for s in self.weights.shape)
+
+    def split(self) -> list[Kernel]:
+        """A bank ``(O, C, kh, kw)`` -> O kernels ``(C, kh, kw)`` labelled ``name[o]``;
+        any other kernel -> ``[self]``."""
+        if self.weights.ndim != 4:
+            return [self]
+        return [
+            Kernel(np.ascontiguousarray(w), f"{self.label}[{o}]", self.source)
+            for o, w in enumerate(self.weights)
+        ]
 
 
 def _number(token: str) -> float:
@@ -551,15 +565,25 @@ MAX_KERNEL_FILE_BYTES = 16 << 20
 
 
 def load_kernel_file(path: str | os.PathLike[str]) -> np.ndarray:
-    """A kernel from ``.npy`` (a 1-D/2-D numeric array) or ``.txt``/``.csv`` (rows of numbers)."""
+    """A kernel from ``.npy`` or ``.txt``/``.csv`` (rows of numbers).
+
+    A ``.npy`` kernel is 1-D or 2-D (one channel), 3-D ``(C, kh, kw)`` (one filter that sums
+    over C input channels, like one unit of a conv layer) or 4-D ``(O, C, kh, kw)`` (a bank
+    of O such filters, a conv layer's weight tensor).
+    """
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix == ".npy":
         from cnnkit.io import read_npy
 
         arr = read_npy(p, "kernel")
-        if arr.ndim not in (1, 2) or arr.size == 0:
-            raise ValueError(f"{p}: kernel must be a non-empty 1-D or 2-D array, got {arr.shape}")
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{p}: kernel must be numeric, got dtype {arr.dtype}")
+        if arr.ndim not in (1, 2, 3, 4) or arr.size == 0:
+            raise ValueError(
+                f"{p}: kernel must be a non-empty array of shape (k,), (kh, kw), "
+                f"(C, kh, kw) or (O, C, kh, kw), got {arr.shape}"
+            )
         arr = arr.astype(np.float64)
         if not np.isfinite(arr).all():
             raise ValueError(f"{p}: kernel contains NaN or infinity")
@@ -598,7 +622,8 @@ def parse_kernel(text: str, ndim: int = 2) -> Kernel:
     Returns
     -------
     Kernel
-        ``weights`` has exactly ``ndim`` dimensions.
+        ``weights`` has ``ndim`` dimensions; for images a ``.npy`` file may also hold a
+        ``(C, kh, kw)`` filter or an ``(O, C, kh, kw)`` bank (see :meth:`Kernel.split`).
 
     Examples
     --------
@@ -624,6 +649,10 @@ def parse_kernel(text: str, ndim: int = 2) -> Kernel:
         weights = parse_matrix(stripped, f"kernel {stripped!r}")
         label = "custom"
     if ndim == 1:
+        if weights.ndim > 2:
+            raise ValueError(
+                f"kernel {label} has shape {weights.shape}; a 1-D signal needs a single row"
+            )
         if weights.ndim == 2:
             if weights.shape[0] != 1:
                 raise ValueError(
@@ -649,7 +678,7 @@ def transform(
     Parameters
     ----------
     weights : numpy.ndarray
-        1-D or 2-D kernel.
+        1-D or 2-D kernel, or ``(C, kh, kw)``: then every channel's matrix is transformed.
     transpose : bool
         Swap rows and columns (the lecture's vertical -> horizontal edge detector).
     rotate : int
@@ -677,8 +706,8 @@ def transform(
             w = w[::-1].copy()
     else:
         if transpose:
-            w = w.T.copy()
-        w = np.rot90(w, rotate // 90).copy()
+            w = np.swapaxes(w, -1, -2).copy()
+        w = np.rot90(w, rotate // 90, axes=(-2, -1)).copy()
     if normalize:
         total = w.sum()
         if abs(total) < 1e-12 * max(1.0, float(np.abs(w).sum())):
@@ -723,7 +752,9 @@ class FilterResult:
     """The response of a kernel bank and the facts the summary table shows.
 
     ``y`` has shape ``(K, C, *spatial)``: one map per kernel (K = 1 after
-    ``combine="magnitude"``) and per filtered channel (C = 1 for ``gray`` and ``rgb``).
+    ``combine="magnitude"``) and per filtered channel (C = 1 for ``gray``, ``rgb`` and
+    ``(C, kh, kw)`` kernels). ``color`` is the colour mode used (``per-channel``, ``gray``,
+    ``rgb``; ``rgb`` also for ``(C, kh, kw)`` kernels, which sum over the channels).
     ``seconds`` is the time of the convolutions (and combine/pool) with Numba's kernels
     already loaded. ``positions`` gives, for a 1-D output, each sample's position on the
     input's axis (the centre of the window that produced it), so signal and response can be
@@ -734,13 +765,51 @@ class FilterResult:
     pads: tuple[tuple[int, int], ...]
     seconds: float
     positions: np.ndarray | None = None
+    color: str = "per-channel"
+
+
+# Work (multiply-adds) per call of the compiled convolution when a filter is split into
+# bands of output rows: a few tenths of a second at most, so progress moves and Ctrl-C
+# (handled between calls) stops the command within a second.
+CHUNK_MACS = 40_000_000
+
+
+def _row_bands(rows: int, macs_per_row: int, chunk_macs: int) -> list[tuple[int, int]]:
+    """Split ``rows`` output rows into bands of at most ``chunk_macs`` multiply-adds."""
+    per = max(1, chunk_macs // max(1, macs_per_row))
+    return [(r, min(rows, r + per)) for r in range(0, rows, per)]
+
+
+def _pad_explicitly(
+    x: np.ndarray, pads: tuple[tuple[int, int], ...], pad_mode: str
+) -> np.ndarray:
+    """``x`` (N, C, *spatial) padded as :mod:`cnnkit.ops` pads it, with the same limits."""
+    from cnnkit.ops import _NP_PAD_MODE, PAD_MODES
+
+    sizes = x.shape[2:]
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}; got {pad_mode!r}")
+    if pad_mode == "reflect" and any(p >= n for pp, n in zip(pads, sizes) for p in pp):
+        raise ValueError(
+            f"reflect padding must be smaller than the input size, got padding {pads} "
+            f"for input size {sizes}"
+        )
+    if pad_mode == "circular" and any(p > n for pp, n in zip(pads, sizes) for p in pp):
+        raise ValueError(
+            f"circular padding must not exceed the input size, got padding {pads} "
+            f"for input size {sizes}"
+        )
+    if all(p == (0, 0) for p in pads):
+        return x
+    mode = "constant" if pad_mode == "zeros" else _NP_PAD_MODE[pad_mode]
+    return np.pad(x, ((0, 0), (0, 0), *pads), mode=mode)
 
 
 def apply_bank(
     data: np.ndarray,
     kernels: list[np.ndarray],
     *,
-    color: str = "per-channel",
+    color: str | None = None,
     padding: str | int | tuple[int, ...] = "valid",
     pad_mode: str = "zeros",
     stride: int = 1,
@@ -752,20 +821,25 @@ def apply_bank(
     pool: str | None = None,
     pool_size: int = 2,
     pool_stride: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    chunk_macs: int | None = None,
 ) -> FilterResult:
     """Filter ``data`` with every kernel through :mod:`cnnkit.ops`, then combine and pool.
 
     Parameters
     ----------
     data : numpy.ndarray
-        ``(C, H, W)`` image or ``(C, L)`` signal (channels filtered independently).
+        ``(C, H, W)`` image or ``(C, L)`` signal.
     kernels : list of numpy.ndarray
-        2-D kernels for images, 1-D for signals.
-    color : {"per-channel", "gray", "rgb"}
-        Images only. ``per-channel``: every channel is filtered alone (C maps).
-        ``gray``: BT.601 luma first (1 map). ``rgb``: one ``(C, kh, kw)`` kernel made of the
-        2-D kernel repeated over the C channels and divided by C, so a blur keeps the mean
-        brightness; one map, as one unit of a conv layer computes.
+        2-D kernels for images, 1-D for signals; or, for images, ``(C, kh, kw)`` kernels
+        with one matrix per input channel (all kernels of a bank alike).
+    color : {None, "per-channel", "gray", "rgb"}
+        Images only. ``per-channel`` (the default for 2-D kernels): every channel is filtered
+        alone (C maps). ``gray``: BT.601 luma first (1 map). ``rgb``: one ``(C, kh, kw)``
+        kernel made of the 2-D kernel repeated over the C channels and divided by C, so a
+        blur keeps the mean brightness; one map, as one unit of a conv layer computes.
+        A ``(C, kh, kw)`` kernel is such a unit itself: ``y = sum_c w[c] * x[c]``, one map,
+        no division (``None`` or ``rgb``).
     padding, pad_mode, stride, dilation, method, flip
         As in :func:`cnnkit.ops.conv2d` (``flip=True`` is true convolution).
     bias : float
@@ -774,6 +848,12 @@ def apply_bank(
         ``magnitude``: ``sqrt(sum_k y_k**2)``, the gradient magnitude of an x/y pair.
     pool, pool_size, pool_stride
         ``max`` or ``avg`` pooling applied after the filter (stride defaults to size).
+    progress : callable, optional
+        ``progress(done, total)`` after each call of the compiled convolution. A filter of
+        more than ``chunk_macs`` multiply-adds is computed in bands of output rows, so the
+        calls are short; an exception raised here (or Ctrl-C) stops between bands.
+    chunk_macs : int, optional
+        Largest number of multiply-adds per call (default :data:`CHUNK_MACS`).
 
     Returns
     -------
@@ -801,6 +881,27 @@ def apply_bank(
     from cnnkit import geometry, ops
 
     ndim = data.ndim - 1
+    if not kernels:
+        raise ValueError("kernels is empty: give at least one kernel")
+    multi = [ndim == 2 and w.ndim == 3 for w in kernels]
+    if ndim == 2 and any(multi):
+        if not all(multi):
+            raise ValueError(
+                "a bank cannot mix 2-D kernels with (C, kh, kw) kernels; give one kind"
+            )
+        if color not in (None, "rgb"):
+            raise ValueError(
+                f"a (C, kh, kw) kernel sums over the channels itself; color {color!r} does "
+                "not apply (use a 2-D kernel for per-channel or gray filtering)"
+            )
+        for w in kernels:
+            if w.shape[0] != data.shape[0]:
+                raise ValueError(
+                    f"the kernel has {w.shape[0]} channel(s) (shape {w.shape}) but the input "
+                    f"has {data.shape[0]}; a (C, kh, kw) kernel needs one matrix per channel"
+                )
+        color = "rgb"
+    color = color or "per-channel"
     if color not in COLOR_MODES:
         raise ValueError(f"--color must be one of {', '.join(COLOR_MODES)}, got {color!r}")
     if ndim == 1 and color != "per-channel":
@@ -813,8 +914,8 @@ def apply_bank(
         )
     if pool is not None and pool not in POOL_KINDS:
         raise ValueError(f"--pool must be max or avg, got {pool!r}")
-    for w in kernels:
-        if w.ndim != ndim:
+    for w, m in zip(kernels, multi):
+        if w.ndim != ndim + int(m):
             raise ValueError(f"a {ndim}-D input needs {ndim}-D kernels, got shape {w.shape}")
     stride_t = geometry.positive_tuple(stride, ndim, "--stride")
     dil_t = geometry.positive_tuple(dilation, ndim, "--dilation")
@@ -825,20 +926,35 @@ def apply_bank(
         data = to_gray(data)
     sizes = data.shape[1:]
     names = ("height", "width") if ndim == 2 else ("length",)
-    shapes = []
-    for w in kernels:
-        pads = geometry.resolve_padding(padding, sizes, w.shape, stride_t, dil_t)
-        out = geometry.conv_output_shape(sizes, w.shape, stride_t, pads, dil_t)
+    # every kernel as a conv weight (1, C_in, *k): one output map per call
+    weights = []
+    for w, m in zip(kernels, multi):
+        if m:
+            weights.append(w[None])
+        elif color == "rgb":
+            weights.append(np.repeat(w[None, None], data.shape[0], axis=1) / data.shape[0])
+        else:
+            weights.append(w[None, None])
+    if color in ("rgb",):
+        x = data[None]  # (1, C, ...): one multi-channel input
+    else:
+        x = data[:, None]  # (C, 1, ...): channels as a batch, each filtered alone
+    shapes, all_pads = [], []
+    for wk in weights:
+        ksize = wk.shape[2:]
+        pads = geometry.resolve_padding(padding, sizes, ksize, stride_t, dil_t)
+        out = geometry.conv_output_shape(sizes, ksize, stride_t, pads, dil_t)
         for i, o in enumerate(out):
             if o <= 0:
-                span = dil_t[i] * (w.shape[i] - 1) + 1
+                span = dil_t[i] * (ksize[i] - 1) + 1
                 padded = sizes[i] + pads[i][0] + pads[i][1]
                 raise ValueError(
-                    f"kernel {'x'.join(map(str, w.shape))} (spanning {span} with dilation "
+                    f"kernel {'x'.join(map(str, ksize))} (spanning {span} with dilation "
                     f"{dil_t[i]}) is larger than the padded input {names[i]} {padded}; "
                     "use --padding same or a smaller kernel"
                 )
         shapes.append(out)
+        all_pads.append(pads)
     if len(set(shapes)) > 1:
         raise ValueError(
             "the kernels give different output sizes ("
@@ -846,44 +962,64 @@ def apply_bank(
             + "); use --padding same or kernels of one size"
         )
     conv = ops.conv2d if ndim == 2 else ops.conv1d
-    if color == "rgb":
-        x = data[None]  # (1, C, ...): one multi-channel input
-    else:
-        x = data[:, None]  # (C, 1, ...): channels as a batch, each filtered alone
     b = np.array([bias], dtype=np.float64) if bias else None
     # Load the compiled kernels on a tiny input first, so ``seconds`` measures the filtering
     # and not Numba's one-off start-up (loading its cache costs a few hundred ms).
-    for w in kernels[:1]:
-        span = [geometry.dilated_span(k, d) for d, k in zip(dil_t, w.shape)]
-        tiny = np.zeros((1, x.shape[1], *span))
-        wt = np.repeat(w[None, None], x.shape[1], axis=1)
-        conv(tiny, wt, b, dilation=dil_t, method=method)
+    span = [geometry.dilated_span(k, d) for d, k in zip(dil_t, weights[0].shape[2:])]
+    conv(np.zeros((1, x.shape[1], *span)), weights[0], b, dilation=dil_t, method=method)
+    out_shape = shapes[0]
+    row_macs = x.shape[0] * x.shape[1] * math.prod(weights[0].shape[2:]) * math.prod(out_shape[1:])
+    bands = _row_bands(out_shape[0], row_macs, chunk_macs or CHUNK_MACS)
+    total, done = len(weights) * len(bands), 0
     start = time.perf_counter()
     maps = []
-    for w in kernels:
-        wk = w[None, None]
-        if color == "rgb":
-            wk = np.repeat(wk, data.shape[0], axis=1) / data.shape[0]
-        y = conv(
-            x,
-            wk,
-            b,
-            stride=stride_t,
-            padding=padding,
-            dilation=dil_t,
-            pad_mode=pad_mode,
-            flip=flip,
-            method=method,
-        )
+    for wk, pads in zip(weights, all_pads):
+        if len(bands) == 1:
+            y = conv(
+                x,
+                wk,
+                b,
+                stride=stride_t,
+                padding=padding,
+                dilation=dil_t,
+                pad_mode=pad_mode,
+                flip=flip,
+                method=method,
+            )
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        else:
+            padded = _pad_explicitly(x, pads, pad_mode)
+            reach = dil_t[0] * (wk.shape[2] - 1) + 1
+            parts = []
+            for r0, r1 in bands:
+                lo, hi = r0 * stride_t[0], (r1 - 1) * stride_t[0] + reach
+                parts.append(
+                    conv(
+                        padded[:, :, lo:hi],
+                        wk,
+                        b,
+                        stride=stride_t,
+                        padding=0,
+                        dilation=dil_t,
+                        flip=flip,
+                        method=method,
+                    )
+                )
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            y = np.concatenate(parts, axis=2)
         maps.append(y[:, 0])  # (C or 1, ...)
     y = np.stack(maps)  # (K, C, ...)
     if combine == "magnitude":
         y = np.sqrt((y * y).sum(axis=0, keepdims=True))
     positions = None
-    pads = geometry.resolve_padding(padding, sizes, kernels[0].shape, stride_t, dil_t)
+    pads = all_pads[0]
     if ndim == 1:
-        span = dil_t[0] * (kernels[0].shape[0] - 1) + 1
-        positions = np.arange(y.shape[-1]) * stride_t[0] - pads[0][0] + (span - 1) / 2
+        reach = dil_t[0] * (kernels[0].shape[0] - 1) + 1
+        positions = np.arange(y.shape[-1]) * stride_t[0] - pads[0][0] + (reach - 1) / 2
     if pool is not None:
         ps = pool_stride or pool_size
         k, c = y.shape[:2]
@@ -903,7 +1039,107 @@ def apply_bank(
             starts = np.arange(y.shape[-1]) * ps
             positions = (positions[starts] + positions[starts + pool_size - 1]) / 2
     seconds = time.perf_counter() - start
-    return FilterResult(np.ascontiguousarray(y), pads, seconds, positions)
+    return FilterResult(np.ascontiguousarray(y), pads, seconds, positions, color)
+
+
+# ---------------------------------------------------------------------------------------------
+# Showing a response as pixels
+
+DISPLAY_MODES = ("auto", "abs", "clip", "rescale", "diverging")
+# Edge maps are scaled to this percentile of |y|, not to the single largest value: a few
+# extreme responses (a sharp corner) would otherwise leave every other edge nearly black.
+DISPLAY_PERCENTILE = 99.5
+
+
+@dataclass(frozen=True)
+class DisplayScale:
+    """How a float response becomes pixels: the mode used and the values of full scale.
+
+    ``lo`` and ``hi`` are the response values shown as black and white (``abs``, ``clip``,
+    ``rescale``: of |y| for ``abs``) or as full blue and full red (``diverging``: ``-hi`` and
+    ``hi``). Values beyond them are clipped.
+    """
+
+    mode: str
+    lo: float
+    hi: float
+
+    def describe(self) -> str:
+        """One line for the summary: what black, white (or the colours) mean."""
+        hi = f"{self.hi:.4g}"
+        if self.mode == "abs":
+            return (
+                f"abs: |y| from 0 (black) to {hi} (white, the {DISPLAY_PERCENTILE:g}th "
+                "percentile of |y|; larger values clipped)"
+            )
+        if self.mode == "diverging":
+            return (
+                f"diverging: red = positive, blue = negative, white = 0; full colour at "
+                f"+-{hi} (the {DISPLAY_PERCENTILE:g}th percentile of |y|)"
+            )
+        if self.mode == "clip":
+            return f"clip: y from 0 (black) to {hi} (white, the input's full scale)"
+        return f"rescale: y from {self.lo:.4g} (black) to {hi} (white)"
+
+
+def display_scale(y: np.ndarray, maxval: float, mode: str = "auto") -> DisplayScale:
+    """Choose how to show the response ``y`` (any shape) as an 8-bit image.
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        The response (every map of a bank shares one scale).
+    maxval : float
+        The input's full-scale value (255 for 8-bit images).
+    mode : str
+        ``clip``: ``clip(y, 0, maxval)``, the response in the input's units (blurs).
+        ``abs``: ``|y|`` up to the 99.5th percentile of ``|y|`` (edge maps: signed edges
+        bright on black). ``rescale``: ``min .. max`` to full contrast. ``diverging``:
+        blue (negative) - white (0) - red (positive) up to the 99.5th percentile of ``|y|``.
+        ``auto`` (the default): ``clip`` when no value is negative, else ``abs``.
+
+    Returns
+    -------
+    DisplayScale
+    """
+    if mode not in DISPLAY_MODES:
+        raise ValueError(f"--display must be one of {', '.join(DISPLAY_MODES)}, got {mode!r}")
+    if mode == "auto":
+        mode = "clip" if y.min() >= 0 else "abs"
+    if mode == "clip":
+        return DisplayScale(mode, 0.0, float(maxval))
+    if mode == "rescale":
+        return DisplayScale(mode, float(y.min()), float(y.max()))
+    a = np.abs(y)
+    hi = float(np.percentile(a, DISPLAY_PERCENTILE))
+    if hi <= 0:  # mostly zeros (a sparse edge map): fall back to the peak
+        hi = float(a.max())
+    return DisplayScale(mode, 0.0, hi)
+
+
+def to_pixels(y: np.ndarray, scale: DisplayScale) -> np.ndarray:
+    """Map a float response ``(C, H, W)`` (1 or 3 channels) to uint8 pixels with ``scale``.
+
+    Returns ``(H, W)`` for one channel, ``(H, W, 3)`` for three channels and for
+    ``diverging`` (one channel in, RGB out).
+    """
+    if y.shape[0] not in (1, 3):
+        raise ValueError(f"an image needs 1 or 3 channels, the response has {y.shape[0]}")
+    span = scale.hi - scale.lo
+    if scale.mode == "diverging":
+        if y.shape[0] != 1:
+            raise ValueError(
+                "--display diverging needs a one-channel response; add --color gray or rgb"
+            )
+        s = np.clip(y[0] / scale.hi, -1, 1) if scale.hi > 0 else np.zeros_like(y[0])
+        # white at 0, towards pure red (+1) or pure blue (-1)
+        pos, neg = np.clip(s, 0, 1), np.clip(-s, 0, 1)
+        rgb = np.stack([1 - neg, 1 - pos - neg, 1 - pos], axis=-1)
+        return np.round(rgb * 255).astype(np.uint8)
+    v = np.abs(y) if scale.mode == "abs" else y
+    v = np.clip((v - scale.lo) / span, 0, 1) if span > 0 else np.zeros_like(v)
+    pixels = np.round(v * 255).astype(np.uint8)
+    return pixels[0] if pixels.shape[0] == 1 else np.moveaxis(pixels, 0, 2)
 
 
 def default_matrices() -> list[tuple[KernelSpec, np.ndarray]]:
@@ -914,6 +1150,9 @@ def default_matrices() -> list[tuple[KernelSpec, np.ndarray]]:
 __all__ = [
     "ALIASES",
     "BANK",
+    "CHUNK_MACS",
+    "DISPLAY_MODES",
+    "DisplayScale",
     "Kernel",
     "KernelSpec",
     "Param",
@@ -922,6 +1161,7 @@ __all__ = [
     "apply_bank",
     "box",
     "default_matrices",
+    "display_scale",
     "gabor",
     "gaussian",
     "identity",
@@ -932,5 +1172,6 @@ __all__ = [
     "parse_kernel",
     "parse_matrix",
     "parse_padding",
+    "to_pixels",
     "transform",
 ]

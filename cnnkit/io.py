@@ -844,63 +844,6 @@ def to_gray(data: np.ndarray) -> np.ndarray:
     return np.tensordot(np.array(LUMA), data, axes=1)[None]
 
 
-DISPLAY_MODES = ("auto", "abs", "clip", "rescale", "diverging")
-
-
-def display(y: np.ndarray, maxval: float, mode: str = "auto") -> np.ndarray:
-    """Map a float response ``(C, H, W)`` to 8-bit pixels ``(H, W)`` or ``(H, W, 3)``.
-
-    Parameters
-    ----------
-    y : numpy.ndarray
-        1 or 3 channels (``diverging``: 1).
-    maxval : float
-        The input's full-scale value (255 for 8-bit images).
-    mode : str
-        ``clip``: ``clip(y, 0, maxval) * 255 / maxval``, the response in the input's units.
-        ``abs``: ``|y| * 255 / max|y|``, signed edges bright on black.
-        ``rescale``: ``(y - min) * 255 / (max - min)``, full contrast, 0 is mid-gray only
-        by accident. ``diverging``: blue (negative) - white (0) - red (positive),
-        ``|y| / max|y|`` sets the saturation; 1 channel only. ``auto`` (the default):
-        ``clip`` when the response has no negative values (blurs keep their brightness),
-        ``abs`` otherwise (edge maps).
-        All channels share one scale, so colours keep their balance.
-
-    Returns
-    -------
-    numpy.ndarray
-        uint8 pixels.
-    """
-    import numpy as np
-
-    if mode not in DISPLAY_MODES:
-        raise ValueError(f"--display must be one of {', '.join(DISPLAY_MODES)}, got {mode!r}")
-    if y.shape[0] not in (1, 3):
-        raise ValueError(f"an image needs 1 or 3 channels, the response has {y.shape[0]}")
-    if mode == "auto":
-        mode = "clip" if y.min() >= 0 else "abs"
-    peak = float(np.abs(y).max())
-    if mode == "clip":
-        v = np.clip(y, 0, maxval) / maxval
-    elif mode == "abs":
-        v = np.abs(y) / peak if peak > 0 else np.zeros_like(y)
-    elif mode == "rescale":
-        lo, hi = float(y.min()), float(y.max())
-        v = (y - lo) / (hi - lo) if hi > lo else np.zeros_like(y)
-    else:
-        if y.shape[0] != 1:
-            raise ValueError(
-                "--display diverging needs a one-channel response; add --color gray or rgb"
-            )
-        s = y[0] / peak if peak > 0 else np.zeros_like(y[0])
-        # white at 0, towards pure red (+1) or pure blue (-1)
-        pos, neg = np.clip(s, 0, 1), np.clip(-s, 0, 1)
-        rgb = np.stack([1 - neg, 1 - pos - neg, 1 - pos], axis=-1)
-        return np.round(rgb * 255).astype(np.uint8)
-    pixels = np.round(v * 255).astype(np.uint8)
-    return pixels[0] if pixels.shape[0] == 1 else np.moveaxis(pixels, 0, 2)
-
-
 def attach_alpha(pixels: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     """Re-attach a kept-aside alpha channel when the pixels still have the input's size."""
     import numpy as np

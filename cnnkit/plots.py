@@ -167,9 +167,140 @@ def compare_signals(
     for name, row in zip(names, responses):
         ax.plot(positions, row, lw=1.8, label=name)
     ax.set_xlabel("sample")
+    ax.set_ylabel("value")
     ax.legend(loc="best", fontsize=8)
     if title:
         ax.set_title(title)
+    save_figure(fig, path)
+
+
+def _draw_matrix(ax: Any, m: Any, title: str, xlabel: str = "column") -> None:
+    """A small weight matrix as a signed heat map with its numbers written in."""
+    import numpy as np
+
+    plt = pyplot()
+    m = np.asarray(m, dtype=np.float64)
+    top = float(np.nanmax(np.abs(m))) or 1.0
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
+    image = ax.imshow(
+        np.ma.masked_invalid(m), cmap=cmap, vmin=-top, vmax=top, interpolation="nearest"
+    )
+    if m.size <= 81:
+        for (i, j), v in np.ndenumerate(m):
+            if not np.isfinite(v):
+                continue
+            text = f"{v:.0f}" if float(v).is_integer() else f"{v:.2g}"
+            colour = "white" if abs(v) > 0.6 * top else "black"
+            size = 8 if m.shape[1] <= 7 else 6
+            ax.text(j, i, text, ha="center", va="center", fontsize=size, color=colour)
+    ax.set_xticks(range(m.shape[1]))
+    ax.set_yticks(range(m.shape[0]))
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("row")
+    ax.set_title(title, fontsize=9)
+    plt.colorbar(image, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=7)
+
+
+def filter_compare_figure(
+    path: str | os.PathLike[str],
+    data: Any,
+    maxval: float,
+    kernels: list[tuple[str, Any]],
+    response: Any,
+    map_names: list[str],
+    scale: Any,
+    *,
+    input_title: str,
+    kernel_title: str,
+    output_title: str,
+    channels: str = "",
+) -> None:
+    """Input, kernel and output of ``cnnkit filter`` as labelled panels; save to ``path``.
+
+    ``data`` is the input ``(C, H, W)`` in its own units (``maxval`` is white);
+    ``kernels`` the kernels as applied, ``(label, matrix)`` with 2-D or ``(C, kh, kw)``
+    matrices (the first is drawn, with its numbers); ``response`` is ``(K, C, H', W')`` and
+    ``scale`` a :class:`cnnkit.filters.DisplayScale`: one-channel maps are drawn with a colour
+    bar in the response's units, three-channel maps as RGB.
+    """
+    import math
+
+    import numpy as np
+
+    from cnnkit.filters import to_pixels
+
+    plt = pyplot()
+    y = np.asarray(response, dtype=np.float64)
+    maps = [(name, y[i // y.shape[1], i % y.shape[1]]) for i, name in enumerate(map_names)]
+    rgb_out = y.shape[1] == 3
+    outputs = y.shape[0] if rgb_out else len(maps)
+    shown = min(outputs, 4)
+    # one row (input, kernel, output) for a single map; a bank's maps go two per row below
+    if shown == 1:
+        fig, grid = plt.subplots(1, 3, figsize=(13.5, 4.6), squeeze=False)
+        axes = list(grid[0])
+    else:
+        rows = 1 + math.ceil(shown / 2)
+        fig, grid = plt.subplots(rows, 2, figsize=(10, 4.4 * rows), squeeze=False)
+        axes = list(grid.ravel())
+        for ax in axes[2 + shown :]:
+            ax.set_axis_off()
+        axes = axes[: 2 + shown]
+    img = np.asarray(data, dtype=np.float64)
+    shown_in = np.clip(img / maxval, 0, 1)
+    if img.shape[0] == 3:
+        axes[0].imshow(np.moveaxis(shown_in, 0, -1), interpolation="nearest")
+    else:
+        axes[0].imshow(shown_in[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    axes[0].set_title(input_title, fontsize=9)
+    axes[0].set_xlabel("x (column)")
+    axes[0].set_ylabel("y (row)")
+    label, w = kernels[0]
+    w = np.asarray(w, dtype=np.float64)
+    xlabel = "column"
+    if w.ndim == 3:
+        gap = np.full((w.shape[1], 1), np.nan)
+        names = "R | G | B" if w.shape[0] == 3 else " | ".join(f"ch{c}" for c in range(w.shape[0]))
+        w = np.concatenate([p for c in w for p in (c, gap)][:-1], axis=1)
+        xlabel = f"column, per input channel: {names}"
+    more = f" (+{len(kernels) - 1} more)" if len(kernels) > 1 else ""
+    _draw_matrix(axes[1], w, f"{kernel_title}\n{label}{more}", xlabel)
+    if scale.mode == "diverging":
+        cmap, lo, hi, what = "bwr", -scale.hi, scale.hi, "response (red +, blue -)"
+    elif scale.mode == "abs":
+        cmap, lo, hi, what = "gray", 0.0, scale.hi, "|response| (clipped at 99.5th pct)"
+    elif scale.mode == "clip":
+        cmap, lo, hi, what = "gray", scale.lo, scale.hi, "response (clipped to the input's range)"
+    else:
+        cmap, lo, hi, what = "gray", scale.lo, scale.hi, "response (min to max)"
+    for k, ax in enumerate(axes[2:]):
+        if rgb_out:
+            ax.imshow(to_pixels(y[k], scale), interpolation="nearest")
+            name = map_names[k * 3].rsplit("_ch", 1)[0] if len(map_names) > 3 else "R, G, B"
+            ax.set_title(f"{output_title}\n{name}: R, G, B maps as colours", fontsize=9)
+        else:
+            name, m = maps[k]
+            values = np.abs(m) if scale.mode == "abs" else m
+            image = ax.imshow(values, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+            bar = plt.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+            bar.set_label(what, fontsize=8)
+            bar.ax.tick_params(labelsize=7)
+            ax.set_title(f"{output_title}\n{name}", fontsize=9)
+        ax.set_xlabel("x (column)")
+        ax.set_ylabel("y (row)")
+    if outputs > shown:
+        axes[-1].text(
+            1.0,
+            -0.18,
+            f"first {shown} of {outputs} outputs",
+            transform=axes[-1].transAxes,
+            ha="right",
+            fontsize=8,
+        )
+    if channels:
+        fig.suptitle(f"cnnkit filter ({channels})", fontsize=10)
+    fig.tight_layout()
     save_figure(fig, path)
 
 
@@ -200,54 +331,69 @@ def bench_figure(series: dict, path: str | os.PathLike[str], title: str = "") ->
     save_figure(fig, path)
 
 
-def _tile(maps: Any, symmetric: bool) -> Any:
-    """Arrange (K, H, W) maps in a near-square grid with 1-pixel gaps (NaN, drawn blank)."""
+def _grid(maps: Any, cols: int) -> Any:
+    """(K, H, W) maps in rows of ``cols``, 1-pixel NaN gaps (drawn blank), values unchanged."""
     import math
 
     import numpy as np
 
     maps = np.asarray(maps, dtype=np.float64)
     k, h, w = maps.shape
-    cols = math.ceil(math.sqrt(k))
     rows = math.ceil(k / cols)
     grid = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan)
     for i in range(k):
-        m = maps[i]
-        if symmetric:
-            # keep 0 at mid-grey so excitatory and inhibitory weights read at a glance
-            scale = np.abs(m).max() or 1.0
-            m = m / scale
-        else:
-            lo, hi = m.min(), m.max()
-            m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
         r, c = divmod(i, cols)
-        grid[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = m
+        grid[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = maps[i]
     return grid
 
 
 def filter_grid_figure(weights: Any, path: str | os.PathLike[str], title: str = "") -> None:
-    """First-layer kernels (O, C, kh, kw) as an image grid, each scaled to its own range.
+    """First-layer kernels ``(O, C, kh, kw)``, one cell each, on one shared signed scale.
 
-    Single-channel kernels use a diverging map centred on 0; 3-channel kernels are shown as
-    RGB; otherwise the channels are averaged.
+    Every cell uses the same diverging colour map centred on 0 (red positive, blue negative,
+    white 0), so kernels can be compared with each other; a colour bar gives the weights.
+    Multi-channel kernels show each input channel as its own cell, side by side.
     """
+    import math
+
     import numpy as np
 
     plt = pyplot()
     w = np.asarray(weights, dtype=np.float64)
-    o, c = w.shape[:2]
-    fig = plt.figure(figsize=(min(12, 1 + 0.6 * np.ceil(np.sqrt(o)) * 1.2),) * 2)
-    ax = fig.add_subplot(1, 1, 1)
-    if c == 3:
-        tiles = [_tile(w[:, ch], False) for ch in range(3)]
-        rgb = np.nan_to_num(np.stack(tiles, axis=-1), nan=1.0)
-        ax.imshow(rgb, interpolation="nearest")
-    else:
-        grid = _tile(w.mean(axis=1), True)
-        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
-        ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
-    ax.set_axis_off()
-    ax.set_title(title or f"{o} first-layer kernels ({w.shape[2]}x{w.shape[3]})")
+    o, c, kh, kw = w.shape
+    shown = min(o, max(1, 96 // c))
+    per_row = math.ceil(math.sqrt(shown))
+    if shown % per_row and shown % (per_row + 1) == 0:
+        per_row += 1  # 8 kernels: two full rows of four
+    per_row = max(1, min(per_row, 12 // c))
+    rows = math.ceil(shown / per_row)
+    cell = 1.0 if max(kh, kw) <= 7 else 1.4
+    fig, axes = plt.subplots(
+        rows,
+        per_row * c,
+        figsize=(cell * per_row * c + 1.6, cell * rows + 1.2),
+        squeeze=False,
+    )
+    top = float(np.abs(w).max()) or 1.0
+    image = None
+    names = ("R", "G", "B") if c == 3 else tuple(f"ch{i}" for i in range(c))
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for k in range(shown):
+        r, col = divmod(k, per_row)
+        for ch in range(c):
+            ax = axes[r, col * c + ch]
+            image = ax.imshow(w[k, ch], cmap="RdBu_r", vmin=-top, vmax=top, interpolation="nearest")
+            ax.set_title(f"{k}" + (f" {names[ch]}" if c > 1 else ""), fontsize=8, pad=2)
+    more = f" (first {shown} of {o})" if shown < o else ""
+    fig.suptitle(
+        (title or f"{o} first-layer kernels")
+        + f"{more}: {kh}x{kw} weights, one shared colour scale",
+        fontsize=10,
+    )
+    bar = fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.04, pad=0.03)
+    bar.set_label("weight (red +, blue -, white 0)", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     save_figure(fig, path)
 
 
@@ -257,43 +403,87 @@ def activations_figure(
     path: str | os.PathLike[str],
     max_maps: int = 32,
     class_names: list[str] | None = None,
+    probabilities: Any = None,
+    title: str = "",
 ) -> None:
-    """The input and every layer's output for one image: feature maps as grids, vectors as bars.
+    """The input and every layer's output for one image, with a colour scale per layer.
 
-    ``layers`` is ``[(name, output), ...]`` with outputs of shape (C, H, W) or (F,). The last
-    layer's bars are labelled with ``class_names`` when there is one name per value.
+    ``layers`` is ``[(name, output), ...]`` with outputs of shape (C, H, W) or (F,). A layer's
+    feature maps share one colour scale (its colour bar), so strong and weak maps compare.
+    Vectors are bars; ``probabilities`` (the softmax of the last layer) are drawn next to
+    the input as class probabilities labelled with ``class_names``.
     """
+    import math
+
     import numpy as np
 
     plt = pyplot()
-    rows = 1 + len(layers)
-    fig, axes = plt.subplots(rows, 1, figsize=(7, 2.6 * rows), squeeze=False)
     img = np.asarray(image, dtype=np.float64)
-    ax = axes[0, 0]
+    panels: list[tuple[str, Any]] = [(n, np.asarray(a)) for n, a in layers]
+    heights = [2.2]  # the top row: the input, and the class probabilities beside it
+    for _, a in panels:
+        if a.ndim == 3 and a.shape[1] * a.shape[2] > 1:
+            k = min(a.shape[0], max_maps)
+            cols = min(k, 16)
+            heights.append(max(0.9, 8.0 / cols * math.ceil(k / cols) * a.shape[1] / a.shape[2]))
+        else:
+            heights.append(1.5)
+    fig = plt.figure(figsize=(9, sum(heights) + 0.45 * len(heights)), layout="constrained")
+    grid = fig.add_gridspec(len(heights), 2, height_ratios=heights, width_ratios=[1, 2])
+    ax = fig.add_subplot(grid[0, 0])
     if img.shape[0] == 3:
         lo, hi = img.min(), img.max()
         ax.imshow(np.moveaxis((img - lo) / (hi - lo or 1), 0, -1), interpolation="nearest")
     else:
-        ax.imshow(img.mean(axis=0), cmap="gray", interpolation="nearest")
-    ax.set_title("input", fontsize=9)
+        shown = ax.imshow(img.mean(axis=0), cmap="gray", interpolation="nearest")
+        fig.colorbar(shown, ax=ax, fraction=0.05, pad=0.02).ax.tick_params(labelsize=7)
+    ax.set_title(
+        f"input{': ' + title if title else ''}\n{'x'.join(map(str, img.shape))}, "
+        "normalised as in training",
+        fontsize=9,
+    )
     ax.set_axis_off()
-    for (name, out), ax in zip(layers, axes[1:, 0]):
-        a = np.asarray(out, dtype=np.float64)
+    if probabilities is not None:
+        ax = fig.add_subplot(grid[0, 1])
+        v = np.asarray(probabilities, dtype=np.float64).ravel()
+        best = int(np.argmax(v))
+        colours = ["tab:orange" if i == best else "tab:blue" for i in range(v.size)]
+        ax.bar(np.arange(v.size), v, color=colours, width=0.8)
+        labels = class_names if class_names and len(class_names) == v.size else None
+        ax.set_xticks(range(v.size), [str(c) for c in (labels or range(v.size))], fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("probability", fontsize=8)
+        ax.set_xlabel("class", fontsize=8)
+        top = labels[best] if labels else best
+        ax.set_title(
+            f"softmax of {layers[-1][0]}: top class {top} ({100 * v[best]:.1f} %)", fontsize=9
+        )
+        ax.tick_params(labelsize=7)
+    for row, (name, a) in enumerate(panels, start=1):
+        ax = fig.add_subplot(grid[row, :])
         if a.ndim == 3 and a.shape[1] * a.shape[2] > 1:
-            shown = a[:max_maps]
+            k = min(a.shape[0], max_maps)
+            tiles = _grid(a[:k], min(k, 16))
             cmap = plt.get_cmap("viridis").with_extremes(bad="white")
-            ax.imshow(np.ma.masked_invalid(_tile(shown, False)), cmap=cmap, interpolation="nearest")
+            shown = ax.imshow(np.ma.masked_invalid(tiles), cmap=cmap, interpolation="nearest")
+            bar = fig.colorbar(shown, ax=ax, fraction=0.03, pad=0.01)
+            bar.ax.tick_params(labelsize=7)
             more = f", first {max_maps} of {a.shape[0]}" if a.shape[0] > max_maps else ""
-            ax.set_title(f"{name}: {a.shape[0]} maps {a.shape[1]}x{a.shape[2]}{more}", fontsize=9)
+            ax.set_title(
+                f"{name}: {a.shape[0]} maps {a.shape[1]}x{a.shape[2]}{more} (one colour scale)",
+                fontsize=9,
+            )
             ax.set_axis_off()
         else:
             v = a.ravel()
             ax.bar(np.arange(v.size), v, color="tab:blue", width=0.9)
-            if class_names and name == layers[-1][0] and len(class_names) == v.size:
+            last = name == layers[-1][0]
+            if last and class_names and len(class_names) == v.size:
                 ax.set_xticks(range(v.size), [str(c) for c in class_names], fontsize=7)
+            ax.set_ylabel("score (logit)" if last else "value", fontsize=8)
+            ax.set_xlabel("class" if last else "unit", fontsize=8)
             ax.set_title(f"{name}: {v.size} values", fontsize=9)
             ax.tick_params(labelsize=7)
-    fig.tight_layout()
     save_figure(fig, path)
 
 
@@ -308,7 +498,8 @@ def confusion_matrix_figure(
     k = cm.shape[0]
     size = max(4.0, 0.5 * k + 2)
     fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(cm, cmap="Blues", interpolation="nearest")
+    image = ax.imshow(cm, cmap="Blues", interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04).set_label("images", fontsize=8)
     top = cm.max() or 1
     if k <= 30:
         for i in range(k):

@@ -17,6 +17,7 @@ import contextlib
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -140,7 +141,17 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         "augment": False,
         "val_fraction": 0.0,
     },
-    "shapes": {"arch": "shapes", "epochs": 8, "batch_size": 32, "lr": 3e-3},
+    # shapes is solved in two epochs; weight decay then wipes the random start out of the
+    # first layer, leaving smooth oriented bar, edge and blob detectors to look at
+    "shapes": {
+        "arch": "shapes",
+        "epochs": 20,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "schedule": "cosine",
+        "init": "torch",
+        "weight_decay": 2e-2,
+    },
     "mnist": {"arch": "lenet5", "epochs": 5, "batch_size": 64, "lr": 1e-3},
     "fashion-mnist": {"arch": "lenet5", "epochs": 8, "batch_size": 64, "lr": 1e-3},
 }
@@ -202,6 +213,19 @@ AUGMENT_SHIFT: tuple[int, int] = (0, 1)
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class OutputTaken(ValueError):
+    """``path`` already holds a file that this run would replace: a model (or checkpoint)
+    of another run, or something that is not a cnnkit model at all.
+
+    ``what`` describes what is there (``"a model of another run (digits, 60 epochs)"``);
+    ``run(..., force=True)`` replaces it.
+    """
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path, self.what = path, what
+        super().__init__(f"{path} already holds {what}; pass force=True to replace it")
 
 
 @dataclass
@@ -728,15 +752,62 @@ class RunOutcome:
         }
 
 
+DEFAULT_OUTPUT = "model.npz"
+
+
+def declared_input_shape(source: str) -> tuple[int, ...] | None:
+    """The input shape a spec's own ``input`` line declares, or None when it has none."""
+    from cnnkit import arch as arch_mod
+
+    try:
+        return tuple(arch_mod.parse(source).input_shape)
+    except arch_mod.SpecError:
+        return None  # no input line (or a mistake that building the model reports)
+
+
+def _describe_file(path: Path) -> tuple[str | None, str]:
+    """(run id, words for what ``path`` holds) of an existing file."""
+    from cnnkit.nn.serialize import read_model_file
+
+    try:
+        header, _ = read_model_file(path)
+    except (ValueError, OSError, KeyError):
+        return None, "a file that is not a cnnkit model"
+    ck = header.get("checkpoint") or {}
+    epochs = ck.get("epoch", len(header.get("history", [])))
+    kind = "checkpoint" if ck else "model"
+    return header.get("run_id"), (
+        f"a {kind} of another run ({header.get('dataset', 'unknown data')}, {epochs} epochs)"
+    )
+
+
+def check_outputs(paths: list[Path], run_id: str, force: bool) -> None:
+    """Refuse to replace a file that another run wrote (or that is no model) unless ``force``.
+
+    A resumed run carries the run id of the run it continues, so it may write back to that
+    run's model and checkpoint.
+    """
+    if force:
+        return
+    for path in paths:
+        if path.exists():
+            if path.is_dir():
+                raise ValueError(f"{path} is a folder; give a file name")
+            owner, what = _describe_file(path)
+            if owner is None or owner != run_id:
+                raise OutputTaken(path, what)
+
+
 def run(
-    dataset: str = "digits",
+    dataset: str | None = "digits",
     *,
     arch: str | None = None,
-    output: str | os.PathLike[str] = "model.npz",
+    output: str | os.PathLike[str] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     resume: str | os.PathLike[str] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     overrides: dict[str, Any] | None = None,
+    force: bool = False,
     on_start: Callable[[Model, Any, TrainConfig, int], None] | None = None,
     on_batch: Callable[[int, int, float], None] | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
@@ -745,16 +816,38 @@ def run(
 
     ``overrides`` holds the TrainConfig fields the user set; the rest come from
     :data:`DATASET_DEFAULTS` (or, with ``resume``, from the checkpoint).
+
+    ``dataset`` None means digits, or with ``resume`` the data set the checkpoint was
+    trained on. ``output`` defaults to ``model.npz``; with ``resume`` to the model file of the
+    run being resumed (recorded in its checkpoint), so a resumed run finishes where it
+    started. The model file holds the full history. An existing ``output`` or
+    ``checkpoint`` written by another run, or that is no cnnkit model, raises
+    :class:`OutputTaken` unless ``force``.
+    A spec whose ``input`` line disagrees with the data set's images raises ValueError.
     """
     from cnnkit.data import check_name, load_dataset
 
     t0 = time.perf_counter()
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    name = check_name(dataset)
-    out, ckpt = check_outputs(output, checkpoint)
     start_epoch, history = 0, []
+    run_id = uuid.uuid4().hex
     if resume is not None:
         model, optimizer, cfg, header = load_checkpoint(resume)
+        if dataset is None:
+            dataset = header.get("dataset") or "digits"
+    name = check_name(dataset or "digits")
+    if resume is not None:
+        run_id = header.get("run_id") or run_id
+        if output is None:
+            # finish where the resumed run was going: its model file, its checkpoint
+            if header.get("output"):
+                output = Path(resume).parent / header["output"]
+            if checkpoint is None:
+                checkpoint = resume
+    # checked before any data is loaded: finding out after an hour of training is too late
+    out, ckpt = check_output_paths(output if output is not None else DEFAULT_OUTPUT, checkpoint)
+    check_outputs([out, ckpt], run_id, force)
+    if resume is not None:
         for key in ("seed", "val_fraction", "init"):
             if key in overrides and overrides[key] != getattr(cfg, key):
                 flag = "--" + key.replace("_", "-")
@@ -792,6 +885,13 @@ def run(
                 f"no default architecture for {name!r}; give one with --arch (a shipped name "
                 "such as lenet5, a spec file, or text like 'input 3 32 32; conv 16 k=3; ...')"
             )
+        declared = declared_input_shape(spec_source)
+        if declared is not None and declared != tuple(ds.input_shape):
+            raise ValueError(
+                f"the spec's input line says {'x'.join(map(str, declared))} but {name} "
+                f"images are {'x'.join(map(str, ds.input_shape))}; change the input line to "
+                f"'input {' '.join(map(str, ds.input_shape))}' or leave it out"
+            )
         model = build_model(spec_source, tuple(ds.input_shape), seed=cfg.seed, init=cfg.init)
         optimizer = make_run_optimizer(model, cfg)
     if tuple(model.input_shape) != tuple(ds.input_shape):
@@ -801,6 +901,9 @@ def run(
         )
     check_classes(model, ds.num_classes, list(ds.class_names))
     meta = model_meta(ds, data_dir, cfg.seed, cfg.val_fraction)
+    meta["run_id"] = run_id
+    # where the model goes, relative to the checkpoint: --resume finishes into the same file
+    meta["output"] = os.path.relpath(out.resolve(), ckpt.resolve().parent)
     if on_start is not None:
         on_start(model, ds, cfg, start_epoch)
     result = fit(
@@ -826,7 +929,7 @@ def run(
     if result.epochs_done > 0:
         try:
             with signals.deferred():  # a second Ctrl-C must not cost the finished model
-                save_model(out, model, meta)
+                save_model(out, model, {**meta, "history": [asdict(h) for h in result.history]})
         except KeyboardInterrupt:
             result.interrupted = True
     return RunOutcome(
@@ -866,7 +969,7 @@ def model_meta(
     }
 
 
-def check_outputs(
+def check_output_paths(
     output: str | os.PathLike[str], checkpoint: str | os.PathLike[str] | None = None
 ) -> tuple[Path, Path]:
     """The model and checkpoint paths of a run, checked before any work is done.
@@ -903,15 +1006,19 @@ def default_checkpoint_path(output: str | os.PathLike[str]) -> Path:
 
 __all__ = [
     "DATASET_DEFAULTS",
+    "DEFAULT_OUTPUT",
     "EpochStats",
+    "OutputTaken",
     "RunOutcome",
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
     "check_classes",
+    "check_output_paths",
     "check_outputs",
     "classification_report",
     "confusion_matrix",
+    "declared_input_shape",
     "default_checkpoint_path",
     "evaluate_loss_accuracy",
     "fit",

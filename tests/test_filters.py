@@ -95,7 +95,18 @@ def test_gabor_matches_opencv(theta):
         f"gabor:sigma={sigma},theta={theta},lambda={lambd},gamma={gamma},psi=0,size=11"
     ).weights
     ref = cv2.getGaborKernel((11, 11), sigma, math.radians(theta), lambd, gamma, 0, cv2.CV_64F)
-    np.testing.assert_allclose(w, ref, atol=1e-12)
+    # OpenCV's matrix, then the mean removed: a flat region gives 0
+    np.testing.assert_allclose(w, ref - ref.mean(), atol=1e-12)
+
+
+@pytest.mark.parametrize("params", ["", "theta=30,psi=0", "sigma=3,lambda=4,psi=45"])
+def test_gabor_is_zero_mean_and_states_its_units(params):
+    w = filters.parse_kernel("gabor" + (f":{params}" if params else "")).weights
+    assert abs(w.sum()) < 1e-12
+    flat = filters.apply_bank(np.full((1, 20, 20), 200.0), [w])
+    np.testing.assert_allclose(flat.y, 0, atol=1e-9)
+    theta = {p.name: p for p in filters.BANK["gabor"].params}["theta"]
+    assert "degrees" in theta.help and "degrees" in filters.BANK["gabor"].description
 
 
 def test_gabor_phase_shifts_the_cosine():
@@ -103,7 +114,12 @@ def test_gabor_phase_shifts_the_cosine():
     w90 = filters.gabor(sigma=2, theta=0, lambd=6, gamma=1, psi=90, size=7)
     x = np.arange(7) - 3
     env = np.exp(-(x**2) / 8)
-    np.testing.assert_allclose(w0[3], env * np.cos(2 * np.pi * x / 6), atol=1e-12)
+    # the middle row of the raw Gabor, shifted by the kernel's mean
+    np.testing.assert_allclose(
+        w0[3] - w0[3].mean(),
+        (env * np.cos(2 * np.pi * x / 6)) - (env * np.cos(2 * np.pi * x / 6)).mean(),
+        atol=1e-12,
+    )
     np.testing.assert_allclose(w90[3], env * -np.sin(2 * np.pi * x / 6), atol=1e-12)
 
 
@@ -200,9 +216,9 @@ def test_kernel_files(tmp_path):
     (tmp_path / "bad.txt").write_text("1 0\n1 q\n")
     with pytest.raises(ValueError, match=r"line 2, column 2: 'q'"):
         filters.parse_kernel(str(tmp_path / "bad.txt"))
-    np.save(tmp_path / "cube.npy", np.zeros((2, 2, 2)))
-    with pytest.raises(ValueError, match="1-D or 2-D"):
-        filters.parse_kernel(str(tmp_path / "cube.npy"))
+    np.save(tmp_path / "five.npy", np.zeros((2, 2, 2, 2, 2)))
+    with pytest.raises(ValueError, match=r"\(C, kh, kw\) or \(O, C, kh, kw\)"):
+        filters.parse_kernel(str(tmp_path / "five.npy"))
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="must be numeric"):
         filters.parse_kernel(str(tmp_path / "obj.npy"))
@@ -391,6 +407,120 @@ def test_apply_bank_errors(rng):
         filters.apply_bank(img, [np.ones((3, 3))], pool="max", pool_size=9)
     with pytest.raises(ValueError, match="gray conversion needs 1 or 3"):
         filters.apply_bank(rng.random((4, 5, 5)), [np.ones((3, 3))], color="gray")
+
+
+def test_rgb_kernel_sums_over_channels_and_a_4d_file_is_a_bank(rng, tmp_path):
+    img = rng.random((3, 9, 8)) * 255
+    w3 = rng.standard_normal((3, 3, 3))
+    r = filters.apply_bank(img, [w3])
+    assert r.y.shape == (1, 1, 7, 6) and r.color == "rgb"
+    ref = sum(_scipy_valid(img[c], w3[c]) for c in range(3))  # the lecture's sum over R, G, B
+    np.testing.assert_allclose(r.y[0, 0], ref, atol=1e-9)
+    np.save(tmp_path / "rgb.npy", w3)
+    k = filters.parse_kernel(str(tmp_path / "rgb.npy"))
+    assert k.weights.shape == (3, 3, 3) and k.split() == [k]
+    bank = rng.standard_normal((4, 3, 3, 3))
+    np.save(tmp_path / "bank.npy", bank)
+    parts = filters.parse_kernel(str(tmp_path / "bank.npy")).split()
+    assert [p.label for p in parts] == [f"bank.npy[{o}]" for o in range(4)]
+    out = filters.apply_bank(img, [p.weights for p in parts])
+    assert out.y.shape == (4, 1, 7, 6)
+    for o in range(4):
+        ref = sum(_scipy_valid(img[c], bank[o, c]) for c in range(3))
+        np.testing.assert_allclose(out.y[o, 0], ref, atol=1e-9)
+    # transforms act on every channel's matrix
+    t = filters.transform(w3, transpose=True, rotate=90)
+    np.testing.assert_allclose(t, np.stack([np.rot90(m.T) for m in w3]))
+    with pytest.raises(ValueError, match="1 channel.*input has 3|kernel has 1"):
+        filters.apply_bank(img, [rng.random((1, 3, 3))])
+    with pytest.raises(ValueError, match="the input has 1"):
+        filters.apply_bank(img[:1], [w3])
+    with pytest.raises(ValueError, match="mix"):
+        filters.apply_bank(img, [w3, np.ones((3, 3))])
+    with pytest.raises(ValueError, match="sums over the channels"):
+        filters.apply_bank(img, [w3], color="gray")
+    with pytest.raises(ValueError, match="single row"):
+        filters.parse_kernel(str(tmp_path / "rgb.npy"), ndim=1)
+
+
+@pytest.mark.parametrize("pad_mode", ["zeros", "reflect", "replicate", "circular"])
+def test_long_filters_run_in_bands_with_the_same_result(rng, pad_mode):
+    img = rng.random((3, 23, 17))
+    kernels = [rng.standard_normal((3, 5)), rng.standard_normal((3, 5))]
+    opts = dict(padding="same", pad_mode=pad_mode, stride=2, dilation=2, bias=0.5)
+    whole = filters.apply_bank(img, kernels, **opts)
+    calls = []
+    banded = filters.apply_bank(
+        img, kernels, chunk_macs=200, progress=lambda d, t: calls.append((d, t)), **opts
+    )
+    np.testing.assert_allclose(banded.y, whole.y, atol=1e-12)
+    assert len(calls) > 4 and calls[-1][0] == calls[-1][1] and calls[0] == (1, calls[-1][1])
+    rgb = filters.apply_bank(img, [rng.standard_normal((3, 3, 3))], chunk_macs=100, flip=True)
+    ref = filters.apply_bank(img, [rgb_w := rng.standard_normal((3, 3, 3))], flip=True)
+    assert rgb.y.shape == ref.y.shape
+    np.testing.assert_allclose(
+        filters.apply_bank(img, [rgb_w], chunk_macs=100, flip=True).y, ref.y, atol=1e-12
+    )
+
+
+def test_an_interrupt_stops_a_long_filter_between_bands(rng):
+    img = rng.random((1, 64, 64))
+    seen = []
+
+    def interrupt(done, total):
+        seen.append(done)
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        filters.apply_bank(img, [np.ones((3, 3))], chunk_macs=500, progress=interrupt)
+    assert seen == [1, 2]  # the remaining bands never ran
+
+
+def test_display_scales_edges_to_a_high_percentile():
+    y = np.zeros((1, 20, 20))
+    y[0, :, 10] = -100.0  # an edge
+    y[0, 0, 0] = 10_000.0  # one extreme value
+    scale = filters.display_scale(y, 255)
+    assert scale.mode == "abs" and scale.hi == pytest.approx(np.percentile(np.abs(y), 99.5))
+    px = filters.to_pixels(y, scale)
+    assert px[5, 10] == 255 and px[0, 0] == 255 and px[5, 5] == 0
+    assert "99.5th percentile" in scale.describe()
+    # against the peak the edge would be 100/10000 of white: nearly black
+    peak = filters.DisplayScale("abs", 0.0, 10_000.0)
+    assert filters.to_pixels(y, peak)[5, 10] < 5
+    div = filters.display_scale(y, 255, "diverging")
+    rgb = filters.to_pixels(y, div)
+    assert tuple(rgb[5, 10]) == (0, 0, 255) and tuple(rgb[0, 0]) == (255, 0, 0)
+    assert tuple(rgb[5, 5]) == (255, 255, 255)
+    assert "red = positive" in div.describe() and "blue = negative" in div.describe()
+    assert filters.display_scale(np.abs(y), 255).mode == "clip"
+    lin = filters.display_scale(y, 255, "rescale")
+    assert (lin.lo, lin.hi) == (-100.0, 10_000.0)
+    with pytest.raises(ValueError, match="--display"):
+        filters.display_scale(y, 255, "log")
+    with pytest.raises(ValueError, match="one-channel"):
+        filters.to_pixels(np.zeros((3, 2, 2)), div)
+    assert not filters.to_pixels(
+        np.zeros((1, 2, 2)), filters.display_scale(np.zeros((1, 2, 2)), 255)
+    ).any()
+
+
+def test_display_modes_map_values_as_documented():
+    y = np.array([[[-100.0, 0.0, 50.0, 300.0]]])
+    px = filters.to_pixels
+    np.testing.assert_array_equal(px(y, filters.display_scale(y, 255, "clip")), [[0, 0, 50, 255]])
+    lin = px(y, filters.display_scale(y, 255, "rescale"))
+    np.testing.assert_array_equal(lin, np.round((y[0] + 100) / 400 * 255).astype(np.uint8))
+    hi = np.percentile([100.0, 0.0, 50.0, 300.0], 99.5)
+    ab = px(y, filters.display_scale(y, 255, "abs"))
+    np.testing.assert_array_equal(ab, np.round(np.clip(np.abs(y[0]) / hi, 0, 1) * 255))
+    div = px(np.array([[[-2.0, 0.0, 2.0, 1.0]]]), filters.DisplayScale("diverging", 0.0, 2.0))
+    np.testing.assert_array_equal(
+        div[0], [[0, 0, 255], [255, 255, 255], [255, 0, 0], [255, 128, 128]]
+    )
+    rgb = px(np.stack([y[0], y[0] * 0, y[0]]), filters.display_scale(np.abs(y), 255, "clip"))
+    assert rgb.shape == (1, 4, 3)
 
 
 def test_docstring_examples_run():

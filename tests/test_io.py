@@ -212,33 +212,6 @@ def test_truncated_wav(rng, tmp_path):
         io.load(tmp_path / "junk.wav")
 
 
-def test_display_modes():
-    y = np.array([[[-100.0, 0.0, 50.0, 300.0]]])
-    np.testing.assert_array_equal(io.display(y, 255, "clip"), [[0, 0, 50, 255]])
-    np.testing.assert_array_equal(
-        io.display(y, 255, "abs"), np.round(np.abs(y[0]) / 300 * 255).astype(np.uint8)
-    )
-    np.testing.assert_array_equal(
-        io.display(y, 255, "rescale"), np.round((y[0] + 100) / 400 * 255).astype(np.uint8)
-    )
-    # auto: signed -> abs, non-negative -> clip
-    np.testing.assert_array_equal(io.display(y, 255), io.display(y, 255, "abs"))
-    np.testing.assert_array_equal(io.display(np.abs(y), 255), io.display(np.abs(y), 255, "clip"))
-    div = io.display(np.array([[[-2.0, 0.0, 2.0, 1.0]]]), 255, "diverging")
-    np.testing.assert_array_equal(div[0, 0], [0, 0, 255])  # most negative: blue
-    np.testing.assert_array_equal(div[0, 1], [255, 255, 255])  # zero: white
-    np.testing.assert_array_equal(div[0, 2], [255, 0, 0])  # most positive: red
-    np.testing.assert_array_equal(div[0, 3], [255, 128, 128])  # half: light red
-    rgb = io.display(np.stack([y[0], y[0] * 0, y[0]]), 255, "clip")
-    assert rgb.shape == (1, 4, 3)
-    with pytest.raises(ValueError, match="one-channel"):
-        io.display(np.zeros((3, 2, 2)), 255, "diverging")
-    with pytest.raises(ValueError, match="--display"):
-        io.display(y, 255, "log")
-    flat = io.display(np.zeros((1, 2, 2)), 255, "abs")
-    assert flat.max() == 0
-
-
 def test_save_and_compose(rng, tmp_path):
     gray = _pixels(rng, (4, 5))
     alpha = _pixels(rng, (4, 5))

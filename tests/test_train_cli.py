@@ -4,12 +4,14 @@ files, and every error path (one line, the right exit code, no traceback)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from cnnkit.cli.app import app
+from cnnkit.nn.serialize import read_model_file
 
 runner = CliRunner()
 
@@ -75,11 +77,121 @@ def test_train_json_files_and_resume(trained, tmp_path):
     assert [h["epoch"] for h in out["history"]] == [1, 2]
 
 
-def test_train_table_output(tmp_path):
-    result = run("train", "--arch", TINY, "--epochs", "1", "-o", tmp_path / "t.npz")
+def test_train_prints_one_display(tmp_path):
+    result = run("train", "--arch", TINY, "--epochs", "2", "-o", tmp_path / "t.npz")
     assert result.exit_code == 0, result.output
-    for fragment in ("test accuracy", "images/s", "checkpoint"):
-        assert fragment in result.output
+    epochs = [line for line in result.stderr.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"]
+    assert all("nan" not in line and "val" not in line for line in epochs)  # no val set
+    assert all(len(line) <= 80 for line in epochs)
+    out = result.stdout
+    cells = "".join(line.split("│")[-2].strip() for line in out.splitlines() if "│" in line)
+    assert str(tmp_path / "t.ckpt.npz") in cells  # a long path folds, never cut
+    assert "test accuracy" in out and "…" not in out
+    assert "training" not in out and len(out.splitlines()) <= 12  # no second history table
+    header, _ = read_model_file(tmp_path / "t.npz")
+    assert [h["epoch"] for h in header["history"]] == [1, 2]  # the history is in the model
+    with_val = run(
+        "train", "--arch", TINY, "--epochs", "1", "--val-fraction", "0.2", "-o", tmp_path / "v.npz"
+    )
+    assert with_val.exit_code == 0, with_val.output
+    (line,) = [line for line in with_val.stderr.splitlines() if line.startswith("epoch ")]
+    assert " val " in line and "%" in line.split(" val ")[1]
+
+
+def test_the_live_bar_shows_no_nan_loss(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import cnnkit.cli.train as cli_train
+
+    screen = io.StringIO()
+    monkeypatch.setattr(
+        cli_train, "err_console", Console(file=screen, force_terminal=True, width=80)
+    )
+    result = run("train", "--arch", TINY, "--epochs", "2", "-o", tmp_path / "t.npz")
+    assert result.exit_code == 0, result.output
+    shown = screen.getvalue()
+    assert "epoch 1/2" in shown and "loss " in shown
+    assert "nan" not in shown
+
+
+def test_a_spec_input_line_must_match_the_data(tmp_path):
+    result = run(
+        "train", "--arch", "input 1 64 64; conv 4 k=3; relu; fc 10", "-o", tmp_path / "m.npz"
+    )
+    assert_error(result, 2, "1x64x64", "1x8x8", "digits")
+    assert not (tmp_path / "m.npz").exists()
+    # a spec without an input line takes the data set's shape
+    ok = run(
+        "train", "--arch", "conv 4 k=3; relu; fc 10", "--epochs", "1", "-o", tmp_path / "n.npz"
+    )
+    assert ok.exit_code == 0, ok.output
+
+
+def test_resume_finishes_into_the_model_file_of_the_run(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    first = run("train", "--arch", TINY, "--epochs", "1", "-o", runs / "m.npz")
+    assert first.exit_code == 0, first.output
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = run("train", "--resume", runs / "m.ckpt.npz", "--epochs", "2", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert Path(out["model"]).resolve() == (runs / "m.npz").resolve()
+    assert Path(out["checkpoint"]).resolve() == (runs / "m.ckpt.npz").resolve()
+    assert list(elsewhere.iterdir()) == []  # no model.npz left in the current folder
+    header, _ = read_model_file(runs / "m.npz")
+    assert len(header["history"]) == 2
+    ckpt, _ = read_model_file(runs / "m.ckpt.npz")
+    assert ckpt["checkpoint"]["epoch"] == 2
+
+
+def test_output_of_another_run_needs_force(tmp_path):
+    model = tmp_path / "a.npz"
+    assert run("train", "--arch", TINY, "--epochs", "1", "-o", model).exit_code == 0
+    before = model.read_bytes()
+    again = run("train", "--arch", TINY, "--epochs", "1", "-o", model)
+    assert_error(again, 2, "a.npz", "another run", "--force")
+    assert model.read_bytes() == before
+    forced = run("train", "--arch", TINY, "--epochs", "1", "-o", model, "--force")
+    assert forced.exit_code == 0, forced.output
+    notes = tmp_path / "notes.npz"
+    notes.write_text("my notes")
+    assert_error(
+        run("train", "--arch", TINY, "--epochs", "1", "-o", notes), 2, "not a cnnkit model"
+    )
+    assert notes.read_text() == "my notes"
+    # the checkpoint next to a new -o is protected the same way
+    (tmp_path / "b.ckpt.npz").write_bytes(before)
+    assert_error(
+        run("train", "--arch", TINY, "--epochs", "1", "-o", tmp_path / "b.npz"), 2, "b.ckpt.npz"
+    )
+
+
+def test_json_file_for_train_evaluate_predict_visualize(trained, digit_png, tmp_path):
+    model, _ = trained
+    target = tmp_path / "t.json"
+    result = run(
+        "train", "--arch", TINY, "--epochs", "1", "-o", tmp_path / "j.npz", "--json-file", target
+    )
+    assert result.exit_code == 0 and "test accuracy" in result.stdout
+    assert json.loads(target.read_text())["epochs_done"] == 1
+    for args in (
+        ["evaluate", model],
+        ["predict", model, digit_png],
+        ["visualize", model, "--filters", tmp_path / "f.png"],
+    ):
+        dash = run(*args, "--json-file", "-")
+        assert dash.exit_code == 0, dash.output
+        json.loads(dash.stdout)  # stdout is the JSON alone
+        written = tmp_path / f"{args[0]}.json"
+        shown = run(*args, "--json-file", written)
+        assert shown.exit_code == 0 and json.loads(written.read_text()) == json.loads(dash.stdout)
+        assert not shown.stdout.lstrip().startswith(("{", "["))  # the human output stays
 
 
 def test_evaluate_agrees_with_training_and_writes_plot(trained, tmp_path):
@@ -135,6 +247,64 @@ def test_visualize_filters_and_activations(trained, digit_png, tmp_path):
     for path in (filt, act):
         with Image.open(path) as im:
             assert im.format == "PNG" and im.size[0] > 50
+
+
+def _keep_figures(monkeypatch) -> list:
+    import cnnkit.plots as plots
+
+    figures = []
+
+    def keep(fig, path, dpi=120):
+        figures.append(fig)
+        fig.savefig(path, dpi=dpi)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return figures
+
+
+def test_filter_figure_has_one_signed_scale_and_a_colorbar(trained, tmp_path, monkeypatch):
+    from cnnkit.nn.serialize import load_model
+
+    model, _ = trained
+    figures = _keep_figures(monkeypatch)
+    assert run("visualize", model, "--filters", tmp_path / "f.png").exit_code == 0
+    (fig,) = figures
+    w = load_model(model)[0].first_conv().w
+    cells = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    assert len(cells) == w.shape[0]  # one cell per kernel, not a shrunken mosaic
+    top = float(np.abs(w).max())
+    for ax in cells:
+        assert ax.images[0].get_clim() == pytest.approx((-top, top))  # shared, signed
+    (bar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert "weight" in bar.get_ylabel()
+    width = fig.get_size_inches()[0]
+    assert all(ax.get_position().width * width > 0.6 for ax in cells)  # about an inch each
+    assert "shared colour scale" in fig._suptitle.get_text()
+
+
+def test_activation_figure_has_scales_and_class_probabilities(
+    trained, digit_png, tmp_path, monkeypatch
+):
+    model, _ = trained
+    figures = _keep_figures(monkeypatch)
+    result = run("visualize", model, "--activations", digit_png, tmp_path / "a.png", "--json")
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)["activations"]
+    probs = facts["probabilities"]
+    assert sum(probs.values()) == pytest.approx(1.0)
+    (fig,) = figures
+    titles = [ax.get_title() for ax in fig.axes]
+    (prob_ax,) = [ax for ax in fig.axes if ax.get_title().startswith("softmax")]
+    assert prob_ax.get_ylabel() == "probability" and prob_ax.get_ylim() == (0, 1)
+    heights = [p.get_height() for p in prob_ax.patches]
+    assert heights == pytest.approx(list(probs.values()))
+    best = max(probs, key=probs.get)
+    assert f"top class {best}" in prob_ax.get_title()
+    maps = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == len(maps)  # every picture of values has its colour scale
+    assert any(t.startswith("conv1: 4 maps 8x8") for t in titles)
+    assert fig.get_size_inches()[1] < 20  # compact
 
 
 # ----------------------------------------------------------------------------- errors
@@ -276,7 +446,7 @@ def test_augment_option_default_per_dataset(trained, tmp_path):
     assert metrics["config"]["augment"] is DATASET_DEFAULTS["digits"].get("augment", False)
     for flag, want in (("--augment", True), ("--no-augment", False)):
         args = ("train", "--arch", TINY, "--epochs", "1", flag, "-o", tmp_path / "a.npz")
-        result = run(*args, "--json")
+        result = run(*args, "--json", "--force")  # the second run replaces the first
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout)["config"]["augment"] is want
     # the setting is stored in the checkpoint and kept by --resume
@@ -335,3 +505,58 @@ def test_default_command_reaches_98_percent_on_digits(default_training):
     ev = run("evaluate", folder / "model.npz", "--json")
     assert ev.exit_code == 0, ev.output
     assert json.loads(ev.stdout)["accuracy"] >= 0.98
+
+
+@pytest.mark.slow
+def test_shapes_recipe_lets_oriented_first_layer_detectors_emerge(tmp_path):
+    """The README's promise: a short default run on shapes turns the random first-layer
+    kernels into smooth oriented detectors. Smoothness is measured as each kernel's largest
+    correlation between neighbouring weights (along rows, columns or a diagonal): about 0.2
+    for the random start, and it was 0.27 after the earlier 8-epoch recipe."""
+    from cnnkit import train as tr
+    from cnnkit.nn.model import build_model
+
+    def smoothness(w):
+        scores = []
+        for f in w[:, 0]:
+            pairs = [(f[:, :-1], f[:, 1:]), (f[:-1], f[1:]), (f[:-1, :-1], f[1:, 1:])]
+            pairs.append((f[:-1, 1:], f[1:, :-1]))
+            scores.append(max(np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in pairs))
+        return float(np.mean(scores))
+
+    outcome = tr.run("shapes", output=tmp_path / "s.npz")
+    assert outcome.test_accuracy > 0.95
+    start = build_model("shapes", (1, 32, 32), seed=0, init=outcome.config.init)
+    before = smoothness(start.first_conv().w)
+    after = smoothness(outcome.model.first_conv().w)
+    assert before < 0.35 and after > 0.6, (before, after)
+
+
+@pytest.mark.slow
+def test_help_examples_run_as_written(trained, digit_png, tmp_path, monkeypatch):
+    """Every example of train/evaluate/predict/visualize --help, with its ``\\`` lines joined,
+    runs in a fresh folder (the plain ``cnnkit train`` is the README test's; a trained model
+    stands in for its model.npz)."""
+    import shlex
+    import shutil
+
+    from test_filter_cli import _help_examples
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(trained[0], tmp_path / "model.npz")
+    for name in ("my_digit.png", "a.png", "b.png"):
+        shutil.copy(digit_png, tmp_path / name)
+    ran = 0
+    for command in ("train", "evaluate", "predict", "visualize"):
+        text = runner.invoke(app, [command, "--help"], env={"COLUMNS": "80"}).stdout
+        for example in _help_examples(text):
+            argv = shlex.split(example, comments=True)[1:]
+            if argv == ["train"]:
+                continue
+            result = run(*argv)
+            assert result.exit_code == 0, (example, result.output)
+            ran += 1
+    assert ran >= 8
+    assert (tmp_path / "shapes.npz").exists() and (tmp_path / "eval.json").exists()
+    header, _ = read_model_file(tmp_path / "shapes.npz")
+    assert len(header["history"]) == 8  # the resume example finished into shapes.npz

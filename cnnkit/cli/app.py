@@ -7,15 +7,17 @@ Subcommand modules must not import Numba or the kernels at module level: ``cnnki
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import typer
+import typer.core
 
 app = typer.Typer(
     name="cnnkit",
     help="The building blocks of convolutional neural networks, runnable: filters, shapes, "
     "receptive fields, training and benchmarks on a Numba core.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -36,10 +38,26 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Show the version."
+        False,
+        "--version",
+        "-V",
+        callback=_version_callback,
+        is_eager=True,
+        help="Show the version and exit.",
     ),
 ) -> None:
     """The building blocks of convolutional neural networks, runnable."""
+
+
+def _option_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    """Help shows a value's type (``<int>``) but nothing for an on/off flag (no ``<bool>``)."""
+    if self.is_flag:
+        return None
+    return _typed(self, ctx)
+
+
+_typed = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = _option_type  # type: ignore[method-assign]
 
 
 def reflow(text: str) -> str:

@@ -90,3 +90,28 @@ def friendly_errors(func: F) -> F:
             sys.exit(signals.exit_code(exc))
 
     return wrapper  # type: ignore[return-value]
+
+
+JSON_HELP = "Print the result as JSON on stdout (instead of the tables)."
+JSON_FILE_HELP = "Also write the JSON to this file ('-': stdout, instead of the tables)."
+
+
+def emit_json(data: Any, as_json: bool, json_file: str | None) -> bool:
+    """The ``--json`` / ``--json-file PATH`` convention of every subcommand.
+
+    ``--json`` prints ``data`` on stdout; ``--json-file PATH`` writes it to PATH atomically
+    (``-``: stdout). Returns True when stdout received the JSON, so the caller prints nothing
+    else there.
+    """
+    import json
+
+    text = json.dumps(data, indent=2)
+    if json_file is not None and json_file != "-":
+        from cnnkit.io import atomic_write
+
+        with atomic_write(json_file, "w") as handle:
+            handle.write(text + "\n")
+    if as_json or json_file == "-":
+        typer.echo(text)
+        return True
+    return False

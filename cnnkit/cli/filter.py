@@ -8,48 +8,69 @@ renders the summary. Numpy, pillow and Numba load inside the command, never at i
 from __future__ import annotations
 
 import glob
-import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from cnnkit.cli.common import Failure, UsageError, console, err_console, friendly_errors
+from cnnkit.cli.common import (
+    JSON_FILE_HELP,
+    JSON_HELP,
+    Failure,
+    UsageError,
+    console,
+    emit_json,
+    err_console,
+    friendly_errors,
+)
 
 EXAMPLES = """\
 Examples:
 
+  cnnkit filter sample_images/lecture_8x8.png -k vertical-edge
+
   cnnkit filter sample_images/camera.png -k sobel-x -o edges.png
 
-  cnnkit filter sample_images/chelsea.png -k sobel-x -k sobel-y --combine magnitude \\
-      --color gray -o cat_edges.png --compare cat_compare.png
+  cnnkit filter sample_images/chelsea.png -k sobel-x -k sobel-y \\
+      --combine magnitude --color gray -o cat_edges.png \\
+      --compare cat_compare.png
 
-  cnnkit filter sample_images/lecture_8x8.png -k vertical-edge -o edge.npy
+  cnnkit filter sample_images/coffee.png -k gaussian:sigma=2 -p same \\
+      --pad-mode reflect -o blurred.png
 
-  cnnkit filter sample_images/coffee.png -k gaussian:sigma=2 -p same --pad-mode reflect -o b.png
+  cnnkit filter sample_images/signal.csv -k box:3 -o smooth.csv \\
+      --compare smooth.png
 
-  cnnkit filter sample_images/signal.csv -k box:3 -o smooth.csv --compare smooth.png
-
-  cnnkit filter sample_images/ -k "1,0,-1;2,0,-2;1,0,-1" --color gray --out-dir out/
+  cnnkit filter sample_images/ -k "1,0,-1;2,0,-2;1,0,-1" --color gray \\
+      --out-dir out/
 
   cnnkit filter --list-kernels
 
   cnnkit filter --demo
 
-Kernels: a name with optional parameters (gaussian:sigma=2,size=7 or gaussian:2,7), rows of
-numbers (-k "1,0,-1;2,0,-2;1,0,-1"; one row = 1-D), or a .npy/.txt file. Filtering is
-cross-correlation, as in CNN layers; --flip makes it true convolution.
+Kernels: a name with optional parameters (gaussian:sigma=2,size=7 or gaussian:2,7;
+gabor:theta=45 with theta in degrees), rows of numbers (-k "1,0,-1;2,0,-2;1,0,-1"; one row =
+1-D), or a .npy/.txt file. A .npy file of shape (C, kh, kw) is one filter that sums over the
+image's C channels (3x3x3 on an RGB photo: one map); (O, C, kh, kw) is a bank of O such
+filters. Filtering is cross-correlation, as in CNN layers; --flip makes it true convolution.
 
 Defaults: --padding valid (8x8 with 3x3 gives 6x6), --color per-channel, --display auto (clip
-for non-negative responses, abs = |y| scaled to its peak for signed ones). Images load in their
-own units (0..255, 16-bit: 0..65535) and are written as 8-bit; .npy outputs are the raw float
-response. RGBA: alpha is kept aside and re-attached when the output image has the input's
-size. 3-D .npy inputs are channels-last when the last dimension is 1, 3 or 4, else
-channels-first. A folder means its images. --json prints one object (a list for several
+for non-negative responses, abs = |y| scaled to its 99.5th percentile for signed ones). A
+result of up to 16x16 is printed as numbers. Images load in their own units (0..255, 16-bit:
+0..65535) and are written as 8-bit; .npy outputs are the raw float response. RGBA: alpha is
+kept aside and re-attached when the output image has the input's size. 3-D .npy inputs are
+channels-last when the last dimension is 1, 3 or 4, else channels-first. A folder means its
+images; --out-dir is created when missing. --json prints one object (a list for several
 inputs).
 """
+
+# Results up to this size (per side) are printed as numbers in the terminal.
+GRID_LIMIT = 16
+# A filter still running after this many seconds shows a progress bar (on stderr).
+PROGRESS_AFTER = 1.0
 
 DEFAULT_EXT = {"image": ".png", "array": ".npy", "npy": ".npy", "csv": ".csv", "wav": ".wav"}
 
@@ -131,8 +152,9 @@ def _plan_jobs(
         raise UsageError("--out-ext applies to --out-dir")
     jobs: list[Job] = []
     if out_dir is not None:
-        if not out_dir.is_dir():
-            raise UsageError(f"--out-dir {str(out_dir)!r} does not exist (create it first)")
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageError(f"--out-dir {str(out_dir)!r} is a file, not a folder")
+        out_dir.mkdir(parents=True, exist_ok=True)
         ext = None
         if out_ext is not None:
             ext = out_ext if out_ext.startswith(".") else f".{out_ext}"
@@ -208,7 +230,7 @@ def _map_names(labels: list[str], channels: int) -> list[str]:
 
 
 def _write(
-    job: Job, loaded: Any, result: Any, labels: list[str], display_mode: str, force: bool
+    job: Job, loaded: Any, result: Any, labels: list[str], scale: Any, force: bool
 ) -> None:
     from cnnkit import io
 
@@ -231,63 +253,179 @@ def _write(
         elif kind == "wav":
             io.save_wav(job.output, y[0], loaded.sample_rate, loaded.sample_width, force=force)
         else:
-            io.save_image(job.output, _pixels(loaded, y, display_mode), force=force)
-    if job.compare is not None:
-        if _output_kind(job.compare) != "image":
-            raise UsageError(f"--compare writes an image (.png), got {job.compare}")
-        if loaded.ndim == 1:
-            from cnnkit.plots import compare_signals
-
-            compare_signals(
-                job.compare,
-                loaded.data,
-                y.reshape(-1, y.shape[-1]),
-                result.positions,
-                [
-                    n if n != "filtered" else f"filtered ({labels[0]})"
-                    for n in _map_names(labels, y.shape[1])
-                ],
-                title=loaded.path.name,
-            )
-        else:
-            before = io.display(
-                loaded.data if loaded.data.shape[0] in (1, 3) else loaded.data[:1],
-                loaded.maxval,
-                "clip",
-            )
-            after = _pixels(loaded, y, display_mode)
-            io.save_image(job.compare, io.side_by_side(before, after), force=force)
+            io.save_image(job.output, _pixels(loaded, y, scale), force=force)
 
 
-def _pixels(loaded: Any, y: Any, display_mode: str) -> Any:
+def _pixels(loaded: Any, y: Any, scale: Any) -> Any:
     from cnnkit import io
+    from cnnkit.filters import to_pixels
 
-    tiles = [io.display(y[k], loaded.maxval, display_mode) for k in range(y.shape[0])]
+    tiles = [to_pixels(y[k], scale) for k in range(y.shape[0])]
     if len(tiles) == 1:
         return io.attach_alpha(tiles[0], loaded.alpha)
     return io.tile(tiles)
 
 
+def _compare(
+    job: Job, loaded: Any, result: Any, labels: list[str], facts: dict[str, Any], scale: Any
+) -> None:
+    import numpy as np
+
+    from cnnkit import plots
+
+    y = result.y
+    if loaded.ndim == 1:
+        plots.compare_signals(
+            job.compare,
+            loaded.data,
+            y.reshape(-1, y.shape[-1]),
+            result.positions,
+            [
+                n if n != "filtered" else f"filtered ({labels[0]})"
+                for n in _map_names(labels, y.shape[1])
+            ],
+            title=loaded.path.name,
+        )
+        return
+    flip = bool(facts["flip"])
+    kernels = []
+    for k in facts["kernels"]:
+        w = np.asarray(k["weights"])
+        kernels.append((k["label"], w[..., ::-1, ::-1] if flip else w))
+    pads = ", ".join(f"{a}+{b}" for a, b in facts["padding_pairs"])
+    out_shape = "x".join(map(str, facts["output_shape"]))
+    plots.filter_compare_figure(
+        job.compare,
+        loaded.data,
+        loaded.maxval,
+        kernels,
+        y,
+        facts["map_names"],
+        scale,
+        input_title=f"input: {loaded.path.name} ({'x'.join(map(str, loaded.data.shape))})",
+        kernel_title="kernel as applied" + (" (flipped: true convolution)" if flip else ""),
+        output_title=(
+            f"output {out_shape}\npadding {facts['padding']} ({pads}), "
+            f"stride {facts['stride']}, dilation {facts['dilation']}"
+        ),
+        channels=facts["channels"],
+    )
+
+
+def _channels_text(loaded: Any, result: Any, weights: list[Any]) -> str:
+    """How the input's channels were handled, in words."""
+    c = loaded.data.shape[0]
+    names = " (R, G, B)" if c == 3 and loaded.ndim == 2 else ""
+    per_kernel = result.y.shape[1]
+    maps = f"{per_kernel} map{'s' if per_kernel > 1 else ''} per kernel"
+    if c == 1:
+        return f"1 channel: {maps}"
+    if result.color == "gray":
+        return f"{c} channels{names} -> gray (0.299 R + 0.587 G + 0.114 B) first: {maps}"
+    if result.color == "rgb":
+        if weights[0].ndim == 3:
+            return f"{c} channels{names} summed by the {c}-channel kernel: {maps}"
+        return (
+            f"{c} channels{names} summed: the 2-D kernel / {c} on every channel (one "
+            f"{c}-channel kernel): {maps}"
+        )
+    return f"{c} channels{names} filtered each alone: {maps}"
+
+
+def _kernel_text(label: str, w: Any, flip: bool) -> str:
+    """The kernel as the sliding window applies it: its matrix (or a digest if large)."""
+    import numpy as np
+
+    applied = w[(Ellipsis, slice(None, None, -1), slice(None, None, -1))] if flip else w
+    if w.ndim == 1:
+        applied = w[::-1] if flip else w
+    head = f"{label} ({'x'.join(map(str, w.shape))})"
+    if flip:
+        head += ", flipped (true convolution)"
+    big = max(w.shape[-2:]) > 7 or (w.ndim == 3 and w.shape[0] > 4)
+    if big:
+        return (
+            f"{head}: sum {float(np.sum(w)):.4g}, min {float(np.min(w)):.4g}, "
+            f"max {float(np.max(w)):.4g}"
+        )
+    if w.ndim == 3:
+        parts = [f"channel {c}:\n{_matrix_text(m)}" for c, m in enumerate(applied)]
+        return head + "\n" + "\n".join(parts)
+    return head + "\n" + _matrix_text(applied)
+
+
+def _is_small(y: Any) -> bool:
+    spatial = y.shape[2:]
+    limit = GRID_LIMIT if len(spatial) == 2 else GRID_LIMIT * 2
+    return all(n <= limit for n in spatial)
+
+
+def _grid_lines(m: Any, width: int) -> list[str]:
+    """A 1-D or 2-D array as right-aligned columns, as few digits as fit in ``width``."""
+    import numpy as np
+
+    rows = m if m.ndim == 2 else m[None]
+    for digits in (4, 3, 2):
+        cells = [
+            [str(int(v)) if float(v).is_integer() else f"{v:.{digits}g}" for v in row]
+            for row in np.asarray(rows, dtype=np.float64)
+        ]
+        size = max(len(c) for row in cells for c in row)
+        lines = ["  " + " ".join(c.rjust(size) for c in row) for row in cells]
+        if max(len(line) for line in lines) <= width:
+            break
+    return lines
+
+
+def _print_grids(facts: dict[str, Any], y: Any) -> None:
+    names = facts["map_names"]
+    shown = min(len(names), 8)
+    for i in range(shown):
+        k, c = divmod(i, y.shape[1])
+        shape = "x".join(map(str, y.shape[2:]))
+        console.print(f"{names[i]} ({shape}):", highlight=False, markup=False)
+        for line in _grid_lines(y[k, c], console.width):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+    if len(names) > shown:
+        console.print(f"({len(names) - shown} more maps in --json)", highlight=False)
+
+
 def _facts(
-    job: Job, loaded: Any, result: Any, labels: list[str], kernels: list[Any], opts: dict
+    job: Job,
+    loaded: Any,
+    result: Any,
+    labels: list[str],
+    kernel_labels: list[str],
+    kernels: list[Any],
+    opts: dict,
+    scale: Any,
 ) -> dict[str, Any]:
     y = result.y
+    small = _is_small(y)
+    names = [n if n != "filtered" else labels[0] for n in _map_names(labels, y.shape[1])]
+    image_out = (job.output is not None and _output_kind(job.output) == "image") or (
+        job.compare is not None and loaded.ndim == 2
+    )
     return {
         "input": str(job.source),
         "kind": loaded.kind,
         "input_shape": list(loaded.data.shape),
         "kernels": [
             {"label": lab, "shape": list(w.shape), "weights": w.tolist()}
-            for lab, w in zip(labels, kernels)
+            for lab, w in zip(kernel_labels, kernels)
         ],
         **opts,
+        "channels": _channels_text(loaded, result, kernels),
         "padding_pairs": [list(p) for p in result.pads],
         "output_shape": list(y.shape[2:]),
         "maps": int(y.shape[0] * y.shape[1]),
+        "map_names": names,
         "seconds": round(result.seconds, 6),
         "min": float(y.min()),
         "max": float(y.max()),
         "mean": float(y.mean()),
+        "display": scale.describe() if image_out and scale is not None else None,
+        "values": y.reshape(-1, *y.shape[2:]).tolist() if small else None,
         "output": str(job.output) if job.output else None,
         "compare": str(job.compare) if job.compare else None,
     }
@@ -298,34 +436,30 @@ def _shape_text(shape: list[int]) -> str:
 
 
 def _render(facts: list[dict[str, Any]]) -> None:
+    import numpy as np
     from rich.table import Table
 
     first = facts[0]
-    kernels = ", ".join(f"{k['label']} ({_shape_text(k['shape'])})" for k in first["kernels"])
+    flip = bool(first["flip"])
     pads = " ".join(f"{a}+{b}" for a, b in first["padding_pairs"])
-    settings = (
-        f"padding {first['padding']} ({pads}, {first['pad_mode']}), stride {first['stride']}, "
-        f"dilation {first['dilation']}, method {first['method']}"
-        + (", flipped (true convolution)" if first["flip"] else "")
-    )
     if len(facts) == 1:
         f = first
         table = Table(title="cnnkit filter", show_header=False, title_justify="left")
-        table.add_column("field", style="bold")
-        table.add_column("value")
+        table.add_column("field", style="bold", no_wrap=True)
+        table.add_column("value", overflow="fold")
+        kernels = "\n".join(
+            _kernel_text(k["label"], np.asarray(k["weights"]), flip) for k in f["kernels"]
+        )
         rows = [
             ("input", f"{f['input']} ({f['kind']}, {_shape_text(f['input_shape'])})"),
             ("kernel", kernels),
+            ("channels", f["channels"]),
             ("padding", f"{f['padding']} ({pads}, {f['pad_mode']})"),
             ("stride", str(f["stride"])),
             ("dilation", str(f["dilation"])),
             ("method", f["method"]),
         ]
         extras = []
-        if f["flip"]:
-            extras.append("flip (true convolution)")
-        if f["color"]:
-            extras.append(f"color {f['color']}")
         if f["combine"]:
             extras.append(f"combine {f['combine']}")
         if f["pool"]:
@@ -339,43 +473,94 @@ def _render(facts: list[dict[str, Any]]) -> None:
             ("time", f"{f['seconds'] * 1000:.1f} ms (filtering, JIT loaded)"),
             ("min / max / mean", f"{f['min']:.4g} / {f['max']:.4g} / {f['mean']:.4g}"),
         ]
+        if f["display"]:
+            rows.append(("display", f["display"]))
         if f["output"]:
             rows.append(("output", f["output"]))
         if f["compare"]:
             rows.append(("compare", f["compare"]))
         for k, v in rows:
             table.add_row(k, v)
-    else:
-        table = Table(title=f"cnnkit filter: {kernels}", caption=settings, title_justify="left")
-        for col in ("input", "input shape", "output shape", "time", "min", "max", "mean", "output"):
-            table.add_column(
-                col, justify="right" if col in ("time", "min", "max", "mean") else "left"
-            )
-        for f in facts:
-            table.add_row(
-                Path(f["input"]).name,
-                _shape_text(f["input_shape"]),
-                f"{_shape_text(f['output_shape'])} x {f['maps']}",
-                f"{f['seconds'] * 1000:.1f} ms",
-                f"{f['min']:.4g}",
-                f"{f['max']:.4g}",
-                f"{f['mean']:.4g}",
-                Path(f["output"]).name if f["output"] else "",
-            )
-    console.print(table)
+        console.print(table, highlight=False)
+        if f["values"] is not None:
+            values = np.asarray(f["values"], dtype=np.float64)
+            _print_grids(f, values.reshape(-1, 1, *values.shape[1:]))
+        return
+    kernels = ", ".join(f"{k['label']} ({_shape_text(k['shape'])})" for k in first["kernels"])
+    settings = (
+        f"padding {first['padding']} ({pads}, {first['pad_mode']}), stride {first['stride']}, "
+        f"dilation {first['dilation']}, method {first['method']}"
+        + (", flipped (true convolution)" if flip else "")
+    )
+    console.print(f"cnnkit filter: {kernels}", highlight=False, markup=False)
+    console.print(settings, highlight=False, markup=False)
+    console.print(_folder_table(facts), highlight=False)
 
 
-def _format_number(v: float) -> str:
+# The folder table's columns: (title, numeric, optional). Optional columns are dropped, last
+# first, when the terminal is too narrow to show every number whole.
+_FOLDER_COLUMNS = (
+    ("input", False, False),
+    ("output shape", True, False),
+    ("min", True, False),
+    ("max", True, False),
+    ("mean", True, True),
+    ("time", True, True),
+    ("input shape", True, True),
+    ("output", False, True),
+)
+
+
+def _folder_table(facts: list[dict[str, Any]]) -> Any:
+    """One row per input; numbers never wrap or shorten, names wrap, optional columns go."""
+    from rich.table import Table
+
+    def cells(f: dict[str, Any]) -> dict[str, str]:
+        return {
+            "input": Path(f["input"]).name,
+            "input shape": _shape_text(f["input_shape"]),
+            "output shape": f"{_shape_text(f['output_shape'])} x {f['maps']}",
+            "time": f"{f['seconds'] * 1000:.1f} ms",
+            "min": f"{f['min']:.4g}",
+            "max": f"{f['max']:.4g}",
+            "mean": f"{f['mean']:.4g}",
+            "output": Path(f["output"]).name if f["output"] else "",
+        }
+
+    rows = [cells(f) for f in facts]
+    columns = [c for c in _FOLDER_COLUMNS if c[0] != "output" or any(r["output"] for r in rows)]
+    while True:
+        table = Table(title_justify="left")
+        for title, numeric, _ in columns:
+            if numeric:
+                table.add_column(title, justify="right", no_wrap=True)
+            else:
+                table.add_column(title, overflow="fold", min_width=8)
+        for r in rows:
+            table.add_row(*(r[title] for title, _, _ in columns))
+        # numbers at full length, names folded to 8 characters, 3 per column of padding and
+        # rules plus the closing rule
+        need = 1 + sum(
+            3 + (max(len(title), *(len(r[title]) for r in rows)) if numeric else 8)
+            for title, numeric, _ in columns
+        )
+        optional = [c for c in columns if c[2]]
+        if need <= console.width or not optional:
+            return table
+        columns.remove(optional[-1])
+
+
+def _format_number(v: float, digits: int = 4) -> str:
     if float(v).is_integer():
         return str(int(v))
-    return f"{v:.3f}"
+    return f"{v:.{digits}g}"
 
 
-def _matrix_text(w: Any, limit: int = 7) -> str:
+def _matrix_text(w: Any, limit: int = 7, digits: int = 4) -> str:
     if w.ndim == 2 and max(w.shape) > limit:
         return f"{w.shape[0]}x{w.shape[1]} (too big to show here)"
     rows = w if w.ndim == 2 else w[None]
-    cells = [[_format_number(v) for v in row] for row in rows]
+    cells = [[_format_number(v, digits) for v in row] for row in rows]
     width = max(len(c) for row in cells for c in row)
     return "\n".join(" ".join(c.rjust(width) for c in row) for row in cells)
 
@@ -391,11 +576,13 @@ def list_kernels() -> None:
         show_lines=True,
         title_justify="left",
     )
-    table.add_column("kernel", ratio=1)
+    table.add_column("kernel", ratio=1, min_width=26)
     table.add_column("matrix", no_wrap=True)
+    room = console.width - 26 - 7
     for spec, w in default_matrices():
-        params = ", ".join(
-            f"{p.name}={'auto' if p.default is None else p.default}" for p in spec.params
+        params = "; ".join(
+            f"{p.name}={'auto' if p.default is None else p.default} ({p.help})"
+            for p in spec.params
         )
         lines = [
             f"[bold cyan]{spec.name}[/]"
@@ -404,13 +591,46 @@ def list_kernels() -> None:
         lines.append(spec.description + ("; also 1-D, for signals" if spec.one_d else ""))
         if params:
             lines.append(f"[dim]{params}[/]")
-        table.add_row("\n".join(lines), _matrix_text(w))
+        matrix = _matrix_text(w, digits=2)
+        if max(len(line) for line in matrix.splitlines()) > room:
+            matrix = f"{w.shape[0]}x{w.shape[1]} (wider than this terminal)"
+        table.add_row("\n".join(lines), matrix)
     console.print(table)
     console.print(
         f"{len(BANK)} named kernels. Custom: -k '1,0,-1;2,0,-2;1,0,-1' (rows by ';', one row "
         "is 1-D) or a .npy/.txt file. Parameters by name or position: gaussian:sigma=2,size=7 "
         "= gaussian:2,7."
     )
+
+
+def _progress(label: str) -> tuple[Any, Any]:
+    """A ``progress(done, total)`` callback that shows a bar once a filter runs long."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    start = time.perf_counter()
+    state: dict[str, Any] = {}
+
+    def tick(done: int, total: int) -> None:
+        if "bar" not in state:
+            if time.perf_counter() - start < PROGRESS_AFTER or done >= total:
+                return
+            bar = Progress(
+                TextColumn(label),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} bands"),
+                TimeRemainingColumn(),
+                console=err_console,
+                transient=True,
+            )
+            bar.start()
+            state["bar"], state["task"] = bar, bar.add_task(label, total=total)
+        state["bar"].update(state["task"], completed=done)
+
+    def stop() -> None:
+        if "bar" in state:
+            state["bar"].stop()
+
+    return tick, stop
 
 
 def register(app: typer.Typer) -> None:
@@ -426,65 +646,91 @@ def register(app: typer.Typer) -> None:
             None,
             "--kernel",
             "-k",
-            help="Kernel name[:params], 'rows;of,numbers' or a file. Repeat for a bank.",
+            metavar="KERNEL",
+            help="Kernel name[:params] (gabor:theta=45, theta in degrees), 'rows;of,numbers' "
+            "or a file (.npy may be C x kh x kw or O x C x kh x kw). Repeat for a bank.",
         ),
         output: Path | None = typer.Option(
-            None, "--output", "-o", help="Output file; its suffix picks the format."
+            None, "--output", "-o", metavar="FILE", help="Output file; its suffix picks the format."
         ),
         out_dir: Path | None = typer.Option(
-            None, "--out-dir", help="Folder for the outputs of several inputs."
+            None,
+            "--out-dir",
+            metavar="DIR",
+            help="Folder for the outputs of several inputs (created when missing).",
         ),
         out_ext: str | None = typer.Option(
             None,
             "--out-ext",
+            metavar="EXT",
             help="Output suffix with --out-dir (default: like the input; images -> .png).",
         ),
         compare: Path | None = typer.Option(
             None,
             "--compare",
-            help="Write input and output side by side (1-D: a plot) to this .png.",
+            metavar="PNG",
+            help="Write a figure of input, kernel and output (1-D: a plot) to this .png.",
         ),
         padding: str = typer.Option(
-            "valid", "--padding", "-p", help="valid | same | full | N | HxW."
+            "valid", "--padding", "-p", metavar="PAD", help="valid | same | full | N | HxW."
         ),
         pad_mode: str = typer.Option(
-            "zeros", "--pad-mode", help="zeros | reflect | replicate | circular."
+            "zeros", "--pad-mode", metavar="MODE", help="zeros | reflect | replicate | circular."
         ),
-        stride: int = typer.Option(1, "--stride", "-s", help="Step of the sliding window."),
-        dilation: int = typer.Option(1, "--dilation", "-d", help="Spacing between kernel taps."),
-        method: str = typer.Option("auto", "--method", help="loop | im2col | auto."),
+        stride: int = typer.Option(
+            1, "--stride", "-s", metavar="N", help="Step of the sliding window."
+        ),
+        dilation: int = typer.Option(
+            1, "--dilation", "-d", metavar="N", help="Spacing between kernel taps."
+        ),
+        method: str = typer.Option(
+            "auto", "--method", metavar="METHOD", help="loop | im2col | auto."
+        ),
         flip: bool = typer.Option(
             False, "--flip", help="True convolution (flip the kernel) instead of cross-correlation."
         ),
         transpose: bool = typer.Option(False, "--transpose", help="Transpose the kernel(s)."),
         rotate: int = typer.Option(
-            0, "--rotate", help="Rotate the kernel(s) 90, 180 or 270 degrees counter-clockwise."
+            0,
+            "--rotate",
+            metavar="DEG",
+            help="Rotate the kernel(s) 90, 180 or 270 degrees counter-clockwise.",
         ),
         normalize: bool = typer.Option(
             False, "--normalize", help="Scale the kernel(s) to sum to 1."
         ),
-        scale: float = typer.Option(1.0, "--scale", help="Multiply the kernel(s) by this."),
-        bias: float = typer.Option(0.0, "--bias", help="Add this to every response."),
+        scale: float = typer.Option(
+            1.0, "--scale", metavar="X", help="Multiply the kernel(s) by this."
+        ),
+        bias: float = typer.Option(0.0, "--bias", metavar="B", help="Add this to every response."),
         combine: str | None = typer.Option(
             None,
             "--combine",
+            metavar="HOW",
             help="magnitude: sqrt(sum of squares) of the bank (e.g. sobel-x + sobel-y).",
         ),
         color: str | None = typer.Option(
-            None, "--color", help="per-channel (default) | gray | rgb (one 3-D kernel, one map)."
+            None,
+            "--color",
+            metavar="MODE",
+            help="per-channel (default) | gray | rgb (the 2-D kernel on every channel, summed: "
+            "one map). A C x kh x kw kernel always sums over the channels.",
         ),
         display_mode: str = typer.Option(
             "auto",
             "--display",
+            metavar="MODE",
             help="Image output of signed responses: auto | abs | clip | rescale | diverging.",
         ),
-        pool: str | None = typer.Option(None, "--pool", help="max | avg pooling after the filter."),
-        pool_size: int = typer.Option(2, "--pool-size", help="Pooling window."),
+        pool: str | None = typer.Option(
+            None, "--pool", metavar="KIND", help="max | avg pooling after the filter."
+        ),
+        pool_size: int = typer.Option(2, "--pool-size", metavar="N", help="Pooling window."),
         pool_stride: int | None = typer.Option(
-            None, "--pool-stride", help="Pooling stride (default: the window)."
+            None, "--pool-stride", metavar="N", help="Pooling stride (default: the window)."
         ),
         column: str | None = typer.Option(
-            None, "--column", help="CSV/TXT column: header name or 0-based index."
+            None, "--column", metavar="COL", help="CSV/TXT column: header name or 0-based index."
         ),
         force: bool = typer.Option(
             False, "--force", help="Allow an output to overwrite an input or a read-only file."
@@ -492,9 +738,13 @@ def register(app: typer.Typer) -> None:
         max_pixels: int | None = typer.Option(
             None,
             "--max-pixels",
+            metavar="N",
             help="Largest image (width x height) to read; default 178956970, pillow's limit.",
         ),
-        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+        json_file: str | None = typer.Option(
+            None, "--json-file", metavar="PATH", help=JSON_FILE_HELP
+        ),
         list_bank: bool = typer.Option(
             False, "--list-kernels", help="Show the named kernels with their matrices."
         ),
@@ -523,55 +773,66 @@ def register(app: typer.Typer) -> None:
             raise UsageError("--pool-stride needs --pool max|avg")
         if pool_size < 1 or (pool_stride is not None and pool_stride < 1):
             raise UsageError("--pool-size and --pool-stride must be >= 1")
+        from cnnkit import filters, io
+
+        # kernel mistakes are reported before any file is read or written
+        sources = _expand_inputs(inputs)
+        for dims in sorted(
+            {1 if s.suffix.lower() in (".csv", ".txt", ".wav") else 2 for s in sources}
+        ):
+            for k in kernel:
+                filters.parse_kernel(k, dims)
+        filters.parse_padding(padding, 2)
         jobs = _plan_jobs(inputs, output, out_dir, out_ext, compare, force)
         for job in jobs:
             if job.output is not None:
                 _output_kind(job.output)
             if job.compare is not None and _output_kind(job.compare) != "image":
                 raise UsageError(f"--compare writes an image (.png), got {job.compare}")
-        from cnnkit import filters, io
-
-        # kernel mistakes are reported before any file is read or written
-        for dims in sorted(
-            {1 if j.source.suffix.lower() in (".csv", ".txt", ".wav") else 2 for j in jobs}
-        ):
-            for k in kernel:
-                filters.parse_kernel(k, dims)
-        filters.parse_padding(padding, 2)
 
         def run(job: Job) -> dict[str, Any]:
             loaded = io.load(job.source, column, max_pixels=max_pixels)
-            parsed = [filters.parse_kernel(k, loaded.ndim) for k in kernel]
+            parsed = [part for k in kernel for part in filters.parse_kernel(k, loaded.ndim).split()]
             weights = [
                 filters.transform(
                     k.weights, transpose=transpose, rotate=rotate, normalize=normalize, scale=scale
                 )
                 for k in parsed
             ]
-            labels = [k.label for k in parsed]
+            kernel_labels = [k.label for k in parsed]
             if job.output is not None:
                 maps = 1 if combine else len(weights)
                 _check_output_kind(_output_kind(job.output), loaded, maps)
             padding_arg = filters.parse_padding(padding, loaded.ndim)
-            result = filters.apply_bank(
-                loaded.data,
-                weights,
-                color=color or "per-channel",
-                padding=padding_arg,
-                pad_mode=pad_mode,
-                stride=stride,
-                dilation=dilation,
-                method=method,
-                flip=flip,
-                bias=bias,
-                combine=combine,
-                pool=pool,
-                pool_size=pool_size,
-                pool_stride=pool_stride,
-            )
+            tick, stop = _progress(f"filtering {job.source.name}")
+            try:
+                result = filters.apply_bank(
+                    loaded.data,
+                    weights,
+                    color=color,
+                    padding=padding_arg,
+                    pad_mode=pad_mode,
+                    stride=stride,
+                    dilation=dilation,
+                    method=method,
+                    flip=flip,
+                    bias=bias,
+                    combine=combine,
+                    pool=pool,
+                    pool_size=pool_size,
+                    pool_stride=pool_stride,
+                    progress=tick,
+                )
+            finally:
+                stop()
+            labels = kernel_labels
             if combine:
-                labels = ["magnitude(" + ", ".join(labels) + ")"]
-            _write(job, loaded, result, labels, display_mode, force)
+                labels = ["magnitude(" + ", ".join(kernel_labels) + ")"]
+            display = None
+            if loaded.ndim == 2:
+                # a gradient magnitude is an edge map although it has no sign
+                mode = "abs" if combine and display_mode == "auto" else display_mode
+                display = filters.display_scale(result.y, loaded.maxval, mode)
             opts = {
                 "padding": padding,
                 "pad_mode": pad_mode,
@@ -579,14 +840,18 @@ def register(app: typer.Typer) -> None:
                 "dilation": dilation,
                 "method": method,
                 "flip": flip,
-                "color": color if loaded.ndim == 2 else None,
+                "color": result.color if loaded.ndim == 2 else None,
                 "bias": bias,
                 "combine": combine,
                 "pool": pool,
                 "pool_size": pool_size if pool else None,
                 "pool_stride": (pool_stride or pool_size) if pool else None,
             }
-            return _facts(job, loaded, result, labels, weights, opts)
+            facts = _facts(job, loaded, result, labels, kernel_labels, weights, opts, display)
+            _write(job, loaded, result, labels, display, force)
+            if job.compare is not None:
+                _compare(job, loaded, result, labels, facts, display)
+            return facts
 
         facts: list[dict[str, Any]] = []
         if len(jobs) == 1:
@@ -604,7 +869,5 @@ def register(app: typer.Typer) -> None:
                             raise
                         raise type(exc)(f"{job.source}: {exc}") from None
                     progress.advance(task)
-        if as_json:
-            typer.echo(json.dumps(facts if len(facts) > 1 else facts[0], indent=2))
-        else:
+        if not emit_json(facts if len(facts) > 1 else facts[0], as_json, json_file):
             _render(facts)

@@ -7,7 +7,6 @@ arithmetic commands stay fast.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -17,21 +16,34 @@ from rich.markup import escape
 from rich.table import Table
 
 from cnnkit import signals
-from cnnkit.cli.common import Failure, console, err_console, friendly_errors, say
+from cnnkit.cli.common import (
+    JSON_FILE_HELP,
+    JSON_HELP,
+    Failure,
+    UsageError,
+    console,
+    emit_json,
+    err_console,
+    friendly_errors,
+    say,
+)
 
 TRAIN_EXAMPLES = """\
 Examples:
 
-  cnnkit train                                   # digits, the default net, a few seconds
+  cnnkit train                          # digits, the default net, a few seconds
 
   cnnkit train --dataset shapes --epochs 5 -o shapes.npz
 
-  cnnkit train --arch "input 1 8 8; conv 8 k=3 p=1; relu; pool max k=2; fc 10" --json
+  cnnkit train --resume shapes.ckpt.npz --epochs 8
 
-  cnnkit train --resume model.ckpt.npz --epochs 40
+  cnnkit train --arch "conv 8 k=3 p=1; relu; pool max k=2; fc 10" \\
+      -o small.npz --json
 
-A checkpoint (MODEL.ckpt.npz next to -o) is written after every epoch; Ctrl-C stops \
-with the last finished epoch saved, and --resume continues from it.
+A checkpoint (MODEL.ckpt.npz next to -o) is written after every epoch; Ctrl-C stops with the
+last finished epoch saved, and --resume continues from it into the same model file. The model
+file keeps the full history (--json prints it). -o never replaces a model of another run
+without --force.
 """
 
 EVALUATE_EXAMPLES = """\
@@ -39,7 +51,9 @@ Examples:
 
   cnnkit evaluate model.npz
 
-  cnnkit evaluate model.npz --plot confusion.png --json
+  cnnkit evaluate model.npz --plot confusion.png --json-file eval.json
+
+MODEL is a model file or a checkpoint; the data set and its split come from the file.
 """
 
 PREDICT_EXAMPLES = """\
@@ -48,6 +62,8 @@ Examples:
   cnnkit predict model.npz my_digit.png
 
   cnnkit predict model.npz a.png b.png --top-k 1 --json
+
+Each image is prepared as the training images were (size, gray levels, dark or light ink).
 """
 
 VISUALIZE_EXAMPLES = """\
@@ -56,6 +72,8 @@ Examples:
   cnnkit visualize model.npz --filters filters.png
 
   cnnkit visualize model.npz --activations my_digit.png maps.png
+
+The kernels share one signed colour scale; the feature maps have one scale per layer.
 """
 
 
@@ -63,21 +81,84 @@ def _pct(v: float | None) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f} %"
 
 
-def _history_table(history: list[Any]) -> Table:
-    table = Table(title="training")
-    for col in ("epoch", "lr", "loss", "train acc", "val acc", "images/s", "s"):
-        table.add_column(col, justify="right")
-    for h in history:
-        table.add_row(
-            str(h.epoch),
-            f"{h.lr:.3g}",
-            f"{h.train_loss:.4f}",
-            _pct(h.train_accuracy),
-            _pct(h.val_accuracy),
-            f"{h.images_per_s:,.0f}",
-            f"{h.seconds:.2f}",
+class EpochDisplay:
+    """What ``cnnkit train`` shows while it runs, on stderr: a header line, one line per
+    finished epoch, and (on a terminal) a bar for the epoch under way.
+
+    The bar shows the running mean loss of the batches done so far, nothing before the first
+    one; validation appears only when there is a validation set.
+    """
+
+    def __init__(self, console_: Any, quiet: bool) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console_
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console_,
+            disable=quiet,
+            transient=True,
         )
-    return table
+        self.task: Any = None
+        self.epochs = 0
+        self.loss_sum = 0.0
+        self.seen = 0
+
+    def __enter__(self) -> EpochDisplay:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def start(self, model: Any, ds: Any, cfg: Any, start: int) -> None:
+        self.epochs = cfg.epochs
+        batches = math.ceil(len(ds.y_train) / cfg.batch_size)
+        if not self.quiet:
+            self._header(model, ds, cfg, start)
+        self.task = self.progress.add_task(
+            "train", total=batches, epoch=start + 1, epochs=cfg.epochs, status=""
+        )
+
+    def _header(self, model: Any, ds: Any, cfg: Any, start: int) -> None:
+        val = f"{len(ds.y_val):,} val / " if len(ds.y_val) else ""
+        resumed = f", resuming after epoch {start}" if start else ""
+        self.console.print(
+            f"{ds.name}: {len(ds.y_train):,} train / {val}{len(ds.y_test):,} test images "
+            f"{'x'.join(map(str, ds.input_shape))}; {model.arch.name} "
+            f"({model.parameter_count():,} parameters); {cfg.optimizer} lr {cfg.lr:g}, "
+            f"batch {cfg.batch_size}, {cfg.epochs} epochs{resumed}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    def batch(self, b: int, batches: int, loss: float) -> None:
+        self.loss_sum += loss
+        self.seen += 1
+        if b % 8 == 0 or b == batches - 1:
+            status = f"loss {self.loss_sum / self.seen:.4f}"
+            self.progress.update(self.task, completed=b + 1, status=status)
+
+    def epoch(self, s: Any) -> None:
+        self.loss_sum, self.seen = 0.0, 0
+        if not self.quiet:
+            self.progress.console.print(epoch_line(s, self.epochs), highlight=False)
+        self.progress.reset(self.task, epoch=s.epoch + 1, epochs=self.epochs, status="")
+
+
+def epoch_line(s: Any, epochs: int) -> str:
+    """One finished epoch in a line of at most 80 characters."""
+    width = len(str(epochs))
+    val = f"  val {_pct(s.val_accuracy)}" if s.val_accuracy is not None else ""
+    return (
+        f"epoch {s.epoch:>{width}}/{epochs}  loss {s.train_loss:.4f}  "
+        f"train {_pct(s.train_accuracy)}{val}  lr {s.lr:.2g}  "
+        f"{s.images_per_s:,.0f} img/s  {s.seconds:.1f} s"
+    )
 
 
 def _load(model_path: Path) -> tuple[Any, dict]:
@@ -105,8 +186,13 @@ def register(app: typer.Typer) -> None:
     @app.command("train", epilog=TRAIN_EXAMPLES)
     @friendly_errors
     def train(
-        dataset: str = typer.Option(
-            "digits", "--dataset", "-d", help="digits, shapes, mnist, fashion-mnist, folder, npz."
+        dataset: str | None = typer.Option(
+            None,
+            "--dataset",
+            "-d",
+            metavar="NAME",
+            help="digits (default; with --resume: the checkpoint's), shapes, mnist, "
+            "fashion-mnist, folder, npz.",
         ),
         arch: str | None = typer.Option(
             None,
@@ -115,26 +201,44 @@ def register(app: typer.Typer) -> None:
             help="Architecture spec (name, file or inline); "
             "default per dataset (digits: 'digits').",
         ),
-        epochs: int | None = typer.Option(None, "--epochs", "-e", help="Total epochs."),
-        batch_size: int | None = typer.Option(None, "--batch-size", "-b"),
-        lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
-        optimizer: str | None = typer.Option(None, "--optimizer", help="sgd or adam."),
-        momentum: float | None = typer.Option(None, "--momentum", help="SGD momentum (0.9)."),
+        epochs: int | None = typer.Option(
+            None, "--epochs", "-e", metavar="N", help="Total epochs (digits: 60)."
+        ),
+        batch_size: int | None = typer.Option(
+            None, "--batch-size", "-b", metavar="N", help="Images per step (digits: 32)."
+        ),
+        lr: float | None = typer.Option(
+            None, "--lr", metavar="RATE", help="Learning rate (digits: 3e-3)."
+        ),
+        optimizer: str | None = typer.Option(
+            None, "--optimizer", metavar="NAME", help="sgd or adam (default adam)."
+        ),
+        momentum: float | None = typer.Option(
+            None, "--momentum", metavar="M", help="SGD momentum (0.9)."
+        ),
         nesterov: bool | None = typer.Option(
             None, "--nesterov/--no-nesterov", help="Nesterov momentum (SGD)."
         ),
         weight_decay: float | None = typer.Option(
-            None, "--weight-decay", help="L2 penalty (digits: 5e-4)."
+            None, "--weight-decay", metavar="L2", help="L2 penalty (digits: 5e-4)."
         ),
         schedule: str | None = typer.Option(
-            None, "--schedule", help="none, step or cosine (digits: cosine)."
+            None, "--schedule", metavar="NAME", help="none, step or cosine (digits: cosine)."
         ),
-        seed: int | None = typer.Option(None, "--seed", help="Same seed, same run (0)."),
+        seed: int | None = typer.Option(
+            None, "--seed", metavar="N", help="Same seed, same run (0)."
+        ),
         init: str | None = typer.Option(
-            None, "--init", help="he (He/Glorot) or torch (PyTorch's default; the digits default)."
+            None,
+            "--init",
+            metavar="NAME",
+            help="he (He/Glorot) or torch (PyTorch's default; the digits default).",
         ),
         val_fraction: float | None = typer.Option(
-            None, "--val-fraction", help="Share held out for validation (digits: 0)."
+            None,
+            "--val-fraction",
+            metavar="F",
+            help="Share held out for validation (digits: 0).",
         ),
         augment: bool | None = typer.Option(
             None,
@@ -143,14 +247,37 @@ def register(app: typer.Typer) -> None:
             "(seeded by --seed). Off by default: on digits it lowered validation accuracy.",
         ),
         data_dir: str | None = typer.Option(
-            None, "--data-dir", help="IDX folder (mnist), image folder, or .npz file."
+            None,
+            "--data-dir",
+            metavar="PATH",
+            help="IDX folder (mnist), image folder, or .npz file.",
         ),
-        output: Path = typer.Option(Path("model.npz"), "--output", "-o", help="Model file."),
+        output: Path | None = typer.Option(
+            None,
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Model file (default model.npz; with --resume: the resumed run's).",
+        ),
         checkpoint: Path | None = typer.Option(
-            None, "--checkpoint", help="Checkpoint file (default: MODEL.ckpt.npz)."
+            None,
+            "--checkpoint",
+            metavar="FILE",
+            help="Checkpoint file (default: MODEL.ckpt.npz).",
         ),
-        resume: Path | None = typer.Option(None, "--resume", help="Continue a checkpoint."),
-        as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+        resume: Path | None = typer.Option(
+            None,
+            "--resume",
+            metavar="CKPT",
+            help="Continue the run of this checkpoint (into its own model file).",
+        ),
+        force: bool = typer.Option(
+            False, "--force", help="Replace a model or checkpoint file of another run."
+        ),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+        json_file: str | None = typer.Option(
+            None, "--json-file", metavar="PATH", help=JSON_FILE_HELP
+        ),
     ) -> None:
         """Train a CNN on a data set and save the model (default: digits, about 98 % test).
 
@@ -158,8 +285,6 @@ def register(app: typer.Typer) -> None:
         weight decay 5e-4, no augmentation) were chosen on validation splits of the
         training images only; see cnnkit.train.DATASET_DEFAULTS for the numbers.
         """
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
         from cnnkit import train as tr
 
         if resume is not None and not resume.exists():
@@ -180,65 +305,10 @@ def register(app: typer.Typer) -> None:
         )
         if resume is not None and arch is not None:
             raise ValueError("--arch cannot change a resumed model; drop --arch or --resume")
-
-        progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-            BarColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]}"),
-            TextColumn("{task.fields[speed]}"),
-            TimeElapsedColumn(),
-            console=err_console,
-            disable=as_json,
-            transient=False,
-        )
-        state: dict[str, Any] = {}
-
-        def on_start(model: Any, ds: Any, cfg: Any, start: int) -> None:
-            state["cfg"] = cfg
-            state["epoch"] = start + 1
-            state["task"] = progress.add_task(
-                "train",
-                total=math.ceil(len(ds.y_train) / cfg.batch_size),
-                epoch=start + 1,
-                epochs=cfg.epochs,
-                loss=float("nan"),
-                acc="-",
-                speed="",
-            )
-            if not as_json:
-                err_console.print(
-                    f"{ds.name}: {len(ds.y_train)} train / {len(ds.y_val)} val / "
-                    f"{len(ds.y_test)} test images {' x '.join(map(str, ds.input_shape))}, "
-                    f"{model.arch.name} ({model.parameter_count():,} parameters), "
-                    f"{cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch_size}"
-                )
-
-        def on_batch(b: int, batches: int, loss: float) -> None:
-            if b % 8 == 0 or b == batches - 1:
-                progress.update(state["task"], completed=b + 1, loss=loss)
-
-        def on_epoch(s: Any) -> None:
-            progress.update(
-                state["task"],
-                completed=progress.tasks[0].total,
-                loss=s.train_loss,
-                acc=f"{_pct(s.train_accuracy)} val {_pct(s.val_accuracy)}",
-                speed=f"{s.images_per_s:,.0f} img/s",
-            )
-            if s.epoch < state["cfg"].epochs:
-                progress.stop_task(state["task"])
-                state["task"] = progress.add_task(
-                    "train",
-                    total=progress.tasks[-1].total,
-                    epoch=s.epoch + 1,
-                    epochs=state["cfg"].epochs,
-                    loss=float("nan"),
-                    acc="-",
-                    speed="",
-                )
-
+        quiet = as_json or json_file == "-"
+        display = EpochDisplay(err_console, quiet)
         try:
-            with progress:
+            with display:
                 outcome = tr.run(
                     dataset,
                     arch=arch,
@@ -247,18 +317,22 @@ def register(app: typer.Typer) -> None:
                     resume=resume,
                     data_dir=data_dir,
                     overrides=overrides,
-                    on_start=on_start,
-                    on_batch=on_batch,
-                    on_epoch=on_epoch,
+                    force=force,
+                    on_start=display.start,
+                    on_batch=display.batch,
+                    on_epoch=display.epoch,
                 )
         except tr.TrainingDiverged as exc:
             raise Failure(str(exc)) from None
-        metrics = outcome.metrics()
-        if as_json:
-            typer.echo(json.dumps(metrics, indent=2))
-        else:
-            console.print(_history_table(outcome.result.history))
+        except tr.OutputTaken as exc:
+            raise UsageError(
+                f"{exc.path} already holds {exc.what}; choose another -o (and --checkpoint) "
+                "or add --force to replace it"
+            ) from None
+        if not emit_json(outcome.metrics(), as_json, json_file):
             summary = Table(show_header=False, title="result")
+            summary.add_column(no_wrap=True)
+            summary.add_column(overflow="fold")
             summary.add_row("test accuracy", _pct(outcome.test_accuracy))
             summary.add_row("test loss", f"{outcome.test_loss:.4f}")
             summary.add_row("epochs", str(outcome.result.epochs_done))
@@ -285,10 +359,22 @@ def register(app: typer.Typer) -> None:
         dataset: str | None = typer.Option(
             None, "--dataset", "-d", help="Default: the data set the model was trained on."
         ),
-        data_dir: str | None = typer.Option(None, "--data-dir"),
-        split: str = typer.Option("test", "--split", help="test, val or train."),
-        plot: Path | None = typer.Option(None, "--plot", help="Confusion matrix PNG."),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        data_dir: str | None = typer.Option(
+            None,
+            "--data-dir",
+            metavar="PATH",
+            help="Where the data set's files are (default: as in training).",
+        ),
+        split: str = typer.Option(
+            "test", "--split", metavar="SPLIT", help="test, val or train."
+        ),
+        plot: Path | None = typer.Option(
+            None, "--plot", metavar="PNG", help="Write the confusion matrix as a figure."
+        ),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+        json_file: str | None = typer.Option(
+            None, "--json-file", metavar="PATH", help=JSON_FILE_HELP
+        ),
     ) -> None:
         """Accuracy, per-class precision and recall, and the confusion matrix of MODEL."""
         from cnnkit import train as tr
@@ -325,17 +411,16 @@ def register(app: typer.Typer) -> None:
             confusion_matrix_figure(
                 cm, names, plot, f"{ds.name} {split}: accuracy {_pct(report['accuracy'])}"
             )
-        if as_json:
-            out = {
-                "model": str(model_path),
-                "dataset": ds.name,
-                "split": split,
-                "images": int(len(y)),
-                "class_names": names,
-                "confusion_matrix": cm.tolist(),
-                **report,
-            }
-            typer.echo(json.dumps(out, indent=2))
+        out = {
+            "model": str(model_path),
+            "dataset": ds.name,
+            "split": split,
+            "images": int(len(y)),
+            "class_names": names,
+            "confusion_matrix": cm.tolist(),
+            **report,
+        }
+        if emit_json(out, as_json, json_file):
             return
         console.print(
             f"{ds.name} {split} ({len(y)} images): accuracy [bold]{_pct(report['accuracy'])}"
@@ -372,8 +457,13 @@ def register(app: typer.Typer) -> None:
     def predict(
         model_path: Path = typer.Argument(..., metavar="MODEL"),
         images: list[Path] = typer.Argument(..., metavar="IMAGE...", help="Image files."),
-        top_k: int = typer.Option(3, "--top-k", "-k", help="Classes to show per image."),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        top_k: int = typer.Option(
+            3, "--top-k", "-k", metavar="K", help="Classes to show per image."
+        ),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+        json_file: str | None = typer.Option(
+            None, "--json-file", metavar="PATH", help=JSON_FILE_HELP
+        ),
     ) -> None:
         """Top-k classes with probabilities, each image preprocessed as in training."""
         import numpy as np
@@ -401,8 +491,7 @@ def register(app: typer.Typer) -> None:
                     ],
                 }
             )
-        if as_json:
-            typer.echo(json.dumps(results, indent=2))
+        if emit_json(results, as_json, json_file):
             return
         table = Table()
         table.add_column("image")
@@ -420,10 +509,20 @@ def register(app: typer.Typer) -> None:
     def visualize(
         model_path: Path = typer.Argument(..., metavar="MODEL"),
         filters: Path | None = typer.Option(
-            None, "--filters", help="PNG of the first-layer kernels as a grid."
+            None,
+            "--filters",
+            metavar="PNG",
+            help="Draw the first-layer kernels on one signed colour scale.",
         ),
         activations: tuple[Path, Path] | None = typer.Option(
-            None, "--activations", metavar="IMAGE OUT", help="Feature maps of every layer."
+            None,
+            "--activations",
+            metavar="IMAGE OUT",
+            help="Draw every layer's output for IMAGE (last layer: class probabilities).",
+        ),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+        json_file: str | None = typer.Option(
+            None, "--json-file", metavar="PATH", help=JSON_FILE_HELP
         ),
     ) -> None:
         """Look inside a trained model: first-layer kernels and per-layer feature maps."""
@@ -437,12 +536,18 @@ def register(app: typer.Typer) -> None:
                 "nothing to draw: add --filters OUT.png and/or --activations IMAGE OUT.png"
             )
         model, header = _load(model_path)
+        facts: dict[str, Any] = {"model": str(model_path)}
         if filters is not None:
             conv = model.first_conv()
             if conv is None:
                 raise ValueError(f"{model_path} has no convolution layer: no filters to show")
             plots.filter_grid_figure(conv.w, filters, f"{conv.name}: {conv.w.shape[0]} kernels")
-            console.print(f"wrote {filters}", markup=False, highlight=False)
+            facts["filters"] = {
+                "file": str(filters),
+                "layer": conv.name,
+                "shape": list(conv.w.shape),
+                "max_abs_weight": float(np.abs(conv.w).max()),
+            }
         if activations is not None:
             image, out = activations
             mean = np.asarray(header.get("mean", [0.0]), np.float32)
@@ -451,5 +556,19 @@ def register(app: typer.Typer) -> None:
                 image, model.input_shape, mean, std, preprocess=header.get("preprocess") or None
             )
             layers = [(name, a[0]) for name, a in model.activations(x)]
-            plots.activations_figure(x[0], layers, out, class_names=header.get("class_names"))
-            console.print(f"wrote {out}", markup=False, highlight=False)
+            probs = model.predict_proba(x)[0]
+            names = header.get("class_names") or [str(i) for i in range(probs.size)]
+            plots.activations_figure(
+                x[0], layers, out, class_names=names, probabilities=probs, title=image.name
+            )
+            facts["activations"] = {
+                "file": str(out),
+                "image": str(image),
+                "layers": [{"name": n, "shape": list(a.shape)} for n, a in layers],
+                "probabilities": {str(c): float(p) for c, p in zip(names, probs)},
+            }
+        if emit_json(facts, as_json, json_file):
+            return
+        for key in ("filters", "activations"):
+            if key in facts:
+                console.print(f"wrote {facts[key]['file']}", markup=False, highlight=False)
