@@ -784,3 +784,33 @@ def test_cli_end_to_end_tiny(tmp_path):
     result = CliRunner().invoke(_app(), [*args[:11], "--json"])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["schema"] == bench.SCHEMA
+
+
+# ------------------------------------------------------------------------------ separable
+@pytest.mark.parametrize("weights", sorted(bench.cases.SEPARABLE))
+def test_separable_cases_oracle_peer_and_auto(weights):
+    import dataclasses
+
+    from cnnkit import ops
+
+    case = bench.cases.separable_case(f"sep_{weights}", 31, weights)
+    arrays = bench.make_inputs(case)
+    col, row = bench.cases.SEPARABLE[weights]
+    np.testing.assert_allclose(arrays["w"][0, 0], np.outer(col, row), rtol=1e-6, atol=1e-7)
+    ref = bench.reference(case, arrays)
+    absref = bench.reference(case, {k: np.abs(v) for k, v in arrays.items()})
+    # the two 1-D passes agree with the 2-D definition on the same float32 kernel
+    direct = dataclasses.replace(case, weights="")
+    np.testing.assert_allclose(ref[0], bench.reference(direct, arrays)[0], atol=1e-6)
+    np.testing.assert_allclose(
+        absref[0], bench.reference(direct, {k: np.abs(v) for k, v in arrays.items()})[0]
+    )
+    assert peers.auto_choice(case, ops) == "separable"
+    for method, fn in peers.cnnkit_impls(case, ops, arrays).items():
+        ok, _, why = bench.check_outputs(case, peers.to_numpy(fn()), ref, absref)
+        assert ok, f"{method}: {why}"
+    if not peers.missing_peers(["opencv"]):
+        cv2 = peers.import_library("opencv")
+        out = peers.to_numpy(peers.peer_impl("opencv", cv2, case, arrays)())
+        ok, _, why = bench.check_outputs(case, out, ref, absref)
+        assert ok, why

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from cnnkit.geometry import conv_output_size
 
 # The textbook numpy peer materialises the whole patch matrix; beyond this it is skipped
@@ -32,6 +34,7 @@ class Case:
     kernel: tuple[int, int] = (1, 1)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
+    weights: str = ""  # a named separable kernel (SEPARABLE); random weights when empty
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able fields (what a worker process receives)."""
@@ -50,7 +53,7 @@ class Case:
 
     @property
     def peer_op(self) -> str:
-        return "filter" if self.group == "filter" else self.op
+        return self.group if self.group in ("filter", "separable") else self.op
 
     @property
     def x4(self) -> tuple[int, int, int, int]:
@@ -96,6 +99,8 @@ class Case:
         extra = (f" s{s}" if s != 1 else "") + (f" p{p}" if p else "")
         if self.group == "filter":
             return f"{self.x_shape[2]}x{self.x_shape[3]} {ktxt}"
+        if self.group == "separable":
+            return f"{self.x_shape[2]}x{self.x_shape[3]} {self.weights} {ktxt}"
         if self.is_conv:
             return f"{x} -> {self.w_shape[0]} {ktxt}{extra}"  # type: ignore[index]
         return f"{x} {ktxt}{extra}"
@@ -117,6 +122,38 @@ def conv_case(
 def pool_case(name: str, op: str, x: tuple[int, ...], k: int, stride: int, pad: int = 0) -> Case:
     """A pooling case (``op`` is ``max_pool2d`` or ``avg_pool2d``)."""
     return Case(name, "pool", op, x, None, (k, k), (stride, stride), (pad, pad))
+
+
+def _gaussian(sigma: float) -> np.ndarray:
+    radius = math.ceil(3 * sigma)
+    g = np.exp(-(np.arange(-radius, radius + 1) ** 2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+# Separable kernels as (column, row) factors: the 2-D kernel is their outer product.
+SEPARABLE: dict[str, tuple[np.ndarray, np.ndarray]] = {
+    "gauss1": (_gaussian(1.0), _gaussian(1.0)),
+    "gauss2": (_gaussian(2.0), _gaussian(2.0)),
+    "gauss4": (_gaussian(4.0), _gaussian(4.0)),
+    "box5": (np.full(5, 0.2), np.full(5, 0.2)),
+    "sobel": (np.array([1.0, 2.0, 1.0]), np.array([1.0, 0.0, -1.0])),
+}
+
+
+def separable_case(name: str, size: int, weights: str) -> Case:
+    """A single-image filter with the named separable kernel (:data:`SEPARABLE`)."""
+    k = len(SEPARABLE[weights][0])
+    return Case(
+        name,
+        "separable",
+        "conv2d",
+        (1, 1, size, size),
+        (1, 1, k, k),
+        (k, k),
+        (1, 1),
+        (k // 2, k // 2),
+        weights,
+    )
 
 
 def flops(case: Case) -> int:
@@ -309,6 +346,9 @@ def build_suite(
         x, o, k, p = ANCHOR_LAYERS["lenet_c2"]
         cases.append(conv_case("lenet_c2_bwd", "backward", x, o, k, p))
         return cases
+    for s in (1024, 2048):
+        for weights in SEPARABLE:
+            cases.append(separable_case(f"sep_{s}_{weights}", s, weights))
     cases.append(conv_case("signal_1m_k9", "conv1d", (1, 1, 2**20), 1, 9, 4))
     cases.append(conv_case("signal_1m_k31", "conv1d", (1, 1, 2**20), 1, 31, 15))
     cases.append(conv_case("conv1d_b32_c16", "conv1d", (32, 16, 4096), 16, 7, 3))

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cnnkit.bench.cases import Case
+from cnnkit.bench.cases import SEPARABLE, Case
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -26,11 +26,15 @@ def make_inputs(case: Case, seed: int = 0) -> dict[str, np.ndarray]:
     """Random float32 arrays for ``case``: ``x``, ``w`` (convolutions), ``gy`` (backward).
 
     Shapes are NCHW (NCL for 1-D) exactly as cnnkit and the peers receive them. The same
-    seed gives the same arrays in every process.
+    seed gives the same arrays in every process. A case with named ``weights`` gets that
+    separable kernel instead of random weights.
     """
     rng = np.random.default_rng(seed)
     arrays = {"x": rng.standard_normal(case.x_shape, dtype=np.float32)}
-    if case.w_shape is not None:
+    if case.weights:
+        col, row = SEPARABLE[case.weights]
+        arrays["w"] = np.outer(col, row).astype(np.float32).reshape(case.w_shape)
+    elif case.w_shape is not None:
         w = rng.standard_normal(case.w_shape, dtype=np.float32)
         if case.op == "conv1d":
             w = np.ascontiguousarray(w[:, :, 0, :])
@@ -73,6 +77,7 @@ def reference(case: Case, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, ..
         grad_x_pad[n, c, s*h + i, s*w + j] += sum_o w[o, c, i, j] * gy[n, o, h, w]
 
     Max pooling pads with -inf; average pooling counts the padding (``count_include_pad``).
+    Named separable kernels are computed as two 1-D passes (:func:`_separable_reference`).
     Returns a tuple of arrays shaped like the operation's outputs.
     """
     x = as4(arrays["x"]).astype(np.float64)
@@ -93,6 +98,8 @@ def reference(case: Case, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, ..
         assert y is not None
         return (y if is_max else y / (kh * kw),)
 
+    if case.weights:
+        return (_separable_reference(case, x, arrays["w"]),)
     w = as4(arrays["w"]).astype(np.float64)
     o, c = w.shape[:2]
     n = x.shape[0]
@@ -126,6 +133,22 @@ def reference(case: Case, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, ..
     ph, pw = case.padding
     gx = gxpc[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]].transpose(1, 0, 2, 3)
     return (np.ascontiguousarray(gx), gw, gy.sum(axis=(0, 2, 3)))
+
+
+def _separable_reference(case: Case, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """A named separable kernel's filter as a row pass then a column pass, in float64.
+
+    The float64 factors differ from the float32 kernel the implementations get by its
+    rounding, half an ulp per tap: a quarter of the tolerance's ``2 * K * eps32`` at K = 1,
+    less for every larger K. Called with ``|w|`` (all taps >= 0), it uses ``|col|, |row|``.
+    """
+    col, row = SEPARABLE[case.weights]
+    if np.all(w >= 0):
+        col, row = np.abs(col), np.abs(row)
+    xp = pad(x, case)
+    oh, ow = case.out_hw
+    rows = sum(row[j] * xp[:, :, :, j : j + ow] for j in range(len(row)))
+    return sum(col[i] * rows[:, :, i : i + oh, :] for i in range(len(col)))
 
 
 def reductions(case: Case) -> tuple[int, ...]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.bench.cases import Case
+from cnnkit.bench.cases import SEPARABLE, Case
 from cnnkit.bench.oracle import as4, pad, taps
 
 CONV_METHODS = ("loop", "im2col", "auto")
@@ -38,7 +38,7 @@ PEER_INSTALL = {
 PEER_OPS = {
     "numpy": {"filter", "conv2d", "conv1d", "conv2d_backward", "max_pool2d", "avg_pool2d"},
     "scipy": {"filter"},
-    "opencv": {"filter"},
+    "opencv": {"filter", "separable"},
     "torch": {"filter", "conv2d", "conv1d", "conv2d_backward", "max_pool2d", "avg_pool2d"},
 }
 
@@ -125,6 +125,11 @@ def auto_choice(case: Case, ops: Any) -> str | None:
     choose = getattr(ops, "choose_method", None)
     if not case.is_conv or choose is None:
         return None
+    factor = getattr(ops, "rank_one_factors", None)
+    if factor is not None and case.op == "conv2d" and case.stride == (1, 1) and case.weights:
+        col, row = SEPARABLE[case.weights]
+        if factor(np.outer(col, row)[None, None].astype(np.float32), 1) is not None:
+            return "separable"
     kh, kw = case.kernel
     oh, ow = case.out_hw
     n, c = case.x4[:2]
@@ -206,6 +211,12 @@ def peer_impl(peer: str, module: Any, case: Case, arrays: dict[str, np.ndarray])
     if peer == "scipy":
         img, k = x[0, 0], arrays["w"][0, 0]
         return lambda: (module.correlate(img, k, mode="constant", cval=0.0)[None, None],)
+    if peer == "opencv" and case.weights:
+        img = x[0, 0]
+        col, row = (f.astype(np.float32) for f in SEPARABLE[case.weights])
+        return lambda: (
+            module.sepFilter2D(img, -1, row, col, borderType=module.BORDER_CONSTANT)[None, None],
+        )
     if peer == "opencv":
         img, k = x[0, 0], arrays["w"][0, 0]
         # filter2D computes correlation (no kernel flip), anchored at the kernel centre.

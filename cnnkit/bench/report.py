@@ -37,6 +37,16 @@ SPEED_TARGETS = (
         each=0.8,
         mean=1.0,
     ),
+    SpeedTarget(
+        "separable filters",
+        tuple(
+            f"sep_{s}_{k}"
+            for s in (1024, 2048)
+            for k in ("gauss1", "gauss2", "gauss4", "box5", "sobel")
+        ),
+        "opencv",
+        each=1.0,
+    ),
     SpeedTarget("conv2d forward", FORWARD_LAYERS, "torch", each=1.0),
     SpeedTarget("conv2d backward", tuple(f"{c}_bwd" for c in FORWARD_LAYERS), "torch", each=1.0),
     SpeedTarget(
