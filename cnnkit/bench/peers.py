@@ -125,7 +125,7 @@ def auto_choice(case: Case, ops: Any) -> str | None:
     choose = getattr(ops, "choose_method", None)
     if not case.is_conv or choose is None:
         return None
-    factor = getattr(ops, "rank_one_factors", None)
+    factor = getattr(ops, "separable_factors", None)
     if factor is not None and case.op == "conv2d" and case.stride == (1, 1) and case.weights:
         col, row = SEPARABLE[case.weights]
         if factor(np.outer(col, row)[None, None].astype(np.float32), 1) is not None:

@@ -166,6 +166,7 @@ def train_report(
     *,
     quick: bool = False,
     repeat: int = 3,
+    clock: str = "wall",
     sides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``--train`` report: images/s of cnnkit and PyTorch, each in a fresh process.
@@ -174,7 +175,8 @@ def train_report(
     rounds alternate (cnnkit, PyTorch 1 thread, PyTorch N threads, then again), each round
     a full :func:`cnnkit.train.train_throughput` measurement (``warmup`` untimed steps, the
     median step of the rest). The ratio is cnnkit / PyTorch's better thread count, per round:
-    median and min-max spread.
+    median and min-max spread. With ``clock="cpu"`` (one thread only) the figures are
+    images per second of each worker's CPU time, warm-up steps included on both sides.
     """
     import statistics
 
@@ -186,6 +188,11 @@ def train_report(
 
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be wall or cpu, got {clock!r}")
+    if clock == "cpu" and threads != 1:
+        raise ValueError("clock='cpu' needs threads=1 (CPU time adds up all threads)")
+    key = "cpu_images_per_s" if clock == "cpu" else "images_per_s"
     missing = {} if sides is not None else missing_peers(["torch"])
     own = sides is None
     if sides is None:
@@ -203,7 +210,7 @@ def train_report(
                 for library, t in variants:
                     timing.wait_quiet(pids)
                     got = sides[library].call("train", net=name, threads=t, steps=steps)
-                    rounds[(library, t)].append(got["images_per_s"])
+                    rounds[(library, t)].append(got[key])
             ours = rounds[("cnnkit", threads)]
             torch_rows = {t: rounds[("torch", t)] for lib, t in variants if lib == "torch"}
             best_t = max(torch_rows, key=lambda t: statistics.median(torch_rows[t]), default=None)
@@ -245,7 +252,7 @@ def train_report(
     return {
         "schema": SCHEMA,
         "machine": machine,
-        "settings": {"threads": threads, "quick": quick, "repeat": repeat},
+        "settings": {"threads": threads, "quick": quick, "repeat": repeat, "clock": clock},
         "train": rows,
         "notes": notes,
     }

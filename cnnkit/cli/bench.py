@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
             from cnnkit.bench.training import train_report
 
             with err_console.status("training: cnnkit and PyTorch, each in its own process"):
-                report = train_report(threads, quick=quick, repeat=repeat or 3)
+                report = train_report(threads, quick=quick, repeat=repeat or 3, clock=clock)
             print_train(report, out)
             _write_json(B, report, as_json, json_file, out)
             return
@@ -479,7 +479,9 @@ def print_train(report: dict[str, Any], out: Any = console) -> None:
     rows = report["train"]
     thread_cols = sorted({t for r in rows for t in r["torch_images_per_s"]}, key=int)
     table = Table(
-        title="training images/s (synthetic batches, each side in its own process)",
+        title="training images/s"
+        + (" of CPU time" if report["settings"].get("clock") == "cpu" else "")
+        + " (synthetic batches, each side in its own process)",
         title_justify="left",
     )
     for col in (
