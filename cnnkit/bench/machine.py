@@ -133,14 +133,19 @@ def machine_info(threads: int, versions: dict[str, str] | None = None) -> dict[s
     }
 
 
-def busy_note(machine: dict[str, Any]) -> str | None:
+def busy_note(machine: dict[str, Any], clock: str = "wall") -> str | None:
     """A warning when other processes competed for the cores during the run."""
     load = machine.get("load_average")
     cores = machine.get("usable_cores") or 1
     if load and load[0] > 0.75 * cores:
+        advice = (
+            "CPU time resists that, but caches and memory bandwidth are shared too"
+            if clock == "cpu"
+            else "rerun on an idle machine or use --threads 1 --clock cpu"
+        )
         return (
             f"machine busy: load average {load[0]:.1f} on {cores} cores; other processes "
             "competed for the CPU, so times are inflated and ratios noisy (the spread shows "
-            "how much); rerun on an idle machine or use --threads 1 --clock cpu"
+            f"how much); {advice}"
         )
     return None

@@ -37,16 +37,18 @@ SCHEMA = "cnnkit-bench/2"
 Side = Any  # a Worker or LocalSide: call(cmd, **kw), pids, info, close()
 
 
-def start_sides(libraries: Sequence[str], threads: int) -> dict[str, Side]:
-    """Start one fresh worker process per library (in parallel) and wait until all are ready."""
+def start_sides(libraries: Sequence[str], threads: int, wait: bool = True) -> dict[str, Side]:
+    """Start one fresh worker process per library, all at once; with ``wait``, wait until
+    every one is ready (otherwise a side's first command waits for it)."""
     from cnnkit.bench.worker import Worker
 
     sides: dict[str, Side] = {}
     try:
         for library in libraries:
             sides[library] = Worker(library, threads)
-        for side in sides.values():
-            side.ready()
+        if wait:
+            for side in sides.values():
+                side.ready()
     except BaseException:
         close_sides(sides)
         raise
@@ -117,11 +119,15 @@ def run_suite(
     own = sides is None
     if sides is None:
         wanted = ["cnnkit", *[p for p in peers if p not in missing]]
-        sides = start_sides(wanted, threads)
+        sides = start_sides(wanted, threads, wait=False)
     try:
+        # Compile times and the sgemm peak are measured while the peers still import (they
+        # are context, not ratios); no case is timed before every worker is ready.
         cnnkit = sides["cnnkit"]
         compile_rows = cnnkit.call("compile", ops=list(dict.fromkeys(c.op for c in cases)))
         peak = cnnkit.call("peak", n=peak_n, clock=clock)
+        for side in sides.values():
+            side.ready()
         results: list[dict[str, Any]] = []
         notes: list[str] = [f"peer {p} missing: {why}" for p, why in missing.items()]
         waited = 0.0
@@ -140,7 +146,7 @@ def run_suite(
         if own:
             close_sides(sides)
     machine = machine_info(threads, versions)
-    busy = busy_note(machine)
+    busy = busy_note(machine, clock)
     if busy:
         notes.append(busy)
     return {
@@ -293,6 +299,9 @@ def _time_rounds(
                 "sample", impl=row["method"], threads=row["threads"], number=row["number"]
             )
             row["rounds"].append(got["cpu"] if clock == "cpu" else got["wall"])
+            # One warm-up call can mislead (a thread pool that just woke up): size the next
+            # round's sample by this one.
+            row["number"] = timing.calls_per_sample(got["wall"])
             row.setdefault("wall_rounds", []).append(got["wall"])
             row.setdefault("cpu_rounds", []).append(got["cpu"])
             row["rss_peak_bytes"] = got["rss"]

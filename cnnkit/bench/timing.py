@@ -24,7 +24,7 @@ import numpy as np
 SAMPLE_SECONDS = 0.01
 # Untimed calls before every sample, so a process that slept while others ran starts its
 # sample with warm caches and a core at speed (see warm_up).
-WARM_SECONDS = 0.005
+WARM_SECONDS = 0.003
 # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit systems: the largest value the dynamic
 # threshold reaches, and the block size that moves it there when freed.
 MMAP_THRESHOLD_MAX = 32 * 2**20

@@ -176,7 +176,8 @@ def train_report(
     a full :func:`cnnkit.train.train_throughput` measurement (``warmup`` untimed steps, the
     median step of the rest). The ratio is cnnkit / PyTorch's better thread count, per round:
     median and min-max spread. With ``clock="cpu"`` (one thread only) the figures are
-    images per second of each worker's CPU time, warm-up steps included on both sides.
+    images per second of each worker's CPU time over the timed steps
+    (:meth:`cnnkit.bench.worker.Host.train`).
     """
     import statistics
 
@@ -242,7 +243,7 @@ def train_report(
             close_sides(sides)
     machine = machine_info(threads, versions)
     notes = [f"peer {p} missing: {why}" for p, why in missing.items()]
-    busy = busy_note(machine)
+    busy = busy_note(machine, clock)
     if busy:
         notes.append(busy)
     notes.append(
