@@ -223,6 +223,7 @@ class _ConvPlan:
         "out5",
         "method",
         "flip",
+        "factors",
     )
 
 
@@ -305,7 +306,10 @@ def _plan_conv(
     else:
         lo = tuple(p[0] for p in pads)
         zero_pads = ((0, 0),) * (3 - nd) + tuple(pads)
+    factors = None
     if method == "auto":
+        if stride_t == dil_t == (1,) * nd:
+            factors = separable_factors(_cast(w, dtype), groups)
         method = choose_method(
             w.shape[1],
             math.prod(kernel),
@@ -331,6 +335,7 @@ def _plan_conv(
     plan.out5 = (x.shape[0], n_out, *_lift(out, 1, nd))
     plan.method = method
     plan.flip = bool(flip)
+    plan.factors = factors
     return plan
 
 
@@ -555,7 +560,83 @@ def _loop_forward(plan: _ConvPlan) -> np.ndarray:
     return np.ascontiguousarray(y[..., :ow])
 
 
+def rank_one_factors(w: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Column and row factors of 2-D kernels that are each an outer product, else None.
+
+    Only for one input channel per output channel (a single-image filter or a depthwise
+    layer: ``w`` is ``(O, 1, kh, kw)`` with ``groups == O``) and kernels of at least 2x2.
+
+    Returns
+    -------
+    (col, row) : ndarrays (O, kh) and (O, kw), or None
+        ``w[o, 0] == outer(col[o], row[o])`` up to ``kh * kw * eps`` of the kernel's
+        largest singular value (Gaussian, box, Sobel and other separable kernels).
+
+    Notes
+    -----
+    A rank-1 ``kh x kw`` filter is a ``1 x kw`` pass along the rows followed by a
+    ``kh x 1`` pass along the columns: ``kh + kw`` multiply-adds per output instead of
+    ``kh * kw``. The factors come from the singular value decomposition
+    ``w = s0 u0 v0^T + s1 u1 v1^T + ...``: rank 1 when ``s1`` is negligible, with
+    ``col = sqrt(s0) u0`` and ``row = sqrt(s0) v0``.
+    """
+    if w.ndim != 4 or w.shape[1] != 1 or groups != w.shape[0] or min(w.shape[2:]) < 2:
+        return None
+    u, sv, vt = np.linalg.svd(w[:, 0].astype(np.float64))
+    eps = float(np.finfo(w.dtype).eps)
+    if np.any(sv[:, 1] > w.shape[2] * w.shape[3] * eps * sv[:, 0]) or not np.all(sv[:, 0] > 0):
+        return None
+    scale = np.sqrt(sv[:, :1])
+    return (u[:, :, 0] * scale).astype(w.dtype), (vt[:, 0, :] * scale).astype(w.dtype)
+
+
+def separable_factors(w: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`rank_one_factors` when two 1-D passes pay off, else None (``method="auto"``).
+
+    Two passes cost ``kh + kw`` multiply-adds per output and one more trip through memory;
+    they are taken when ``kh * kw >= 2 * (kh + kw)`` (5x5 and larger, not 3x3). Measured
+    on 1024-2048 px images at one thread: 5x5 box 1.2-1.7x, Gaussian sigma 1-4 (7x7 to
+    25x25) 1.9-9.1x faster than the direct loop, 3x3 Sobel 0.86-0.94x (docs/PERFORMANCE.md).
+    """
+    if w.ndim != 4 or w.shape[2] * w.shape[3] < 2 * (w.shape[2] + w.shape[3]):
+        return None
+    return rank_one_factors(w, groups)
+
+
+def _separable_forward(plan: _ConvPlan) -> np.ndarray:
+    """A rank-1 filter as two loop passes: ``1 x kw`` along rows, then ``kh x 1``."""
+    col, row = plan.factors
+    o = col.shape[0]
+    first = _ConvPlan()
+    for name in _ConvPlan.__slots__:
+        setattr(first, name, getattr(plan, name))
+    n, _, od, oh, ow = plan.out5
+    _, _, d, h, _ = plan.x5.shape
+    # pass 1: rows of the (H-unpadded) input, W padded: (N, O, D, H, OW)
+    first.w5 = np.ascontiguousarray(row[:, None, None, None, :])
+    first.bias = None
+    first.lo = (plan.lo[0], 0, plan.lo[2])
+    first.zero_pads = (plan.zero_pads[0], (0, 0), plan.zero_pads[2])
+    first.out5 = (n, o, od, h, ow)
+    first.method = "loop"
+    tmp = _loop_forward(first)
+    # pass 2: columns of the intermediate, H padded, one channel per group
+    second = _ConvPlan()
+    for name in _ConvPlan.__slots__:
+        setattr(second, name, getattr(first, name))
+    second.x5 = tmp
+    second.w5 = np.ascontiguousarray(col[:, None, None, :, None])
+    second.bias = plan.bias
+    second.groups = o
+    second.lo = (0, plan.lo[1], 0)
+    second.zero_pads = ((0, 0), plan.zero_pads[1], (0, 0))
+    second.out5 = plan.out5
+    return _loop_forward(second)
+
+
 def _conv_forward(plan: _ConvPlan) -> np.ndarray:
+    if plan.factors is not None:
+        return _separable_forward(plan).reshape(plan.out5[:2] + plan.out5[5 - plan.nd :])
     y = _gemm_forward(plan) if plan.method == "im2col" else _loop_forward(plan)
     return y.reshape(plan.out5[:2] + plan.out5[5 - plan.nd :])
 
@@ -1291,6 +1372,8 @@ __all__ = [
     "avg_pool2d",
     "avg_pool2d_backward",
     "choose_method",
+    "rank_one_factors",
+    "separable_factors",
     "col2im",
     "conv1d",
     "conv1d_backward",

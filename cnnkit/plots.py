@@ -304,26 +304,22 @@ def filter_compare_figure(
     save_figure(fig, path)
 
 
-def bench_figure(series: dict, path: str | os.PathLike[str], title: str = "") -> None:
-    """Two panels from ``cnnkit.bench.plot_series``: GFLOP/s against image size (log-log)
-    and seconds against kernel size, one line per method or peer."""
+def bench_figure(panels: list, path: str | os.PathLike[str], title: str = "") -> None:
+    """One panel per entry of ``cnnkit.bench.plot_panels`` (a title, axis labels, a log
+    y axis, and ``lines``: name -> [(x, y)]), one line per method or peer, with a legend."""
     plt = pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, points in series["size"].items():
-        xs, ys = zip(*points)
-        left.plot(xs, ys, marker="o", ls="--" if name == "auto" else "-", label=name)
-    left.set(xscale="log", yscale="log", xlabel="image side (pixels)", ylabel="GFLOP/s")
-    sizes = sorted({x for pts in series["size"].values() for x, _ in pts})
-    left.set_xticks(sizes, [str(v) for v in sizes])
-    left.minorticks_off()
-    left.set_title(f"throughput vs image size, {series.get('size_title', '')}")
-    for name, points in series["kernel"].items():
-        xs, ys = zip(*points)
-        right.plot(xs, ys, marker="o", ls="--" if name == "auto" else "-", label=name)
-    right.set(yscale="log", xlabel="kernel side", ylabel="seconds per call")
-    right.set_xticks(sorted({x for pts in series["kernel"].values() for x, _ in pts}))
-    right.set_title(f"time vs kernel size, {series.get('kernel_title', '')}")
-    for ax in (left, right):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for name, points in panel["lines"].items():
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", ls="--" if name == "auto" else "-", label=name)
+        ax.set(yscale="log", xlabel=panel["xlabel"], ylabel=panel["ylabel"])
+        if panel["xlog"]:
+            ax.set_xscale("log")
+        ticks = sorted({x for pts in panel["lines"].values() for x, _ in pts})
+        ax.set_xticks(ticks, [str(v) for v in ticks])
+        ax.minorticks_off()
+        ax.set_title(panel["title"], fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     if title:

@@ -601,115 +601,6 @@ def train_throughput(
     }
 
 
-def torch_train_throughput(
-    arch: str,
-    batch_size: int,
-    steps: int = 50,
-    *,
-    optimizer: str = "adam",
-    lr: float = 3e-3,
-    warmup: int = 5,
-    threads: int | None = 2,
-    input_shape: tuple[int, ...] | None = None,
-    seed: int = 0,
-) -> dict[str, float]:
-    """The same measurement as :func:`train_throughput` with PyTorch (a benchmark peer).
-
-    The network is built from the same spec (conv, pool, gap, activations, bn, dropout,
-    flatten, fc). PyTorch is imported here only; it is never a runtime dependency.
-    """
-    import torch
-
-    from cnnkit import arch as spec_mod
-
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    arch_obj = spec_mod.parse(arch, input_shape)
-    net = torch_network(arch_obj)
-    rng = np.random.default_rng(seed)
-    x = torch.tensor(rng.standard_normal((batch_size, *arch_obj.input_shape)), dtype=torch.float32)
-    out_units = spec_mod.infer(arch_obj)[-1].output_shape[0]
-    y = torch.tensor(rng.integers(0, out_units, batch_size))
-    if optimizer == "adam":
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
-    else:
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    ms = float(np.median(times)) * 1e3
-    return {
-        "images_per_s": batch_size / ms * 1e3,
-        "ms_per_step": ms,
-        "steps": steps,
-        "batch_size": batch_size,
-    }
-
-
-def torch_network(arch: Any) -> Any:
-    """A ``torch.nn.Sequential`` equivalent of a parsed 2-D architecture (benchmark peer)."""
-    import torch
-
-    from cnnkit import arch as spec_mod
-
-    nn = torch.nn
-    mods: list[Any] = []
-    for info in spec_mod.infer(arch):
-        lay, shape = info.layer, info.input_shape
-        if lay.kind == "conv":
-            pads = info.pads
-            if any(lo != hi for lo, hi in pads):
-                mods.append(nn.ZeroPad2d((pads[1][0], pads[1][1], pads[0][0], pads[0][1])))
-                pad: Any = 0
-            else:
-                pad = tuple(p[0] for p in pads)
-            mods.append(
-                nn.Conv2d(
-                    shape[0],
-                    lay.out_channels,
-                    lay.kernel,
-                    lay.stride,
-                    pad,
-                    lay.dilation,
-                    lay.groups,
-                    lay.bias,
-                )
-            )
-        elif lay.kind == "pool":
-            pad = tuple(p[0] for p in info.pads)
-            cls = nn.MaxPool2d if lay.mode == "max" else nn.AvgPool2d
-            mods.append(cls(lay.kernel, lay.stride, pad, ceil_mode=lay.ceil))
-        elif lay.kind == "gap":
-            mods += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        elif lay.kind == "relu":
-            mods.append(nn.ReLU())
-        elif lay.kind == "leakyrelu":
-            mods.append(nn.LeakyReLU(lay.slope))
-        elif lay.kind == "tanh":
-            mods.append(nn.Tanh())
-        elif lay.kind == "sigmoid":
-            mods.append(nn.Sigmoid())
-        elif lay.kind == "dropout":
-            mods.append(nn.Dropout(lay.rate))
-        elif lay.kind == "bn":
-            mods.append(nn.BatchNorm2d(shape[0]) if len(shape) > 1 else nn.BatchNorm1d(shape[0]))
-        elif lay.kind == "flatten":
-            mods.append(nn.Flatten())
-        elif lay.kind == "fc":
-            if len(shape) > 1:
-                mods.append(nn.Flatten())
-            mods.append(nn.Linear(int(np.prod(shape)), lay.units, lay.bias))
-    return nn.Sequential(*mods)
-
-
 @dataclass
 class RunOutcome:
     """Everything ``cnnkit train`` reports."""
@@ -1030,7 +921,5 @@ __all__ = [
     "model_meta",
     "run",
     "save_checkpoint",
-    "torch_network",
-    "torch_train_throughput",
     "train_throughput",
 ]

@@ -147,25 +147,6 @@ def test_train_throughput_reports_a_rate():
     assert out["images_per_s"] > 0 and out["ms_per_step"] > 0 and out["batch_size"] == 8
 
 
-def test_torch_network_matches_the_model_forward(rng):
-    torch = pytest.importorskip("torch")
-    from cnnkit import arch as spec
-
-    text = "input 1 9 9; conv 3 k=3 p=same; relu; pool avg k=2; conv 4 k=2; tanh; fc 5"
-    model = build_model(text, seed=2, dtype=np.float64)
-    net = tr.torch_network(spec.parse(text)).double()
-    mine = [m for m in model.layers if m.params]
-    theirs = [m for m in net if list(m.parameters())]
-    with torch.no_grad():
-        for a, b in zip(mine, theirs):
-            b.weight.copy_(torch.tensor(a.w))
-            b.bias.copy_(torch.tensor(a.b))
-    x = rng.standard_normal((3, 1, 9, 9))
-    np.testing.assert_allclose(
-        model.forward(x), net(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12
-    )
-
-
 def _shifted(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """Plain-loop oracle: content moved down dy, right dx; uncovered pixels repeat the edge."""
     c, h, w = img.shape

@@ -1,13 +1,11 @@
 """``cnnkit bench``: the sliding-window loop against im2col + GEMM, and against peers.
 
-Thin: parse options, call :mod:`cnnkit.bench`, render. Numba, numpy and the kernels load
-inside the command, so other commands never pay for them.
+Thin: parse options, call :mod:`cnnkit.bench`, render. Every library is timed in a worker
+process of its own; this process only orchestrates, checks and prints.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,15 +17,17 @@ from cnnkit.cli.common import Failure, UsageError, console, err_console, friendl
 EXAMPLES = """
 Examples:
 
-  cnnkit bench --quick                       # a few seconds
+  cnnkit bench --quick                       # under 10 seconds
 
-  cnnkit bench --json bench.json --plot bench.png
+  cnnkit bench --json-file bench.json --plot bench.png
 
   cnnkit bench --case 'filter_1024_*' --case lenet_c2 --repeat 7
 
   cnnkit bench --sizes 256,512 --kernels 3,5 --channels 16 --batch 4
 
   cnnkit bench --threads 1 --clock cpu       # steady ratios on a busy machine
+
+  cnnkit bench --quick --self-check          # peers in the bench vs peers alone
 
   cnnkit bench --explain                     # the lecture's im2col example
 
@@ -48,7 +48,7 @@ def _int_list(text: str | None, option: str) -> list[int] | None:
 
 
 def _check_output(path: Path | None, option: str, suffixes: tuple[str, ...] = ()) -> None:
-    if path is None:
+    if path is None or str(path) == "-":
         return
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
@@ -57,20 +57,13 @@ def _check_output(path: Path | None, option: str, suffixes: tuple[str, ...] = ()
         raise UsageError(f"{option} {path}: the file name must end with {' or '.join(suffixes)}")
 
 
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def register(app: typer.Typer) -> None:
     """Add the ``bench`` command to ``app``."""
 
     @app.command("bench", epilog=EXAMPLES)
     @friendly_errors
     def bench(
-        quick: bool = typer.Option(False, "--quick", help="A few-second suite."),
+        quick: bool = typer.Option(False, "--quick", help="A suite of under 10 seconds."),
         case: list[str] = typer.Option(
             None, "--case", "-c", help="Case name or glob (repeatable); see --list."
         ),
@@ -80,12 +73,21 @@ def register(app: typer.Typer) -> None:
             None, help="Extra conv layers (b, c, 32, 32) -> c, k3: channel counts."
         ),
         batch: str = typer.Option(None, help="Extra conv layers: batch sizes, e.g. 1,8."),
-        threads: int = typer.Option(None, help="Threads for Numba, BLAS, PyTorch, OpenCV."),
-        repeat: int = typer.Option(None, help="Timed samples per method (median); 5, quick 3."),
-        json_path: Path = typer.Option(None, "--json", help="Write the full report as JSON."),
+        threads: int = typer.Option(
+            None, help="Threads of every library (PyTorch is also timed at 1). Default: cores."
+        ),
+        repeat: int = typer.Option(
+            None, help="Rounds (each side sampled once per round); 5, quick 3, --train 3."
+        ),
+        as_json: bool = typer.Option(
+            False, "--json", help="Print the full report as JSON on stdout (no tables)."
+        ),
+        json_file: Path = typer.Option(
+            None, "--json-file", help="Write the full report as JSON to a file ('-': stdout)."
+        ),
         csv_path: Path = typer.Option(None, "--csv", help="Write one row per result as CSV."),
         plot_path: Path = typer.Option(
-            None, "--plot", help="GFLOP/s vs image size and time vs kernel size (PNG)."
+            None, "--plot", help="GFLOP/s vs image size and time vs kernel size (PNG/SVG/PDF)."
         ),
         explain: bool = typer.Option(
             False, "--explain", help="Show the lecture's im2col example and exit."
@@ -93,57 +95,73 @@ def register(app: typer.Typer) -> None:
         train: bool = typer.Option(
             False, "--train", help="Only measure training images/s against PyTorch."
         ),
+        check: bool = typer.Option(
+            False,
+            "--self-check",
+            help="Then time each library alone in a fresh process; fail if the bench's "
+            "figure differs by more than 15 %.",
+        ),
         clock: str = typer.Option(
             "wall",
-            help="wall, or cpu: process CPU time, robust on a busy machine (needs --threads 1).",
+            help="wall, or cpu: each worker's CPU time, robust on a busy machine "
+            "(needs --threads 1).",
         ),
         list_cases: bool = typer.Option(False, "--list", help="List the cases and exit."),
     ) -> None:
         """Time cnnkit's loop and im2col convolutions against each other and against peers.
 
-        Every result is checked against a float64 oracle before it is timed; ratios
-        (vs_<peer> = peer time / cnnkit time, above 1 means cnnkit is faster) come from the
-        same run. Numba compile time is reported on its own line and excluded.
+        Each library runs in a fresh process of its own, with the same thread count and
+        the allocator warmed alike; every result is checked against a float64 oracle
+        before it is timed; rounds alternate between the sides, and ratios (peer time /
+        cnnkit time, above 1 means cnnkit is faster) are medians of per-round ratios with
+        their min-max spread.
         """
+        from cnnkit.bench.machine import check_threads, usable_cores
+
         if clock not in ("wall", "cpu"):
             raise UsageError(f"--clock must be wall or cpu, got {clock!r}")
         if repeat is not None and repeat < 1:
             raise UsageError(f"--repeat must be >= 1, got {repeat}")
-        # An explicit --repeat is honoured exactly; the default may stop at 3 samples for
-        # calls that take long (a 1 s peer would otherwise dominate the suite).
-        budget = None if repeat else 1.5
-        repeat = repeat or (3 if quick else 5)
-        threads = threads if threads is not None else _usable_cores()
+        threads = threads if threads is not None else usable_cores()
         if threads < 1:
             raise UsageError(f"--threads must be >= 1, got {threads}")
+        try:
+            check_threads(threads)
+        except ValueError as exc:
+            raise UsageError(f"--{exc}") from None
         if clock == "cpu" and threads != 1:
             raise UsageError(
                 "--clock cpu needs --threads 1 (CPU time adds up all threads, spinning ones too)"
             )
-        _check_output(json_path, "--json")
+        _check_output(json_file, "--json-file")
         _check_output(csv_path, "--csv")
         _check_output(plot_path, "--plot", (".png", ".svg", ".pdf"))
-        size_list = _int_list(sizes, "--sizes")
-        kernel_list = _int_list(kernels, "--kernels")
-        channel_list = _int_list(channels, "--channels")
-        batch_list = _int_list(batch, "--batch")
-
-        # Without threadpoolctl, OpenBLAS reads its thread count once, when numpy loads.
-        if importlib.util.find_spec("threadpoolctl") is None and "numpy" not in sys.modules:
-            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-                os.environ[var] = str(threads)
+        if train and (csv_path is not None or plot_path is not None or check):
+            raise UsageError("--train reports training images/s; use --json or --json-file")
+        to_stdout = as_json or (json_file is not None and str(json_file) == "-")
+        out = err_console if to_stdout else console
 
         from cnnkit import bench as B
 
         if explain:
-            print_explain(B.explain_data())
+            from cnnkit.bench.explain import explain_data
+
+            print_explain(explain_data())
+            return
+        if train:
+            from cnnkit.bench.training import train_report
+
+            with err_console.status("training: cnnkit and PyTorch, each in its own process"):
+                report = train_report(threads, quick=quick, repeat=repeat or 3, clock=clock)
+            print_train(report, out)
+            _write_json(B, report, as_json, json_file, out)
             return
 
         suite_args = {
-            "sizes": size_list,
-            "kernels": kernel_list,
-            "channels": channel_list,
-            "batch": batch_list,
+            "sizes": _int_list(sizes, "--sizes"),
+            "kernels": _int_list(kernels, "--kernels"),
+            "channels": _int_list(channels, "--channels"),
+            "batch": _int_list(batch, "--batch"),
         }
         if case:
             # A named case is found even when it is not part of the (quick) default suite.
@@ -156,29 +174,43 @@ def register(app: typer.Typer) -> None:
         if list_cases:
             print_cases(cases)
             return
-
-        if train and csv_path is not None:
-            raise UsageError("--csv holds the kernel results; use --json with --train")
-        if plot_path is not None and not train and not any(c.group == "filter" for c in cases):
+        if plot_path is not None and not any(c.group == "filter" for c in cases):
             raise UsageError("--plot draws the filter cases; select some (e.g. --case 'filter_*')")
-        how = B.fix_threads(threads)
-        if train:
-            peers = B.Peers(wanted=("torch",), threads=threads)
-            report = B.train_report(peers, threads, how, quick=quick)
-            print_train(report)
-        else:
-            # run_suite refuses a case too large for memory before allocating anything.
-            report = _run_with_progress(B, cases, repeat, threads, how, quick, budget, clock)
-            print_report(report)
-            if plot_path is not None:
-                write_plot(report, plot_path)
-                console.print(f"wrote {plot_path}")
-        if json_path is not None:
-            B.write_json(report, json_path)
-            console.print(f"wrote {json_path}")
+
+        # An explicit --repeat is honoured exactly; by default a case may stop after 3
+        # rounds once its rounds took 1.5 s (a 1 s peer would otherwise dominate).
+        budget = None if repeat else 1.5
+        report = _run_with_progress(
+            B, cases, repeat or (3 if quick else 5), threads, quick, budget, clock
+        )
+        print_report(report, out)
+        if plot_path is not None:
+            write_plot(report, plot_path)
+            out.print(f"wrote {plot_path}")
         if csv_path is not None:
             B.write_csv(report, csv_path)
-            console.print(f"wrote {csv_path}")
+            out.print(f"wrote {csv_path}")
+        failed = False
+        if check:
+            with err_console.status("self-check: each library alone in a fresh process"):
+                rows = B.self_check(report, cases)
+            report["self_check"] = rows
+            print_self_check(rows, out)
+            failed = not all(r["ok"] for r in rows)
+        _write_json(B, report, as_json, json_file, out)
+        if failed:
+            raise Failure(
+                "self-check: some in-bench figures differ from the standalone ones by more "
+                "than 15 % (a busy machine? try --threads 1 --clock cpu)"
+            )
+
+
+def _write_json(B: Any, report: dict[str, Any], as_json: bool, path: Path | None, out: Any) -> None:
+    if as_json or (path is not None and str(path) == "-"):
+        sys.stdout.write(B.to_json(report))
+    if path is not None and str(path) != "-":
+        B.write_json(report, path)
+        out.print(f"wrote {path}")
 
 
 def _run_with_progress(
@@ -186,7 +218,6 @@ def _run_with_progress(
     cases: list[Any],
     repeat: int,
     threads: int,
-    how: dict[str, str],
     quick: bool,
     budget: float | None,
     clock: str,
@@ -201,7 +232,7 @@ def _run_with_progress(
         console=err_console,
         transient=True,
     ) as progress:
-        task = progress.add_task("compiling", total=len(cases))
+        task = progress.add_task("starting one process per library", total=len(cases))
         done = {"n": -1}
 
         def step(name: str) -> None:
@@ -214,7 +245,6 @@ def _run_with_progress(
             threads=threads,
             peak_n=1024 if quick else 2048,
             progress=step,
-            thread_control=how,
             budget_s=budget,
             clock=clock,
         )
@@ -240,125 +270,190 @@ def _fmt_ratio(value: float | None) -> str:
     return f"[{style}]{value:.2f}x[/]"
 
 
+def _wide(out: Any) -> Any:
+    """A console on ``out``'s file at least 100 columns wide: tables hold numbers, and in a
+    narrower terminal the terminal wraps lines rather than rich cutting cells short."""
+    from rich.console import Console
+
+    if out.width >= 100:
+        return out
+    return Console(file=out.file, width=100, highlight=False)
+
+
 def _header(report: dict[str, Any]) -> str:
     m = report["machine"]
-    how = report["settings"].get("thread_control", {})
+    s = report["settings"]
     lines = [
         f"[bold]{m['cpu']}[/], {m['cores']} cores ({m['usable_cores']} usable), "
         f"{m['threads']} threads",
-        f"cnnkit {m.get('cnnkit', '?')}, python {m['python']}, numpy {m['numpy']}, "
-        f"numba {m['numba']}, BLAS {m['blas']}",
+        f"python {m['python']}, numpy {m['numpy']}, BLAS {m['blas']}",
     ]
+    versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items() if v)
+    if versions:
+        lines.append(versions)
     if m.get("load_average"):
         lines.append("load average " + " ".join(f"{v:.2f}" for v in m["load_average"]))
-    if how:
-        lines.append("threads fixed by: " + "; ".join(f"{k}: {v}" for k, v in how.items()))
+    if "clock" in s:
+        lines.append(
+            f"{s['clock']} clock, {s['repeat']} alternating rounds, one process per library"
+        )
     return "\n".join(lines)
 
 
-def print_report(report: dict[str, Any]) -> None:
-    """The kernel benchmark as rich tables: header, compile line, results, notes, summary."""
+def _label_lines(case: dict[str, Any]) -> list[str]:
+    """A case's name, then its shape label in short pieces (keeps the column narrow)."""
+    shape = case["shape"]
+    parts = shape.split(" -> ", 1)
+    if len(parts) == 2:
+        pieces = [parts[0], "-> " + parts[1]]
+    else:
+        first, _, rest = shape.partition(" ")
+        pieces = [first, rest] if rest else [first]
+    return [case["case"], *[f"[dim]{p}[/]" for p in pieces]]
+
+
+def _method_label(r: dict[str, Any], report: dict[str, Any]) -> str:
+    if r["impl"] != "cnnkit":
+        name = r["method"]
+        if r["library"] == "torch":
+            name += f" {r['threads']}t"
+        return f"[cyan]{name}[/]"
+    if r["detail"].startswith("auto -> "):
+        return f"auto [dim]({r['detail'][8:]})[/]"
+    return r["method"]
+
+
+def print_report(report: dict[str, Any], out: Any = console) -> None:
+    """The kernel benchmark as tables that fit 100 columns: header, results, targets."""
     from rich import box
-    from rich.console import Console
     from rich.panel import Panel
     from rich.table import Table
 
     from cnnkit.bench import PEERS, fmt_bytes
 
-    console.print(Panel(_header(report), title="cnnkit bench", expand=False))
+    out.print(Panel(_header(report), title="cnnkit bench", expand=False))
     peak = report["peak"]
-    console.print(
-        f"peak: numpy sgemm {peak['n']}x{peak['n']} float32 = {peak['gflops']:.1f} GFLOP/s; "
-        f"median of {report['settings']['repeat']} samples after warm-up"
+    out.print(
+        f"peak: numpy sgemm {peak['n']}x{peak['n']} float32 = {peak['gflops']:.1f} GFLOP/s",
+        highlight=False,
     )
     comp = ", ".join(
         f"{r['op']} {r['method']} {r['seconds']:.2f} s" + (" (failed)" if r["error"] else "")
         for r in report["compile"]
     )
-    console.print(f"Numba first call (compile or cache load, excluded from timings): {comp}")
+    out.print(f"Numba first call (compile or cache load, not timed): {comp}", highlight=False)
 
     results = report["results"]
-    # Tables hold numbers: render them whole (the terminal wraps) rather than truncated.
-    out = Console(width=max(console.width, 160), highlight=False)
+    # Tables hold numbers: in a terminal narrower than 100 columns, let it wrap the lines
+    # rather than have rich cut cells short.
+    wide = _wide(out)
     for group in dict.fromkeys(r["group"] for r in results):
         rows = [r for r in results if r["group"] == group]
-        present = [p for p in PEERS if any(r["method"] == p for r in rows)]
+        present = [p for p in PEERS if any(r["library"] == p for r in rows)]
         table = Table(title=f"[bold]{group}[/]", title_justify="left", box=box.SIMPLE_HEAD)
-        wide = max(len(r["case"]) for r in rows)
-        table.add_column("case", no_wrap=True, min_width=wide)
+        table.add_column("case", no_wrap=True)
         table.add_column("method", no_wrap=True)
-        first = "cpu time" if report["settings"].get("clock") == "cpu" else "time"
-        second = "wall" if first == "cpu time" else "cpu"
-        other_key = "wall_seconds" if second == "wall" else "cpu_seconds"
-        for col in (first, second, "GFLOP/s", "%peak", "extra mem", "x loop"):
+        clock = "cpu time" if report["settings"].get("clock") == "cpu" else "time"
+        for col in (clock, "GFLOP/s", "extra mem"):
             table.add_column(col, justify="right", no_wrap=True)
         for p in present:
-            table.add_column(f"vs {p}", justify="right")
-        last = None
-        shown = 0
-        for r in rows:
-            if r["case"] != last:
-                if last is not None:
-                    table.add_section()
-                last, shown = r["case"], 0
-            label = r["case"] if shown == 0 else (f"[dim]{r['shape']}[/]" if shown == 1 else "")
-            shown += 1
-            method = r["method"] if r["impl"] == "cnnkit" else f"[cyan]{r['method']}[/]"
-            if r["detail"].startswith("auto -> "):
-                method += f" [dim]({r['detail'][8:]})[/]"
-            if r["status"] != "ok":
-                status = f"[bold red]{r['status']}[/]"
-                table.add_row(label, method, status, *[""] * (5 + len(present)))
-                continue
-            unit = " op" if r["op"].endswith("pool2d") else ""
-            table.add_row(
-                label,
-                method,
-                _fmt_time(r["seconds"]),
-                f"[dim]{_fmt_time(r.get(other_key))}[/]",
-                f"{r['gflops']:.2f}{unit}",
-                f"{100 * r['peak_share']:.1f}" if r["peak_share"] is not None else "",
-                fmt_bytes(r["extra_bytes"]) if r["extra_bytes"] else "",
-                f"{r['speedup_vs_loop']:.2f}" if r["speedup_vs_loop"] else "",
-                *[_fmt_ratio(r["ratios"].get(p)) for p in present],
-            )
-        out.print(table)
-    rss = max((r.get("rss_peak_bytes") or 0 for r in results), default=0)
-    console.print(
-        f"vs <peer> = peer time / cnnkit time (above 1: cnnkit faster); x loop = loop time / "
-        f"time. cpu: process CPU time per call (all threads; with --threads 1 it is immune "
-        f"to other processes). extra mem: the im2col patch matrix. Peak RSS: {fmt_bytes(rss)}. "
-        "Pooling counts one operation (op) per window element."
+            table.add_column(p, justify="right", no_wrap=True)
+        for name in dict.fromkeys(r["case"] for r in rows):
+            mine = [r for r in rows if r["case"] == name]
+            labels = _label_lines(mine[0])
+            if len(mine) < len(labels):
+                labels = [labels[0], " ".join(labels[1:])]
+            for k, r in enumerate(mine):
+                label = labels[k] if k < len(labels) else ""
+                if r["status"] != "ok":
+                    status = f"[bold red]{r['status']}[/]"
+                    table.add_row(label, _method_label(r, report), status)
+                    continue
+                unit = " op" if r["op"].endswith("pool2d") else ""
+                table.add_row(
+                    label,
+                    _method_label(r, report),
+                    _fmt_time(r["seconds"]),
+                    f"{r['gflops']:.2f}{unit}",
+                    fmt_bytes(r["extra_bytes"]) if r["extra_bytes"] else "",
+                    *[_fmt_ratio(r["ratios"].get(p)) for p in present],
+                )
+            table.add_section()
+        wide.print(table)
+    out.print(
+        "Peer columns: the peer's time / cnnkit's time, median of per-round ratios (above "
+        "1: cnnkit faster; PyTorch: its better thread count); spreads are in --json. extra "
+        "mem: the im2col patch matrix. Pooling counts one operation (op) per window element.",
+        highlight=False,
     )
     for r in results:
         if r["status"] != "ok":
-            console.print(f"[bold red]{r['status']}[/] {r['case']} {r['method']}: {r['detail']}")
+            out.print(f"[bold red]{r['status']}[/] {r['case']} {r['method']}: {r['detail']}")
     for note in report["notes"]:
-        console.print(f"[yellow]note:[/] {note}")
+        out.print(f"[yellow]note:[/] {note}", highlight=False)
     summary = report["summary"]
-    if summary["auto_vs_best"]:
-        parts = [
-            f"{a['case']} {a['ratio']:.2f}"
-            + (f" ({a['picked']}, best {a['best']})" if a.get("picked") else "")
-            + ("" if a["ok"] else " [red]slower[/]")
-            for a in summary["auto_vs_best"]
-        ]
-        console.print("auto vs best of loop/im2col (>= 0.90 wanted): " + ", ".join(parts))
-    if summary["targets"]:
-        table = Table(title="issue 6 targets (same run)", title_justify="left")
-        for col in ("case", "cnnkit", "peer", "ratio", "target", ""):
-            table.add_column(col)
-        for t in summary["targets"]:
-            table.add_row(
-                t["case"],
-                t["method"],
-                t["peer"],
-                f"{t['ratio']:.2f}x",
-                f">= {t['target']}x",
-                "[green]met[/]" if t["ok"] else "[red]missed[/]",
+    auto = summary["auto_vs_best"]
+    if auto:
+        slow = [a for a in auto if not a["ok"]]
+        line = f"auto within 10 % of the better of loop and im2col: {len(auto) - len(slow)}"
+        line += f" of {len(auto)} cases"
+        if slow:
+            line += (
+                " (slower: "
+                + ", ".join(
+                    f"{a['case']} {a['ratio']:.2f}"
+                    + (f" picked {a['picked']}" if a["picked"] else "")
+                    + f", best {a['best']}"
+                    for a in slow
+                )
+                + ")"
             )
-        console.print(table)
-    console.print("[dim]Times on a shared machine are noisy; compare ratios from one run.[/]")
+        out.print(line, highlight=False)
+    print_targets(summary, wide)
+    out.print("[dim]Shared machines are noisy: read the spread (--json), not one digit.[/]")
+
+
+def print_targets(summary: dict[str, Any], out: Any = console) -> None:
+    """The speed targets table: one row per measured case, then one line per target."""
+    from rich import box
+    from rich.table import Table
+
+    if not summary["targets"]:
+        return
+    table = Table(
+        title="[bold]speed targets[/] (cnnkit auto vs peer, same run)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for col in ("work", "case", "peer", "ratio", "spread", "target", ""):
+        table.add_column(
+            col, justify="right" if col in ("ratio", "spread") else "left", no_wrap=True
+        )
+    for t in summary["targets"]:
+        peer = t["peer"] + (f" {t['peer_threads']}t" if t["peer"] == "torch" else "")
+        lo, hi = t["spread"]
+        table.add_row(
+            t["work"],
+            t["case"],
+            peer,
+            f"{t['ratio']:.2f}x",
+            f"{lo:.2f}-{hi:.2f}",
+            f">= {t['target']}x",
+            "[green]met[/]" if t["ok"] else "[red]missed[/]",
+        )
+    out.print(table)
+    for g in summary["target_groups"]:
+        goal = f"each >= {g['each']}x" + (
+            f", geometric mean >= {g['mean_target']}x" if g["mean_target"] else ""
+        )
+        verdict = "[green]met[/]" if g["ok"] else "[red]missed[/]"
+        if g["cases"] < g["of"]:
+            verdict += f" on the {g['cases']} of {g['of']} cases measured"
+        out.print(
+            f"{g['work']} vs {g['peer']}: geometric mean {g['geomean']:.2f}x, lowest "
+            f"{g['min']:.2f}x ({goal}): {verdict}",
+            highlight=False,
+        )
 
 
 def print_cases(cases: list[Any]) -> None:
@@ -375,31 +470,81 @@ def print_cases(cases: list[Any]) -> None:
     console.print(table)
 
 
-def print_train(report: dict[str, Any]) -> None:
+def print_train(report: dict[str, Any], out: Any = console) -> None:
     """Training throughput: images/s of cnnkit and PyTorch and their ratio."""
     from rich.panel import Panel
     from rich.table import Table
 
-    console.print(Panel(_header(report), title="cnnkit bench --train", expand=False))
-    table = Table(title="training throughput (images/s, synthetic batches)")
-    for col in ("net", "input", "batch", "optimizer", "cnnkit", "PyTorch", "cnnkit/PyTorch"):
-        table.add_column(col, justify="left" if col in ("net", "optimizer") else "right")
-    for r in report["train"]:
+    out.print(Panel(_header(report), title="cnnkit bench --train", expand=False))
+    rows = report["train"]
+    thread_cols = sorted({t for r in rows for t in r["torch_images_per_s"]}, key=int)
+    table = Table(
+        title="training images/s"
+        + (" of CPU time" if report["settings"].get("clock") == "cpu" else "")
+        + " (synthetic batches, each side in its own process)",
+        title_justify="left",
+    )
+    for col in (
+        "net",
+        "batch",
+        "cnnkit",
+        *[f"torch {t}t" for t in thread_cols],
+        "ratio",
+        "spread",
+        "target",
+    ):
+        table.add_column(col, justify="left" if col == "net" else "right", no_wrap=True)
+    for r in rows:
+        spread = r["ratio_spread"]
+        target = r["target"]
+        verdict = ""
+        if target and r["ratio"]:
+            verdict = f">= {target}x " + ("[green]met[/]" if r["ok"] else "[red]missed[/]")
         table.add_row(
             r["net"],
-            r["input"],
-            str(r["batch"]),
-            r["optimizer"],
-            f"{r['cnnkit_images_per_s']:,.0f}" if r["cnnkit_images_per_s"] else "see note",
-            f"{r['torch_images_per_s']:,.0f}" if r["torch_images_per_s"] else "missing",
+            f"{r['batch']} {r['optimizer']}",
+            f"{r['cnnkit_images_per_s']:,.0f}",
+            *[
+                f"{r['torch_images_per_s'][t]:,.0f}" if t in r["torch_images_per_s"] else ""
+                for t in thread_cols
+            ],
             _fmt_ratio(r["ratio"]),
+            f"{spread[0]:.2f}-{spread[1]:.2f}" if spread else "",
+            verdict,
         )
-    console.print(table)
-    for r in report["train"]:
-        if r["note"]:
-            console.print(f"[yellow]note:[/] {r['net']}: cnnkit side {r['note']}")
+    _wide(out).print(table)
+    out.print(
+        "ratio: cnnkit images/s / PyTorch's at its better thread count, median of rounds.",
+        highlight=False,
+    )
     for note in report["notes"]:
-        console.print(f"[yellow]note:[/] {note}")
+        out.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
+def print_self_check(rows: list[dict[str, Any]], out: Any = console) -> None:
+    """In-bench figure against the same library timed alone in a fresh process."""
+    from rich.table import Table
+
+    table = Table(
+        title="self-check: fastest sample in the bench vs alone in a fresh process",
+        title_justify="left",
+    )
+    for col in ("library", "case", "method", "threads", "in bench", "alone", "diff", ""):
+        table.add_column(
+            col, justify="right" if col in ("in bench", "alone", "diff") else "left", no_wrap=True
+        )
+    for r in rows:
+        table.add_row(
+            r["library"],
+            r["case"],
+            r["method"],
+            str(r["threads"]),
+            _fmt_time(r["in_bench"]),
+            _fmt_time(r["alone"]),
+            f"{100 * r['difference']:+.0f} %",
+            "[green]ok[/]" if r["ok"] else "[red]> 15 %[/]",
+        )
+    _wide(out).print(table)
 
 
 def _matrix_table(matrix: Any, row_label: str = "", title: str = "") -> Any:
@@ -467,10 +612,13 @@ def print_explain(data: dict[str, Any]) -> None:
 
 def write_plot(report: dict[str, Any], path: Path) -> None:
     """GFLOP/s against image size and time against kernel size, one line per method/peer."""
-    from cnnkit.bench import plot_series
+    from cnnkit.bench import plot_panels
     from cnnkit.plots import bench_figure
 
-    series = plot_series(report)
-    if not series["size"]:
-        raise Failure("--plot: no filter case produced a correct, timed result to draw")
-    bench_figure(series, path, title=report["machine"]["cpu"])
+    panels = plot_panels(report)
+    if not panels:
+        raise Failure(
+            "--plot needs filter cases with at least two image sizes or two kernel sizes "
+            "that produced correct, timed results"
+        )
+    bench_figure(panels, path, title=f"cnnkit bench on {report['machine']['cpu']}")
