@@ -652,8 +652,10 @@ def declared_input_shape(source: str) -> tuple[int, ...] | None:
 
     try:
         return tuple(arch_mod.parse(source).input_shape)
-    except arch_mod.SpecError:
-        return None  # no input line (or a mistake that building the model reports)
+    except ValueError:
+        # no input line, an ONNX file with a dynamic input, or a mistake that building the
+        # model reports with the data set's shape
+        return None
 
 
 def _describe_file(path: Path) -> tuple[str | None, str]:

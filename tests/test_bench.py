@@ -620,7 +620,7 @@ def test_explain_numbers_equal_the_loop_and_an_independent_product():
 # ------------------------------------------------------------------------------ --train
 def test_torch_network_is_the_same_network_as_cnnkits_model(rng):
     torch = pytest.importorskip("torch")
-    from cnnkit import spec
+    from cnnkit import arch as spec
     from cnnkit.nn.model import build_model
 
     text = "input 1 9 9; conv 3 k=3 p=same; relu; pool avg k=2; conv 4 k=2; tanh; fc 5"
@@ -642,7 +642,7 @@ def test_torch_network_is_the_same_network_as_cnnkits_model(rng):
 @pytest.mark.parametrize("name", sorted(training.TRAIN_NETS))
 def test_both_training_sides_build_the_shipped_nets(name):
     torch = pytest.importorskip("torch")
-    from cnnkit import spec
+    from cnnkit import arch as spec
     from cnnkit.nn.model import build_model
 
     net = training.TRAIN_NETS[name]

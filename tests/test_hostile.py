@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnnkit import filters, geometry, io, ops, spec
+from cnnkit import arch as spec
+from cnnkit import filters, geometry, io, ops
 from cnnkit.cli.app import app
 from cnnkit.nn.model import build_model
 from cnnkit.nn.serialize import load_model, read_model_file, save_model

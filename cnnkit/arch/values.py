@@ -12,7 +12,6 @@ from typing import Any
 
 from cnnkit import geometry
 
-
 #: Largest size, channel count or unit count a spec may give (no such layer fits in memory).
 MAX_INT = 2**31 - 1
 

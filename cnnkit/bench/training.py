@@ -39,10 +39,10 @@ def torch_network(arch: Any) -> Any:
 
     Parameters
     ----------
-    arch : cnnkit.spec.Architecture
-        From :func:`cnnkit.spec.parse`; every layer kind cnnkit trains (conv, pool, gap,
+    arch : cnnkit.arch.Graph
+        From :func:`cnnkit.arch.parse`; every layer kind cnnkit trains (conv, pool, gap,
         activations, bn, dropout, flatten, fc) maps to its PyTorch module, with the padding
-        :func:`cnnkit.spec.infer` resolved (asymmetric padding becomes a ``ZeroPad2d``).
+        :func:`cnnkit.arch.infer` resolved (asymmetric padding becomes a ``ZeroPad2d``).
 
     Returns
     -------
@@ -50,7 +50,7 @@ def torch_network(arch: Any) -> Any:
     """
     import torch
 
-    from cnnkit import spec as spec_mod
+    from cnnkit import arch as spec_mod
 
     nn = torch.nn
     mods: list[Any] = []
@@ -120,7 +120,7 @@ def torch_train_throughput(
     """
     import torch
 
-    from cnnkit import spec as spec_mod
+    from cnnkit import arch as spec_mod
 
     torch.manual_seed(seed)
     parsed = spec_mod.parse(arch)

@@ -229,9 +229,7 @@ def _map_names(labels: list[str], channels: int) -> list[str]:
     return names
 
 
-def _write(
-    job: Job, loaded: Any, result: Any, labels: list[str], scale: Any, force: bool
-) -> None:
+def _write(job: Job, loaded: Any, result: Any, labels: list[str], scale: Any, force: bool) -> None:
     from cnnkit import io
 
     y = result.y
@@ -581,8 +579,7 @@ def list_kernels() -> None:
     room = console.width - 26 - 7
     for spec, w in default_matrices():
         params = "; ".join(
-            f"{p.name}={'auto' if p.default is None else p.default} ({p.help})"
-            for p in spec.params
+            f"{p.name}={'auto' if p.default is None else p.default} ({p.help})" for p in spec.params
         )
         lines = [
             f"[bold cyan]{spec.name}[/]"

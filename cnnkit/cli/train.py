@@ -365,9 +365,7 @@ def register(app: typer.Typer) -> None:
             metavar="PATH",
             help="Where the data set's files are (default: as in training).",
         ),
-        split: str = typer.Option(
-            "test", "--split", metavar="SPLIT", help="test, val or train."
-        ),
+        split: str = typer.Option("test", "--split", metavar="SPLIT", help="test, val or train."),
         plot: Path | None = typer.Option(
             None, "--plot", metavar="PNG", help="Write the confusion matrix as a figure."
         ),
