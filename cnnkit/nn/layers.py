@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit import ops
+
 PairPads = tuple[tuple[int, int], ...]
 
 
@@ -149,8 +151,18 @@ class Conv2d(Layer):
             self.b[...] = torch_default(rng, (out_channels,), fan_in)
         self.params = [self.w] + ([self.b] if bias else [])
         self.grads = [np.zeros_like(p) for p in self.params]
-        self.opts = dict(stride=stride, padding=pads, dilation=dilation, groups=groups)
+        self.stride = stride
+        self.pads = pads
+        self.dilation = dilation
+        self.groups = groups
         self._x: np.ndarray | None = None
+
+    @property
+    def opts(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`cnnkit.ops.conv2d`, for exporters."""
+        return dict(
+            stride=self.stride, padding=self.pads, dilation=self.dilation, groups=self.groups
+        )
 
     def rebind(self) -> None:
         """Point ``w``/``b`` at ``params`` after the model moved them into its flat buffer."""
@@ -158,16 +170,27 @@ class Conv2d(Layer):
         self.b = self.params[1] if len(self.params) > 1 else None
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        from cnnkit import ops
-
         self._x = x
-        return ops.conv2d(x, self.w, self.b, **self.opts)
+        return ops.conv2d(
+            x,
+            self.w,
+            self.b,
+            stride=self.stride,
+            padding=self.pads,
+            dilation=self.dilation,
+            groups=self.groups,
+        )
 
     def backward(self, grad_y: np.ndarray) -> np.ndarray | None:
-        from cnnkit import ops
-
         gx, gw, gb = ops.conv2d_backward(
-            grad_y, self._x, self.w, need_input_grad=self.need_input_grad, **self.opts
+            grad_y,
+            self._x,
+            self.w,
+            stride=self.stride,
+            padding=self.pads,
+            dilation=self.dilation,
+            groups=self.groups,
+            need_input_grad=self.need_input_grad,
         )
         self.grads[0][...] = gw
         if self.b is not None:
@@ -186,23 +209,49 @@ class MaxPool2d(Layer):
 
     kind = "pool"
 
-    def __init__(self, kernel, stride, padding, ceil_mode=False, name: str = "") -> None:
+    def __init__(
+        self,
+        kernel: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        ceil_mode: bool = False,
+        name: str = "",
+    ) -> None:
         super().__init__(name)
-        self.opts = dict(kernel_size=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode)
+        self.kernel_size = kernel
+        self.stride = stride
+        self.padding = padding
+        self.ceil_mode = ceil_mode
         self._x: np.ndarray | None = None
         self._idx: np.ndarray | None = None
 
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        from cnnkit import ops
+    @property
+    def opts(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`cnnkit.ops.max_pool2d`, for exporters."""
+        return _pool_opts(self)
 
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._x = x
-        y, self._idx = ops.max_pool2d(x, return_indices=True, **self.opts)
+        y, self._idx = ops.max_pool2d(
+            x,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            ceil_mode=self.ceil_mode,
+            return_indices=True,
+        )
         return y
 
     def backward(self, grad_y: np.ndarray) -> np.ndarray | None:
-        from cnnkit import ops
-
-        return ops.max_pool2d_backward(grad_y, self._x, indices=self._idx, **self.opts)
+        return ops.max_pool2d_backward(
+            grad_y,
+            self._x,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            ceil_mode=self.ceil_mode,
+            indices=self._idx,
+        )
 
 
 class AvgPool2d(Layer):
@@ -216,21 +265,54 @@ class AvgPool2d(Layer):
 
     kind = "pool"
 
-    def __init__(self, kernel, stride, padding, ceil_mode=False, name: str = "") -> None:
+    def __init__(
+        self,
+        kernel: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        ceil_mode: bool = False,
+        name: str = "",
+    ) -> None:
         super().__init__(name)
-        self.opts = dict(kernel_size=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode)
+        self.kernel_size = kernel
+        self.stride = stride
+        self.padding = padding
+        self.ceil_mode = ceil_mode
         self._x: np.ndarray | None = None
 
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        from cnnkit import ops
+    @property
+    def opts(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`cnnkit.ops.avg_pool2d`, for exporters."""
+        return _pool_opts(self)
 
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._x = x
-        return ops.avg_pool2d(x, **self.opts)
+        return ops.avg_pool2d(
+            x,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            ceil_mode=self.ceil_mode,
+        )
 
     def backward(self, grad_y: np.ndarray) -> np.ndarray | None:
-        from cnnkit import ops
+        return ops.avg_pool2d_backward(
+            grad_y,
+            self._x,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            ceil_mode=self.ceil_mode,
+        )
 
-        return ops.avg_pool2d_backward(grad_y, self._x, **self.opts)
+
+def _pool_opts(layer: MaxPool2d | AvgPool2d) -> dict[str, Any]:
+    return dict(
+        kernel_size=layer.kernel_size,
+        stride=layer.stride,
+        padding=layer.padding,
+        ceil_mode=layer.ceil_mode,
+    )
 
 
 class GlobalAvgPool(Layer):
@@ -244,14 +326,10 @@ class GlobalAvgPool(Layer):
     kind = "gap"
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        from cnnkit import ops
-
         self._shape = x.shape
         return ops.global_avg_pool(x)
 
     def backward(self, grad_y: np.ndarray) -> np.ndarray | None:
-        from cnnkit import ops
-
         return ops.global_avg_pool_backward(grad_y, self._shape)
 
 
