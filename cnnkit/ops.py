@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -67,9 +68,6 @@ _THREADED_FLOPS = 2_000_000
 # elements (4 KiB of float32) are accumulated per task so they stay in L1.
 _FLAT_MAX_WIDTH = 64
 _FLAT_BLOCK = 1024
-# Groups with a multiple of four output channels take the flat kernel that computes four
-# channels per pass over the input (conv_forward_flat4); tests switch it off to reach the other.
-_FLAT_QUAD = True
 # The row kernel splits output rows longer than this into equal column blocks (1-D signals).
 _ROW_BLOCK = 4096
 
@@ -203,28 +201,39 @@ def choose_method(
     return "im2col"
 
 
+@dataclass(frozen=True, eq=False, slots=True)
 class _ConvPlan:
-    """Validated operands and geometry of one convolution, shared by forward and backward."""
+    """Validated operands and geometry of one convolution, shared by forward and backward.
 
-    __slots__ = (
-        "nd",
-        "dtype",
-        "x5",
-        "w5",
-        "bias",
-        "groups",
-        "stride",
-        "dilation",
-        "lo",
-        "zero_pads",
-        "pads",
-        "pad_mode",
-        "in_sizes",
-        "out5",
-        "method",
-        "flip",
-        "factors",
-    )
+    The spatial fields are lifted to three dimensions (a 1-D or 2-D problem is a 3-D one
+    with leading size-1 dimensions), which is how the kernels see every convolution.
+    """
+
+    nd: int  # spatial dimensions the caller asked for (1, 2 or 3)
+    dtype: np.dtype
+    x5: np.ndarray  # input as (N, C, D, H, W), already padded if pad_mode is not zeros
+    w5: np.ndarray  # weight as (O, C/groups, kd, kh, kw)
+    bias: np.ndarray | None
+    groups: int
+    stride: tuple[int, int, int]
+    dilation: tuple[int, int, int]
+    pads: tuple[tuple[int, int], ...]  # resolved (before, after) per caller dimension
+    zero_pads: tuple[tuple[int, int], ...]  # the 3 (before, after) zero pads the kernels add
+    pad_mode: str
+    in_sizes: tuple[int, ...]  # spatial sizes of the unpadded input
+    out5: tuple[int, int, int, int, int]  # output as (N, O, OD, OH, OW)
+    method: str  # "loop" or "im2col"
+    flip: bool
+    factors: tuple[np.ndarray, np.ndarray] | None  # rank-1 factors for two 1-D passes
+
+    @property
+    def pads_before(self) -> tuple[int, int, int]:
+        """Zero padding before each of the three dimensions (where the window starts)."""
+        return tuple(before for before, _ in self.zero_pads)
+
+    def geometry_args(self) -> tuple[int, ...]:
+        """Stride, padding before and dilation as the kernels take them: nine ints."""
+        return (*self.stride, *self.pads_before, *self.dilation)
 
 
 def _plan_conv(
@@ -301,10 +310,8 @@ def _plan_conv(
     x = _cast(x, dtype)
     if pad_mode != "zeros" and any(p != (0, 0) for p in pads):
         x = np.pad(x, ((0, 0), (0, 0), *pads), mode=_NP_PAD_MODE[pad_mode])
-        lo = (0,) * nd
         zero_pads = ((0, 0),) * 3
     else:
-        lo = tuple(p[0] for p in pads)
         zero_pads = ((0, 0),) * (3 - nd) + tuple(pads)
     factors = None
     if method == "auto":
@@ -318,29 +325,24 @@ def _plan_conv(
             n_batch=x.shape[0],
             n_positions=math.prod(out),
         )
-    plan = _ConvPlan()
-    plan.nd = nd
-    plan.dtype = dtype
-    plan.x5 = _to5d(x, nd)
-    plan.w5 = _to5d(_cast(w, dtype), nd)
-    plan.bias = None if bias is None else _cast(bias, dtype)
-    plan.groups = groups
-    plan.stride = _lift(stride_t, 1, nd)
-    plan.dilation = _lift(dil_t, 1, nd)
-    plan.lo = _lift(lo, 0, nd)
-    plan.zero_pads = zero_pads
-    plan.pads = pads
-    plan.pad_mode = pad_mode
-    plan.in_sizes = sizes
-    plan.out5 = (x.shape[0], n_out, *_lift(out, 1, nd))
-    plan.method = method
-    plan.flip = bool(flip)
-    plan.factors = factors
-    return plan
-
-
-def _geometry_args(plan: _ConvPlan) -> tuple[int, ...]:
-    return (*plan.stride, *plan.lo, *plan.dilation)
+    return _ConvPlan(
+        nd=nd,
+        dtype=dtype,
+        x5=_to5d(x, nd),
+        w5=_to5d(_cast(w, dtype), nd),
+        bias=None if bias is None else _cast(bias, dtype),
+        groups=groups,
+        stride=_lift(stride_t, 1, nd),
+        dilation=_lift(dil_t, 1, nd),
+        pads=pads,
+        zero_pads=zero_pads,
+        pad_mode=pad_mode,
+        in_sizes=sizes,
+        out5=(x.shape[0], n_out, *_lift(out, 1, nd)),
+        method=method,
+        flip=flip,
+        factors=factors,
+    )
 
 
 # ----------------------------------------------------------------------------- im2col GEMM
@@ -363,7 +365,7 @@ def _fill_cols(plan: _ConvPlan, x5: np.ndarray, cols: np.ndarray, per_sample: bo
     n, length = x5.shape[0], math.prod(out3)
     # per-sample blocks may hold extra rows after the R patch rows (the bias row)
     steps = (length, cols.shape[1] * length) if per_sample else (n * length, length)
-    geo = _geometry_args(plan)
+    geo = plan.geometry_args()
     _im2col.im2col_fill(
         x5, cols.reshape(-1), *steps, *kernel3, *out3, *geo, 0, n * plan.x5.shape[1]
     )
@@ -433,7 +435,7 @@ def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
     taps, length = math.prod(kernel3), math.prod(out3)
     rows, rg, og = n_in * taps, w5.shape[1] * taps, n_out // groups
     wm = w5.reshape(n_out, rg)
-    geo = _geometry_args(plan)
+    geo = plan.geometry_args()
     gx = np.zeros(x5.shape, plan.dtype) if need_input_grad else None
     nb = _chunk(2 * rows * length * plan.dtype.itemsize, n_batch)
 
@@ -534,7 +536,10 @@ def _loop_forward_quad(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndar
     return y
 
 
-def _loop_forward(plan: _ConvPlan) -> np.ndarray:
+def _loop_forward(plan: _ConvPlan, four_channels: bool = True) -> np.ndarray:
+    """The loop method's forward, 5-D. Groups with a multiple of four output channels take
+    the flat kernel that computes four channels per pass (conv_forward_flat4) unless
+    ``four_channels`` is False (the tests reach the one-channel kernel that way)."""
     n, o, od, oh, ow = plan.out5
     bias = np.zeros(o, plan.dtype) if plan.bias is None else plan.bias
     flops = _flops(plan)
@@ -542,10 +547,10 @@ def _loop_forward(plan: _ConvPlan) -> np.ndarray:
         y = np.empty(plan.out5, plan.dtype)
         blocks = -(-ow // _ROW_BLOCK)
         block = -(-ow // blocks)
-        args = (plan.x5, plan.w5, bias, y, plan.groups, *_geometry_args(plan), block)
+        args = (plan.x5, plan.w5, bias, y, plan.groups, *plan.geometry_args(), block)
         _launch(_conv.conv_forward, n * o * od * oh * blocks, flops, *args)
         return y
-    if _FLAT_QUAD and (o // plan.groups) % 4 == 0:
+    if four_channels and (o // plan.groups) % 4 == 0:
         return _loop_forward_quad(plan, bias, flops)
     xp, padded = _flat_input(plan)
     wp = padded[4]
@@ -607,30 +612,28 @@ def _separable_forward(plan: _ConvPlan) -> np.ndarray:
     """A rank-1 filter as two loop passes: ``1 x kw`` along rows, then ``kh x 1``."""
     col, row = plan.factors
     o = col.shape[0]
-    first = _ConvPlan()
-    for name in _ConvPlan.__slots__:
-        setattr(first, name, getattr(plan, name))
     n, _, od, oh, ow = plan.out5
     _, _, d, h, _ = plan.x5.shape
     # pass 1: rows of the (H-unpadded) input, W padded: (N, O, D, H, OW)
-    first.w5 = np.ascontiguousarray(row[:, None, None, None, :])
-    first.bias = None
-    first.lo = (plan.lo[0], 0, plan.lo[2])
-    first.zero_pads = (plan.zero_pads[0], (0, 0), plan.zero_pads[2])
-    first.out5 = (n, o, od, h, ow)
-    first.method = "loop"
+    first = replace(
+        plan,
+        w5=np.ascontiguousarray(row[:, None, None, None, :]),
+        bias=None,
+        zero_pads=(plan.zero_pads[0], (0, 0), plan.zero_pads[2]),
+        out5=(n, o, od, h, ow),
+        method="loop",
+    )
     tmp = _loop_forward(first)
     # pass 2: columns of the intermediate, H padded, one channel per group
-    second = _ConvPlan()
-    for name in _ConvPlan.__slots__:
-        setattr(second, name, getattr(first, name))
-    second.x5 = tmp
-    second.w5 = np.ascontiguousarray(col[:, None, None, :, None])
-    second.bias = plan.bias
-    second.groups = o
-    second.lo = (0, plan.lo[1], 0)
-    second.zero_pads = ((0, 0), plan.zero_pads[1], (0, 0))
-    second.out5 = plan.out5
+    second = replace(
+        first,
+        x5=tmp,
+        w5=np.ascontiguousarray(col[:, None, None, :, None]),
+        bias=plan.bias,
+        groups=o,
+        zero_pads=((0, 0), plan.zero_pads[1], (0, 0)),
+        out5=plan.out5,
+    )
     return _loop_forward(second)
 
 
@@ -705,7 +708,7 @@ def _conv_backward(plan: _ConvPlan, grad_y: object, need_input_grad: bool):
     elif _use_flat(plan):
         gx, gw = _loop_backward_flat(plan, gy5, need_input_grad)
     else:
-        geo = _geometry_args(plan)
+        geo = plan.geometry_args()
         flops = _flops(plan)
         gw = np.empty(plan.w5.shape, plan.dtype)
         _launch(_conv.conv_backward_weight, gw.size, flops, gy5, plan.x5, gw, plan.groups, *geo)

@@ -617,15 +617,38 @@ def test_float32_gradients_match_float64(rng, method, nd, kw):
     ],
     ids=str,
 )
-def test_flat_kernels_one_and_four_channels_per_pass(rng, monkeypatch, quad, x_shape, w_shape, kw):
+def test_flat_kernels_one_and_four_channels_per_pass(rng, quad, x_shape, w_shape, kw):
     # stride-1 layers whose groups have 4k output channels take conv_forward_flat4 unless it
     # is switched off; both must match the reference (odd/even kernels, dilation, groups)
-    monkeypatch.setattr(ops, "_FLAT_QUAD", quad)
-    _check(rng, x_shape, w_shape, "loop", **kw)
+    def loop_conv2d(x, w, b):
+        plan = ops._plan_conv(
+            2,
+            x,
+            w,
+            b,
+            kw.get("stride", 1),
+            kw.get("padding", 0),
+            kw.get("dilation", 1),
+            kw.get("groups", 1),
+            kw.get("pad_mode", "zeros"),
+            False,
+            "loop",
+        )
+        y5 = ops._loop_forward(plan, four_channels=quad)
+        return y5.reshape(plan.out5[:2] + plan.out5[3:])
+
+    x, w, b = _operands(rng, x_shape, w_shape)
+    y = loop_conv2d(x, w, b)
+    expected = conv_reference(x, w, b, **kw)
+    assert y.shape == expected.shape
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
     x, w, b = _operands(rng, x_shape, w_shape, dtype=np.float32)
-    y = ops.conv2d(x, w, b, method="loop", **kw)
+    y = loop_conv2d(x, w, b)
     assert y.dtype == np.float32
     np.testing.assert_allclose(y, conv_reference(x, w, b, **kw), rtol=1e-4, atol=1e-4)
+    if quad:  # the public entry point takes the same path
+        np.testing.assert_array_equal(ops.conv2d(x, w, b, method="loop", **kw), y)
 
 
 @pytest.mark.parametrize("padding", [0, 1, "same"], ids=str)
