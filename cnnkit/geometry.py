@@ -199,7 +199,7 @@ def same_padding(n: int, kernel: int, stride: int = 1, dilation: int = 1) -> tup
     The total padding is ``max((out - 1) * stride + dilation * (kernel - 1) + 1 - n, 0)``;
     when it is odd the extra row/column goes after (bottom/right), as TensorFlow does.
     """
-    out = -(-n // stride)
+    out = ceil_div(n, stride)
     total = max((out - 1) * stride + dilated_span(kernel, dilation) - n, 0)
     return total // 2, total - total // 2
 

@@ -727,13 +727,27 @@ def _conv_backward(plan: _ConvPlan, grad_y: object, need_input_grad: bool):
     return gx, gw, grad_b
 
 
-_CONV_DOC_PARAMS = """
+def conv1d(
+    x,
+    w,
+    bias=None,
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingArg = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    pad_mode: str = "zeros",
+    flip: bool = False,
+    method: str = "auto",
+) -> np.ndarray:
+    """1-D convolution (cross-correlation) of ``(N, C, L)`` signals, like ``F.conv1d``.
+
     Parameters
     ----------
     x : ndarray
-        Input, {layout}.
+        Input, (N, C, L).
     w : ndarray
-        Weight, ``(O, C / groups, {kernel})``.
+        Weight, ``(O, C / groups, k)``.
     bias : ndarray, optional
         ``(O,)``, added to every output position.
     stride, dilation : int or tuple of int
@@ -752,23 +766,6 @@ _CONV_DOC_PARAMS = """
     method : "loop" | "im2col" | "auto"
         Direct sliding-window kernel, or patch matrix + GEMM; "auto" picks by shape
         (:func:`choose_method`). Results agree to rounding.
-"""
-
-
-def conv1d(
-    x,
-    w,
-    bias=None,
-    *,
-    stride: IntOrTuple = 1,
-    padding: PaddingArg = 0,
-    dilation: IntOrTuple = 1,
-    groups: int = 1,
-    pad_mode: str = "zeros",
-    flip: bool = False,
-    method: str = "auto",
-) -> np.ndarray:
-    """1-D convolution (cross-correlation) of ``(N, C, L)`` signals, like ``F.conv1d``.
 
     Returns
     -------
@@ -798,6 +795,31 @@ def conv2d(
     method: str = "auto",
 ) -> np.ndarray:
     """2-D convolution (cross-correlation) of ``(N, C, H, W)`` images, like ``F.conv2d``.
+
+    Parameters
+    ----------
+    x : ndarray
+        Input, (N, C, H, W).
+    w : ndarray
+        Weight, ``(O, C / groups, kh, kw)``.
+    bias : ndarray, optional
+        ``(O,)``, added to every output position.
+    stride, dilation : int or tuple of int
+        Step of the window and spacing of its taps, per spatial dimension (>= 1).
+    padding : int, tuple, or "valid" | "same" | "full"
+        An int or one int per dimension pads both sides; ``((before, after), ...)`` pads
+        asymmetrically. ``"same"`` gives ``ceil(n / stride)`` outputs with the extra cell at
+        the end (TensorFlow's rule), ``"full"`` pads ``dilation * (k - 1)`` on both sides.
+    groups : int
+        Channels are split into ``groups`` independent convolutions; must divide C and O.
+    pad_mode : "zeros" | "reflect" | "replicate" | "circular"
+        Values in the padding (PyTorch's ``padding_mode``). reflect needs padding < size.
+    flip : bool
+        Flip the kernel's spatial axes first, turning the cross-correlation into a true
+        convolution.
+    method : "loop" | "im2col" | "auto"
+        Direct sliding-window kernel, or patch matrix + GEMM; "auto" picks by shape
+        (:func:`choose_method`). Results agree to rounding.
 
     Returns
     -------
@@ -836,6 +858,31 @@ def conv3d(
 ) -> np.ndarray:
     """3-D convolution (cross-correlation) of ``(N, C, D, H, W)`` volumes, like ``F.conv3d``.
 
+    Parameters
+    ----------
+    x : ndarray
+        Input, (N, C, D, H, W).
+    w : ndarray
+        Weight, ``(O, C / groups, kd, kh, kw)``.
+    bias : ndarray, optional
+        ``(O,)``, added to every output position.
+    stride, dilation : int or tuple of int
+        Step of the window and spacing of its taps, per spatial dimension (>= 1).
+    padding : int, tuple, or "valid" | "same" | "full"
+        An int or one int per dimension pads both sides; ``((before, after), ...)`` pads
+        asymmetrically. ``"same"`` gives ``ceil(n / stride)`` outputs with the extra cell at
+        the end (TensorFlow's rule), ``"full"`` pads ``dilation * (k - 1)`` on both sides.
+    groups : int
+        Channels are split into ``groups`` independent convolutions; must divide C and O.
+    pad_mode : "zeros" | "reflect" | "replicate" | "circular"
+        Values in the padding (PyTorch's ``padding_mode``). reflect needs padding < size.
+    flip : bool
+        Flip the kernel's spatial axes first, turning the cross-correlation into a true
+        convolution.
+    method : "loop" | "im2col" | "auto"
+        Direct sliding-window kernel, or patch matrix + GEMM; "auto" picks by shape
+        (:func:`choose_method`). Results agree to rounding.
+
     Returns
     -------
     ndarray
@@ -849,18 +896,6 @@ def conv3d(
     """
     plan = _plan_conv(3, x, w, bias, stride, padding, dilation, groups, pad_mode, flip, method)
     return _conv_forward(plan)
-
-
-for _f, _layout, _kernel in (
-    (conv1d, _LAYOUT[1], "k"),
-    (conv2d, _LAYOUT[2], "kh, kw"),
-    (conv3d, _LAYOUT[3], "kd, kh, kw"),
-):
-    _f.__doc__ = _f.__doc__.replace(
-        "\n\n    Returns",
-        _CONV_DOC_PARAMS.format(layout=_layout, kernel=_kernel) + "\n    Returns",
-        1,
-    )
 
 
 def conv1d_backward(
