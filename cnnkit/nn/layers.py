@@ -198,14 +198,8 @@ class Conv2d(Layer):
         return gx
 
 
-class MaxPool2d(Layer):
-    """Max pooling; the gradient goes to the position that held each window's maximum.
-
-    Notes
-    -----
-    ``y[n, c, h, w] = max_{i, j} x_pad[n, c, h*s + i, w*s + j]``; ``dL/dx`` scatters
-    ``dL/dy`` to the argmax recorded in the forward pass (ties: the first maximum).
-    """
+class _Pool2d(Layer):
+    """What max and average pooling share: the window, as :mod:`cnnkit.ops` takes it."""
 
     kind = "pool"
 
@@ -223,12 +217,28 @@ class MaxPool2d(Layer):
         self.padding = padding
         self.ceil_mode = ceil_mode
         self._x: np.ndarray | None = None
-        self._idx: np.ndarray | None = None
 
     @property
     def opts(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`cnnkit.ops.max_pool2d`, for exporters."""
-        return _pool_opts(self)
+        """The keyword arguments of the :mod:`cnnkit.ops` pooling call, for exporters."""
+        return dict(
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            ceil_mode=self.ceil_mode,
+        )
+
+
+class MaxPool2d(_Pool2d):
+    """Max pooling; the gradient goes to the position that held each window's maximum.
+
+    Notes
+    -----
+    ``y[n, c, h, w] = max_{i, j} x_pad[n, c, h*s + i, w*s + j]``; ``dL/dx`` scatters
+    ``dL/dy`` to the argmax recorded in the forward pass (ties: the first maximum).
+    """
+
+    _idx: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._x = x
@@ -254,7 +264,7 @@ class MaxPool2d(Layer):
         )
 
 
-class AvgPool2d(Layer):
+class AvgPool2d(_Pool2d):
     """Average pooling; each window's gradient is shared equally by its inputs.
 
     Notes
@@ -263,36 +273,10 @@ class AvgPool2d(Layer):
     ``dL/dx`` receives ``dL/dy / k`` from every window that covers it.
     """
 
-    kind = "pool"
-
-    def __init__(
-        self,
-        kernel: tuple[int, int],
-        stride: tuple[int, int],
-        padding: tuple[int, int],
-        ceil_mode: bool = False,
-        name: str = "",
-    ) -> None:
-        super().__init__(name)
-        self.kernel_size = kernel
-        self.stride = stride
-        self.padding = padding
-        self.ceil_mode = ceil_mode
-        self._x: np.ndarray | None = None
-
-    @property
-    def opts(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`cnnkit.ops.avg_pool2d`, for exporters."""
-        return _pool_opts(self)
-
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._x = x
         return ops.avg_pool2d(
-            x,
-            self.kernel_size,
-            stride=self.stride,
-            padding=self.padding,
-            ceil_mode=self.ceil_mode,
+            x, self.kernel_size, stride=self.stride, padding=self.padding, ceil_mode=self.ceil_mode
         )
 
     def backward(self, grad_y: np.ndarray) -> np.ndarray | None:
@@ -304,15 +288,6 @@ class AvgPool2d(Layer):
             padding=self.padding,
             ceil_mode=self.ceil_mode,
         )
-
-
-def _pool_opts(layer: MaxPool2d | AvgPool2d) -> dict[str, Any]:
-    return dict(
-        kernel_size=layer.kernel_size,
-        stride=layer.stride,
-        padding=layer.padding,
-        ceil_mode=layer.ceil_mode,
-    )
 
 
 class GlobalAvgPool(Layer):
