@@ -79,14 +79,22 @@ def budget_bytes() -> int:
     return int(available_bytes() * FRACTION)
 
 
-def human_bytes(n: float) -> str:
-    """``1536`` -> ``"1.5 KiB"``; binary units, three significant digits."""
+def human_bytes(n: float, table: bool = False) -> str:
+    """Bytes in binary units: ``1536`` -> ``"1.5 KiB"``.
+
+    Prose (messages) gives three significant digits, ``"512 bytes"`` up to PiB; ``table``
+    gives one decimal (two for GiB), ``"512 B"`` up to GiB, so a column of sizes lines up.
+    """
     value = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(value) < 1024 or unit == "PiB":
-            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.3g} {unit}"
+    units = ("B", "KiB", "MiB", "GiB") if table else ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB")
+    for unit in units:
+        if abs(value) < 1024 or unit == units[-1]:
+            break
         value /= 1024
-    raise AssertionError("unreachable")
+    if not table:
+        return f"{int(value)} bytes" if unit == "bytes" else f"{value:.3g} {unit}"
+    decimals = {"B": 0, "GiB": 2}.get(unit, 1)
+    return f"{value:.{decimals}f} {unit}"
 
 
 def check(need: int, what: str, hint: str = "") -> None:

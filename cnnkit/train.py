@@ -13,7 +13,6 @@ or a crash leaves the previous epoch's checkpoint intact.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -26,25 +25,11 @@ from typing import Any
 import numpy as np
 
 from cnnkit import signals
+from cnnkit.kernels.threads import single_threaded_blas
 from cnnkit.nn.losses import softmax_cross_entropy
 from cnnkit.nn.model import Model, build_model
 from cnnkit.nn.optim import SCHEDULES, Optimizer, make_optimizer, scheduled_lr
 from cnnkit.nn.serialize import load_model, save_model
-
-
-def single_threaded_blas() -> contextlib.AbstractContextManager[Any]:
-    """Limit BLAS (numpy matmul) to one thread while training, when threadpoolctl is present.
-
-    The matrices of a small CNN step are tiny (a LeNet-5 fc layer is 64x400 @ 400x120):
-    OpenBLAS threads gain nothing there, and they compete with Numba's worker threads for
-    the same two cores. Measured on LeNet-5, batch 64: 5,400 -> 7,300 images/s. Without
-    threadpoolctl (an optional package) this does nothing.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - optional
-        return contextlib.nullcontext()
-    return threadpool_limits(1, "blas")
 
 
 @dataclass
@@ -917,7 +902,6 @@ __all__ = [
     "fit",
     "fit_loop",
     "random_shift",
-    "single_threaded_blas",
     "load_checkpoint",
     "make_run_optimizer",
     "model_meta",

@@ -41,7 +41,14 @@ from typing import Any
 
 from cnnkit.arch.graph import INPUT, Graph, Node
 from cnnkit.arch.kinds import KINDS, canonical_kind, collect
-from cnnkit.arch.values import Ctx, SpecError, check_input_shape, parse_shape, to_int
+from cnnkit.arch.values import (
+    Ctx,
+    SpecError,
+    check_input_shape,
+    format_shape,
+    parse_shape,
+    to_int,
+)
 
 ARCH_DIR = Path(__file__).resolve().parent.parent / "archs"
 BLOCKS = ("residual", "concat", "repeat")
@@ -83,7 +90,7 @@ class Builder:
 
     def __init__(self, name: str, input_shape: tuple[int, ...], where: str = "line") -> None:
         shape = tuple(int(v) for v in input_shape)
-        check_input_shape(shape, "input shape", "x".join(map(str, shape)))
+        check_input_shape(shape, "input shape", format_shape(shape))
         self.name = name
         self.input_shape = shape
         self.where = where
@@ -371,7 +378,7 @@ def _json_tree(text: str, name: str) -> tuple[list[Stmt], str]:
 def _graph(tree: list[Stmt], name: str, where: str, override: tuple[int, ...] | None) -> Graph:
     if override is not None:
         override = tuple(int(v) for v in override)
-        check_input_shape(override, "input shape", "x".join(map(str, override)))
+        check_input_shape(override, "input shape", format_shape(override))
     input_shape = override
     statements = list(tree)
     seen_input = False

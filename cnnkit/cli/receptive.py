@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from cnnkit.arch.values import format_shape
 from cnnkit.cli.common import UsageError, console, friendly_errors
 from cnnkit.cli.shape import emit_json, fit_table, human_count, load_arch
 
@@ -77,7 +78,7 @@ def _describe_region(arch: Any, region: Any) -> list[str]:
     ]
     unit = ",".join(map(str, region.unit))
     box = ", ".join(f"{n} {lo}..{hi}" for n, (lo, hi) in zip(names, region.box))
-    size = "x".join(str(hi - lo + 1) for lo, hi in region.box)
+    size = format_shape(tuple(hi - lo + 1 for lo, hi in region.box))
     lines = [f"{region.layer} unit ({unit}) sees input {box} (field {size})."]
     if region.inside == 0:
         lines.append("All of it lies in the padding: no input pixel reaches this unit.")
@@ -160,11 +161,11 @@ def _render_compare(summaries: list[dict[str, Any]]) -> None:
     for s in summaries:
         table.add_column(s["name"], justify="right", overflow="fold")
     rows = [
-        ("input", lambda s: "x".join(map(str, s["input_shape"]))),
-        ("output", lambda s: "x".join(map(str, s["output_shape"]))),
+        ("input", lambda s: format_shape(s["input_shape"])),
+        ("output", lambda s: format_shape(s["output_shape"])),
         (
             "receptive field",
-            lambda s: f"{'x'.join(map(str, s['receptive_field']))} ({s['receptive_field_layer']})",
+            lambda s: f"{format_shape(s['receptive_field'])} ({s['receptive_field_layer']})",
         ),
         ("effective stride", lambda s: ",".join(map(str, s["effective_stride"]))),
         ("parameters", lambda s: f"{s['params']:,}"),

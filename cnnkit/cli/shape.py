@@ -6,13 +6,13 @@ instantly, for a 170-node ResNet-50 too.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 import typer
 
-from cnnkit.cli.common import UsageError, console, friendly_errors
+from cnnkit.cli.common import UsageError, console, emit_json, friendly_errors
+from cnnkit.memory import human_bytes
 
 EXAMPLES = """\
 Examples:
@@ -44,37 +44,12 @@ def human_count(n: int) -> str:
     return f"{n:,}"  # pragma: no cover
 
 
-def human_bytes(n: int) -> str:
-    """Bytes in B, KiB, MiB or GiB."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.2f} GiB"
-
-
 def load_arch(source: str, input_text: str | None) -> Any:
     """Parse SPEC, with ``--input CxHxW`` overriding its input line."""
     from cnnkit import arch
 
     override = arch.parse_shape(input_text, "--input") if input_text else None
     return arch.parse(source, override)
-
-
-def emit_json(data: Any, to_stdout: bool, path: str | None) -> bool:
-    """The ``--json`` / ``--json-file PATH`` convention: True when JSON was printed to stdout
-    (``--json`` or ``--json-file -``), so the caller skips its table."""
-    text = json.dumps(data, indent=2)
-    if path is not None and path != "-":
-        from cnnkit.io import atomic_write
-
-        with atomic_write(path, "w") as handle:
-            handle.write(text + "\n")
-    if to_stdout or path == "-":
-        typer.echo(text)
-        return True
-    return False
 
 
 def fit_table(make: Callable[[set[str]], Any], optional: list[str]) -> Any:
@@ -228,7 +203,7 @@ def _render(arch: Any, infos: list[Any], compare_fc: bool, depth: int | None) ->
             ("output", ""),
             ("params", f"{sums['total_params']:,}"),
             ("MACs", human_count(sums["total_macs"])),
-            ("memory", human_bytes(sums["total_activation_bytes"])),
+            ("memory", human_bytes(sums["total_activation_bytes"], table=True)),
         ]
         for title, footer in numbers:
             table.add_column(title, justify="right", footer=footer, no_wrap=True)
@@ -242,7 +217,7 @@ def _render(arch: Any, infos: list[Any], compare_fc: bool, depth: int | None) ->
                 fmt(row["output"]),
                 f"{row['params']:,}",
                 human_count(row["macs"]),
-                human_bytes(row["bytes"]),
+                human_bytes(row["bytes"], table=True),
             ]
             table.add_row(*cells)
         return table

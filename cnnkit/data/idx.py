@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit import memory
+from cnnkit.arch.values import format_shape
 from cnnkit.io import check_input_file
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -98,7 +99,7 @@ def _read_idx_stream(handle: Any, path: Path) -> np.ndarray:
     dims = tuple(int(v) for v in np.frombuffer(sizes, dtype=">u4", count=ndim))
     dtype = np.dtype(IDX_TYPES[head[2]])
     expected = math.prod(dims) * dtype.itemsize
-    shape = "x".join(map(str, dims))
+    shape = format_shape(dims)
     # the raw bytes, then the native-endian and float32 copies the loaders make
     memory.check(expected * 3, f"{path}: an IDX array of {shape} {dtype.name}")
     data = handle.read(expected)
