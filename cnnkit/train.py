@@ -272,13 +272,7 @@ def evaluate_loss_accuracy(
     return loss, float(np.mean(logits.argmax(axis=1) == y))
 
 
-def fit(*args: Any, **kwargs: Any) -> TrainResult:
-    """Train a model; see :func:`fit_loop` for the parameters (this adds BLAS threading)."""
-    with single_threaded_blas():
-        return fit_loop(*args, **kwargs)
-
-
-def fit_loop(
+def fit(
     model: Model,
     optimizer: Optimizer,
     cfg: TrainConfig,
@@ -295,6 +289,9 @@ def fit_loop(
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` for epochs ``start_epoch .. cfg.epochs - 1``.
+
+    OpenBLAS runs on one thread meanwhile: a small CNN's matrices are tiny, and BLAS
+    threads would only compete with Numba's for the same cores.
 
     Parameters
     ----------
@@ -333,43 +330,44 @@ def fit_loop(
     y_train = np.asarray(y_train, np.int64)
     good_params = model.flat_params.copy()
     good_buffers = {k: v.copy() for k, v in model.state().items()}
-    for epoch in range(start_epoch, cfg.epochs):
-        lr = scheduled_lr(cfg.schedule, cfg.lr, epoch, cfg.epochs)
-        try:
-            stats = _train_epoch(
-                model,
-                optimizer,
-                cfg,
-                (x_train, y_train, x_val, y_val),
-                epoch,
-                lr,
-                (good_params, good_buffers),
-                checkpoint,
-                on_batch,
-            )
-        except KeyboardInterrupt:
-            # Ctrl-C or SIGTERM: roll back to the end of the last complete epoch, which is
-            # what the checkpoint holds (a half-finished epoch cannot be resumed exactly).
-            model.flat_params[...] = good_params
-            model.load_state(good_buffers)
-            result.interrupted = True
-            return result
-        try:
-            # The epoch is complete: its checkpoint and the bookkeeping that says so are
-            # written as one step; a signal in between is delivered right after.
-            with signals.deferred():
-                result.history.append(stats)
-                result.epochs_done = epoch + 1
-                if checkpoint is not None:
-                    save_checkpoint(checkpoint, model, optimizer, cfg, result, meta)
-                good_params[...] = model.flat_params
-                for k, v in model.state().items():
-                    good_buffers[k][...] = v
-            if on_epoch is not None:
-                on_epoch(stats)
-        except KeyboardInterrupt:
-            result.interrupted = True
-            return result
+    with single_threaded_blas():
+        for epoch in range(start_epoch, cfg.epochs):
+            lr = scheduled_lr(cfg.schedule, cfg.lr, epoch, cfg.epochs)
+            try:
+                stats = _train_epoch(
+                    model,
+                    optimizer,
+                    cfg,
+                    (x_train, y_train, x_val, y_val),
+                    epoch,
+                    lr,
+                    (good_params, good_buffers),
+                    checkpoint,
+                    on_batch,
+                )
+            except KeyboardInterrupt:
+                # Ctrl-C or SIGTERM: roll back to the end of the last complete epoch, which is
+                # what the checkpoint holds (a half-finished epoch cannot be resumed exactly).
+                model.flat_params[...] = good_params
+                model.load_state(good_buffers)
+                result.interrupted = True
+                return result
+            try:
+                # The epoch is complete: its checkpoint and the bookkeeping that says so are
+                # written as one step; a signal in between is delivered right after.
+                with signals.deferred():
+                    result.history.append(stats)
+                    result.epochs_done = epoch + 1
+                    if checkpoint is not None:
+                        save_checkpoint(checkpoint, model, optimizer, cfg, result, meta)
+                    good_params[...] = model.flat_params
+                    for k, v in model.state().items():
+                        good_buffers[k][...] = v
+                if on_epoch is not None:
+                    on_epoch(stats)
+            except KeyboardInterrupt:
+                result.interrupted = True
+                return result
     return result
 
 
@@ -900,7 +898,6 @@ __all__ = [
     "default_checkpoint_path",
     "evaluate_loss_accuracy",
     "fit",
-    "fit_loop",
     "random_shift",
     "load_checkpoint",
     "make_run_optimizer",
