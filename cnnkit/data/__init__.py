@@ -21,7 +21,6 @@ Example
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -29,19 +28,24 @@ from typing import Any
 import numpy as np
 
 from cnnkit.data.dataset import Dataset, build_dataset, channel_stats, normalize
-from cnnkit.data.images import load_image_for_model, make_preprocess, resize_channels
+from cnnkit.data.digits import DIGITS_CLASSES, load_digits_raw
+from cnnkit.data.folder import load_folder_raw
+from cnnkit.data.idx import FASHION_CLASSES, MNIST_CLASSES, load_mnist_raw
+from cnnkit.data.images import builtin_preprocess, load_image_for_model, resize_channels
+from cnnkit.data.names import DATASETS, check_name
+from cnnkit.data.npz import load_npz_raw
+from cnnkit.data.shapes import SHAPE_CLASSES, generate_shapes
 
 __all__ = [
     "DATASETS",
     "Dataset",
     "builtin_preprocess",
     "channel_stats",
+    "check_name",
     "load_dataset",
     "load_image_for_model",
     "normalize",
 ]
-
-DATASETS = ("digits", "shapes", "mnist", "fashion-mnist", "folder", "npz")
 
 # Extra keyword options each loader accepts (beyond the common ones of load_dataset).
 _OPTIONS: dict[str, tuple[str, ...]] = {
@@ -54,43 +58,6 @@ _OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def builtin_preprocess(name: str) -> dict[str, Any]:
-    """The image-file preprocessing of a data set (see :mod:`cnnkit.data.images`).
-
-    ``digits``: invert when the border is bright, crop a square around the digit, box-average
-    to 8x8, scale to 0..16. ``mnist``: same, digit in a 20x20 box inside 28x28, 0..1 scale.
-    ``fashion-mnist``: same with the item filling 28x28. ``shapes``: invert when the border is
-    bright, stretch to 32x32 (bars are placed anywhere, so no crop). ``folder``/``npz``: plain
-    (no inversion, stretch, 0..1).
-    """
-    name = check_name(name)
-    if name == "digits":
-        return make_preprocess(
-            invert="auto", fit="content", native_size=[8, 8], resample="box", pixel_max=16.0
-        )
-    if name == "mnist":
-        return make_preprocess(
-            invert="auto", fit="content", margin=4 / 28, native_size=[28, 28], resample="box"
-        )
-    if name == "fashion-mnist":
-        return make_preprocess(invert="auto", fit="content", native_size=[28, 28], resample="box")
-    if name == "shapes":
-        return make_preprocess(invert="auto")
-    return make_preprocess()
-
-
-def check_name(name: str) -> str:
-    """Return ``name`` if it is a known data set; otherwise a ValueError naming the closest."""
-    if name in DATASETS:
-        return name
-    guess = str(name).lower().replace("_", "-")
-    if guess in DATASETS:
-        return guess
-    close = difflib.get_close_matches(guess, DATASETS, n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown dataset {name!r}{hint} (known: {', '.join(DATASETS)})")
-
-
 def _size_pair(size: int | Sequence[int] | None, default: tuple[int, int] | None) -> Any:
     if size is None:
         return default
@@ -98,6 +65,50 @@ def _size_pair(size: int | Sequence[int] | None, default: tuple[int, int] | None
     if len(values) != 2 or not all(isinstance(v, int | np.integer) and v >= 1 for v in values):
         raise ValueError(f"size must be a positive int or (height, width), got {size!r}")
     return int(values[0]), int(values[1])
+
+
+def _load_raw(
+    name: str,
+    data_dir: str | os.PathLike[str] | None,
+    size: int | Sequence[int] | None,
+    seed: int,
+    options: dict[str, Any],
+    preprocess: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray, Sequence[str], tuple[np.ndarray, np.ndarray] | None, Any]:
+    """The raw images, labels and class names of data set ``name``, its official test split
+    if it has one, and the size still to resize to (None when the loader already did).
+
+    Records the loader's native size and pixel scale in ``preprocess``.
+    """
+    test = None
+    if name == "digits":
+        x, y = load_digits_raw()
+        class_names = DIGITS_CLASSES
+    elif name == "shapes":
+        side = _size_pair(size, (32, 32))
+        if side[0] != side[1]:
+            raise ValueError(f"shapes: images are square; got size {side[0]}x{side[1]}")
+        x, y = generate_shapes(
+            count=options.get("count", 2000),
+            size=side[0],
+            noise=options.get("noise", 0.05),
+            seed=seed,
+        )
+        class_names, size = SHAPE_CLASSES, None
+    elif name in ("mnist", "fashion-mnist"):
+        (x, y), test = load_mnist_raw(data_dir, name, options.get("limit"))
+        class_names = MNIST_CLASSES if name == "mnist" else FASHION_CLASSES
+        preprocess["native_size"] = list(x.shape[2:])
+    elif name == "folder":
+        x, y, class_names = load_folder_raw(
+            data_dir, _size_pair(size, (32, 32)), options.get("channels")
+        )
+        size = None
+    else:
+        x, y, class_names, pixel_max = load_npz_raw(data_dir, options.get("layout", "auto"))
+        preprocess["pixel_max"] = pixel_max
+        preprocess["native_size"] = list(x.shape[2:])
+    return x, y, class_names, test, size
 
 
 def load_dataset(
@@ -157,45 +168,7 @@ def load_dataset(
     except (TypeError, ValueError):
         raise ValueError(f"seed must be an integer, got {seed!r}") from None
     preprocess = builtin_preprocess(name)
-    test = None
-
-    if name == "digits":
-        from cnnkit.data.digits import DIGITS_CLASSES, load_digits_raw
-
-        x, y = load_digits_raw()
-        class_names = DIGITS_CLASSES
-    elif name == "shapes":
-        from cnnkit.data.shapes import SHAPE_CLASSES, generate_shapes
-
-        side = _size_pair(size, (32, 32))
-        if side[0] != side[1]:
-            raise ValueError(f"shapes: images are square; got size {side[0]}x{side[1]}")
-        x, y = generate_shapes(
-            count=options.get("count", 2000),
-            size=side[0],
-            noise=options.get("noise", 0.05),
-            seed=seed,
-        )
-        class_names, size = SHAPE_CLASSES, None
-    elif name in ("mnist", "fashion-mnist"):
-        from cnnkit.data.idx import FASHION_CLASSES, MNIST_CLASSES, load_mnist_raw
-
-        (x, y), test = load_mnist_raw(data_dir, name, options.get("limit"))
-        class_names = MNIST_CLASSES if name == "mnist" else FASHION_CLASSES
-        preprocess["native_size"] = list(x.shape[2:])
-    elif name == "folder":
-        from cnnkit.data.folder import load_folder_raw
-
-        x, y, class_names = load_folder_raw(
-            data_dir, _size_pair(size, (32, 32)), options.get("channels")
-        )
-        size = None
-    else:
-        from cnnkit.data.npz import load_npz_raw
-
-        x, y, class_names, pixel_max = load_npz_raw(data_dir, options.get("layout", "auto"))
-        preprocess["pixel_max"] = pixel_max
-        preprocess["native_size"] = list(x.shape[2:])
+    x, y, class_names, test, size = _load_raw(name, data_dir, size, seed, options, preprocess)
 
     target = _size_pair(size, None)
     if target is not None:

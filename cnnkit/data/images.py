@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.data.dataset import normalize
+from cnnkit.data.names import check_name
 from cnnkit.io import open_image
 
 #: The neutral pipeline: no inversion, stretch to size, bilinear, 0..1 scale.
@@ -59,6 +60,31 @@ def make_preprocess(**changes: Any) -> dict[str, Any]:
     out = dict(PLAIN)
     out.update(changes)
     return out
+
+
+def builtin_preprocess(name: str) -> dict[str, Any]:
+    """The image-file preprocessing of a data set (see :mod:`cnnkit.data.images`).
+
+    ``digits``: invert when the border is bright, crop a square around the digit, box-average
+    to 8x8, scale to 0..16. ``mnist``: same, digit in a 20x20 box inside 28x28, 0..1 scale.
+    ``fashion-mnist``: same with the item filling 28x28. ``shapes``: invert when the border is
+    bright, stretch to 32x32 (bars are placed anywhere, so no crop). ``folder``/``npz``: plain
+    (no inversion, stretch, 0..1).
+    """
+    name = check_name(name)
+    if name == "digits":
+        return make_preprocess(
+            invert="auto", fit="content", native_size=[8, 8], resample="box", pixel_max=16.0
+        )
+    if name == "mnist":
+        return make_preprocess(
+            invert="auto", fit="content", margin=4 / 28, native_size=[28, 28], resample="box"
+        )
+    if name == "fashion-mnist":
+        return make_preprocess(invert="auto", fit="content", native_size=[28, 28], resample="box")
+    if name == "shapes":
+        return make_preprocess(invert="auto")
+    return make_preprocess()
 
 
 def _resample(name: str) -> int:
@@ -244,8 +270,6 @@ def load_image_for_model(
     (count of "on" pixels in each 4x4 block of a size-normalised 32x32 bitmap).
     """
     if isinstance(preprocess, str):
-        from cnnkit.data import builtin_preprocess
-
         preprocess = builtin_preprocess(preprocess)
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 3 or min(shape) < 1:
