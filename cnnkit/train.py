@@ -24,12 +24,15 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit import arch as arch_mod
 from cnnkit import signals
+from cnnkit.data import check_name, load_dataset
+from cnnkit.io import check_writable
 from cnnkit.kernels.threads import single_threaded_blas
 from cnnkit.nn.losses import softmax_cross_entropy
 from cnnkit.nn.model import Model, build_model
 from cnnkit.nn.optim import SCHEDULES, Optimizer, make_optimizer, scheduled_lr
-from cnnkit.nn.serialize import load_model, save_model
+from cnnkit.nn.serialize import load_model, read_model_file, save_model
 
 
 @dataclass
@@ -631,7 +634,6 @@ DEFAULT_OUTPUT = "model.npz"
 
 def declared_input_shape(source: str) -> tuple[int, ...] | None:
     """The input shape a spec's own ``input`` line declares, or None when it has none."""
-    from cnnkit import arch as arch_mod
 
     try:
         return tuple(arch_mod.parse(source).input_shape)
@@ -643,7 +645,6 @@ def declared_input_shape(source: str) -> tuple[int, ...] | None:
 
 def _describe_file(path: Path) -> tuple[str | None, str]:
     """(run id, words for what ``path`` holds) of an existing file."""
-    from cnnkit.nn.serialize import read_model_file
 
     try:
         header, _ = read_model_file(path)
@@ -701,7 +702,6 @@ def run(
     :class:`OutputTaken` unless ``force``.
     A spec whose ``input`` line disagrees with the data set's images raises ValueError.
     """
-    from cnnkit.data import check_name, load_dataset
 
     t0 = time.perf_counter()
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -854,7 +854,6 @@ def check_output_paths(
     exists and takes a new file; an existing target is a writable regular file): finding
     that out after an hour of training is too late.
     """
-    from cnnkit.io import check_writable
 
     out = Path(output)
     ckpt = Path(checkpoint) if checkpoint is not None else default_checkpoint_path(out)

@@ -19,15 +19,15 @@ from typing import Any
 import numpy as np
 
 from cnnkit import memory
+from cnnkit.arch import INPUT, KINDS, infer, parse, source_text
 from cnnkit.nn import layers as L
+from cnnkit.nn.losses import softmax
 
 RELU_FAMILY = ("relu", "relu6", "leakyrelu")
 
 
 def _init_for(arch: Any, consumers: dict[str, list[str]], name: str) -> str:
     """ "he" if the next activation after node ``name`` is relu-like, else "glorot"."""
-    from cnnkit.arch import KINDS
-
     kinds = {n.name: n.kind for n in arch.nodes}
     while consumers.get(name):
         name = consumers[name][0]
@@ -85,8 +85,6 @@ class Model:
         source: str | None = None,
         init: str = "he",
     ) -> None:
-        from cnnkit.arch import INPUT, KINDS, infer
-
         if init not in ("he", "torch"):
             raise ValueError(f"init must be he (He/Glorot) or torch, got {init!r}")
         self.init = init
@@ -209,8 +207,6 @@ class Model:
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Softmax class probabilities, shape (N, classes)."""
-        from cnnkit.nn.losses import softmax
-
         return softmax(self.predict_logits(x, batch_size))
 
     # -- state ---------------------------------------------------------------------------
@@ -264,8 +260,6 @@ def build_model(
     init: str = "he",
 ) -> Model:
     """Parse ``source`` with :func:`cnnkit.arch.parse` and build the model it describes."""
-    from cnnkit.arch import parse
-
     arch = parse(source, input_shape=input_shape)
     return Model(arch, seed=seed, dtype=dtype, source=spec_text(source, input_shape), init=init)
 
@@ -276,8 +270,6 @@ def spec_text(source: str, input_shape: tuple[int, ...] | None = None) -> str:
     Model files store the text itself, not a name or a path, so a model still loads after the
     file moves or a shipped architecture changes.
     """
-    from cnnkit.arch import source_text
-
     # The parser's own resolution of names and paths: one place decides what a source means.
     return source_text(source, input_shape)
 

@@ -23,6 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit import __version__
+from cnnkit.arch import parse_text
+from cnnkit.io import atomic_write, read_npz
+from cnnkit.memory import MemoryBudgetError
+from cnnkit.nn.model import Model
+
 FORMAT = "cnnkit-model"
 FORMAT_VERSION = 1
 
@@ -47,8 +53,6 @@ def save_model(
     optim_state : dict of str to ndarray, optional
         Optimiser arrays (momentum buffers, Adam moments) for ``--resume``.
     """
-    from cnnkit import __version__
-    from cnnkit.io import atomic_write
 
     if model.source is None:
         raise ValueError("the model has no spec text to store; build it with build_model")
@@ -345,8 +349,6 @@ def read_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
         version, a header field of the wrong type or range, NaN or infinite weights); the
         message names the file and the problem.
     """
-    from cnnkit.io import read_npz
-    from cnnkit.memory import MemoryBudgetError
 
     p = Path(path)
     if p.is_dir():
@@ -385,8 +387,6 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
         The JSON header (mean, std, class names, checkpoint info...). Optimiser arrays, if
         any, are in ``header["_optim_arrays"]``.
     """
-    from cnnkit.arch import parse_text
-    from cnnkit.nn.model import Model
 
     header, arrays = read_model_file(path)
     try:
