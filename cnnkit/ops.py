@@ -176,19 +176,12 @@ def choose_method(
 
     Notes
     -----
-    Measured on a 2-core Zen 3 (float32): the GEMM of the im2col method needs several output
-    channels per group to beat building the patch matrix; with ``O / groups <= 4`` (image
-    filtering, depthwise layers) it degenerates to a memory-bound matrix-vector product and
-    the loop wins 2-7x (1024x1024 3x3 filter: loop 0.8 ms, im2col 6 ms). A single image with
-    few taps per output (``C/groups * taps <= 32``, e.g. an RGB 3x3 filter bank) goes to the
-    loop only when it is large and there are threads to share: im2col splits work over
-    threads by batch, so one image runs its GEMM on one thread. Measured after the
-    per-sample im2col forward (AVX-512 EPYC, 2 threads, float32): 3->16 3x3 at 224x224 im2col
-    1.4 ms vs loop 2.7 ms, 2->16 at 128x128 0.43 vs 1.1 ms, but 1->8 3x3 at 512x512 2.0 vs
-    1.8 ms and 3->16 at 1024x1024 40 vs 35 ms; on one thread im2col won all of these. So the
-    loop takes such single images from 65536 output positions (256x256) on, with more than
-    one thread (and always when the size is not given). Everything else (LeNet and CIFAR
-    layers, even a 1-channel 5x5 first layer with 16 outputs) is faster with im2col.
+    With ``O / groups <= 4`` (image filtering, depthwise layers) the im2col GEMM degenerates
+    to a memory-bound matrix-vector product, so the loop wins. A single image with few taps
+    per output (``C/groups * taps <= 32``) goes to the loop only from 65536 output positions
+    on and with more than one thread, because im2col splits its work by batch. Everything
+    else goes to im2col. The measurements behind these thresholds are in
+    docs/PERFORMANCE.md.
     """
     per_group = n_out // max(groups, 1)
     if per_group <= 4:
@@ -391,9 +384,8 @@ def _gemm_forward(plan: _ConvPlan) -> np.ndarray:
     wm = w5.reshape(n_out, rg)
     y = np.empty(plan.out5, plan.dtype)
     y3 = y.reshape(n_batch, n_out, length)
-    # Without groups the bias rides in the GEMM: a row of ones under the patch rows and the
-    # bias as an extra weight column, instead of a pass over y (lenet_c1 GEMM + bias pass
-    # 0.60 -> 0.45 ms, 1 thread).
+    # Without groups the bias rides in the GEMM (a row of ones under the patch rows, the bias
+    # as an extra weight column), which saves a pass over y.
     fold = plan.bias is not None and groups == 1
     if fold:
         wm = np.concatenate([wm, plan.bias[:, None]], axis=1)
@@ -406,7 +398,7 @@ def _gemm_forward(plan: _ConvPlan) -> np.ndarray:
         for n0 in range(start, stop, nb):
             m = min(nb, stop - n0)
             # per-sample (R, L) blocks: a stack of GEMMs writes NCHW directly, where one
-            # (R, m*L) GEMM needed a reorder pass (lenet_c1 GEMM+reorder 0.85 -> 0.53 ms)
+            # (R, m*L) GEMM would need a reorder pass
             cols = buf[: m * block * length].reshape(m, block, length)
             _fill_cols(plan, x5[n0 : n0 + m], cols, per_sample=True)
             if fold:
@@ -441,8 +433,7 @@ def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
 
     @np.errstate(invalid="ignore", over="ignore")  # per thread, so set where GEMMs run
     def part(start: int, stop: int) -> np.ndarray:
-        # accumulated transposed: (R, m*L) @ (m*L, O) runs at 80 GFLOP/s where
-        # (O, m*L) @ (m*L, R) ran at 58 (lenet_c2, 1 thread: 2.05 -> 1.46 ms)
+        # accumulated transposed: (R, m*L) @ (m*L, O) is the faster GEMM shape here
         gwt = np.zeros((rg, n_out), plan.dtype)
         size = rows * min(nb, stop - start) * length
         buf = _threads.workspace("cols", size, plan.dtype)

@@ -87,36 +87,8 @@ class TrainConfig:
         return self
 
 
-# Defaults per data set: architecture and settings that reach good accuracy quickly.
-# digits: the reference PyTorch run's network and optimiser (ANCHORS.md: the `digits` spec,
-# Adam 3e-3, batch 32) trained on all 1,437 non-test images. Schedule, epochs, init, weight
-# decay and augmentation were chosen on VALIDATION only, never on test images: the 1,437
-# training images of the standard (seed-0) split were split 80/20 (stratified; 5 split
-# seeds; normalisation re-fitted on the 1,149 kept) x 5 init seeds = 25 runs, 7,200
-# validation predictions per recipe (some rows 15 runs / 4,320). Validation accuracy
-# (errors), and the paired change in errors per 288-image run against the old default:
-#   constant lr, 30 epochs, He init (old default)   98.78 % (88/7200)
-#   cosine 40, He                                    98.78 % (88/7200)   +0.00 +- 0.10
-#   cosine 40, PyTorch init                          98.90 % (79/7200)   -0.36 +- 0.30
-#   cosine 40, PyTorch init, weight decay 5e-4       99.00 % (72/7200)   -0.64 +- 0.28
-#   cosine 60, He, weight decay 5e-4                 98.93 % (74/6912)   -0.38 +- 0.21
-#   cosine 60, PyTorch init                          98.93 % (77/7200)   -0.44 +- 0.31
-#   cosine 60, PyTorch init, weight decay 5e-4       99.06 % (68/7200)   -0.80 +- 0.24  chosen
-#   cosine 40, lr 1e-3                               98.45 % (67/4320)   +1.13 +- 0.38
-#   +-1 px horizontal shift (--augment), cos 40/30   98.63 / 98.38 % (59, 70 of 4320)
-#   +-1 px shift in both axes (split seed 0 only)    97.2-98.0 %, against 99.5 % without
-#   (wider conv32-conv64 net, cosine 40, He: 99.15 %, only -0.28 +- 0.33 against the
-#   chosen recipe: the shipped `digits` spec is enough.)
-# Shifting hurts: the UCI digits are centred and size-normalised to fill the 8x8 height
-# (ink in rows 0 and 7 of ~37 % of images), so shifted copies are off-distribution;
-# --augment exists but is off. The split seed moves validation accuracy (97.7-99.9 %) more
-# than any recipe does. Cosine decay also makes the result independent of where Adam's
-# constant-lr noise stops (last-5-epoch spread 0.13 % -> 0.00 %).
-# Only then was the test split looked at. Seed-0 split (360 test images), init seeds 0-9:
-# mean 97.97 %, min 97.22 %, max 98.33 % (the old default: 97.94 / 96.94 / 98.33 %); this
-# split's test images are harder than the validation ones. `cnnkit train --seed s`, which
-# also moves the split, s = 0-4: 98.33, 99.72, 98.61, 99.17, 98.89 %. Cold-cache wall time
-# of `cnnkit train`: 7.3 s on the shared 2 cores.
+# Defaults per data set: architecture and settings that reach good accuracy quickly. The
+# digits recipe was chosen on validation images only (the runs are in docs/PERFORMANCE.md).
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {
         "arch": "digits",
