@@ -372,6 +372,21 @@ OUTPUT_KINDS = {
 LUMA = (0.299, 0.587, 0.114)
 
 
+def read_rgb(
+    path: str | os.PathLike[str], height: int, width: int
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """The image at ``path`` as (height, width, 3) uint8 RGB, resized (bilinear) if its size
+    differs, and its original (width, height)."""
+    import numpy as np
+    from PIL import Image
+
+    image = open_image(path).convert("RGB")
+    size = image.size
+    if size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(image), size
+
+
 @dataclass
 class Loaded:
     """An input ready for filtering.

@@ -49,6 +49,20 @@ class Field:
         """Whether the node's output still has spatial positions (units with a place)."""
         return len(self.output_shape) > 1
 
+    def to_json(self) -> dict[str, object]:
+        """The field as plain JSON values (``cnnkit receptive-field --json``)."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "output_shape": list(self.output_shape),
+            "receptive_field": list(self.receptive_field),
+            "effective_stride": list(self.effective_stride),
+            "effective_padding": list(self.effective_padding),
+            "start": list(self.start),
+            "center": list(self.center),
+            "aligned": self.aligned,
+        }
+
 
 @dataclass(frozen=True)
 class Region:
@@ -97,6 +111,22 @@ class Region:
         if len(self.parts) == 1:
             return math.prod(len(p) for p in self.parts[0])
         return len(self.pixels())
+
+    def to_json(self) -> dict[str, object]:
+        """The region as plain JSON values (``cnnkit receptive-field --unit --json``)."""
+        return {
+            "layer": self.layer,
+            "unit": list(self.unit),
+            "box": [list(b) for b in self.box],
+            "clipped": [list(c) if c is not None else None for c in self.clipped],
+            "field_size": self.field_size,
+            "inside": self.inside,
+            "padding": self.padding,
+            "padding_fraction": self.padding / self.field_size,
+            "pixels_seen": self.seen,
+            "positions": [list(p) for p in self.positions],
+            "parts": [[list(p) for p in part] for part in self.parts],
+        }
 
 
 def _window(info: LayerInfo):

@@ -6,13 +6,31 @@ Imports only the spec parser and receptive-field arithmetic; ``--plot`` loads ma
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from cnnkit.arch.values import format_shape
-from cnnkit.cli.common import UsageError, console, friendly_errors
-from cnnkit.cli.shape import emit_json, fit_table, human_count, load_arch
+from cnnkit.cli.common import (
+    InputOption,
+    SpecArgument,
+    TableJsonFileOption,
+    TableJsonOption,
+    UsageError,
+    console,
+    emit_json,
+    fit_table,
+    friendly_errors,
+    human_count,
+    load_arch,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    from rich.table import Table
+
+    from cnnkit.arch import Graph, LayerInfo
+    from cnnkit.arch.receptive import Field, Region
 
 EXAMPLES = """\
 Examples:
@@ -36,43 +54,11 @@ negative or past-the-end coordinates lie in the padding.
 """
 
 
-def _dims(values: tuple[Any, ...], sep: str = ",") -> str:
+def _dims(values: tuple[float, ...], sep: str = ",") -> str:
     return sep.join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
-def _field_json(f: Any) -> dict[str, Any]:
-    return {
-        "name": f.name,
-        "kind": f.kind,
-        "output_shape": list(f.output_shape),
-        "receptive_field": list(f.receptive_field),
-        "effective_stride": list(f.effective_stride),
-        "effective_padding": list(f.effective_padding),
-        "start": list(f.start),
-        "center": list(f.center),
-        "aligned": f.aligned,
-    }
-
-
-def _region_json(region: Any) -> dict[str, Any]:
-    return {
-        "layer": region.layer,
-        "unit": list(region.unit),
-        "box": [list(b) for b in region.box],
-        "clipped": [list(c) if c is not None else None for c in region.clipped],
-        "field_size": region.field_size,
-        "inside": region.inside,
-        "padding": region.padding,
-        "padding_fraction": region.padding / region.field_size,
-        "pixels_seen": region.seen,
-        "positions": [list(p) for p in region.positions],
-        "parts": [[list(p) for p in part] for part in region.parts],
-    }
-
-
-def _describe_region(arch: Any, region: Any) -> list[str]:
-    from cnnkit import arch as spec
-
+def _describe_region(arch: Graph, region: Region) -> list[str]:
     names = {1: ("positions",), 2: ("rows", "columns"), 3: ("slices", "rows", "columns")}[
         len(region.unit)
     ]
@@ -86,7 +72,7 @@ def _describe_region(arch: Any, region: Any) -> list[str]:
     clip = ", ".join(f"{n} {c[0]}..{c[1]}" for n, c in zip(names, region.clipped) if c)
     share = 100 * region.padding / region.field_size
     lines.append(
-        f"Inside the input ({spec.format_shape(arch.input_shape[1:])}): {clip} "
+        f"Inside the input ({format_shape(arch.input_shape[1:])}): {clip} "
         f"({region.inside:,} positions); {region.padding:,} of {region.field_size:,} "
         f"({share:.1f}%) are padding."
     )
@@ -100,12 +86,10 @@ def _describe_region(arch: Any, region: Any) -> list[str]:
     return lines
 
 
-def _render_fields(arch: Any, fields: list[Any]) -> None:
-    graph = not arch.is_chain
+def _render_fields(arch: Graph, fields: list[Field]) -> None:
     from rich.table import Table
 
-    from cnnkit.arch import format_shape
-
+    graph = not arch.is_chain
     columns = ("#", "layer", "output", "field r", "stride j", "padding P", "start", "center")
 
     def make(dropped: set[str]) -> Table:
@@ -178,29 +162,23 @@ def _render_compare(summaries: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-def _load_image(path: str, height: int, width: int) -> tuple[Any, str | None]:
+def _load_image(path: str, height: int, width: int) -> tuple[np.ndarray, str | None]:
     """The photo as an RGB array of the input's height and width, and a note if it was
     resized to get there."""
-    import numpy as np
-    from PIL import Image
+    from cnnkit.io import read_rgb
 
-    from cnnkit.io import open_image
-
-    img = open_image(path).convert("RGB")
-    size = img.size
-    note = None
-    if size != (width, height):
-        img = img.resize((width, height), Image.Resampling.BILINEAR)
-        note = (
-            f"{path} resized from {size[0]}x{size[1]} to {width}x{height} "
-            "(the input's width x height)"
-        )
-    return np.asarray(img), note
+    pixels, size = read_rgb(path, height, width)
+    if size == (width, height):
+        return pixels, None
+    note = (
+        f"{path} resized from {size[0]}x{size[1]} to {width}x{height} (the input's width x height)"
+    )
+    return pixels, note
 
 
 def _plot(
-    arch: Any,
-    infos: list[Any],
+    arch: Graph,
+    infos: list[LayerInfo],
     out: str,
     image_path: str | None,
     unit: tuple[int, ...] | None,
@@ -226,89 +204,82 @@ def _plot(
     return len(regions), note
 
 
+@friendly_errors
+def receptive_field(
+    spec_source: SpecArgument,
+    input_shape: InputOption = None,
+    unit: str | None = typer.Option(
+        None, "--unit", help="Show the input region of this unit, e.g. 3,4 (0-based y,x)."
+    ),
+    layer: str | None = typer.Option(
+        None,
+        "--layer",
+        help="Layer of --unit: 1-based number or name (conv2); default the last spatial one.",
+    ),
+    plot: str | None = typer.Option(
+        None,
+        "--plot",
+        help="Draw the field of --unit (default the centre unit) as it grows layer by "
+        "layer, into this image file.",
+    ),
+    image: str | None = typer.Option(
+        None, "--image", help="With --plot: draw over this photo instead of a grid."
+    ),
+    compare: list[str] | None = typer.Option(
+        None,
+        "--compare",
+        help="Compare SPEC with this spec side by side (repeatable).",
+    ),
+    as_json: TableJsonOption = False,
+    json_file: TableJsonFileOption = None,
+) -> None:
+    """Receptive field, effective stride and padding of every layer of SPEC."""
+    from cnnkit import arch as spec
+    from cnnkit.arch import receptive
+
+    if layer is not None and unit is None:
+        raise UsageError("--layer selects the layer of --unit; give --unit too")
+    if image is not None and plot is None:
+        raise UsageError("--image is drawn by --plot; give --plot out.png too")
+    arch = load_arch(spec_source, input_shape)
+    infos = spec.infer(arch)
+    if compare:
+        others = [load_arch(other, input_shape) for other in compare]
+        summaries = [receptive.summary(a) for a in (arch, *others)]
+        if (as_json or json_file) and emit_json({"compare": summaries}, as_json, json_file):
+            return
+        _render_compare(summaries)
+        return
+    fields = receptive.fields(arch, infos)
+    region = None
+    chosen = receptive.parse_unit(unit) if unit is not None else None
+    if chosen is not None:
+        region = receptive.unit_region(arch, chosen, layer, infos)
+    drawn, note = _plot(arch, infos, plot, image, chosen, layer) if plot else (0, None)
+    if as_json or json_file:
+        out: dict[str, Any] = {
+            "name": arch.name,
+            "input_shape": list(arch.input_shape),
+            "layers": [f.to_json() for f in fields],
+        }
+        if region is not None:
+            out["unit"] = region.to_json()
+        if plot:
+            out["plot"] = plot
+            if note:
+                out["image_note"] = note
+        if emit_json(out, as_json, json_file):
+            return
+    _render_fields(arch, fields)
+    if region is not None:
+        for line in _describe_region(arch, region):
+            console.print(line, highlight=False)
+    if plot:
+        if note:
+            console.print(note, highlight=False, soft_wrap=True)
+        console.print(f"wrote {plot} ({drawn} layers drawn)", highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``cnnkit receptive-field`` to the app."""
-
-    @app.command("receptive-field", epilog=EXAMPLES)
-    @friendly_errors
-    def receptive_field(
-        spec_source: str = typer.Argument(
-            ...,
-            metavar="SPEC",
-            help="Shipped name, spec file, or inline 'input 1 8 8; conv 4 k=3'.",
-        ),
-        input_shape: str | None = typer.Option(
-            None, "--input", "-i", help="Input shape CxHxW (or CxL, CxDxHxW); overrides SPEC's."
-        ),
-        unit: str | None = typer.Option(
-            None, "--unit", help="Show the input region of this unit, e.g. 3,4 (0-based y,x)."
-        ),
-        layer: str | None = typer.Option(
-            None,
-            "--layer",
-            help="Layer of --unit: 1-based number or name (conv2); default the last spatial one.",
-        ),
-        plot: str | None = typer.Option(
-            None,
-            "--plot",
-            help="Draw the field of --unit (default the centre unit) as it grows layer by "
-            "layer, into this image file.",
-        ),
-        image: str | None = typer.Option(
-            None, "--image", help="With --plot: draw over this photo instead of a grid."
-        ),
-        compare: list[str] | None = typer.Option(
-            None,
-            "--compare",
-            help="Compare SPEC with this spec side by side (repeatable).",
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-        json_file: str | None = typer.Option(
-            None, "--json-file", metavar="PATH", help="Also write the JSON here ('-': stdout)."
-        ),
-    ) -> None:
-        """Receptive field, effective stride and padding of every layer of SPEC."""
-        from cnnkit import arch as spec
-        from cnnkit.arch import receptive
-
-        if layer is not None and unit is None:
-            raise UsageError("--layer selects the layer of --unit; give --unit too")
-        if image is not None and plot is None:
-            raise UsageError("--image is drawn by --plot; give --plot out.png too")
-        arch = load_arch(spec_source, input_shape)
-        infos = spec.infer(arch)
-        if compare:
-            others = [load_arch(other, input_shape) for other in compare]
-            summaries = [receptive.summary(a) for a in (arch, *others)]
-            if (as_json or json_file) and emit_json({"compare": summaries}, as_json, json_file):
-                return
-            _render_compare(summaries)
-            return
-        fields = receptive.fields(arch, infos)
-        region = None
-        chosen = receptive.parse_unit(unit) if unit is not None else None
-        if chosen is not None:
-            region = receptive.unit_region(arch, chosen, layer, infos)
-        drawn, note = _plot(arch, infos, plot, image, chosen, layer) if plot else (0, None)
-        if as_json or json_file:
-            out: dict[str, Any] = {
-                "name": arch.name,
-                "input_shape": list(arch.input_shape),
-                "layers": [_field_json(f) for f in fields],
-            }
-            if region is not None:
-                out["unit"] = _region_json(region)
-            if plot:
-                out["plot"] = plot
-                if note:
-                    out["image_note"] = note
-            if emit_json(out, as_json, json_file):
-                return
-        _render_fields(arch, fields)
-        if region is not None:
-            for line in _describe_region(arch, region):
-                console.print(line, highlight=False)
-        if plot:
-            if note:
-                console.print(note, highlight=False, soft_wrap=True)
-            console.print(f"wrote {plot} ({drawn} layers drawn)", highlight=False, soft_wrap=True)
+    app.command("receptive-field", epilog=EXAMPLES)(receptive_field)
