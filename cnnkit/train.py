@@ -26,7 +26,7 @@ import numpy as np
 
 from cnnkit import arch as arch_mod
 from cnnkit import signals
-from cnnkit.data import check_name, load_dataset
+from cnnkit.data import Dataset, check_name, load_dataset
 from cnnkit.io import check_writable
 from cnnkit.kernels.threads import single_threaded_blas
 from cnnkit.nn.losses import softmax_cross_entropy
@@ -647,6 +647,73 @@ def check_outputs(paths: list[Path], run_id: str, force: bool) -> None:
                 raise OutputTaken(path, what)
 
 
+def _resume_state(
+    resume: str | os.PathLike[str],
+    optimizer: Optimizer,
+    cfg: TrainConfig,
+    header: dict[str, Any],
+    name: str,
+    overrides: dict[str, Any],
+    data_dir: str | os.PathLike[str] | None,
+) -> tuple[Dataset, list[EpochStats], int]:
+    """Apply ``overrides`` to a checkpoint's config and reload its data set: the data, the
+    history so far and the epoch to continue from. ``data_dir`` is already resolved."""
+    for key in ("seed", "val_fraction", "init"):
+        if key in overrides and overrides[key] != getattr(cfg, key):
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(
+                f"{flag} cannot change when resuming ({resume} used {getattr(cfg, key)}): "
+                "it fixes the data split and the random order; drop the option"
+            )
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    cfg.check()
+    if header.get("dataset") and header["dataset"] != name:
+        raise ValueError(
+            f"{resume} was trained on {header['dataset']!r}, not {name!r}; "
+            f"add --dataset {header['dataset']}"
+        )
+    optimizer.lr = cfg.lr
+    start_epoch = int(header["checkpoint"]["epoch"])
+    if start_epoch >= cfg.epochs:
+        raise ValueError(
+            f"{resume} already finished {start_epoch} epochs; ask for more with "
+            f"--epochs {start_epoch + 5} (the total, not the extra)"
+        )
+    ds = load_dataset(name, data_dir=data_dir, seed=cfg.seed, val_fraction=cfg.val_fraction)
+    return ds, history_from_header(header), start_epoch
+
+
+def _fresh_state(
+    name: str,
+    arch: str | None,
+    overrides: dict[str, Any],
+    data_dir: str | os.PathLike[str] | None,
+) -> tuple[Model, Optimizer, TrainConfig, Dataset]:
+    """The data set's defaults with ``overrides``, its data, and a new model and optimiser
+    for the spec ``arch`` (or the data set's default architecture)."""
+    defaults = DATASET_DEFAULTS.get(name, {"arch": None, "epochs": 10, "batch_size": 64})
+    cfg_values = {k: v for k, v in defaults.items() if k != "arch"}
+    cfg_values.update(overrides)
+    cfg = TrainConfig(**cfg_values).check()
+    ds = load_dataset(name, data_dir=data_dir, seed=cfg.seed, val_fraction=cfg.val_fraction)
+    spec_source = arch or defaults.get("arch")
+    if spec_source is None:
+        raise ValueError(
+            f"no default architecture for {name!r}; give one with --arch (a shipped name "
+            "such as lenet5, a spec file, or text like 'input 3 32 32; conv 16 k=3; ...')"
+        )
+    declared = declared_input_shape(spec_source)
+    if declared is not None and declared != tuple(ds.input_shape):
+        raise ValueError(
+            f"the spec's input line says {arch_mod.format_shape(declared)} but {name} "
+            f"images are {arch_mod.format_shape(ds.input_shape)}; change the input line to "
+            f"'input {' '.join(map(str, ds.input_shape))}' or leave it out"
+        )
+    model = build_model(spec_source, tuple(ds.input_shape), seed=cfg.seed, init=cfg.init)
+    return model, make_run_optimizer(model, cfg), cfg, ds
+
+
 def run(
     dataset: str | None = "digits",
     *,
@@ -657,7 +724,7 @@ def run(
     data_dir: str | os.PathLike[str] | None = None,
     overrides: dict[str, Any] | None = None,
     force: bool = False,
-    on_start: Callable[[Model, Any, TrainConfig, int], None] | None = None,
+    on_start: Callable[[Model, Dataset, TrainConfig, int], None] | None = None,
     on_batch: Callable[[int, int, float], None] | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> RunOutcome:
@@ -696,52 +763,12 @@ def run(
     out, ckpt = check_output_paths(output if output is not None else DEFAULT_OUTPUT, checkpoint)
     check_outputs([out, ckpt], run_id, force)
     if resume is not None:
-        for key in ("seed", "val_fraction", "init"):
-            if key in overrides and overrides[key] != getattr(cfg, key):
-                flag = "--" + key.replace("_", "-")
-                raise ValueError(
-                    f"{flag} cannot change when resuming ({resume} used {getattr(cfg, key)}): "
-                    "it fixes the data split and the random order; drop the option"
-                )
-        for key, value in overrides.items():
-            setattr(cfg, key, value)
-        cfg.check()
-        if header.get("dataset") and header["dataset"] != name:
-            raise ValueError(
-                f"{resume} was trained on {header['dataset']!r}, not {name!r}; "
-                f"add --dataset {header['dataset']}"
-            )
-        optimizer.lr = cfg.lr
-        history = history_from_header(header)
-        start_epoch = int(header["checkpoint"]["epoch"])
-        if start_epoch >= cfg.epochs:
-            raise ValueError(
-                f"{resume} already finished {start_epoch} epochs; ask for more with "
-                f"--epochs {start_epoch + 5} (the total, not the extra)"
-            )
         data_dir = data_dir if data_dir is not None else header.get("data_dir")
-        ds = load_dataset(name, data_dir=data_dir, seed=cfg.seed, val_fraction=cfg.val_fraction)
+        ds, history, start_epoch = _resume_state(
+            resume, optimizer, cfg, header, name, overrides, data_dir
+        )
     else:
-        defaults = DATASET_DEFAULTS.get(name, {"arch": None, "epochs": 10, "batch_size": 64})
-        cfg_values = {k: v for k, v in defaults.items() if k != "arch"}
-        cfg_values.update(overrides)
-        cfg = TrainConfig(**cfg_values).check()
-        ds = load_dataset(name, data_dir=data_dir, seed=cfg.seed, val_fraction=cfg.val_fraction)
-        spec_source = arch or defaults.get("arch")
-        if spec_source is None:
-            raise ValueError(
-                f"no default architecture for {name!r}; give one with --arch (a shipped name "
-                "such as lenet5, a spec file, or text like 'input 3 32 32; conv 16 k=3; ...')"
-            )
-        declared = declared_input_shape(spec_source)
-        if declared is not None and declared != tuple(ds.input_shape):
-            raise ValueError(
-                f"the spec's input line says {'x'.join(map(str, declared))} but {name} "
-                f"images are {'x'.join(map(str, ds.input_shape))}; change the input line to "
-                f"'input {' '.join(map(str, ds.input_shape))}' or leave it out"
-            )
-        model = build_model(spec_source, tuple(ds.input_shape), seed=cfg.seed, init=cfg.init)
-        optimizer = make_run_optimizer(model, cfg)
+        model, optimizer, cfg, ds = _fresh_state(name, arch, overrides, data_dir)
     if tuple(model.input_shape) != tuple(ds.input_shape):
         raise ValueError(
             f"the model takes {' x '.join(map(str, model.input_shape))} inputs but {name} "
