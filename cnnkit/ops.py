@@ -229,6 +229,40 @@ class _ConvPlan:
         return (*self.stride, *self.pads_before, *self.dilation)
 
 
+def _check_groups(groups: object, n_in: int, w_shape: tuple[int, ...]) -> int:
+    """``groups`` as an int that divides the input and output channels and matches ``w``."""
+    if isinstance(groups, bool) or not isinstance(groups, int | np.integer) or groups < 1:
+        raise ValueError(f"groups must be an int >= 1, got {groups!r}")
+    groups = int(groups)
+    n_out = w_shape[0]
+    if n_in % groups:
+        raise ValueError(f"groups={groups} must divide the input channels of x ({n_in})")
+    if n_out % groups:
+        raise ValueError(f"groups={groups} must divide the output channels of w ({n_out})")
+    if w_shape[1] * groups != n_in:
+        raise ValueError(
+            f"channel mismatch: x has {n_in} channels but w expects "
+            f"w.shape[1] * groups = {w_shape[1]} * {groups} = {w_shape[1] * groups}"
+        )
+    return groups
+
+
+def _check_pad_mode_room(
+    pad_mode: str, pads: tuple[tuple[int, int], ...], sizes: tuple[int, ...]
+) -> None:
+    """reflect padding must be smaller than the input, circular at most as large."""
+    if pad_mode == "reflect" and any(p >= n for pp, n in zip(pads, sizes) for p in pp):
+        raise ValueError(
+            f"reflect padding must be smaller than the input size, got padding {pads} "
+            f"for input size {sizes}"
+        )
+    if pad_mode == "circular" and any(p > n for pp, n in zip(pads, sizes) for p in pp):
+        raise ValueError(
+            f"circular padding must not exceed the input size, got padding {pads} "
+            f"for input size {sizes}"
+        )
+
+
 def _plan_conv(
     nd: int,
     x: object,
@@ -247,19 +281,8 @@ def _plan_conv(
     w = _as_real_array(w, "w")
     _check_ndim(x, nd + 2, "x", layout)
     _check_ndim(w, nd + 2, "w", "(O, C/groups, k...)")
-    if isinstance(groups, bool) or not isinstance(groups, int | np.integer) or groups < 1:
-        raise ValueError(f"groups must be an int >= 1, got {groups!r}")
-    groups = int(groups)
-    n_in, n_out = x.shape[1], w.shape[0]
-    if n_in % groups:
-        raise ValueError(f"groups={groups} must divide the input channels of x ({n_in})")
-    if n_out % groups:
-        raise ValueError(f"groups={groups} must divide the output channels of w ({n_out})")
-    if w.shape[1] * groups != n_in:
-        raise ValueError(
-            f"channel mismatch: x has {n_in} channels but w expects "
-            f"w.shape[1] * groups = {w.shape[1]} * {groups} = {w.shape[1] * groups}"
-        )
+    groups = _check_groups(groups, x.shape[1], w.shape)
+    n_out = w.shape[0]
     if pad_mode not in PAD_MODES:
         raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}; got {pad_mode!r}")
     if method not in METHODS:
@@ -283,16 +306,7 @@ def _plan_conv(
     stride_t, dil_t = _kernel_geometry(stride_t, dil_t, kernel, out)
     itemsize = 8 if np.float64 in (x.dtype, w.dtype) else 4
     _check_output_memory((x.shape[0], n_out, *out), itemsize, "the convolution's")
-    if pad_mode == "reflect" and any(p >= n for pp, n in zip(pads, sizes) for p in pp):
-        raise ValueError(
-            f"reflect padding must be smaller than the input size, got padding {pads} "
-            f"for input size {sizes}"
-        )
-    if pad_mode == "circular" and any(p > n for pp, n in zip(pads, sizes) for p in pp):
-        raise ValueError(
-            f"circular padding must not exceed the input size, got padding {pads} "
-            f"for input size {sizes}"
-        )
+    _check_pad_mode_room(pad_mode, pads, sizes)
     if bias is not None:
         bias = _as_real_array(bias, "bias")
         if bias.shape != (n_out,):

@@ -34,6 +34,76 @@ def _to_nchw(x: np.ndarray, layout: str, path: Path) -> np.ndarray:
     return x.transpose(0, 3, 1, 2) if layout == "nhwc" else x
 
 
+def _pixels(x: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
+    """float32 pixels (uint8 / 255, bool as 0/1, other numbers as they are) and their
+    ``pixel_max``: 1.0 for uint8, bool or values within [0, 1], else 255.0."""
+    if x.dtype == np.bool_:
+        raw, pixel_max = x.astype(np.float32), 1.0
+    elif x.dtype == np.uint8:
+        raw, pixel_max = x.astype(np.float32) / np.float32(255.0), 1.0
+    elif np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating):
+        raw = x.astype(np.float32)
+        if not np.all(np.isfinite(raw)):
+            raise ValueError(f"{path}: x contains NaN or infinite values")
+        pixel_max = 1.0 if raw.min() >= 0 and raw.max() <= 1 else 255.0
+    else:
+        raise ValueError(f"{path}: x must hold numbers, got dtype {x.dtype}")
+    return raw, pixel_max
+
+
+def _labels(
+    y: np.ndarray, names: np.ndarray | None, path: Path
+) -> tuple[np.ndarray, list[str] | None]:
+    """int64 class indices, and the sorted names of string labels without ``class_names``."""
+    label_names = None
+    if y.dtype.kind in "US" and names is not None:
+        # string labels spelled as in class_names: index by class_names' order
+        lookup = {str(v): k for k, v in enumerate(names.tolist())}
+        unknown = sorted({str(v) for v in y.tolist()} - set(lookup))
+        if unknown:
+            raise ValueError(f"{path}: label {unknown[0]!r} is not in class_names")
+        y = np.array([lookup[str(v)] for v in y.tolist()], dtype=np.int64)
+    elif y.dtype.kind in "US":
+        label_names, y = np.unique(y.astype(str), return_inverse=True)
+        label_names = [str(v) for v in label_names]
+    elif y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise ValueError(f"{path}: y must hold whole-number class indices")
+    elif y.dtype.kind not in "iub":
+        raise ValueError(f"{path}: y must hold integer class indices, got dtype {y.dtype}")
+    if y.dtype.kind in "iu" and y.size and int(y.max()) >= MAX_CLASSES:
+        raise ValueError(
+            f"{path}: y has label {int(y.max())}; labels are class indices 0 .. "
+            f"{MAX_CLASSES - 1:,} (at most {MAX_CLASSES:,} classes)"
+        )
+    if y.dtype.kind == "f" and y.size and float(y.max()) >= MAX_CLASSES:
+        raise ValueError(
+            f"{path}: y has label {float(y.max()):g}; labels are class indices 0 .. "
+            f"{MAX_CLASSES - 1:,} (at most {MAX_CLASSES:,} classes)"
+        )
+    y = np.asarray(y).astype(np.int64)
+    if y.min() < 0:
+        raise ValueError(f"{path}: y has negative label {int(y.min())}; labels are 0, 1, 2, ...")
+    return y, label_names
+
+
+def _class_names(
+    names: np.ndarray | None, label_names: list[str] | None, y: np.ndarray, path: Path
+) -> list[str]:
+    """``class_names`` from the file, else the string labels, else ``"0"`` .. ``max(y)``."""
+    if names is not None:
+        class_names = [str(v) for v in names]
+        if len(class_names) <= int(y.max()):
+            raise ValueError(
+                f"{path}: class_names has {len(class_names)} names but y goes up to {int(y.max())}"
+            )
+    elif label_names is not None:
+        class_names = label_names
+    else:
+        class_names = [str(k) for k in range(int(y.max()) + 1)]
+    return class_names
+
+
 def load_npz_raw(
     data_dir: str | os.PathLike[str] | None, layout: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray, list[str], float]:
@@ -95,56 +165,7 @@ def load_npz_raw(
         "use fewer or smaller images",
     )
 
-    if x.dtype == np.bool_:
-        raw, pixel_max = x.astype(np.float32), 1.0
-    elif x.dtype == np.uint8:
-        raw, pixel_max = x.astype(np.float32) / np.float32(255.0), 1.0
-    elif np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating):
-        raw = x.astype(np.float32)
-        if not np.all(np.isfinite(raw)):
-            raise ValueError(f"{path}: x contains NaN or infinite values")
-        pixel_max = 1.0 if raw.min() >= 0 and raw.max() <= 1 else 255.0
-    else:
-        raise ValueError(f"{path}: x must hold numbers, got dtype {x.dtype}")
-
-    label_names = None
-    if y.dtype.kind in "US" and names is not None:
-        # string labels spelled as in class_names: index by class_names' order
-        lookup = {str(v): k for k, v in enumerate(names.tolist())}
-        unknown = sorted({str(v) for v in y.tolist()} - set(lookup))
-        if unknown:
-            raise ValueError(f"{path}: label {unknown[0]!r} is not in class_names")
-        y = np.array([lookup[str(v)] for v in y.tolist()], dtype=np.int64)
-    elif y.dtype.kind in "US":
-        label_names, y = np.unique(y.astype(str), return_inverse=True)
-        label_names = [str(v) for v in label_names]
-    elif y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            raise ValueError(f"{path}: y must hold whole-number class indices")
-    elif y.dtype.kind not in "iub":
-        raise ValueError(f"{path}: y must hold integer class indices, got dtype {y.dtype}")
-    if y.dtype.kind in "iu" and y.size and int(y.max()) >= MAX_CLASSES:
-        raise ValueError(
-            f"{path}: y has label {int(y.max())}; labels are class indices 0 .. "
-            f"{MAX_CLASSES - 1:,} (at most {MAX_CLASSES:,} classes)"
-        )
-    if y.dtype.kind == "f" and y.size and float(y.max()) >= MAX_CLASSES:
-        raise ValueError(
-            f"{path}: y has label {float(y.max()):g}; labels are class indices 0 .. "
-            f"{MAX_CLASSES - 1:,} (at most {MAX_CLASSES:,} classes)"
-        )
-    y = np.asarray(y).astype(np.int64)
-    if y.min() < 0:
-        raise ValueError(f"{path}: y has negative label {int(y.min())}; labels are 0, 1, 2, ...")
-
-    if names is not None:
-        class_names = [str(v) for v in names]
-        if len(class_names) <= int(y.max()):
-            raise ValueError(
-                f"{path}: class_names has {len(class_names)} names but y goes up to {int(y.max())}"
-            )
-    elif label_names is not None:
-        class_names = label_names
-    else:
-        class_names = [str(k) for k in range(int(y.max()) + 1)]
+    raw, pixel_max = _pixels(x, path)
+    y, label_names = _labels(y, names, path)
+    class_names = _class_names(names, label_names, y, path)
     return np.ascontiguousarray(raw), y, class_names, pixel_max
