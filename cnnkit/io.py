@@ -163,20 +163,15 @@ def check_writable(path: str | os.PathLike[str], force: bool = False) -> Path:
 
     For long jobs (training) that must find an unwritable folder before the work, not after.
     """
-    target = Path(path)
-    real = check_output(target, force)
-    remove_stale_temporaries(real.parent)
-    try:
-        fd, tmp = _create_temp(real)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from None
+    _, real, fd, tmp = _open_temp(path, force)
     os.close(fd)
     _discard(tmp)
     return real
 
 
-@contextlib.contextmanager
-def _temporary(path: str | os.PathLike[str], force: bool) -> Iterator[tuple[int, Path]]:
+def _open_temp(path: str | os.PathLike[str], force: bool) -> tuple[Path, Path, int, Path]:
+    """Check ``path``, sweep stale temporaries beside it and create a new one: the target as
+    given, its real path, the temporary's descriptor and path."""
     target = Path(path)
     real = check_output(target, force)
     remove_stale_temporaries(real.parent)
@@ -184,6 +179,12 @@ def _temporary(path: str | os.PathLike[str], force: bool) -> Iterator[tuple[int,
         fd, tmp = _create_temp(real)
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from None
+    return target, real, fd, tmp
+
+
+@contextlib.contextmanager
+def _temporary(path: str | os.PathLike[str], force: bool) -> Iterator[tuple[int, Path]]:
+    target, real, fd, tmp = _open_temp(path, force)
     try:
         yield fd, tmp
         os.replace(tmp, real)

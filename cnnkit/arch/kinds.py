@@ -21,6 +21,7 @@ Counting conventions (they match PyTorch's ``sum(p.numel() for p in model.parame
 from __future__ import annotations
 
 import math
+from types import ModuleType
 from typing import Any, ClassVar
 
 from cnnkit import geometry
@@ -39,6 +40,14 @@ from cnnkit.arch.values import (
 )
 
 Window = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+
+
+def _nn_layers() -> ModuleType:
+    """:mod:`cnnkit.nn.layers`, imported on first build: arch itself must not load numpy or
+    Numba, so ``cnnkit shape`` starts fast."""
+    from cnnkit.nn import layers
+
+    return layers
 
 
 class Kind:
@@ -206,8 +215,7 @@ class Conv(Kind):
         }
 
     def build(self, node, info, init, rng, dtype):
-        from cnnkit.nn import layers as L
-
+        L = _nn_layers()
         if len(info.input_shape) != 3:
             raise SpecError(f"{node.name}: training supports 2-D convolutions only (C H W)")
         return L.Conv2d(
@@ -290,8 +298,7 @@ class Pool(Kind):
         }
 
     def build(self, node, info, init, rng, dtype):
-        from cnnkit.nn import layers as L
-
+        L = _nn_layers()
         if len(info.input_shape) != 3:
             raise SpecError(f"{node.name}: training supports 2-D pooling only (C H W)")
         cls = L.MaxPool2d if node.mode == "max" else L.AvgPool2d
@@ -319,8 +326,7 @@ class GlobalAvgPool(Kind):
         return _whole(info)
 
     def build(self, node, info, init, rng, dtype):
-        from cnnkit.nn import layers as L
-
+        L = _nn_layers()
         return L.GlobalAvgPool(node.name)
 
 
@@ -331,8 +337,7 @@ class Activation(Kind):
     layer_class: ClassVar[str] = ""
 
     def build(self, node, info, init, rng, dtype):
-        from cnnkit.nn import layers as L
-
+        L = _nn_layers()
         return getattr(L, self.layer_class)(node.name)
 
 
@@ -368,8 +373,7 @@ class LeakyReLU(Activation):
         return {"slope": node.slope}
 
     def build(self, node, info, init, rng, dtype):
-        from cnnkit.nn import layers as L
-
+        L = _nn_layers()
         return L.LeakyReLU(node.slope, node.name)
 
 
@@ -381,8 +385,7 @@ class BatchNorm(Kind):
         return Arith(output_shape=shapes[0], params=2 * shapes[0][0])
 
     def build(self, node, info, init, rng, dtype):
-        from cnnkit.nn import layers as L
-
+        L = _nn_layers()
         return L.BatchNorm(info.input_shape[0], dtype=dtype, name=node.name)
 
 
@@ -402,8 +405,7 @@ class Dropout(Kind):
         return {"rate": node.rate}
 
     def build(self, node, info, init, rng, dtype):
-        from cnnkit.nn import layers as L
-
+        L = _nn_layers()
         return L.Dropout(node.rate, node.name)
 
 
@@ -415,8 +417,7 @@ class Flatten(Kind):
         return Arith(output_shape=(math.prod(shapes[0]),))
 
     def build(self, node, info, init, rng, dtype):
-        from cnnkit.nn import layers as L
-
+        L = _nn_layers()
         return L.Flatten(node.name)
 
 
@@ -448,8 +449,7 @@ class Linear(Kind):
         return {"units": node.units, "bias": node.bias}
 
     def build(self, node, info, init, rng, dtype):
-        from cnnkit.nn import layers as L
-
+        L = _nn_layers()
         return L.Linear(
             math.prod(info.input_shape),
             node.units,
@@ -479,8 +479,7 @@ class Add(Kind):
         return Arith(output_shape=shapes[0], other_ops=(len(shapes) - 1) * math.prod(shapes[0]))
 
     def build(self, node, info, init, rng, dtype):
-        from cnnkit.nn import layers as L
-
+        L = _nn_layers()
         return L.Add(node.name)
 
 
@@ -497,8 +496,7 @@ class Concat(Kind):
         return Arith(output_shape=(sum(s[0] for s in shapes), *shapes[0][1:]))
 
     def build(self, node, info, init, rng, dtype):
-        from cnnkit.nn import layers as L
-
+        L = _nn_layers()
         return L.Concat(node.name)
 
 
