@@ -618,7 +618,7 @@ def test_asymmetric_padding_matches_torch(rng):
 def test_random_graph_networks_match_torch(seed):
     """Forward pass, every parameter gradient, output shape, parameter and MAC counts of a
     random residual/concat network against the same network in PyTorch (float64)."""
-    from test_spec import random_graph_spec
+    from random_specs import random_graph_spec
 
     from cnnkit.arch import infer, totals
 

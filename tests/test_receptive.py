@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from test_spec import random_spec
+from random_specs import random_spec
 
 from cnnkit import arch as spec
 from cnnkit.arch import SpecError, receptive
@@ -366,7 +366,7 @@ def trace_graph_with_model(arch):
 
 @pytest.mark.parametrize("seed", range(16))
 def test_random_graphs_against_impulse_trace(seed):
-    from test_spec import random_graph_spec
+    from random_specs import random_graph_spec
 
     arch = spec.parse(random_graph_spec(seed, batch_norm=False))
     infos = spec.infer(arch)
@@ -431,7 +431,7 @@ def _torch_reach(arch, infos, index, units, dtype="float64"):
 
 @pytest.mark.parametrize("seed", range(8))
 def test_random_graphs_against_torch_gradients(seed):
-    from test_spec import random_graph_spec
+    from random_specs import random_graph_spec
 
     arch = spec.parse(random_graph_spec(seed + 50))
     infos = spec.infer(arch)
