@@ -564,7 +564,7 @@ class RunOutcome:
     """Everything ``cnnkit train`` reports."""
 
     model: Model
-    dataset: Any
+    dataset: Dataset
     config: TrainConfig
     result: TrainResult
     test_loss: float
@@ -822,7 +822,7 @@ def run(
 
 
 def model_meta(
-    ds: Any,
+    ds: Dataset,
     data_dir: str | os.PathLike[str] | None = None,
     seed: int = 0,
     val_fraction: float = 0.1,

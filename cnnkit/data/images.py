@@ -31,13 +31,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cnnkit.data.dataset import normalize
 from cnnkit.data.names import check_name
 from cnnkit.io import open_image
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 #: The neutral pipeline: no inversion, stretch to size, bilinear, 0..1 scale.
 PLAIN: dict[str, Any] = {
@@ -96,7 +99,7 @@ def _resample(name: str) -> int:
     return filters[name]
 
 
-def is_grayscale(image: Any) -> bool:
+def is_grayscale(image: PILImage) -> bool:
     """True when ``image`` has one colour channel, or three equal ones after RGB conversion."""
     if image.mode in _GRAY_MODES:
         return True
@@ -106,7 +109,7 @@ def is_grayscale(image: Any) -> bool:
     )
 
 
-def flatten_alpha(image: Any) -> Any:
+def flatten_alpha(image: PILImage) -> PILImage:
     """Composite an image with transparency over white; others are returned unchanged."""
     from PIL import Image
 
@@ -119,7 +122,7 @@ def flatten_alpha(image: Any) -> Any:
     return image
 
 
-def image_to_array(image: Any, channels: int) -> np.ndarray:
+def image_to_array(image: PILImage, channels: int) -> np.ndarray:
     """Pixels of a pillow image as float32 (C, H, W) on the 0..1 scale (8-bit depth)."""
     if channels not in (1, 3):
         raise ValueError(f"images need 1 (grayscale) or 3 (RGB) channels, got {channels}")
@@ -192,7 +195,7 @@ def fit_content(x: np.ndarray, margin: float) -> np.ndarray:
 
 
 def image_to_raw(
-    image: Any, input_shape: tuple[int, int, int], preprocess: Mapping[str, Any] | None = None
+    image: PILImage, input_shape: tuple[int, int, int], preprocess: Mapping[str, Any] | None = None
 ) -> np.ndarray:
     """Turn an open pillow image into a raw (C, H, W) float32 array on a data set's scale.
 

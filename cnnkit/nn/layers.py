@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from cnnkit import ops
 
@@ -137,7 +138,7 @@ class Conv2d(Layer):
         bias: bool = True,
         init: str = "he",
         rng: np.random.Generator | None = None,
-        dtype: Any = np.float32,
+        dtype: DTypeLike = np.float32,
         name: str = "",
     ) -> None:
         super().__init__(name)
@@ -421,7 +422,7 @@ class Linear(Layer):
         bias: bool = True,
         init: str = "glorot",
         rng: np.random.Generator | None = None,
-        dtype: Any = np.float32,
+        dtype: DTypeLike = np.float32,
         name: str = "",
     ) -> None:
         super().__init__(name)
@@ -552,7 +553,7 @@ class BatchNorm(Layer):
         *,
         eps: float = 1e-5,
         momentum: float = 0.1,
-        dtype: Any = np.float32,
+        dtype: DTypeLike = np.float32,
         name: str = "",
     ) -> None:
         super().__init__(name)

@@ -14,19 +14,18 @@ network with a few vectorised numpy calls instead of a few calls per tensor.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+from numpy.typing import DTypeLike
 
 from cnnkit import memory
-from cnnkit.arch import INPUT, KINDS, infer, parse, source_text
+from cnnkit.arch import INPUT, KINDS, Graph, infer, parse, source_text
 from cnnkit.nn import layers as L
 from cnnkit.nn.losses import softmax
 
 RELU_FAMILY = ("relu", "relu6", "leakyrelu")
 
 
-def _init_for(arch: Any, consumers: dict[str, list[str]], name: str) -> str:
+def _init_for(arch: Graph, consumers: dict[str, list[str]], name: str) -> str:
     """ "he" if the next activation after node ``name`` is relu-like, else "glorot"."""
     kinds = {n.name: n.kind for n in arch.nodes}
     while consumers.get(name):
@@ -78,10 +77,10 @@ class Model:
 
     def __init__(
         self,
-        arch: Any,
+        arch: Graph,
         *,
         seed: int = 0,
-        dtype: Any = np.float32,
+        dtype: DTypeLike = np.float32,
         source: str | None = None,
         init: str = "he",
     ) -> None:
@@ -256,7 +255,7 @@ def build_model(
     input_shape: tuple[int, ...] | None = None,
     *,
     seed: int = 0,
-    dtype: Any = np.float32,
+    dtype: DTypeLike = np.float32,
     init: str = "he",
 ) -> Model:
     """Parse ``source`` with :func:`cnnkit.arch.parse` and build the model it describes."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ FORMAT_VERSION = 1
 
 def save_model(
     path: str | os.PathLike[str],
-    model: Any,
+    model: Model,
     meta: dict[str, Any] | None = None,
     optim_state: dict[str, np.ndarray] | None = None,
 ) -> None:
@@ -87,6 +88,10 @@ class _Bad(Exception):
     """A schema violation: (what was expected, the value found)."""
 
 
+#: A header check: returns None or raises _Bad saying what the value should have been.
+Checker = Callable[[Any], None]
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else f"{text[:28]}...{text[-28:]}"
@@ -100,7 +105,7 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def _text(max_len: int = 4096, optional: bool = False) -> Any:
+def _text(max_len: int = 4096, optional: bool = False) -> Checker:
     def check(v: Any) -> None:
         if v is None and optional:
             return
@@ -112,7 +117,7 @@ def _text(max_len: int = 4096, optional: bool = False) -> Any:
     return check
 
 
-def _integer(lo: int, hi: int) -> Any:
+def _integer(lo: int, hi: int) -> Checker:
     def check(v: Any) -> None:
         if not _is_int(v) or not lo <= v <= hi:
             raise _Bad(f"an integer in {lo:,} .. {hi:,}")
@@ -120,7 +125,7 @@ def _integer(lo: int, hi: int) -> Any:
     return check
 
 
-def _number(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Any:
+def _number(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Checker:
     def check(v: Any) -> None:
         ok = _is_num(v) and math.isfinite(v)
         ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
@@ -131,7 +136,7 @@ def _number(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) 
     return check
 
 
-def _any_number(optional: bool = False) -> Any:
+def _any_number(optional: bool = False) -> Checker:
     def check(v: Any) -> None:
         if (v is None and optional) or _is_num(v):
             return
@@ -145,7 +150,7 @@ def _boolean(v: Any) -> None:
         raise _Bad("true or false")
 
 
-def _choice(*values: str) -> Any:
+def _choice(*values: str) -> Checker:
     def check(v: Any) -> None:
         if v not in values:
             raise _Bad("one of " + ", ".join(values))
@@ -153,7 +158,7 @@ def _choice(*values: str) -> Any:
     return check
 
 
-def _list(item: Any, lo: int, hi: int) -> Any:
+def _list(item: Checker, lo: int, hi: int) -> Checker:
     def check(v: Any) -> None:
         if not isinstance(v, list) or not lo <= len(v) <= hi:
             raise _Bad(f"a list of {lo:,} .. {hi:,} entries")
@@ -166,7 +171,9 @@ def _list(item: Any, lo: int, hi: int) -> Any:
     return check
 
 
-def _object(fields: dict[str, Any], required: tuple[str, ...] = (), exact: bool = False) -> Any:
+def _object(
+    fields: dict[str, Checker], required: tuple[str, ...] = (), exact: bool = False
+) -> Checker:
     def check(v: Any) -> None:
         if not isinstance(v, dict):
             raise _Bad("a JSON object")
@@ -253,7 +260,7 @@ _CHECKPOINT = _object(
 )
 
 #: Every header field: its checker. ``format`` and ``format_version`` are checked first.
-HEADER_SCHEMA: dict[str, Any] = {
+HEADER_SCHEMA: dict[str, Checker] = {
     "cnnkit_version": _text(100),
     "spec": _text(_MAX_TEXT),
     "input_shape": _list(_integer(1, _BIG), 3, 3),
@@ -373,7 +380,7 @@ def read_model_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
     return header, arrays
 
 
-def load_model(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
+def load_model(path: str | os.PathLike[str]) -> tuple[Model, dict[str, Any]]:
     """Load a model file written by :func:`save_model`.
 
     The architecture is the spec text stored in the header, parsed as text: a model file
