@@ -6,6 +6,7 @@ from typing import Any
 
 from cnnkit.arch.graph import INPUT, Graph, Node
 from cnnkit.arch.kinds import KINDS
+from cnnkit.arch.read import parse
 from cnnkit.arch.values import SpecError
 
 
@@ -91,8 +92,6 @@ def to_text(arch: Graph) -> str:
     lines += sequence(INPUT, arch.output, "")
     text = "\n".join(lines) + "\n"
     if not arch.is_chain:
-        from cnnkit.arch.read import parse
-
         again = parse(text)
         if sorted(_signature(n) for n in again.nodes) != sorted(_signature(n) for n in arch.nodes):
             raise not_nested()
