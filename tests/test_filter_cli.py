@@ -733,8 +733,7 @@ def test_help_reads_cleanly_at_80_columns(command):
 
     cmd = get_command(app).commands[command]
     for param in cmd.params:
-        if param.param_type_name == "option":
-            assert param.help, f"{command} {param.opts} has no help text"
+        assert param.help, f"{command} {param.opts} has no help text"
 
 
 def test_json_file_convention(lecture, tmp_path):

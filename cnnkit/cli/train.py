@@ -361,9 +361,7 @@ def register(app: typer.Typer) -> None:
             metavar="PATH",
             help="Where the data set's files are (default: as in training).",
         ),
-        split: str = typer.Option(
-            "test", "--split", metavar="SPLIT", help="test, val or train."
-        ),
+        split: str = typer.Option("test", "--split", metavar="SPLIT", help="test, val or train."),
         plot: Path | None = typer.Option(
             None, "--plot", metavar="PNG", help="Write the confusion matrix as a figure."
         ),
@@ -451,7 +449,9 @@ def register(app: typer.Typer) -> None:
     @app.command("predict", epilog=PREDICT_EXAMPLES)
     @friendly_errors
     def predict(
-        model_path: Path = typer.Argument(..., metavar="MODEL"),
+        model_path: Path = typer.Argument(
+            ..., metavar="MODEL", help="A model file written by cnnkit train."
+        ),
         images: list[Path] = typer.Argument(..., metavar="IMAGE...", help="Image files."),
         top_k: int = typer.Option(
             3, "--top-k", "-k", metavar="K", help="Classes to show per image."
@@ -503,7 +503,9 @@ def register(app: typer.Typer) -> None:
     @app.command("visualize", epilog=VISUALIZE_EXAMPLES)
     @friendly_errors
     def visualize(
-        model_path: Path = typer.Argument(..., metavar="MODEL"),
+        model_path: Path = typer.Argument(
+            ..., metavar="MODEL", help="A model file written by cnnkit train."
+        ),
         filters: Path | None = typer.Option(
             None,
             "--filters",
