@@ -812,3 +812,20 @@ def test_out_dir_is_created_when_missing(lecture, tmp_path):
     target = tmp_path / "new" / "deeper"
     ok(lecture, "-k", "box", "--out-dir", target)
     assert (target / "lecture.png").exists()
+
+
+def test_a_long_filter_among_several_inputs_keeps_one_bar(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import cnnkit.cli.filter as cli_filter
+    import cnnkit.filters as filters
+
+    for name in ("a", "b"):
+        shutil.copy(SAMPLES / "lecture_8x8.png", tmp_path / f"{name}.png")
+    monkeypatch.setattr(cli_filter, "err_console", Console(file=io.StringIO(), force_terminal=True))
+    monkeypatch.setattr(cli_filter, "PROGRESS_AFTER", 0.0)
+    monkeypatch.setattr(filters, "CHUNK_MACS", 20)
+    result = ok(tmp_path / "a.png", tmp_path / "b.png", "-k", "box", "--out-dir", tmp_path / "o")
+    assert "a.png" in result.stdout and "b.png" in result.stdout

@@ -576,8 +576,7 @@ def list_kernels() -> None:
     room = console.width - 26 - 7
     for spec, w in default_matrices():
         params = "; ".join(
-            f"{p.name}={'auto' if p.default is None else p.default} ({p.help})"
-            for p in spec.params
+            f"{p.name}={'auto' if p.default is None else p.default} ({p.help})" for p in spec.params
         )
         lines = [
             f"[bold cyan]{spec.name}[/]"
@@ -626,6 +625,10 @@ def _progress(label: str) -> tuple[Any, Any]:
             state["bar"].stop()
 
     return tick, stop
+
+
+def _nothing() -> None:
+    """Stop a progress display that was never started."""
 
 
 def register(app: typer.Typer) -> None:
@@ -777,7 +780,7 @@ def register(app: typer.Typer) -> None:
             if job.compare is not None and _output_kind(job.compare) != "image":
                 raise UsageError(f"--compare writes an image (.png), got {job.compare}")
 
-        def run(job: Job) -> dict[str, Any]:
+        def run(job: Job, bar: bool) -> dict[str, Any]:
             loaded = io.load(job.source, column)
             parsed = [part for k in kernel for part in filters.parse_kernel(k, loaded.ndim).split()]
             weights = [
@@ -791,7 +794,8 @@ def register(app: typer.Typer) -> None:
                 maps = 1 if combine else len(weights)
                 _check_output_kind(_output_kind(job.output), loaded, maps)
             padding_arg = filters.parse_padding(padding, loaded.ndim)
-            tick, stop = _progress(f"filtering {job.source.name}")
+            # several inputs have one bar over the files (one live display at a time)
+            tick, stop = _progress(f"filtering {job.source.name}") if bar else (None, _nothing)
             try:
                 result = filters.apply_bank(
                     loaded.data,
@@ -842,7 +846,7 @@ def register(app: typer.Typer) -> None:
 
         facts: list[dict[str, Any]] = []
         if len(jobs) == 1:
-            facts.append(run(jobs[0]))
+            facts.append(run(jobs[0], True))
         else:
             from rich.progress import Progress
 
@@ -850,7 +854,7 @@ def register(app: typer.Typer) -> None:
                 task = progress.add_task("filtering", total=len(jobs))
                 for job in jobs:
                     try:
-                        facts.append(run(job))
+                        facts.append(run(job, False))
                     except ValueError as exc:
                         if str(job.source) in str(exc):
                             raise
