@@ -718,7 +718,8 @@ def register(app: typer.Typer) -> None:
             "auto",
             "--display",
             metavar="MODE",
-            help="Image output of signed responses: auto | abs | clip | rescale | diverging.",
+            help="How an image output shows the response: auto | abs (|y| up to its 99.5th "
+            "percentile) | clip | rescale | diverging (red +, blue -, white 0).",
         ),
         pool: str | None = typer.Option(
             None, "--pool", metavar="KIND", help="max | avg pooling after the filter."
