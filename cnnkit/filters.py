@@ -757,9 +757,7 @@ def _row_bands(rows: int, macs_per_row: int, chunk_macs: int) -> list[tuple[int,
     return [(r, min(rows, r + per)) for r in range(0, rows, per)]
 
 
-def _pad_explicitly(
-    x: np.ndarray, pads: tuple[tuple[int, int], ...], pad_mode: str
-) -> np.ndarray:
+def _pad_explicitly(x: np.ndarray, pads: tuple[tuple[int, int], ...], pad_mode: str) -> np.ndarray:
     """``x`` (N, C, *spatial) padded as :mod:`cnnkit.ops` pads it, with the same limits."""
     from cnnkit.ops import _NP_PAD_MODE, PAD_MODES
 
