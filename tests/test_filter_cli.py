@@ -829,3 +829,10 @@ def test_a_long_filter_among_several_inputs_keeps_one_bar(tmp_path, monkeypatch)
     monkeypatch.setattr(filters, "CHUNK_MACS", 20)
     result = ok(tmp_path / "a.png", tmp_path / "b.png", "-k", "box", "--out-dir", tmp_path / "o")
     assert "a.png" in result.stdout and "b.png" in result.stdout
+
+
+def test_signal_summary_with_flip_shows_the_reversed_kernel(tmp_path):
+    (tmp_path / "s.csv").write_text("v\n" + "\n".join(map(str, range(10))) + "\n")
+    out = ok(tmp_path / "s.csv", "-k", "1,2,3", "--flip").stdout
+    assert "flipped (true convolution)" in out and "3 2 1" in " ".join(out.split())
+    assert "custom (8):" in out  # an 8-sample result is printed as numbers

@@ -286,7 +286,7 @@ def _compare(
     kernels = []
     for k in facts["kernels"]:
         w = np.asarray(k["weights"])
-        kernels.append((k["label"], w[..., ::-1, ::-1] if flip else w))
+        kernels.append((k["label"], w[..., ::-1, ::-1] if flip else w))  # images: 2-D or 3-D
     pads = ", ".join(f"{a}+{b}" for a, b in facts["padding_pairs"])
     out_shape = "x".join(map(str, facts["output_shape"]))
     plots.filter_compare_figure(
@@ -304,6 +304,7 @@ def _compare(
             f"stride {facts['stride']}, dilation {facts['dilation']}"
         ),
         channels=facts["channels"],
+        output_names=labels,
     )
 
 
@@ -331,9 +332,9 @@ def _kernel_text(label: str, w: Any, flip: bool) -> str:
     """The kernel as the sliding window applies it: its matrix (or a digest if large)."""
     import numpy as np
 
-    applied = w[(Ellipsis, slice(None, None, -1), slice(None, None, -1))] if flip else w
-    if w.ndim == 1:
-        applied = w[::-1] if flip else w
+    # true convolution slides the kernel reversed along every spatial axis
+    spatial = w.ndim if w.ndim < 3 else 2
+    applied = w[(Ellipsis,) + (slice(None, None, -1),) * spatial] if flip else w
     head = f"{label} ({'x'.join(map(str, w.shape))})"
     if flip:
         head += ", flipped (true convolution)"
