@@ -21,6 +21,7 @@ from cnnkit.cli.common import (
     JSON_HELP,
     Failure,
     UsageError,
+    check_json_file,
     console,
     emit_json,
     err_console,
@@ -755,6 +756,7 @@ def register(app: typer.Typer) -> None:
             return
         if not inputs:
             raise UsageError("give an INPUT file (or --list-kernels / --demo); see --help")
+        check_json_file(json_file)
         if not kernel:
             raise UsageError("give a kernel with -k, e.g. -k sobel-x (see --list-kernels)")
         if display_mode not in ("auto", "abs", "clip", "rescale", "diverging"):

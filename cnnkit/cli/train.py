@@ -19,6 +19,7 @@ from cnnkit.cli.common import (
     JSON_HELP,
     Failure,
     UsageError,
+    check_json_file,
     console,
     emit_json,
     err_console,
@@ -284,6 +285,7 @@ def register(app: typer.Typer) -> None:
         """
         from cnnkit import train as tr
 
+        check_json_file(json_file)
         if resume is not None and not resume.exists():
             raise FileNotFoundError(2, "no such file", str(resume))
         overrides = dict(
@@ -374,6 +376,7 @@ def register(app: typer.Typer) -> None:
         from cnnkit import train as tr
         from cnnkit.data import load_dataset
 
+        check_json_file(json_file)
         if split not in ("test", "val", "train"):
             raise ValueError(f"--split must be test, val or train, got {split!r}")
         model, header = _load(model_path)
@@ -466,6 +469,7 @@ def register(app: typer.Typer) -> None:
 
         from cnnkit.data import load_image_for_model
 
+        check_json_file(json_file)
         if top_k < 1:
             raise ValueError(f"--top-k must be >= 1, got {top_k}")
         model, header = _load(model_path)
@@ -529,6 +533,7 @@ def register(app: typer.Typer) -> None:
         from cnnkit import plots
         from cnnkit.data import load_image_for_model
 
+        check_json_file(json_file)
         if filters is None and activations is None:
             raise ValueError(
                 "nothing to draw: add --filters OUT.png and/or --activations IMAGE OUT.png"
