@@ -362,3 +362,20 @@ def test_pad_amounts_computed_from_constants_and_their_limits(tmp_path: Path) ->
     nodes[0] = const("n4", [10**9, 10**9])
     message = _error(tmp_path, _model(nodes, inits))
     assert "ConstantOfShape" in message and "small constant" in message
+
+
+@pytest.mark.parametrize(
+    ("auto_pad", "pads"),
+    [("SAME_UPPER", ((0, 1), (0, 1))), ("SAME_LOWER", ((1, 0), (1, 0))), ("VALID", ((0, 0),) * 2)],
+)
+def test_auto_pad_resolves_to_explicit_pads(tmp_path: Path, auto_pad: str, pads) -> None:
+    from cnnkit.arch import infer
+    from cnnkit.onnx.to_graph import onnx_graph
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["y"], name="c", strides=[2, 2], auto_pad=auto_pad)
+    ]
+    info = infer(onnx_graph(_save(tmp_path, _model(nodes, [_init("w", 4, 3, 3, 3)]))))[0]
+    assert info.pads == pads
+    # ONNX: SAME gives ceil(8 / 2) = 4 outputs, VALID floor((8 - 3) / 2) + 1 = 3
+    assert info.output_shape == ((4, 3, 3) if auto_pad == "VALID" else (4, 4, 4))
