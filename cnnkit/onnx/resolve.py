@@ -137,6 +137,10 @@ class _Resolver:
         # unknown; a trailing ... stands for the unknown rest of a Shape(x).
         self.sym: dict[str, tuple[Any, ...]] = {}
         self.pending: dict[str, tuple[tuple[int, int], ...]] = {}  # Pad output -> its pads
+        self.readers: dict[str, list[OnnxNode]] = {}  # tensor -> the nodes that read it
+        for node in graph.nodes:
+            for tensor in dict.fromkeys(node.inputs):
+                self.readers.setdefault(tensor, []).append(node)
 
     def error(self, node: OnnxNode, message: str) -> OnnxError:
         return OnnxError(f"{self.g.path}: node {node.name} ({node.op_type}): {message}")
@@ -293,7 +297,7 @@ class _Resolver:
             raise self.error(
                 node, f"only zero padding of the spatial dimensions is read, got {list(pads)}"
             )
-        readers = [n for n in self.g.nodes if node.outputs[0] in n.inputs]
+        readers = self.readers.get(node.outputs[0], [])
         if not readers or any(
             n.op_type not in ("Conv", "MaxPool", "AveragePool") or n.inputs[0] != node.outputs[0]
             for n in readers
