@@ -379,3 +379,18 @@ def test_auto_pad_resolves_to_explicit_pads(tmp_path: Path, auto_pad: str, pads)
     assert info.pads == pads
     # ONNX: SAME gives ceil(8 / 2) = 4 outputs, VALID floor((8 - 3) / 2) + 1 = 3
     assert info.output_shape == ((4, 3, 3) if auto_pad == "VALID" else (4, 4, 4))
+
+
+def test_constant_arithmetic_that_would_grow_large_is_refused(tmp_path: Path) -> None:
+    n = helper.make_node
+    a = numpy_helper.from_array(np.zeros((4096, 1), np.float32), "a")
+    b = numpy_helper.from_array(np.zeros((1, 4096), np.float32), "b")
+    nodes = [
+        n("Mul", ["a", "b"], ["big"], name="outer"),
+        n("Reshape", ["x", "big"], ["y"], name="rs"),
+    ]
+    message = _error(tmp_path, _model(nodes, [a, b]))
+    assert "outer" in message and "not a small constant" in message
+    nodes[0] = n("Div", ["a", "zero"], ["big"], name="div")
+    message = _error(tmp_path, _model(nodes, [a, _init("zero", value=0.0)]))
+    assert "division by zero" in message

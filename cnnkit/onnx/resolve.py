@@ -87,8 +87,20 @@ def _squeeze(attrs: dict[str, Any], args: list[Any]) -> np.ndarray:
     return np.squeeze(args[0], axis=tuple(axes)) if axes else np.squeeze(args[0])
 
 
-def _divide(attrs: dict[str, Any], args: list[Any]) -> np.ndarray:
-    a, b = args[0], args[1]
+def _binary(op: Any) -> Any:
+    """An elementwise operator whose broadcast result is checked for size before it exists
+    (a (4096, 1) by (1, 4096) product would otherwise allocate 16 M values)."""
+
+    def run(attrs: dict[str, Any], args: list[Any]) -> np.ndarray:
+        shape = np.broadcast_shapes(args[0].shape, args[1].shape)
+        if math.prod(shape) > SMALL_CONSTANT:
+            raise ValueError(f"a broadcast to {list(shape)} is not a small constant")
+        return op(args[0], args[1])
+
+    return run
+
+
+def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     # Values are held as floats, so an integer tensor's truncating division cannot be told
     # from true division; fold only where both agree.
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -115,10 +127,10 @@ FOLDABLE: dict[str, Any] = {
     "Transpose": lambda attrs, args: np.transpose(args[0], attrs.get("perm")),
     "Unsqueeze": lambda attrs, args: np.expand_dims(args[0], tuple(_axes(attrs, args))),
     "Squeeze": _squeeze,
-    "Add": lambda attrs, args: args[0] + args[1],
-    "Sub": lambda attrs, args: args[0] - args[1],
-    "Mul": lambda attrs, args: args[0] * args[1],
-    "Div": _divide,
+    "Add": _binary(np.add),
+    "Sub": _binary(np.subtract),
+    "Mul": _binary(np.multiply),
+    "Div": _binary(_divide),
     "Gather": lambda attrs, args: np.take(
         args[0], args[1].astype(np.int64), axis=int(attrs.get("axis", 0))
     ),
