@@ -394,3 +394,16 @@ def test_constant_arithmetic_that_would_grow_large_is_refused(tmp_path: Path) ->
     nodes[0] = n("Div", ["a", "zero"], ["big"], name="div")
     message = _error(tmp_path, _model(nodes, [a, _init("zero", value=0.0)]))
     assert "division by zero" in message
+
+
+def test_shape_arithmetic_beyond_the_batch_entry_is_a_clear_error(tmp_path: Path) -> None:
+    n = helper.make_node
+    idx = numpy_helper.from_array(np.array(0, np.int64), "i0")
+    nodes = [
+        n("Shape", ["x"], ["s"], name="shape"),
+        n("Gather", ["s", "i0"], ["batch"], name="batch"),
+        n("Gather", ["s", "batch"], ["odd"], name="gather_by_batch"),  # the batch as an index
+        n("Reshape", ["x", "odd"], ["y"], name="rs"),
+    ]
+    message = _error(tmp_path, _model(nodes, [idx]))
+    assert "gather_by_batch" in message and "shape" in message

@@ -199,7 +199,12 @@ class _Resolver:
             if node.op_type in SHAPE_OPS or (
                 node.op_type == "Concat" and any(t in self.sym for t in node.inputs)
             ):
-                self.shape_op(node)
+                try:
+                    self.shape_op(node)
+                except OnnxError:
+                    raise
+                except (ValueError, TypeError, IndexError) as exc:  # the batch used as a number
+                    raise self.error(node, f"cannot follow this shape arithmetic ({exc})") from None
                 continue
             handler = getattr(self, f"op_{node.op_type}", None)
             if handler is None:
