@@ -407,3 +407,17 @@ def test_shape_arithmetic_beyond_the_batch_entry_is_a_clear_error(tmp_path: Path
     ]
     message = _error(tmp_path, _model(nodes, [idx]))
     assert "gather_by_batch" in message and "shape" in message
+
+
+def test_weights_that_do_not_fit_their_input_are_named(tmp_path: Path) -> None:
+    from cnnkit.onnx.to_graph import onnx_graph
+
+    n = helper.make_node
+    bn = n("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="bn")
+    model = _model([bn], [_init("s", 3), _init("b", 3), _init("m", 4), _init("v", 3)])
+    with pytest.raises(OnnxError, match=r"node bn .*'m' has shape \(4,\) for 3 channels"):
+        onnx_graph(_save(tmp_path, model, "bn.onnx"))
+    fc = [n("Flatten", ["x"], ["f"], name="flat"), n("Gemm", ["f", "w"], ["y"], name="fc")]
+    model = _model(fc, [_init("w", 100, 5)])  # x is 3x8x8 = 192 features
+    with pytest.raises(OnnxError, match="node fc .*takes 100 features, input has 192"):
+        onnx_graph(_save(tmp_path, model, "fc.onnx"))

@@ -179,7 +179,7 @@ class _Build:
         if kind == "bn":
             for tensor, found in layer.weights.items():  # scale, bias, mean, variance
                 if found != (shape[0],):
-                    raise self.error(layer, f"{tensor} has shape {found} for {shape[0]} channels")
+                    raise self.error(layer, f"{tensor!r} has shape {found} for {shape[0]} channels")
             return self.node(layer, "bn", sources)
         if kind == "leakyrelu":
             return self.node(layer, kind, sources, slope=s["slope"])
