@@ -362,3 +362,62 @@ def test_pad_amounts_computed_from_constants_and_their_limits(tmp_path: Path) ->
     nodes[0] = const("n4", [10**9, 10**9])
     message = _error(tmp_path, _model(nodes, inits))
     assert "ConstantOfShape" in message and "small constant" in message
+
+
+@pytest.mark.parametrize(
+    ("auto_pad", "pads"),
+    [("SAME_UPPER", ((0, 1), (0, 1))), ("SAME_LOWER", ((1, 0), (1, 0))), ("VALID", ((0, 0),) * 2)],
+)
+def test_auto_pad_resolves_to_explicit_pads(tmp_path: Path, auto_pad: str, pads) -> None:
+    from cnnkit.arch import infer
+    from cnnkit.onnx.to_graph import onnx_graph
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["y"], name="c", strides=[2, 2], auto_pad=auto_pad)
+    ]
+    info = infer(onnx_graph(_save(tmp_path, _model(nodes, [_init("w", 4, 3, 3, 3)]))))[0]
+    assert info.pads == pads
+    # ONNX: SAME gives ceil(8 / 2) = 4 outputs, VALID floor((8 - 3) / 2) + 1 = 3
+    assert info.output_shape == ((4, 3, 3) if auto_pad == "VALID" else (4, 4, 4))
+
+
+def test_constant_arithmetic_that_would_grow_large_is_refused(tmp_path: Path) -> None:
+    n = helper.make_node
+    a = numpy_helper.from_array(np.zeros((4096, 1), np.float32), "a")
+    b = numpy_helper.from_array(np.zeros((1, 4096), np.float32), "b")
+    nodes = [
+        n("Mul", ["a", "b"], ["big"], name="outer"),
+        n("Reshape", ["x", "big"], ["y"], name="rs"),
+    ]
+    message = _error(tmp_path, _model(nodes, [a, b]))
+    assert "outer" in message and "not a small constant" in message
+    nodes[0] = n("Div", ["a", "zero"], ["big"], name="div")
+    message = _error(tmp_path, _model(nodes, [a, _init("zero", value=0.0)]))
+    assert "division by zero" in message
+
+
+def test_shape_arithmetic_beyond_the_batch_entry_is_a_clear_error(tmp_path: Path) -> None:
+    n = helper.make_node
+    idx = numpy_helper.from_array(np.array(0, np.int64), "i0")
+    nodes = [
+        n("Shape", ["x"], ["s"], name="shape"),
+        n("Gather", ["s", "i0"], ["batch"], name="batch"),
+        n("Gather", ["s", "batch"], ["odd"], name="gather_by_batch"),  # the batch as an index
+        n("Reshape", ["x", "odd"], ["y"], name="rs"),
+    ]
+    message = _error(tmp_path, _model(nodes, [idx]))
+    assert "gather_by_batch" in message and "shape" in message
+
+
+def test_weights_that_do_not_fit_their_input_are_named(tmp_path: Path) -> None:
+    from cnnkit.onnx.to_graph import onnx_graph
+
+    n = helper.make_node
+    bn = n("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="bn")
+    model = _model([bn], [_init("s", 3), _init("b", 3), _init("m", 4), _init("v", 3)])
+    with pytest.raises(OnnxError, match=r"node bn .*'m' has shape \(4,\) for 3 channels"):
+        onnx_graph(_save(tmp_path, model, "bn.onnx"))
+    fc = [n("Flatten", ["x"], ["f"], name="flat"), n("Gemm", ["f", "w"], ["y"], name="fc")]
+    model = _model(fc, [_init("w", 100, 5)])  # x is 3x8x8 = 192 features
+    with pytest.raises(OnnxError, match="node fc .*takes 100 features, input has 192"):
+        onnx_graph(_save(tmp_path, model, "fc.onnx"))

@@ -101,7 +101,7 @@ def _input_shape(graph: OnnxGraph, override: tuple[int, ...] | None) -> tuple[in
     if len(declared) < 3 or any(d is None for d in declared[1:]):
         raise OnnxError(
             f"{graph.path}: the input {graph.input_name!r} has no fixed shape ({shown}, batch "
-            "first); give one without the batch, e.g. 3x224x224 (--input)"
+            "first); give the input shape without the batch, e.g. 3x224x224"
         )
     return tuple(int(d) for d in declared[1:])  # type: ignore[arg-type]
 
@@ -177,9 +177,9 @@ class _Build:
                 )
             return self.node(layer, "fc", sources, units=s["units"], bias=s["bias"])
         if kind == "bn":
-            for tensor, dims in list(layer.weights.items())[:4]:
-                if dims != (shape[0],):
-                    raise self.error(layer, f"{tensor} has shape {dims} for {shape[0]} channels")
+            for tensor, found in layer.weights.items():  # scale, bias, mean, variance
+                if found != (shape[0],):
+                    raise self.error(layer, f"{tensor!r} has shape {found} for {shape[0]} channels")
             return self.node(layer, "bn", sources)
         if kind == "leakyrelu":
             return self.node(layer, kind, sources, slope=s["slope"])

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.onnx import require
+from cnnkit.onnx.reader import one_line
 
 MIN_OPSET = 17
 INPUT_NAME = "input"
@@ -292,9 +293,8 @@ def model_to_onnx(model: Any, header: dict[str, Any], opset: int = MIN_OPSET) ->
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:  # ValidationError / InferenceError: a bug or an opset clash
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ValueError(
-            f"the exported graph fails onnx.checker at opset {opset}: {first}"
+            f"the exported graph fails onnx.checker at opset {opset}: {one_line(exc)}"
         ) from None
     return proto
 
