@@ -32,6 +32,7 @@ from cnnkit.bench.machine import busy_note, machine_info
 from cnnkit.bench.oracle import check_outputs, make_inputs, reference
 from cnnkit.bench.peers import PEER_OPS, PEERS, missing_peers, thread_choices
 from cnnkit.bench.report import summarize
+from cnnkit.bench.worker import WorkerError
 
 SCHEMA = "cnnkit-bench/2"
 Side = Any  # a Worker or LocalSide: call(cmd, **kw), pids, info, close()
@@ -117,6 +118,7 @@ def run_suite(
     check_memory(cases)
     missing = {} if sides is not None else missing_peers(peers)
     own = sides is None
+    sides = dict(sides) if sides is not None else None
     if sides is None:
         wanted = ["cnnkit", *[p for p in peers if p not in missing]]
         sides = start_sides(wanted, threads, wait=False)
@@ -126,8 +128,13 @@ def run_suite(
         cnnkit = sides["cnnkit"]
         compile_rows = cnnkit.call("compile", ops=list(dict.fromkeys(c.op for c in cases)))
         peak = cnnkit.call("peak", n=peak_n, clock=clock)
-        for side in sides.values():
-            side.ready()
+        for peer in [p for p in sides if p != "cnnkit"]:
+            try:
+                sides[peer].ready()
+            except WorkerError as exc:  # a broken peer install is a note, not a failed run
+                sides[peer].close()
+                del sides[peer]
+                missing[peer] = str(exc)
         results: list[dict[str, Any]] = []
         notes: list[str] = [f"peer {p} missing: {why}" for p, why in missing.items()]
         waited = 0.0
