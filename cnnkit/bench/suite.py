@@ -267,6 +267,8 @@ def run_case(
                 row = _row(case, library, method, t)
                 row["extra_bytes"] = extra.get(method, 0)
                 row["status"], row["detail"], row["error_ratio"] = status, detail, worst
+                # The checked call sizes the first sample; each sample sizes the next.
+                row["number"] = timing.calls_per_sample(info["first"] or 1.0)
                 if method == "auto" and loaded["auto"] and status == "ok":
                     row["detail"] = f"auto -> {loaded['auto']}"
                 rows.append(row)
@@ -294,10 +296,6 @@ def _time_rounds(
     """Sample every row once per round, rounds in the same order (A B A B)."""
     pids = [pid for side in sides.values() for pid in side.pids]
     waited = 0.0
-    for row, side in timed:
-        waited += timing.wait_quiet(pids)
-        first = side.call("warm", impl=row["method"], threads=row["threads"])
-        row["number"] = timing.calls_per_sample(first)
     start = time.perf_counter()
     for done in range(repeat):
         for row, side in timed:
