@@ -153,6 +153,8 @@ def choose_method(
     groups: int = 1,
     n_batch: int | None = None,
     n_positions: int | None = None,
+    out_width: int | None = None,
+    backward: bool = False,
 ) -> str:
     """The kernel ``method="auto"`` uses for a convolution of this shape.
 
@@ -170,6 +172,10 @@ def choose_method(
         Batch size, if known.
     n_positions : int, optional
         Output positions per channel (``OH * OW``), if known.
+    out_width : int, optional
+        Output row length of a stride-1, undilated convolution (None otherwise).
+    backward : bool
+        Choosing for the gradients rather than the forward pass.
 
     Returns
     -------
@@ -189,8 +195,13 @@ def choose_method(
     1.4 ms vs loop 2.7 ms, 2->16 at 128x128 0.43 vs 1.1 ms, but 1->8 3x3 at 512x512 2.0 vs
     1.8 ms and 3->16 at 1024x1024 40 vs 35 ms; on one thread im2col won all of these. So the
     loop takes such single images from 65536 output positions (256x256) on, with more than
-    one thread (and always when the size is not given). Everything else (LeNet and CIFAR
-    layers, even a 1-channel 5x5 first layer with 16 outputs) is faster with im2col.
+    one thread (and always when the size is not given). Forward passes of stride-1 layers
+    with 32-63 px output rows, at least 32 rows, ``C/groups * taps <= 288`` and a multiple
+    of 4 outputs per group run the four-channel flat loop kernel, which beat im2col there
+    at 1 and 2 threads (3x3 layers on 32x32: 16 channels 0.50-0.68x of im2col's time, 32
+    channels 0.61-0.72x, 64 channels 0.83-1.0x; docs/PERFORMANCE.md); their gradients stay
+    with im2col (the loop's were 1.7-3.9x slower). Everything else (LeNet and CIFAR layers,
+    even a 1-channel 5x5 first layer with 16 outputs) is faster with im2col.
     """
     per_group = n_out // max(groups, 1)
     if per_group <= 4:
@@ -200,6 +211,16 @@ def choose_method(
             return "loop"
         if n_positions >= _SINGLE_IMAGE_LOOP_POSITIONS and _threads.worker_count() > 1:
             return "loop"
+    if (
+        not backward
+        and out_width is not None
+        and 32 <= out_width < _FLAT_MAX_WIDTH
+        and n_positions is not None
+        and n_positions >= 32 * out_width
+        and per_group % 4 == 0
+        and c_in_per_group * taps <= 288
+    ):
+        return "loop"
     return "im2col"
 
 
@@ -239,6 +260,7 @@ def _plan_conv(
     pad_mode: str,
     flip: bool,
     method: str,
+    backward: bool = False,
 ) -> _ConvPlan:
     layout = _LAYOUT[nd]
     x = _as_real_array(x, "x")
@@ -310,6 +332,7 @@ def _plan_conv(
     if method == "auto":
         if stride_t == dil_t == (1,) * nd:
             factors = separable_factors(_cast(w, dtype), groups)
+        unit = stride_t == dil_t == (1,) * nd
         method = choose_method(
             w.shape[1],
             math.prod(kernel),
@@ -317,6 +340,8 @@ def _plan_conv(
             groups=groups,
             n_batch=x.shape[0],
             n_positions=math.prod(out),
+            out_width=out[-1] if unit else None,
+            backward=backward,
         )
     plan = _ConvPlan()
     plan.nd = nd
@@ -896,7 +921,9 @@ def conv1d_backward(
     As :func:`conv2d_backward` with one spatial dimension:
     ``grad_w[o, c, a] = sum_{n, i} grad_y[n, o, i] * xpad[n, c', i*stride + a*dilation]``.
     """
-    plan = _plan_conv(1, x, w, None, stride, padding, dilation, groups, pad_mode, flip, method)
+    plan = _plan_conv(
+        1, x, w, None, stride, padding, dilation, groups, pad_mode, flip, method, True
+    )
     return _conv_backward(plan, grad_y, need_input_grad)
 
 
@@ -941,7 +968,9 @@ def conv2d_backward(
     ``grad_x`` is ``grad_xpad`` folded back through the padding: the padded border is cut
     off for zero padding, and added to the cells it copies for reflect/replicate/circular.
     """
-    plan = _plan_conv(2, x, w, None, stride, padding, dilation, groups, pad_mode, flip, method)
+    plan = _plan_conv(
+        2, x, w, None, stride, padding, dilation, groups, pad_mode, flip, method, True
+    )
     return _conv_backward(plan, grad_y, need_input_grad)
 
 
