@@ -335,3 +335,14 @@ def test_every_trainable_kind_has_an_onnx_form() -> None:
 
     trainable = {name for name, kind in KINDS.items() if type(kind).build is not Kind.build}
     assert trainable and trainable <= set(EMITTERS)
+
+
+def test_export_never_overwrites_the_model_or_writes_into_a_folder(tmp_path: Path) -> None:
+    path = _save(tmp_path, "digits", [0.0], [1.0])
+    before = path.read_bytes()
+    runner = CliRunner()
+    for target in (path, tmp_path / "." / path.name, tmp_path):
+        done = runner.invoke(app, ["export", str(path), str(target)])
+        assert done.exit_code == 2 and done.output.startswith("error:"), done.output
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]

@@ -17,6 +17,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -331,6 +332,11 @@ def export_onnx(
     from cnnkit.nn.serialize import load_model
 
     check_opset(opset)
+    target = Path(output)
+    if target.exists() and target.resolve() == Path(model_path).resolve():
+        raise ValueError(f"output {str(output)!r} is the model file itself; name another file")
+    if target.is_dir():
+        raise ValueError(f"output {str(output)!r} is a folder; name the .onnx file to write")
     model, header = load_model(model_path)
     proto = model_to_onnx(model, header, opset)
     data = proto.SerializeToString()
