@@ -346,3 +346,20 @@ def test_export_never_overwrites_the_model_or_writes_into_a_folder(tmp_path: Pat
         assert done.exit_code == 2 and done.output.startswith("error:"), done.output
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+def test_verify_runs_the_file_and_refuses_a_mismatch(tmp_path: Path, monkeypatch) -> None:
+    from cnnkit.nn.model import Model
+
+    path = _save(tmp_path, "resnet-digits", [0.5], [2.0])
+    out = tmp_path / "m.onnx"
+    runner = CliRunner()
+    done = runner.invoke(app, ["export", str(path), str(out), "--verify", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["verified_max_abs_diff"] < TOL
+    out.unlink()
+    real = Model.predict_logits
+    monkeypatch.setattr(Model, "predict_logits", lambda self, x: real(self, x) + 0.01)
+    done = runner.invoke(app, ["export", str(path), str(out), "--verify"])
+    assert done.exit_code == 1 and "differ from cnnkit's" in done.output
+    assert not out.exists()

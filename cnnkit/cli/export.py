@@ -15,6 +15,8 @@ Examples:
 
   cnnkit export model.npz model.onnx --opset 18 --json
 
+  cnnkit export model.npz model.onnx --verify     # check it in onnxruntime first
+
 The file's input is the image as cnnkit's loader reads it before normalisation (the \
 model's (x - mean) / std is part of the graph); its output 'logits' gives cnnkit \
 predict's probabilities after a softmax. Class names, mean, std and the spec are in the \
@@ -31,15 +33,22 @@ def register(app: typer.Typer) -> None:
         model_path: Path = typer.Argument(..., metavar="MODEL", help="A model or checkpoint."),
         output: Path = typer.Argument(..., metavar="OUT.onnx", help="The ONNX file to write."),
         opset: int = typer.Option(17, "--opset", help="ONNX opset version (17 or newer)."),
+        verify: bool = typer.Option(
+            False,
+            "--verify",
+            help="Before writing, run the file in onnxruntime on random inputs and require "
+            "cnnkit's logits within 1e-4.",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
         json_file: str | None = typer.Option(
             None, "--json-file", metavar="PATH", help="Also write the JSON here ('-': stdout)."
         ),
     ) -> None:
         """Write MODEL as an ONNX file for onnxruntime, Netron or PyTorch."""
+        from cnnkit.cli.common import Failure
         from cnnkit.cli.shape import emit_json
         from cnnkit.onnx import MissingExtra
-        from cnnkit.onnx.writer import check_opset, export_onnx
+        from cnnkit.onnx.writer import ExportMismatch, check_opset, export_onnx
 
         try:
             check_opset(opset)
@@ -47,7 +56,10 @@ def register(app: typer.Typer) -> None:
             raise
         except ValueError as exc:
             raise ValueError(f"--{exc}") from None
-        done = export_onnx(model_path, output, opset)
+        try:
+            done = export_onnx(model_path, output, opset, verify=verify)
+        except ExportMismatch as exc:
+            raise Failure(str(exc)) from None
         if (as_json or json_file) and emit_json(done, as_json, json_file):
             return
         shape = "x".join(str(s) for s in done["input"]["shape"])
@@ -64,3 +76,10 @@ def register(app: typer.Typer) -> None:
             highlight=False,
             markup=False,
         )
+        if verify:
+            console.print(
+                "verified: onnxruntime's logits within "
+                f"{done['verified_max_abs_diff']:.1e} of cnnkit's on 32 random inputs",
+                highlight=False,
+                markup=False,
+            )
