@@ -17,6 +17,7 @@ COMMANDS = [
     "predict",
     "visualize",
     "export",
+    "import",
 ]
 
 

@@ -455,3 +455,46 @@ def test_tensorflow_same_pooling_reads_as_ceil_mode_with_the_same_windows(tmp_pa
     )  # fmt: skip
     with pytest.raises(OnnxError, match=r"uneven pooling pads \[\(1, 0\), \(1, 0\)\]"):
         onnx_graph(_save(tmp_path, _model([node], [], shape=(1, 2, 5, 5)), "lower.onnx"))
+
+
+def test_import_refuses_what_cnnkit_would_compute_differently(tmp_path: Path) -> None:
+    from cnnkit.onnx.weights import import_onnx
+
+    n = helper.make_node
+    conv = n("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1])
+    weights = [_init("w", 4, 3, 3, 3)]
+    cases = {
+        "Mul by a constant": (
+            [conv, n("Mul", ["c", "k"], ["y"], name="scale")], [*weights, _init("k", value=2.0)]
+        ),
+        "leaves padding out": (
+            [conv, n("AveragePool", ["c"], ["y"], name="ap", kernel_shape=[2, 2],
+                     pads=[1, 1, 1, 1])],  # count_include_pad defaults to 0 in ONNX
+            weights,
+        ),
+        "epsilon 0.001": (
+            [conv, n("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"], name="bn",
+                     epsilon=1e-3)],
+            [*weights, _init("s", 4), _init("b", 4), _init("m", 4), _init("v", 4, value=1.0)],
+        ),
+        "in front of a max pool": (
+            [n("Pad", ["x", "pads"], ["p"], name="pad"),
+             n("MaxPool", ["p"], ["y"], name="mp", kernel_shape=[2, 2])],
+            [numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")],
+        ),
+    }  # fmt: skip
+    for words, (nodes, inits) in cases.items():
+        path = _save(tmp_path, _model(nodes, inits), "case.onnx")
+        with pytest.raises(OnnxError, match=f"{words}.*cannot be imported"):
+            import_onnx(path, tmp_path / "out.npz")
+        assert not (tmp_path / "out.npz").exists()
+    # weights in another file are never opened
+    model = _model([conv, n("Relu", ["c"], ["y"], name="relu")], weights)
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "weights.bin"
+    with pytest.raises(OnnxError, match="stored in another file"):
+        import_onnx(_save(tmp_path, model, "ext.onnx"), tmp_path / "out.npz")

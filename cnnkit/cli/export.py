@@ -1,4 +1,5 @@
-"""``cnnkit export``: a trained model as a standard ONNX file (needs the onnx extra)."""
+"""``cnnkit export`` and ``cnnkit import``: cnnkit model files to and from ONNX (the onnx
+extra)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,24 @@ file's metadata. Needs the onnx extra: pip install "cnnkit\\[onnx]".
 """
 
 
+IMPORT_EXAMPLES = """\
+Examples:
+
+  cnnkit import model.onnx model.npz
+
+  cnnkit import resnet.onnx resnet.npz --input 3x64x64 --json
+
+  cnnkit predict model.npz my_digit.png
+
+Architecture and weights become a cnnkit model file that predict, evaluate, visualize \
+and train --resume read. Only files cnnkit computes exactly as onnxruntime does are \
+imported; anything else is refused naming the node. Class names and normalisation come \
+back from files cnnkit exported; other files get classes 0..K-1 and no normalisation.
+"""
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``cnnkit export`` to the app."""
+    """Add ``cnnkit export`` and ``cnnkit import`` to the app."""
 
     @app.command("export", epilog=EXAMPLES)
     @friendly_errors
@@ -83,3 +100,34 @@ def register(app: typer.Typer) -> None:
                 highlight=False,
                 markup=False,
             )
+
+    @app.command("import", epilog=IMPORT_EXAMPLES)
+    @friendly_errors
+    def import_(
+        onnx_path: Path = typer.Argument(..., metavar="MODEL.onnx", help="The ONNX file."),
+        output: Path = typer.Argument(..., metavar="OUT.npz", help="The model file to write."),
+        input_shape: str | None = typer.Option(
+            None, "--input", "-i", help="Input shape CxHxW, when the file's is dynamic."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+        json_file: str | None = typer.Option(
+            None, "--json-file", metavar="PATH", help="Also write the JSON here ('-': stdout)."
+        ),
+    ) -> None:
+        """Read an ONNX model with its weights into a cnnkit model file."""
+        from cnnkit.arch import parse_shape
+        from cnnkit.cli.shape import emit_json
+        from cnnkit.onnx.weights import import_onnx
+
+        shape = parse_shape(input_shape, "--input") if input_shape else None
+        done = import_onnx(onnx_path, output, shape)
+        if (as_json or json_file) and emit_json(done, as_json, json_file):
+            return
+        where = "from the file's cnnkit metadata" if done["normalised"] else "none in the file"
+        console.print(
+            f"wrote {done['output']}: {done['parameters']:,} parameters, input "
+            f"{'x'.join(map(str, done['input_shape']))}, {len(done['classes'])} classes "
+            f"(normalisation: {where})",
+            highlight=False,
+            markup=False,
+        )
