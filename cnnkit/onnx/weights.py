@@ -145,6 +145,9 @@ def import_onnx(
     from cnnkit.onnx.to_graph import onnx_graph
 
     source = str(path)
+    target = Path(output)
+    if target.exists() and target.resolve() == Path(source).resolve():
+        raise ValueError(f"output {str(output)!r} is the ONNX file itself; name another file")
     graph = read_onnx(source)
     layers = {layer.name: layer for layer in resolve(graph)}
     _check_exact(graph, list(layers.values()))
