@@ -123,11 +123,16 @@ def register(app: typer.Typer) -> None:
         done = import_onnx(onnx_path, output, shape)
         if (as_json or json_file) and emit_json(done, as_json, json_file):
             return
-        where = "from the file's cnnkit metadata" if done["normalised"] else "none in the file"
         console.print(
             f"wrote {done['output']}: {done['parameters']:,} parameters, input "
-            f"{'x'.join(map(str, done['input_shape']))}, {len(done['classes'])} classes "
-            f"(normalisation: {where})",
+            f"{'x'.join(map(str, done['input_shape']))}, {len(done['classes'])} classes",
+            highlight=False,
+            markup=False,
+        )
+        console.print(
+            "class names and normalisation from the file's cnnkit metadata"
+            if done["normalised"]
+            else "no cnnkit metadata: classes numbered, no input normalisation",
             highlight=False,
             markup=False,
         )
