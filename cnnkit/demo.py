@@ -118,7 +118,9 @@ def demo_steps() -> list[Step]:
             "The kernel responds only where the window straddles the vertical edge; flat "
             f"regions give 0. Peak response {resp.max():g}. Transposed, the kernel finds the "
             "horizontal edge of the transposed image, where the original kernel gives "
-            f"{np.abs(resp_h_wrong).max():g} everywhere.",
+            f"{np.abs(resp_h_wrong).max():g} everywhere. The same image ships as "
+            "sample_images/lecture_8x8.png: cnnkit filter sample_images/lecture_8x8.png "
+            "-k vertical-edge prints this 6x6 map.",
             [
                 ("image (8x8)", img),
                 ("vertical-edge kernel", edge),

@@ -151,6 +151,8 @@ def choose_method(
     groups: int = 1,
     n_batch: int | None = None,
     n_positions: int | None = None,
+    out_width: int | None = None,
+    backward: bool = False,
 ) -> str:
     """The kernel ``method="auto"`` uses for a convolution of this shape.
 
@@ -168,6 +170,10 @@ def choose_method(
         Batch size, if known.
     n_positions : int, optional
         Output positions per channel (``OH * OW``), if known.
+    out_width : int, optional
+        Output row length of a stride-1, undilated convolution (None otherwise).
+    backward : bool
+        Choosing for the gradients rather than the forward pass.
 
     Returns
     -------
@@ -179,9 +185,11 @@ def choose_method(
     With ``O / groups <= 4`` (image filtering, depthwise layers) the im2col GEMM degenerates
     to a memory-bound matrix-vector product, so the loop wins. A single image with few taps
     per output (``C/groups * taps <= 32``) goes to the loop only from 65536 output positions
-    on and with more than one thread, because im2col splits its work by batch. Everything
-    else goes to im2col. The measurements behind these thresholds are in
-    docs/PERFORMANCE.md.
+    on and with more than one thread, because im2col splits its work by batch. Forward
+    passes of stride-1 layers with 32-63 px output rows, at least 32 rows,
+    ``C/groups * taps <= 288`` and a multiple of 4 outputs per group run the four-channel
+    flat loop kernel; their gradients stay with im2col. Everything else goes to im2col. The
+    measurements behind these thresholds are in docs/PERFORMANCE.md.
     """
     per_group = n_out // max(groups, 1)
     if per_group <= 4:
@@ -191,6 +199,16 @@ def choose_method(
             return "loop"
         if n_positions >= _SINGLE_IMAGE_LOOP_POSITIONS and _threads.worker_count() > 1:
             return "loop"
+    if (
+        not backward
+        and out_width is not None
+        and 32 <= out_width < _FLAT_MAX_WIDTH
+        and n_positions is not None
+        and n_positions >= 32 * out_width
+        and per_group % 4 == 0
+        and c_in_per_group * taps <= 288
+    ):
+        return "loop"
     return "im2col"
 
 
@@ -275,6 +293,7 @@ def _plan_conv(
     pad_mode: str,
     flip: bool,
     method: str,
+    backward: bool = False,
 ) -> _ConvPlan:
     layout = _LAYOUT[nd]
     x = _as_real_array(x, "x")
@@ -324,6 +343,7 @@ def _plan_conv(
     if method == "auto":
         if stride_t == dil_t == (1,) * nd:
             factors = separable_factors(_cast(w, dtype), groups)
+        unit = stride_t == dil_t == (1,) * nd
         method = choose_method(
             w.shape[1],
             math.prod(kernel),
@@ -331,6 +351,8 @@ def _plan_conv(
             groups=groups,
             n_batch=x.shape[0],
             n_positions=math.prod(out),
+            out_width=out[-1] if unit else None,
+            backward=backward,
         )
     return _ConvPlan(
         nd=nd,
@@ -939,7 +961,9 @@ def conv1d_backward(
     As :func:`conv2d_backward` with one spatial dimension:
     ``grad_w[o, c, a] = sum_{n, i} grad_y[n, o, i] * xpad[n, c', i*stride + a*dilation]``.
     """
-    plan = _plan_conv(1, x, w, None, stride, padding, dilation, groups, pad_mode, flip, method)
+    plan = _plan_conv(
+        1, x, w, None, stride, padding, dilation, groups, pad_mode, flip, method, True
+    )
     return _conv_backward(plan, grad_y, need_input_grad)
 
 
@@ -984,7 +1008,9 @@ def conv2d_backward(
     ``grad_x`` is ``grad_xpad`` folded back through the padding: the padded border is cut
     off for zero padding, and added to the cells it copies for reflect/replicate/circular.
     """
-    plan = _plan_conv(2, x, w, None, stride, padding, dilation, groups, pad_mode, flip, method)
+    plan = _plan_conv(
+        2, x, w, None, stride, padding, dilation, groups, pad_mode, flip, method, True
+    )
     return _conv_backward(plan, grad_y, need_input_grad)
 
 

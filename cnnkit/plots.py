@@ -215,6 +215,7 @@ def filter_compare_figure(
     kernel_title: str,
     output_title: str,
     channels: str = "",
+    output_names: list[str] | None = None,
 ) -> None:
     """Input, kernel and output of ``cnnkit filter`` as labelled panels; save to ``path``.
 
@@ -222,7 +223,8 @@ def filter_compare_figure(
     ``kernels`` the kernels as applied, ``(label, matrix)`` with 2-D or ``(C, kh, kw)``
     matrices (the first is drawn, with its numbers); ``response`` is ``(K, C, H', W')`` and
     ``scale`` a :class:`cnnkit.filters.DisplayScale`: one-channel maps are drawn with a colour
-    bar in the response's units, three-channel maps as RGB.
+    bar in the response's units, three-channel maps as RGB (``output_names``: one title per
+    kernel).
     """
     import math
 
@@ -277,8 +279,14 @@ def filter_compare_figure(
     for k, ax in enumerate(axes[2:]):
         if rgb_out:
             ax.imshow(to_pixels(y[k], scale), interpolation="nearest")
-            name = map_names[k * 3].rsplit("_ch", 1)[0] if len(map_names) > 3 else "R, G, B"
-            ax.set_title(f"{output_title}\n{name}: R, G, B maps as colours", fontsize=9)
+            name = output_names[k] if output_names else f"output {k}"
+            ax.set_title(
+                f"{output_title}\n{name}: its R, G, B maps as one colour image\n"
+                f"(one scale: {scale.lo:.4g} to {scale.hi:.4g}"
+                + (" of |y|" if scale.mode == "abs" else "")
+                + ")",
+                fontsize=9,
+            )
         else:
             name, m = maps[k]
             values = np.abs(m) if scale.mode == "abs" else m

@@ -578,6 +578,31 @@ def test_worker_process_loads_checks_and_samples(tmp_path):
     assert worker.proc.returncode == 0
 
 
+def test_cli_turns_a_dead_worker_into_a_one_line_failure(monkeypatch):
+    def broken(*args, **kwargs):
+        raise WorkerError("the torch worker stopped: Segmentation fault")
+
+    monkeypatch.setattr(bench.suite, "start_sides", broken)
+    result = CliRunner().invoke(_app(), ["bench", "--case", "lenet_c1", "--repeat", "1"])
+    assert result.exit_code == 1, result.output
+    assert "error: the torch worker stopped" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_peer_whose_worker_dies_at_start_becomes_a_note(monkeypatch):
+    class Dead(LocalSide):
+        def ready(self):
+            raise WorkerError("scipy worker: ImportError: broken install")
+
+    started = {"cnnkit": LocalSide("cnnkit", 1, LoopOps()), "scipy": Dead("numpy", 1)}
+    monkeypatch.setattr(bench.suite, "start_sides", lambda *a, **k: started)
+    monkeypatch.setattr(bench.suite, "missing_peers", lambda wanted: {})
+    run = bench.run_suite(TINY[:1], threads=1, repeat=1, peers=("scipy",), peak_n=32)
+    assert run["peers"]["missing"] == {"scipy": "scipy worker: ImportError: broken install"}
+    assert any("peer scipy missing" in n for n in run["notes"])
+    assert {r["library"] for r in run["results"]} == {"cnnkit"}
+
+
 def test_worker_that_cannot_start_says_why():
     worker = Worker("cnnkit_no_such_library", 1)
     with pytest.raises(WorkerError, match="cnnkit_no_such_library"):

@@ -20,6 +20,7 @@ COMMANDS = [
     "predict",
     "visualize",
     "export",
+    "import",
 ]
 
 

@@ -733,8 +733,7 @@ def test_help_reads_cleanly_at_80_columns(command):
 
     cmd = get_command(app).commands[command]
     for param in cmd.params:
-        if param.param_type_name == "option":
-            assert param.help, f"{command} {param.opts} has no help text"
+        assert param.help, f"{command} {param.opts} has no help text"
 
 
 def test_json_file_convention(lecture, tmp_path):
@@ -813,3 +812,27 @@ def test_out_dir_is_created_when_missing(lecture, tmp_path):
     target = tmp_path / "new" / "deeper"
     ok(lecture, "-k", "box", "--out-dir", target)
     assert (target / "lecture.png").exists()
+
+
+def test_a_long_filter_among_several_inputs_keeps_one_bar(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import cnnkit.cli.filter as cli_filter
+    import cnnkit.filters as filters
+
+    for name in ("a", "b"):
+        shutil.copy(SAMPLES / "lecture_8x8.png", tmp_path / f"{name}.png")
+    monkeypatch.setattr(cli_filter, "err_console", Console(file=io.StringIO(), force_terminal=True))
+    monkeypatch.setattr(cli_filter, "PROGRESS_AFTER", 0.0)
+    monkeypatch.setattr(filters, "CHUNK_MACS", 20)
+    result = ok(tmp_path / "a.png", tmp_path / "b.png", "-k", "box", "--out-dir", tmp_path / "o")
+    assert "a.png" in result.stdout and "b.png" in result.stdout
+
+
+def test_signal_summary_with_flip_shows_the_reversed_kernel(tmp_path):
+    (tmp_path / "s.csv").write_text("v\n" + "\n".join(map(str, range(10))) + "\n")
+    out = ok(tmp_path / "s.csv", "-k", "1,2,3", "--flip").stdout
+    assert "flipped (true convolution)" in out and "3 2 1" in " ".join(out.split())
+    assert "custom (8):" in out  # an 8-sample result is printed as numbers

@@ -335,3 +335,53 @@ def test_every_trainable_kind_has_an_onnx_form() -> None:
 
     trainable = {name for name, kind in KINDS.items() if type(kind).build is not Kind.build}
     assert trainable and trainable <= set(EMITTERS)
+
+
+def test_export_never_overwrites_the_model_or_writes_into_a_folder(tmp_path: Path) -> None:
+    path = _save(tmp_path, "digits", [0.0], [1.0])
+    before = path.read_bytes()
+    runner = CliRunner()
+    for target in (path, tmp_path / "." / path.name, tmp_path):
+        done = runner.invoke(app, ["export", str(path), str(target)])
+        assert done.exit_code == 2 and done.output.startswith("error:"), done.output
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+def test_verify_runs_the_file_and_refuses_a_mismatch(tmp_path: Path, monkeypatch) -> None:
+    from cnnkit.nn.model import Model
+
+    path = _save(tmp_path, "resnet-digits", [0.5], [2.0])
+    out = tmp_path / "m.onnx"
+    runner = CliRunner()
+    done = runner.invoke(app, ["export", str(path), str(out), "--verify", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["verified_max_abs_diff"] < TOL
+    out.unlink()
+    real = Model.predict_logits
+    monkeypatch.setattr(Model, "predict_logits", lambda self, x: real(self, x) + 0.01)
+    done = runner.invoke(app, ["export", str(path), str(out), "--verify"])
+    assert done.exit_code == 1 and "differ from cnnkit's" in done.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("spec_text", ["digits", "resnet-digits", EVERY_KIND])
+def test_export_then_import_gives_the_same_model(tmp_path: Path, spec_text: str) -> None:
+    from cnnkit.nn.serialize import load_model
+
+    shape = arch.parse(spec_text).input_shape
+    path = _save(tmp_path, spec_text, [0.2] * shape[0], [1.5] * shape[0], seed=5)
+    out = tmp_path / "m.onnx"
+    back = tmp_path / "back.npz"
+    runner = CliRunner()
+    assert runner.invoke(app, ["export", str(path), str(out)]).exit_code == 0
+    done = runner.invoke(app, ["import", str(out), str(back), "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["normalised"]
+    original, header = load_model(path)
+    imported, header_back = load_model(back)
+    assert header_back["mean"] == pytest.approx(header["mean"])
+    assert header_back["std"] == pytest.approx(header["std"])
+    assert header_back["class_names"] == header["class_names"]
+    x = np.random.default_rng(6).normal(size=(16, *shape)).astype(np.float32)
+    np.testing.assert_array_equal(imported.predict_logits(x), original.predict_logits(x))

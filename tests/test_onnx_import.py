@@ -252,7 +252,8 @@ def test_dynamic_input_needs_an_input_shape(tmp_path: Path) -> None:
     path = _export(model, (3, 32, 32), tmp_path / "dyn.onnx", dynamic=True)
     runner = CliRunner()
     done = runner.invoke(app, ["shape", str(path)])
-    assert done.exit_code == 2 and "no fixed shape" in done.output and "--input" in done.output
+    assert done.exit_code == 2 and "no fixed shape" in done.output
+    assert "give the input shape" in done.output
     done = runner.invoke(app, ["shape", str(path), "--input", "3x64x48", "--json"])
     assert done.exit_code == 0, done.output
     layers = json.loads(done.output)["layers"]
@@ -455,3 +456,42 @@ def test_zero_padding_layers_fold_into_the_layer_that_reads_them(tmp_path: Path)
     path = _export(reflect, (3, 9, 9), tmp_path / "reflect.onnx")
     with pytest.raises(ValueError, match="only zero padding"):
         arch.parse(str(path))
+
+
+def _randomise_batch_norms(net, seed: int) -> None:
+    """Running statistics and affine parameters of a trained network, not the defaults."""
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
+            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(c, generator=g) * 0.2)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_imported_pytorch_weights_give_pytorchs_outputs(tmp_path: Path, seed: int) -> None:
+    """cnnkit import: the model file computes what onnxruntime and PyTorch compute."""
+    from cnnkit.nn.serialize import load_model
+
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    net = _random_torch_graph(rng)
+    _randomise_batch_norms(net, seed)
+    path = _export(net, net.shape, tmp_path / "net.onnx", dynamic=True)
+    out = tmp_path / "net.npz"
+    shape = "x".join(map(str, net.shape))
+    done = CliRunner().invoke(app, ["import", str(path), str(out), "--input", shape])
+    assert done.exit_code == 0, done.output
+    model, header = load_model(out)
+    assert model.parameter_count() == _torch_params(net)
+    assert header["class_names"] == [str(i) for i in range(net.fc.out_features)]
+    x = rng.normal(size=(8, *net.shape)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"x": x})[0]
+    np.testing.assert_allclose(model.predict_logits(x), expected, atol=1e-4)
+    with torch.no_grad():
+        np.testing.assert_allclose(model.predict_logits(x), net.eval()(torch.from_numpy(x)),
+                                   atol=1e-4)  # fmt: skip

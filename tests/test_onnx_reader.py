@@ -362,3 +362,144 @@ def test_pad_amounts_computed_from_constants_and_their_limits(tmp_path: Path) ->
     nodes[0] = const("n4", [10**9, 10**9])
     message = _error(tmp_path, _model(nodes, inits))
     assert "ConstantOfShape" in message and "small constant" in message
+
+
+@pytest.mark.parametrize(
+    ("auto_pad", "pads"),
+    [("SAME_UPPER", ((0, 1), (0, 1))), ("SAME_LOWER", ((1, 0), (1, 0))), ("VALID", ((0, 0),) * 2)],
+)
+def test_auto_pad_resolves_to_explicit_pads(tmp_path: Path, auto_pad: str, pads) -> None:
+    from cnnkit.arch import infer
+    from cnnkit.onnx.to_graph import onnx_graph
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["y"], name="c", strides=[2, 2], auto_pad=auto_pad)
+    ]
+    info = infer(onnx_graph(_save(tmp_path, _model(nodes, [_init("w", 4, 3, 3, 3)]))))[0]
+    assert info.pads == pads
+    # ONNX: SAME gives ceil(8 / 2) = 4 outputs, VALID floor((8 - 3) / 2) + 1 = 3
+    assert info.output_shape == ((4, 3, 3) if auto_pad == "VALID" else (4, 4, 4))
+
+
+def test_constant_arithmetic_that_would_grow_large_is_refused(tmp_path: Path) -> None:
+    n = helper.make_node
+    a = numpy_helper.from_array(np.zeros((4096, 1), np.float32), "a")
+    b = numpy_helper.from_array(np.zeros((1, 4096), np.float32), "b")
+    nodes = [
+        n("Mul", ["a", "b"], ["big"], name="outer"),
+        n("Reshape", ["x", "big"], ["y"], name="rs"),
+    ]
+    message = _error(tmp_path, _model(nodes, [a, b]))
+    assert "outer" in message and "not a small constant" in message
+    nodes[0] = n("Div", ["a", "zero"], ["big"], name="div")
+    message = _error(tmp_path, _model(nodes, [a, _init("zero", value=0.0)]))
+    assert "division by zero" in message
+
+
+def test_shape_arithmetic_beyond_the_batch_entry_is_a_clear_error(tmp_path: Path) -> None:
+    n = helper.make_node
+    idx = numpy_helper.from_array(np.array(0, np.int64), "i0")
+    nodes = [
+        n("Shape", ["x"], ["s"], name="shape"),
+        n("Gather", ["s", "i0"], ["batch"], name="batch"),
+        n("Gather", ["s", "batch"], ["odd"], name="gather_by_batch"),  # the batch as an index
+        n("Reshape", ["x", "odd"], ["y"], name="rs"),
+    ]
+    message = _error(tmp_path, _model(nodes, [idx]))
+    assert "gather_by_batch" in message and "shape" in message
+
+
+def test_weights_that_do_not_fit_their_input_are_named(tmp_path: Path) -> None:
+    from cnnkit.onnx.to_graph import onnx_graph
+
+    n = helper.make_node
+    bn = n("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="bn")
+    model = _model([bn], [_init("s", 3), _init("b", 3), _init("m", 4), _init("v", 3)])
+    with pytest.raises(OnnxError, match=r"node bn .*'m' has shape \(4,\) for 3 channels"):
+        onnx_graph(_save(tmp_path, model, "bn.onnx"))
+    fc = [n("Flatten", ["x"], ["f"], name="flat"), n("Gemm", ["f", "w"], ["y"], name="fc")]
+    model = _model(fc, [_init("w", 100, 5)])  # x is 3x8x8 = 192 features
+    with pytest.raises(OnnxError, match="node fc .*takes 100 features, input has 192"):
+        onnx_graph(_save(tmp_path, model, "fc.onnx"))
+
+
+def test_tensorflow_same_pooling_reads_as_ceil_mode_with_the_same_windows(tmp_path: Path) -> None:
+    """SAME_UPPER pads the end only; where cnnkit writes it as ceil mode, onnxruntime's
+    output shape and values equal cnnkit's own max pool with those settings."""
+    ort = pytest.importorskip("onnxruntime")
+    import cnnkit
+    from cnnkit.arch import infer
+    from cnnkit.onnx.to_graph import onnx_graph
+
+    for size in range(5, 14):
+        for kernel, stride in ((2, 2), (3, 2), (3, 1), (4, 2)):
+            node = helper.make_node(
+                "MaxPool", ["x"], ["y"], name="mp", kernel_shape=[kernel] * 2,
+                strides=[stride] * 2, auto_pad="SAME_UPPER",
+            )  # fmt: skip
+            path = _save(tmp_path, _model([node], [], shape=(1, 2, size, size)), "mp.onnx")
+            x = np.random.default_rng(size).normal(size=(1, 2, size, size)).astype(np.float32)
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            expected = session.run(None, {"x": x})[0]
+            graph = onnx_graph(path)
+            node = graph.nodes[-1]
+            assert infer(graph)[-1].output_shape == expected.shape[1:]
+            ours = cnnkit.max_pool2d(
+                x, node.kernel, stride=node.stride, padding=node.padding, ceil_mode=node.ceil
+            )
+            np.testing.assert_array_equal(ours, expected)
+    # extra padding at the start (SAME_LOWER) has no such spelling
+    node = helper.make_node(
+        "MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2], strides=[2, 2],
+        auto_pad="SAME_LOWER",
+    )  # fmt: skip
+    with pytest.raises(OnnxError, match=r"uneven pooling pads \[\(1, 0\), \(1, 0\)\]"):
+        onnx_graph(_save(tmp_path, _model([node], [], shape=(1, 2, 5, 5)), "lower.onnx"))
+
+
+def test_import_refuses_what_cnnkit_would_compute_differently(tmp_path: Path) -> None:
+    from cnnkit.onnx.weights import import_onnx
+
+    n = helper.make_node
+    conv = n("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1])
+    weights = [_init("w", 4, 3, 3, 3)]
+    cases = {
+        "Mul by a constant": (
+            [conv, n("Mul", ["c", "k"], ["y"], name="scale")], [*weights, _init("k", value=2.0)]
+        ),
+        "leaves padding out": (
+            [conv, n("AveragePool", ["c"], ["y"], name="ap", kernel_shape=[2, 2],
+                     pads=[1, 1, 1, 1])],  # count_include_pad defaults to 0 in ONNX
+            weights,
+        ),
+        "epsilon 0.001": (
+            [conv, n("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"], name="bn",
+                     epsilon=1e-3)],
+            [*weights, _init("s", 4), _init("b", 4), _init("m", 4), _init("v", 4, value=1.0)],
+        ),
+        "in front of a max pool": (
+            [n("Pad", ["x", "pads"], ["p"], name="pad"),
+             n("MaxPool", ["p"], ["y"], name="mp", kernel_shape=[2, 2])],
+            [numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")],
+        ),
+    }  # fmt: skip
+    for words, (nodes, inits) in cases.items():
+        path = _save(tmp_path, _model(nodes, inits), "case.onnx")
+        with pytest.raises(OnnxError, match=f"{words}.*cannot be imported"):
+            import_onnx(path, tmp_path / "out.npz")
+        assert not (tmp_path / "out.npz").exists()
+    # weights in another file are never opened
+    model = _model([conv, n("Relu", ["c"], ["y"], name="relu")], weights)
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "weights.bin"
+    with pytest.raises(OnnxError, match="stored in another file"):
+        import_onnx(_save(tmp_path, model, "ext.onnx"), tmp_path / "out.npz")
+    good = _save(tmp_path, _model([conv, n("Relu", ["c"], ["y"], name="relu")], weights))
+    before = good.read_bytes()
+    with pytest.raises(ValueError, match="the ONNX file itself"):
+        import_onnx(good, good)
+    assert good.read_bytes() == before

@@ -560,3 +560,20 @@ def test_help_examples_run_as_written(trained, digit_png, tmp_path, monkeypatch)
     assert (tmp_path / "shapes.npz").exists() and (tmp_path / "eval.json").exists()
     header, _ = read_model_file(tmp_path / "shapes.npz")
     assert len(header["history"]) == 8  # the resume example finished into shapes.npz
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "visualize", "filter"])
+def test_json_file_in_a_missing_folder_is_refused_before_any_work(
+    command, trained, digit_png, tmp_path
+):
+    model, _ = trained
+    args = {
+        "train": ["train", "--arch", TINY, "-o", tmp_path / "never.npz"],
+        "evaluate": ["evaluate", model],
+        "predict": ["predict", model, digit_png],
+        "visualize": ["visualize", model, "--filters", tmp_path / "never.png"],
+        "filter": ["filter", digit_png, "-k", "box", "-o", tmp_path / "never.png"],
+    }[command]
+    result = run(*args, "--json-file", tmp_path / "nope" / "out.json")
+    assert_error(result, 2, "--json-file folder", "does not exist")
+    assert not list(tmp_path.glob("never*"))

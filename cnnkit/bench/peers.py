@@ -134,9 +134,20 @@ def auto_choice(case: Case, ops: Any) -> str | None:
     oh, ow = case.out_hw
     n, c = case.x4[:2]
     o = case.w_shape[0]  # type: ignore[index]
+    unit = case.stride == (1, 1)
     try:
-        return str(choose(c, kh * kw, o, n_batch=n, n_positions=oh * ow))
-    except TypeError:
+        return str(
+            choose(
+                c,
+                kh * kw,
+                o,
+                n_batch=n,
+                n_positions=oh * ow,
+                out_width=ow if unit else None,
+                backward=case.op == "conv2d_backward",
+            )
+        )
+    except TypeError:  # a stand-in with the older signature
         return str(choose(c, kh * kw, o))
 
 

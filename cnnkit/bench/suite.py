@@ -32,6 +32,7 @@ from cnnkit.bench.machine import busy_note, machine_info
 from cnnkit.bench.oracle import check_outputs, make_inputs, reference
 from cnnkit.bench.peers import PEER_OPS, PEERS, missing_peers, thread_choices
 from cnnkit.bench.report import summarize
+from cnnkit.bench.worker import WorkerError
 
 SCHEMA = "cnnkit-bench/2"
 Side = Any  # a Worker or LocalSide: call(cmd, **kw), pids, info, close()
@@ -117,6 +118,7 @@ def run_suite(
     check_memory(cases)
     missing = {} if sides is not None else missing_peers(peers)
     own = sides is None
+    sides = dict(sides) if sides is not None else None
     if sides is None:
         wanted = ["cnnkit", *[p for p in peers if p not in missing]]
         sides = start_sides(wanted, threads, wait=False)
@@ -126,8 +128,13 @@ def run_suite(
         cnnkit = sides["cnnkit"]
         compile_rows = cnnkit.call("compile", ops=list(dict.fromkeys(c.op for c in cases)))
         peak = cnnkit.call("peak", n=peak_n, clock=clock)
-        for side in sides.values():
-            side.ready()
+        for peer in [p for p in sides if p != "cnnkit"]:
+            try:
+                sides[peer].ready()
+            except WorkerError as exc:  # a broken peer install is a note, not a failed run
+                sides[peer].close()
+                del sides[peer]
+                missing[peer] = str(exc)
         results: list[dict[str, Any]] = []
         notes: list[str] = [f"peer {p} missing: {why}" for p, why in missing.items()]
         waited = 0.0
@@ -260,6 +267,8 @@ def run_case(
                 row = _row(case, library, method, t)
                 row["extra_bytes"] = extra.get(method, 0)
                 row["status"], row["detail"], row["error_ratio"] = status, detail, worst
+                # The checked call sizes the first sample; each sample sizes the next.
+                row["number"] = timing.calls_per_sample(info["first"] or 1.0)
                 if method == "auto" and loaded["auto"] and status == "ok":
                     row["detail"] = f"auto -> {loaded['auto']}"
                 rows.append(row)
@@ -287,10 +296,6 @@ def _time_rounds(
     """Sample every row once per round, rounds in the same order (A B A B)."""
     pids = [pid for side in sides.values() for pid in side.pids]
     waited = 0.0
-    for row, side in timed:
-        waited += timing.wait_quiet(pids)
-        first = side.call("warm", impl=row["method"], threads=row["threads"])
-        row["number"] = timing.calls_per_sample(first)
     start = time.perf_counter()
     for done in range(repeat):
         for row, side in timed:

@@ -6,7 +6,9 @@ process of its own; this process only orchestrates, checks and prints.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +153,10 @@ def register(app: typer.Typer) -> None:
         if train:
             from cnnkit.bench.training import train_report
 
-            with err_console.status("training: cnnkit and PyTorch, each in its own process"):
+            with (
+                _worker_failures(),
+                err_console.status("training: cnnkit and PyTorch, each in its own process"),
+            ):
                 report = train_report(threads, quick=quick, repeat=repeat or 3, clock=clock)
             print_train(report, out)
             _write_json(B, report, as_json, json_file, out)
@@ -180,9 +185,10 @@ def register(app: typer.Typer) -> None:
         # An explicit --repeat is honoured exactly; by default a case may stop after 3
         # rounds once its rounds took 1.5 s (a 1 s peer would otherwise dominate).
         budget = None if repeat else 1.5
-        report = _run_with_progress(
-            B, cases, repeat or (3 if quick else 5), threads, quick, budget, clock
-        )
+        with _worker_failures():
+            report = _run_with_progress(
+                B, cases, repeat or (3 if quick else 5), threads, quick, budget, clock
+            )
         print_report(report, out)
         if plot_path is not None:
             write_plot(report, plot_path)
@@ -192,7 +198,10 @@ def register(app: typer.Typer) -> None:
             out.print(f"wrote {csv_path}")
         failed = False
         if check:
-            with err_console.status("self-check: each library alone in a fresh process"):
+            with (
+                _worker_failures(),
+                err_console.status("self-check: each library alone in a fresh process"),
+            ):
                 rows = B.self_check(report, cases)
             report["self_check"] = rows
             print_self_check(rows, out)
@@ -203,6 +212,17 @@ def register(app: typer.Typer) -> None:
                 "self-check: some in-bench figures differ from the standalone ones by more "
                 "than 15 % (a busy machine? try --threads 1 --clock cpu)"
             )
+
+
+@contextlib.contextmanager
+def _worker_failures() -> Iterator[None]:
+    """A worker process that fails to start or dies is a failure (exit 1), not a traceback."""
+    from cnnkit.bench.worker import WorkerError
+
+    try:
+        yield
+    except WorkerError as exc:
+        raise Failure(str(exc)) from None
 
 
 def _write_json(B: Any, report: dict[str, Any], as_json: bool, path: Path | None, out: Any) -> None:

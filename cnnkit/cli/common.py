@@ -101,6 +101,19 @@ JSON_HELP = "Print the result as JSON on stdout (instead of the tables)."
 JSON_FILE_HELP = "Also write the JSON to this file ('-': stdout, instead of the tables)."
 
 
+def check_json_file(json_file: str | None) -> None:
+    """Refuse a ``--json-file`` whose folder does not exist before any work is done."""
+    import os
+
+    if json_file is None or json_file == "-":
+        return
+    folder = os.path.dirname(json_file) or "."
+    if not os.path.isdir(folder):
+        raise UsageError(f"--json-file folder {folder!r} does not exist (create it first)")
+    if os.path.isdir(json_file):
+        raise UsageError(f"--json-file {json_file!r} is a folder; give a file name")
+
+
 def emit_json(data: Any, as_json: bool, json_file: str | None) -> bool:
     """The ``--json`` / ``--json-file PATH`` convention of every subcommand.
 

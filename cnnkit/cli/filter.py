@@ -21,6 +21,7 @@ from cnnkit.cli.common import (
     JSON_HELP,
     Failure,
     UsageError,
+    check_json_file,
     console,
     emit_json,
     err_console,
@@ -289,7 +290,7 @@ def _compare(
     kernels = []
     for k in facts["kernels"]:
         w = np.asarray(k["weights"])
-        kernels.append((k["label"], w[..., ::-1, ::-1] if flip else w))
+        kernels.append((k["label"], w[..., ::-1, ::-1] if flip else w))  # images: 2-D or 3-D
     pads = ", ".join(f"{a}+{b}" for a, b in facts["padding_pairs"])
     out_shape = "x".join(map(str, facts["output_shape"]))
     plots.filter_compare_figure(
@@ -307,6 +308,7 @@ def _compare(
             f"stride {facts['stride']}, dilation {facts['dilation']}"
         ),
         channels=facts["channels"],
+        output_names=labels,
     )
 
 
@@ -334,9 +336,9 @@ def _kernel_text(label: str, w: Any, flip: bool) -> str:
     """The kernel as the sliding window applies it: its matrix (or a digest if large)."""
     import numpy as np
 
-    applied = w[(Ellipsis, slice(None, None, -1), slice(None, None, -1))] if flip else w
-    if w.ndim == 1:
-        applied = w[::-1] if flip else w
+    # true convolution slides the kernel reversed along every spatial axis
+    spatial = w.ndim if w.ndim < 3 else 2
+    applied = w[(Ellipsis,) + (slice(None, None, -1),) * spatial] if flip else w
     head = f"{label} ({'x'.join(map(str, w.shape))})"
     if flip:
         head += ", flipped (true convolution)"
@@ -630,6 +632,10 @@ def _progress(label: str) -> tuple[Any, Any]:
     return tick, stop
 
 
+def _nothing() -> None:
+    """Stop a progress display that was never started."""
+
+
 def register(app: typer.Typer) -> None:
     """Add ``cnnkit filter`` to the app."""
 
@@ -717,7 +723,8 @@ def register(app: typer.Typer) -> None:
             "auto",
             "--display",
             metavar="MODE",
-            help="Image output of signed responses: auto | abs | clip | rescale | diverging.",
+            help="How an image output shows the response: auto | abs (|y| up to its 99.5th "
+            "percentile) | clip | rescale | diverging (red +, blue -, white 0).",
         ),
         pool: str | None = typer.Option(
             None, "--pool", metavar="KIND", help="max | avg pooling after the filter."
@@ -760,6 +767,7 @@ def register(app: typer.Typer) -> None:
             return
         if not inputs:
             raise UsageError("give an INPUT file (or --list-kernels / --demo); see --help")
+        check_json_file(json_file)
         if not kernel:
             raise UsageError("give a kernel with -k, e.g. -k sobel-x (see --list-kernels)")
         if display_mode not in ("auto", "abs", "clip", "rescale", "diverging"):
@@ -787,7 +795,7 @@ def register(app: typer.Typer) -> None:
             if job.compare is not None and _output_kind(job.compare) != "image":
                 raise UsageError(f"--compare writes an image (.png), got {job.compare}")
 
-        def run(job: Job) -> dict[str, Any]:
+        def run(job: Job, bar: bool) -> dict[str, Any]:
             loaded = io.load(job.source, column, max_pixels=max_pixels)
             parsed = [part for k in kernel for part in filters.parse_kernel(k, loaded.ndim).split()]
             weights = [
@@ -801,7 +809,8 @@ def register(app: typer.Typer) -> None:
                 maps = 1 if combine else len(weights)
                 _check_output_kind(_output_kind(job.output), loaded, maps)
             padding_arg = filters.parse_padding(padding, loaded.ndim)
-            tick, stop = _progress(f"filtering {job.source.name}")
+            # several inputs have one bar over the files (one live display at a time)
+            tick, stop = _progress(f"filtering {job.source.name}") if bar else (None, _nothing)
             try:
                 result = filters.apply_bank(
                     loaded.data,
@@ -852,7 +861,7 @@ def register(app: typer.Typer) -> None:
 
         facts: list[dict[str, Any]] = []
         if len(jobs) == 1:
-            facts.append(run(jobs[0]))
+            facts.append(run(jobs[0], True))
         else:
             from rich.progress import Progress
 
@@ -860,7 +869,7 @@ def register(app: typer.Typer) -> None:
                 task = progress.add_task("filtering", total=len(jobs))
                 for job in jobs:
                     try:
-                        facts.append(run(job))
+                        facts.append(run(job, False))
                     except ValueError as exc:
                         if str(job.source) in str(exc):
                             raise

@@ -21,6 +21,7 @@ from cnnkit.cli.common import (
     JSON_HELP,
     Failure,
     UsageError,
+    check_json_file,
     console,
     emit_json,
     err_console,
@@ -287,6 +288,7 @@ def register(app: typer.Typer) -> None:
         """
         from cnnkit import train as tr
 
+        check_json_file(json_file)
         if resume is not None and not resume.exists():
             raise FileNotFoundError(2, "no such file", str(resume))
         overrides = dict(
@@ -378,6 +380,7 @@ def register(app: typer.Typer) -> None:
         from cnnkit import train as tr
         from cnnkit.data import load_dataset
 
+        check_json_file(json_file)
         if split not in ("test", "val", "train"):
             raise ValueError(f"--split must be test, val or train, got {split!r}")
         model, header = _load(model_path)
@@ -453,7 +456,9 @@ def register(app: typer.Typer) -> None:
     @app.command("predict", epilog=PREDICT_EXAMPLES)
     @friendly_errors
     def predict(
-        model_path: Path = typer.Argument(..., metavar="MODEL"),
+        model_path: Path = typer.Argument(
+            ..., metavar="MODEL", help="A model file written by cnnkit train."
+        ),
         images: list[Path] = typer.Argument(..., metavar="IMAGE...", help="Image files."),
         top_k: int = typer.Option(
             3, "--top-k", "-k", metavar="K", help="Classes to show per image."
@@ -468,6 +473,7 @@ def register(app: typer.Typer) -> None:
 
         from cnnkit.data import load_image_for_model
 
+        check_json_file(json_file)
         if top_k < 1:
             raise ValueError(f"--top-k must be >= 1, got {top_k}")
         model, header = _load(model_path)
@@ -505,7 +511,9 @@ def register(app: typer.Typer) -> None:
     @app.command("visualize", epilog=VISUALIZE_EXAMPLES)
     @friendly_errors
     def visualize(
-        model_path: Path = typer.Argument(..., metavar="MODEL"),
+        model_path: Path = typer.Argument(
+            ..., metavar="MODEL", help="A model file written by cnnkit train."
+        ),
         filters: Path | None = typer.Option(
             None,
             "--filters",
@@ -529,6 +537,7 @@ def register(app: typer.Typer) -> None:
         from cnnkit import plots
         from cnnkit.data import load_image_for_model
 
+        check_json_file(json_file)
         if filters is None and activations is None:
             raise ValueError(
                 "nothing to draw: add --filters OUT.png and/or --activations IMAGE OUT.png"

@@ -6,7 +6,8 @@
   :mod:`cnnkit.onnx.to_graph` builds the :class:`cnnkit.arch.Graph` that ``cnnkit shape``
   and ``cnnkit receptive-field`` read (``arch.parse`` hands it any path ending ``.onnx``).
 - :mod:`cnnkit.onnx.writer` turns a trained :class:`cnnkit.nn.Model` into an ONNX file
-  (``cnnkit export``).
+  (``cnnkit export``); :mod:`cnnkit.onnx.weights` brings an ONNX model with its weights
+  back as a model file (``cnnkit import``).
 
 Both need the optional ``onnx`` extra (``pip install "cnnkit[onnx]"``); without it every entry
 point raises :class:`MissingExtra`, a ``ValueError`` whose message says what to install.

@@ -15,6 +15,7 @@ the values of small constants; :func:`cnnkit.onnx.resolve.resolve` maps it onto 
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 from dataclasses import dataclass, field
@@ -186,8 +187,7 @@ def read_onnx(path: str | os.PathLike[str]) -> OnnxGraph:
     try:
         onnx.checker.check_model(_structure(onnx, model))
     except Exception as exc:  # ValidationError, and C++ errors for malformed protos
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise OnnxError(f"{p}: the ONNX checker rejects the file: {first[:200]}") from None
+        raise OnnxError(f"{p}: the ONNX checker rejects the file: {one_line(exc)}") from None
     return OnnxGraph(
         path=str(p),
         name=graph.name or p.stem,
@@ -200,6 +200,12 @@ def read_onnx(path: str | os.PathLike[str]) -> OnnxGraph:
         nodes=tuple(ordered),
         metadata={m.key: m.value for m in model.metadata_props},
     )
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line (the checker's span several, with node dumps)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3].rsplit(" ", 1)[0] + " ..."
 
 
 def _check_envelope(onnx: Any, model: Any, p: Path) -> None:
@@ -389,19 +395,29 @@ def _topological(nodes: list[OnnxNode], available: set[str], p: Path) -> list[On
                     f"{p}: node {node.name} ({node.op_type}) reads {name!r}, which is no graph "
                     "input, no initializer and no node's output (missing initializer?)"
                 )
-    done = set(available)
+    # Each node waits for the tensors it reads; a heap keeps the file's order among the
+    # ready ones, so a sorted file comes out as it is, in O(n log n) for any order.
+    waiting: list[int] = []
+    readers: dict[str, list[int]] = {}
+    for i, node in enumerate(nodes):
+        missing = {t for t in node.inputs if t and t not in available}
+        waiting.append(len(missing))
+        for tensor in missing:
+            readers.setdefault(tensor, []).append(i)
+    heap = [i for i, count in enumerate(waiting) if count == 0]
     ordered: list[OnnxNode] = []
-    pending = list(nodes)
-    while pending:
-        ready = [n for n in pending if all(not i or i in done for i in n.inputs)]
-        if not ready:
-            names = ", ".join(n.name for n in pending[:6])
-            raise OnnxError(f"{p}: the graph has a cycle (through nodes {names})")
-        for node in ready:
-            ordered.append(node)
-            done.update(o for o in node.outputs if o)
-        ready_ids = {id(n) for n in ready}
-        pending = [n for n in pending if id(n) not in ready_ids]
+    while heap:
+        i = heapq.heappop(heap)
+        ordered.append(nodes[i])
+        for out in nodes[i].outputs:
+            for j in readers.get(out, ()):
+                waiting[j] -= 1
+                if waiting[j] == 0:
+                    heapq.heappush(heap, j)
+    if len(ordered) < len(nodes):
+        stuck = [n.name for n, count in zip(nodes, waiting) if count]
+        more = f" and {len(stuck) - 6} more" if len(stuck) > 6 else ""
+        raise OnnxError(f"{p}: the graph has a cycle (through nodes {', '.join(stuck[:6])}{more})")
     return ordered
 
 

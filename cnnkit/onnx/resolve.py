@@ -87,8 +87,20 @@ def _squeeze(attrs: dict[str, Any], args: list[Any]) -> np.ndarray:
     return np.squeeze(args[0], axis=tuple(axes)) if axes else np.squeeze(args[0])
 
 
-def _divide(attrs: dict[str, Any], args: list[Any]) -> np.ndarray:
-    a, b = args[0], args[1]
+def _binary(op: Any) -> Any:
+    """An elementwise operator whose broadcast result is checked for size before it exists
+    (a (4096, 1) by (1, 4096) product would otherwise allocate 16 M values)."""
+
+    def run(attrs: dict[str, Any], args: list[Any]) -> np.ndarray:
+        shape = np.broadcast_shapes(args[0].shape, args[1].shape)
+        if math.prod(shape) > SMALL_CONSTANT:
+            raise ValueError(f"a broadcast to {list(shape)} is not a small constant")
+        return op(args[0], args[1])
+
+    return run
+
+
+def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     # Values are held as floats, so an integer tensor's truncating division cannot be told
     # from true division; fold only where both agree.
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -115,10 +127,10 @@ FOLDABLE: dict[str, Any] = {
     "Transpose": lambda attrs, args: np.transpose(args[0], attrs.get("perm")),
     "Unsqueeze": lambda attrs, args: np.expand_dims(args[0], tuple(_axes(attrs, args))),
     "Squeeze": _squeeze,
-    "Add": lambda attrs, args: args[0] + args[1],
-    "Sub": lambda attrs, args: args[0] - args[1],
-    "Mul": lambda attrs, args: args[0] * args[1],
-    "Div": _divide,
+    "Add": _binary(np.add),
+    "Sub": _binary(np.subtract),
+    "Mul": _binary(np.multiply),
+    "Div": _binary(_divide),
     "Gather": lambda attrs, args: np.take(
         args[0], args[1].astype(np.int64), axis=int(attrs.get("axis", 0))
     ),
@@ -137,6 +149,10 @@ class _Resolver:
         # unknown; a trailing ... stands for the unknown rest of a Shape(x).
         self.sym: dict[str, tuple[Any, ...]] = {}
         self.pending: dict[str, tuple[tuple[int, int], ...]] = {}  # Pad output -> its pads
+        self.readers: dict[str, list[OnnxNode]] = {}  # tensor -> the nodes that read it
+        for node in graph.nodes:
+            for tensor in dict.fromkeys(node.inputs):
+                self.readers.setdefault(tensor, []).append(node)
 
     def error(self, node: OnnxNode, message: str) -> OnnxError:
         return OnnxError(f"{self.g.path}: node {node.name} ({node.op_type}): {message}")
@@ -183,7 +199,12 @@ class _Resolver:
             if node.op_type in SHAPE_OPS or (
                 node.op_type == "Concat" and any(t in self.sym for t in node.inputs)
             ):
-                self.shape_op(node)
+                try:
+                    self.shape_op(node)
+                except OnnxError:
+                    raise
+                except (ValueError, TypeError, IndexError) as exc:  # the batch used as a number
+                    raise self.error(node, f"cannot follow this shape arithmetic ({exc})") from None
                 continue
             handler = getattr(self, f"op_{node.op_type}", None)
             if handler is None:
@@ -293,7 +314,7 @@ class _Resolver:
             raise self.error(
                 node, f"only zero padding of the spatial dimensions is read, got {list(pads)}"
             )
-        readers = [n for n in self.g.nodes if node.outputs[0] in n.inputs]
+        readers = self.readers.get(node.outputs[0], [])
         if not readers or any(
             n.op_type not in ("Conv", "MaxPool", "AveragePool") or n.inputs[0] != node.outputs[0]
             for n in readers

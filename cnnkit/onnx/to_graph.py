@@ -9,7 +9,8 @@ channels, an fc layer's input features, a batch norm's channels).
 What maps to what (``infer`` then counts parameters, MACs and memory as for any spec):
 
 - Conv -> conv (groups, dilations, strides; pads, or auto_pad SAME_UPPER/SAME_LOWER/VALID
-  resolved to explicit pads). MaxPool/AveragePool -> pool (an ONNX stride defaults to 1).
+  resolved to explicit pads). MaxPool/AveragePool -> pool (an ONNX stride defaults to 1);
+  extra padding at the end only becomes ``ceil=true`` where that gives the same windows.
 - GlobalAveragePool -> gap when only flattening layers read it (cnnkit's gap is flat, as
   ``gap; fc`` specs write it), else ``pool avg`` over the whole map, keeping ONNX's 1x1.
 - Flatten and Reshape to (N, -1) -> flatten, left out where the input is already flat or
@@ -101,7 +102,7 @@ def _input_shape(graph: OnnxGraph, override: tuple[int, ...] | None) -> tuple[in
     if len(declared) < 3 or any(d is None for d in declared[1:]):
         raise OnnxError(
             f"{graph.path}: the input {graph.input_name!r} has no fixed shape ({shown}, batch "
-            "first); give one without the batch, e.g. 3x224x224 (--input)"
+            "first); give the input shape without the batch, e.g. 3x224x224"
         )
     return tuple(int(d) for d in declared[1:])  # type: ignore[arg-type]
 
@@ -177,9 +178,9 @@ class _Build:
                 )
             return self.node(layer, "fc", sources, units=s["units"], bias=s["bias"])
         if kind == "bn":
-            for tensor, dims in list(layer.weights.items())[:4]:
-                if dims != (shape[0],):
-                    raise self.error(layer, f"{tensor} has shape {dims} for {shape[0]} channels")
+            for tensor, found in layer.weights.items():  # scale, bias, mean, variance
+                if found != (shape[0],):
+                    raise self.error(layer, f"{tensor!r} has shape {found} for {shape[0]} channels")
             return self.node(layer, "bn", sources)
         if kind == "leakyrelu":
             return self.node(layer, kind, sources, slope=s["slope"])
@@ -241,8 +242,21 @@ class _Build:
                 layer, f"a {len(s['kernel'])}-D window on a {format_shape(shape)} input"
             )
         pads = self.pads(layer, shape)
+        ceil = s["ceil"]
         if any(lo != hi for lo, hi in pads):
-            raise self.error(layer, f"uneven pooling pads {list(pads)} are not supported")
+            # Extra padding at the end only (TensorFlow's SAME) is where ceil mode's last
+            # window reaches: same windows, same output, when the sizes agree.
+            exact = [
+                geometry.conv_output_size(n, k, st, pair)
+                for n, k, st, pair in zip(shape[1:], s["kernel"], s["stride"], pads)
+            ]
+            ceiled = [
+                geometry.pool_output_size(n, k, st, lo, 1, True)
+                for n, k, st, (lo, _) in zip(shape[1:], s["kernel"], s["stride"], pads)
+            ]
+            if ceil or exact != ceiled or any(lo > hi for lo, hi in pads):
+                raise self.error(layer, f"uneven pooling pads {list(pads)} are not supported")
+            ceil = True
         return self.node(
             layer,
             "pool",
@@ -251,7 +265,7 @@ class _Build:
             k=list(s["kernel"]),
             s=list(s["stride"]),
             p=[lo for lo, _ in pads],
-            ceil=s["ceil"],
+            ceil=ceil,
         )
 
 

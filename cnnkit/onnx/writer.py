@@ -17,11 +17,13 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cnnkit.onnx import require
+from cnnkit.onnx.reader import one_line
 
 MIN_OPSET = 17
 INPUT_NAME = "input"
@@ -292,9 +294,8 @@ def model_to_onnx(model: Any, header: dict[str, Any], opset: int = MIN_OPSET) ->
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:  # ValidationError / InferenceError: a bug or an opset clash
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ValueError(
-            f"the exported graph fails onnx.checker at opset {opset}: {first}"
+            f"the exported graph fails onnx.checker at opset {opset}: {one_line(exc)}"
         ) from None
     return proto
 
@@ -305,10 +306,53 @@ def _version() -> str:
     return __version__
 
 
+class ExportMismatch(RuntimeError):
+    """onnxruntime's logits for the exported file differ from cnnkit's (a bug to report)."""
+
+
+def verify_onnx(
+    data: bytes, model: Any, header: dict[str, Any], count: int = 32, seed: int = 0
+) -> float:
+    """Run the serialized ONNX model in onnxruntime and compare with cnnkit's logits.
+
+    The inputs are ``count`` random images whose normalised values are standard normal, as
+    training data's are; onnxruntime gets them before normalisation, as the file expects.
+
+    Returns
+    -------
+    float
+        The largest absolute difference between the two sets of logits.
+
+    Raises
+    ------
+    ExportMismatch
+        The difference exceeds ``1e-4`` times the logits' scale (at least 1).
+    cnnkit.onnx.MissingExtra
+        onnxruntime is not installed.
+    """
+    ort = require("onnxruntime")
+    shape = tuple(int(s) for s in model.input_shape)
+    stat = (1, -1) + (1,) * (len(shape) - 1)
+    x = np.random.default_rng(seed).standard_normal((count, *shape)).astype(np.float32)
+    mean = np.asarray(header.get("mean", [0.0]), np.float32).reshape(stat)
+    std = np.asarray(header.get("std", [1.0]), np.float32).reshape(stat)
+    ours = np.asarray(model.predict_logits(x), np.float64)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    theirs = session.run([OUTPUT_NAME], {INPUT_NAME: (x * std + mean).astype(np.float32)})[0]
+    diff = float(np.abs(theirs - ours).max())
+    if diff > 1e-4 * max(1.0, float(np.abs(ours).max())):
+        raise ExportMismatch(
+            f"onnxruntime's logits differ from cnnkit's by {diff:.3g} on random inputs; "
+            "nothing was written (please report this)"
+        )
+    return diff
+
+
 def export_onnx(
     model_path: str | os.PathLike[str],
     output: str | os.PathLike[str],
     opset: int = MIN_OPSET,
+    verify: bool = False,
 ) -> dict[str, Any]:
     """Export the model file ``model_path`` to the ONNX file ``output`` (written atomically).
 
@@ -320,20 +364,30 @@ def export_onnx(
         The ONNX file to write; replaced only once the whole file is written.
     opset : int
         Default-domain opset (17 or newer).
+    verify : bool
+        Before writing, run the file in onnxruntime and compare its logits with cnnkit's
+        (:func:`verify_onnx`); a mismatch writes nothing.
 
     Returns
     -------
     dict
         What was written: ``output``, ``opset``, ``nodes``, ``parameters``, ``input``
-        (name and shape), ``output_name``, ``classes``, ``bytes``.
+        (name and shape), ``output_name``, ``classes``, ``bytes``, and with ``verify`` the
+        largest logit difference ``verified_max_abs_diff``.
     """
     from cnnkit.io import atomic_write
     from cnnkit.nn.serialize import load_model
 
     check_opset(opset)
+    target = Path(output)
+    if target.exists() and target.resolve() == Path(model_path).resolve():
+        raise ValueError(f"output {str(output)!r} is the model file itself; name another file")
+    if target.is_dir():
+        raise ValueError(f"output {str(output)!r} is a folder; name the .onnx file to write")
     model, header = load_model(model_path)
     proto = model_to_onnx(model, header, opset)
     data = proto.SerializeToString()
+    diff = verify_onnx(data, model, header) if verify else None
     with atomic_write(output, "wb") as handle:
         handle.write(data)
     return {
@@ -345,7 +399,16 @@ def export_onnx(
         "output_name": OUTPUT_NAME,
         "classes": [str(c) for c in header.get("class_names") or []],
         "bytes": len(data),
+        **({"verified_max_abs_diff": diff} if verify else {}),
     }
 
 
-__all__ = ["EMITTERS", "MIN_OPSET", "check_opset", "export_onnx", "model_to_onnx"]
+__all__ = [
+    "EMITTERS",
+    "MIN_OPSET",
+    "ExportMismatch",
+    "check_opset",
+    "export_onnx",
+    "model_to_onnx",
+    "verify_onnx",
+]
