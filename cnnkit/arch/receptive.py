@@ -13,6 +13,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cnnkit.arch.graph import INPUT, Graph, LayerInfo, describe, dim_names
 from cnnkit.arch.kinds import ACTIVATIONS, KINDS
@@ -188,56 +189,76 @@ def fields(arch: Graph, infos: list[LayerInfo] | None = None) -> list[Field]:
     """
     infos = infer(arch) if infos is None else infos
     ndim = len(arch.input_shape) - 1
-    # name -> (stride j, first, last, aligned, spatial sizes of a flattened map)
-    state: dict[str, tuple] = {INPUT: ((1,) * ndim, (0,) * ndim, (0,) * ndim, True, None)}
+    state = {INPUT: _Walk((1,) * ndim, (0,) * ndim, (0,) * ndim, True, None)}
     out: list[Field] = []
     for info in infos:
-        node = info.layer
-        ins = [state[source] for source in node.inputs]
-        if len(ins) > 1:
-            strides = {s[0] for s in ins}
-            if len(strides) > 1:
-                shown = " and ".join(
-                    f"{','.join(map(str, s[0]))} (from {n})" for n, s in zip(node.inputs, ins)
-                )
-                raise SpecError(
-                    f"{describe(arch, node)}: the paths that meet here have different "
-                    f"effective strides, {shown}; their union has no single stride"
-                )
-            j = ins[0][0]
-            lo = tuple(min(s[1][i] for s in ins) for i in range(ndim))
-            hi = tuple(max(s[2][i] for s in ins) for i in range(ndim))
-            centres = {tuple(a + b for a, b in zip(s[1], s[2])) for s in ins}
-            aligned = all(s[3] for s in ins) and len(centres) == 1
-            flat = ins[0][4]
-        else:
-            j, lo, hi, aligned, flat = ins[0]
-            window = _window(info)
-            if info.kind == "flatten" and len(info.input_shape) > 1:
-                flat = info.input_shape[1:]
-            elif info.kind == "fc" and window is None and flat is not None:
-                ones = (1,) * ndim
-                window, flat = (flat, ones, (0,) * ndim, ones), None
-            if window is not None:
-                span, stride, before, _ = window
-                lo = tuple(lo[i] - before[i] * j[i] for i in range(ndim))
-                hi = tuple(hi[i] + (span[i] - 1 - before[i]) * j[i] for i in range(ndim))
-                j = tuple(j[i] * stride[i] for i in range(ndim))
-        state[info.name] = (j, lo, hi, aligned, flat)
+        ins = [state[source] for source in info.layer.inputs]
+        walk = _merge(arch, info, ins) if len(ins) > 1 else _step(info, ins[0])
+        state[info.name] = walk
+        lo, hi = walk.first, walk.last
         out.append(
             Field(
                 name=info.name,
                 kind=info.kind,
                 output_shape=info.output_shape,
                 receptive_field=tuple(h - lw + 1 for lw, h in zip(lo, hi)),
-                effective_stride=j,
+                effective_stride=walk.stride,
                 effective_padding=tuple(-v for v in lo),
                 start=lo,
                 center=tuple((lw + h) / 2 for lw, h in zip(lo, hi)),
-                aligned=aligned,
+                aligned=walk.aligned,
             )
         )
     return out
+
+
+class _Walk(NamedTuple):
+    """Unit 0's field after a node: effective stride, first and last input coordinate,
+    whether the paths that met were centred alike, and the spatial sizes of a map that a
+    flatten turned into features (None otherwise)."""
+
+    stride: tuple[int, ...]
+    first: tuple[int, ...]
+    last: tuple[int, ...]
+    aligned: bool
+    flat: tuple[int, ...] | None
+
+
+def _step(info: LayerInfo, walk: _Walk) -> _Walk:
+    """One single-input node: its window (if any) grows the field and the stride."""
+    ndim = len(walk.stride)
+    j, lo, hi, aligned, flat = walk
+    window = _window(info)
+    if info.kind == "flatten" and len(info.input_shape) > 1:
+        flat = info.input_shape[1:]
+    elif info.kind == "fc" and window is None and flat is not None:
+        ones = (1,) * ndim
+        window, flat = (flat, ones, (0,) * ndim, ones), None
+    if window is not None:
+        span, stride, before, _ = window
+        lo = tuple(lo[i] - before[i] * j[i] for i in range(ndim))
+        hi = tuple(hi[i] + (span[i] - 1 - before[i]) * j[i] for i in range(ndim))
+        j = tuple(j[i] * stride[i] for i in range(ndim))
+    return _Walk(j, lo, hi, aligned, flat)
+
+
+def _merge(arch: Graph, info: LayerInfo, ins: list[_Walk]) -> _Walk:
+    """Where paths meet: the union of their fields, if they step alike."""
+    node = info.layer
+    ndim = len(ins[0].stride)
+    if len({w.stride for w in ins}) > 1:
+        shown = " and ".join(
+            f"{','.join(map(str, w.stride))} (from {n})" for n, w in zip(node.inputs, ins)
+        )
+        raise SpecError(
+            f"{describe(arch, node)}: the paths that meet here have different "
+            f"effective strides, {shown}; their union has no single stride"
+        )
+    lo = tuple(min(w.first[i] for w in ins) for i in range(ndim))
+    hi = tuple(max(w.last[i] for w in ins) for i in range(ndim))
+    centres = {tuple(a + b for a, b in zip(w.first, w.last)) for w in ins}
+    aligned = all(w.aligned for w in ins) and len(centres) == 1
+    return _Walk(ins[0].stride, lo, hi, aligned, ins[0].flat)
 
 
 def select_layer(arch: Graph, infos: list[LayerInfo], layer: str | int | None) -> int:
