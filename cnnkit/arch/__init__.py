@@ -40,8 +40,8 @@ or more inputs. :func:`to_json` writes any graph so that :func:`parse` reads it 
 """
 
 from cnnkit.arch import receptive
-from cnnkit.arch.graph import INPUT, Graph, LayerInfo, Node, describe, dim_names
-from cnnkit.arch.kinds import ACTIVATIONS, KINDS
+from cnnkit.arch.graph import INPUT, Graph, LayerInfo, Node, describe
+from cnnkit.arch.kinds import ACTIVATIONS, KINDS, dim_names
 from cnnkit.arch.read import Builder, parse, parse_text, shipped, source_text
 from cnnkit.arch.shapes import infer, totals, with_input
 from cnnkit.arch.values import SpecError, format_shape, parse_shape

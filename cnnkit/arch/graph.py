@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnkit.arch.kinds import KINDS
 from cnnkit.arch.values import SpecError
 
 INPUT = "input"  # the name every graph's input goes by; nodes list it in ``inputs``
@@ -68,8 +69,6 @@ class Graph:
     where: str = "line"
 
     def __post_init__(self) -> None:
-        from cnnkit.arch.kinds import KINDS
-
         if not self.nodes:
             raise SpecError("spec has no layers after the input")
         seen = {INPUT}
@@ -129,20 +128,6 @@ class Graph:
 
 
 @dataclass(frozen=True)
-class Arith:
-    """What a kind's ``infer`` works out for one node."""
-
-    output_shape: tuple[int, ...]
-    pads: tuple[tuple[int, int], ...] = ()
-    params: int = 0
-    macs: int = 0
-    other_ops: int = 0
-    dropped: tuple[int, ...] = ()
-    border_lost: tuple[int, ...] = ()
-    notes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class LayerInfo:
     """The arithmetic of one node: shapes, resolved padding, parameters, cost, notes.
 
@@ -170,15 +155,6 @@ class LayerInfo:
     def spatial(self) -> bool:
         """Whether the output still has spatial dimensions."""
         return len(self.output_shape) > 1
-
-
-_DIM_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
-DIM_UNITS = {1: ("sample",), 2: ("row", "column"), 3: ("slice", "row", "column")}
-
-
-def dim_names(ndim: int) -> tuple[str, ...]:
-    """Human names of the spatial dimensions: ``("height", "width")`` for 2-D."""
-    return _DIM_NAMES[ndim]
 
 
 def describe(graph: Graph, node: Node, name: str | None = None) -> str:

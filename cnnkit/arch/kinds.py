@@ -21,11 +21,11 @@ Counting conventions (they match PyTorch's ``sum(p.numel() for p in model.parame
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cnnkit import geometry
-from cnnkit.arch.graph import DIM_UNITS, Arith, LayerInfo, Node, dim_names
 from cnnkit.arch.values import (
     Ctx,
     SpecError,
@@ -38,6 +38,32 @@ from cnnkit.arch.values import (
     to_ints,
     to_padding,
 )
+
+if TYPE_CHECKING:
+    from cnnkit.arch.graph import LayerInfo, Node
+
+_DIM_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+DIM_UNITS = {1: ("sample",), 2: ("row", "column"), 3: ("slice", "row", "column")}
+
+
+def dim_names(ndim: int) -> tuple[str, ...]:
+    """Human names of the spatial dimensions: ``("height", "width")`` for 2-D."""
+    return _DIM_NAMES[ndim]
+
+
+@dataclass(frozen=True)
+class Arith:
+    """What a kind's ``infer`` works out for one node."""
+
+    output_shape: tuple[int, ...]
+    pads: tuple[tuple[int, int], ...] = ()
+    params: int = 0
+    macs: int = 0
+    other_ops: int = 0
+    dropped: tuple[int, ...] = ()
+    border_lost: tuple[int, ...] = ()
+    notes: tuple[str, ...] = ()
+
 
 Window = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from cnnkit.arch.graph import INPUT, Graph, LayerInfo, describe, dim_names
-from cnnkit.arch.kinds import ACTIVATIONS, KINDS
+from cnnkit.arch.graph import INPUT, Graph, LayerInfo, describe
+from cnnkit.arch.kinds import ACTIVATIONS, KINDS, dim_names
 from cnnkit.arch.shapes import infer, totals
 from cnnkit.arch.values import SpecError, format_shape
 
