@@ -300,7 +300,13 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def format_shape(shape: Sequence[int]) -> str:
+    """``(64, 56, 56)`` -> ``"64x56x56"``: how cnnkit writes every shape."""
+    return "x".join(str(v) for v in shape)
+
+
 __all__ = [
+    "format_shape",
     "PAD_MODES",
     "PADDING_WORDS",
     "as_tuple",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from cnnkit import memory
+from cnnkit.geometry import format_shape
 
 if TYPE_CHECKING:
     import numpy as np
@@ -685,7 +686,7 @@ def read_npz(
                     nbytes = count * dtype.itemsize
                     if nbytes > info.file_size:
                         raise ValueError(
-                            f"{where}: header says {'x'.join(map(str, shape))} {dtype} "
+                            f"{where}: header says {format_shape(shape)} {dtype} "
                             f"({nbytes:,} bytes) but the member holds {info.file_size:,}"
                         )
                     raw = stream.read(nbytes)

@@ -44,8 +44,9 @@ from cnnkit.arch.graph import INPUT, Graph, LayerInfo, Node, describe
 from cnnkit.arch.kinds import ACTIVATIONS, KINDS, dim_names
 from cnnkit.arch.read import Builder, parse, parse_text, shipped, source_text
 from cnnkit.arch.shapes import infer, totals, with_input
-from cnnkit.arch.values import SpecError, format_shape, parse_shape
+from cnnkit.arch.values import SpecError, parse_shape
 from cnnkit.arch.write import layer_text, to_json, to_text
+from cnnkit.geometry import format_shape
 
 Architecture = Graph  # the name chain-era code used
 Layer = Node

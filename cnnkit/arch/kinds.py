@@ -31,13 +31,13 @@ from cnnkit.arch.values import (
     SpecError,
     closest,
     dims,
-    format_shape,
     to_bool,
     to_float,
     to_int,
     to_ints,
     to_padding,
 )
+from cnnkit.geometry import format_shape
 
 if TYPE_CHECKING:
     from cnnkit.arch.graph import LayerInfo, Node

@@ -45,10 +45,10 @@ from cnnkit.arch.values import (
     Ctx,
     SpecError,
     check_input_shape,
-    format_shape,
     parse_shape,
     to_int,
 )
+from cnnkit.geometry import format_shape
 
 ARCH_DIR = Path(__file__).resolve().parent.parent / "archs"
 BLOCKS = ("residual", "concat", "repeat")

@@ -18,7 +18,8 @@ from typing import NamedTuple
 from cnnkit.arch.graph import INPUT, Graph, LayerInfo, describe
 from cnnkit.arch.kinds import ACTIVATIONS, KINDS, dim_names
 from cnnkit.arch.shapes import infer, totals
-from cnnkit.arch.values import SpecError, format_shape
+from cnnkit.arch.values import SpecError
+from cnnkit.geometry import format_shape
 
 Product = tuple[frozenset[int], ...]  # a box of positions with holes: one set per dimension
 

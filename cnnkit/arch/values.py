@@ -144,11 +144,6 @@ def dims(values: tuple) -> str:
     return "x".join(shown) if len(set(shown)) > 1 or isinstance(values[0], tuple) else shown[0]
 
 
-def format_shape(shape: tuple[int, ...]) -> str:
-    """``(64, 56, 56)`` -> ``"64x56x56"``."""
-    return "x".join(str(v) for v in shape)
-
-
 def parse_shape(text: str, what: str = "input shape") -> tuple[int, ...]:
     """Parse ``"3x32x32"`` (or ``"3 32 32"``, ``"3,32,32"``) into ``(3, 32, 32)``.
 

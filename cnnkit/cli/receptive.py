@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from cnnkit.arch.values import format_shape
 from cnnkit.cli.common import (
     InputOption,
     SpecArgument,
@@ -24,6 +23,7 @@ from cnnkit.cli.common import (
     human_count,
     load_arch,
 )
+from cnnkit.geometry import format_shape
 
 if TYPE_CHECKING:
     import numpy as np

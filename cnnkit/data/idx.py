@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit import memory
-from cnnkit.arch.values import format_shape
+from cnnkit.geometry import format_shape
 from cnnkit.io import check_input_file
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
