@@ -22,6 +22,8 @@ from cnnkit import memory
 from cnnkit.geometry import format_shape
 
 if TYPE_CHECKING:
+    import zipfile
+
     import numpy as np
 
 # ---------------------------------------------------------------------------------------------
@@ -619,6 +621,42 @@ def load_array(path: Path) -> Loaded:
     return Loaded(path, "array", np.ascontiguousarray(data), maxval, fmt="npy")
 
 
+def _read_npz_member(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, p: Path, what: str, kinds: str
+) -> tuple[str, np.ndarray]:
+    """One ``.npy`` member of an archive: its key and its array, the dtype and the declared
+    size checked against what the member holds before anything is read."""
+    import numpy as np
+
+    if not info.filename.endswith(".npy") or info.is_dir():
+        raise ValueError(f"{p}: member {info.filename!r} is not a .npy array")
+    key = info.filename[: -len(".npy")]
+    where = f"{p}: array {key!r}"
+    with archive.open(info) as stream:
+        shape, dtype, fortran = _npy_header(stream, where)
+        if dtype.hasobject:
+            raise ValueError(
+                f"{where} holds Python objects, which cnnkit never unpickles; save "
+                "plain numeric arrays (and strings as a unicode array)"
+            )
+        if dtype.fields is not None or dtype.kind not in kinds:
+            raise ValueError(f"{where} has dtype {dtype}, which a {what} cannot hold")
+        count = 1
+        for n in shape:
+            count *= int(n)
+        nbytes = count * dtype.itemsize
+        if nbytes > info.file_size:
+            raise ValueError(
+                f"{where}: header says {format_shape(shape)} {dtype} "
+                f"({nbytes:,} bytes) but the member holds {info.file_size:,}"
+            )
+        raw = stream.read(nbytes)
+    if len(raw) != nbytes:
+        raise ValueError(f"{where} is truncated")
+    array = np.frombuffer(raw, dtype=dtype, count=count)
+    return key, array.reshape(shape, order="F" if fortran else "C").copy()
+
+
 def read_npz(
     path: str | os.PathLike[str], what: str = "archive", kinds: str = "biufUS"
 ) -> dict[str, np.ndarray]:
@@ -648,8 +686,6 @@ def read_npz(
     import zipfile
     import zlib
 
-    import numpy as np
-
     p = Path(path)
     check_input_file(p, f"a {what}")
     with p.open("rb") as handle:
@@ -667,36 +703,8 @@ def read_npz(
             total = sum(info.file_size for info in members)
             memory.check(total, f"{p}: {len(members)} arrays of {what}")
             for info in members:
-                if not info.filename.endswith(".npy") or info.is_dir():
-                    raise ValueError(f"{p}: member {info.filename!r} is not a .npy array")
-                key = info.filename[: -len(".npy")]
-                where = f"{p}: array {key!r}"
-                with archive.open(info) as stream:
-                    shape, dtype, fortran = _npy_header(stream, where)
-                    if dtype.hasobject:
-                        raise ValueError(
-                            f"{where} holds Python objects, which cnnkit never unpickles; save "
-                            "plain numeric arrays (and strings as a unicode array)"
-                        )
-                    if dtype.fields is not None or dtype.kind not in kinds:
-                        raise ValueError(f"{where} has dtype {dtype}, which a {what} cannot hold")
-                    count = 1
-                    for n in shape:
-                        count *= int(n)
-                    nbytes = count * dtype.itemsize
-                    if nbytes > info.file_size:
-                        raise ValueError(
-                            f"{where}: header says {format_shape(shape)} {dtype} "
-                            f"({nbytes:,} bytes) but the member holds {info.file_size:,}"
-                        )
-                    raw = stream.read(nbytes)
-                if len(raw) != nbytes:
-                    raise ValueError(f"{where} is truncated")
-                arrays[key] = (
-                    np.frombuffer(raw, dtype=dtype, count=count)
-                    .reshape(shape, order="F" if fortran else "C")
-                    .copy()
-                )
+                key, array = _read_npz_member(archive, info, p, what, kinds)
+                arrays[key] = array
     except memory.MemoryBudgetError:
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
