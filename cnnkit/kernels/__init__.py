@@ -9,4 +9,10 @@ enough to pay for it (:mod:`cnnkit.kernels.threads`). Numba's own ``parallel=Tru
 first design; it was dropped because its OpenMP workers and OpenBLAS's workers
 oversubscribed a 2-core machine (see threads.py), because waking its workers cost ~60 us per
 call on the small batches training uses, and because it compiles more slowly.
+
+Compiled kernels are cached per user, outside the installed package (:mod:`cnnkit.cache`).
 """
+
+from cnnkit.cache import configure_numba
+
+configure_numba()
