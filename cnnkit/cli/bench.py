@@ -110,13 +110,11 @@ def register(app: typer.Typer) -> None:
         ),
         list_cases: bool = typer.Option(False, "--list", help="List the cases and exit."),
     ) -> None:
-        """Time cnnkit's loop and im2col convolutions against each other and against peers.
+        """Time cnnkit's convolutions against each other and against NumPy, SciPy, OpenCV, PyTorch.
 
-        Each library runs in a fresh process of its own, with the same thread count and
-        the allocator warmed alike; every result is checked against a float64 oracle
-        before it is timed; rounds alternate between the sides, and ratios (peer time /
-        cnnkit time, above 1 means cnnkit is faster) are medians of per-round ratios with
-        their min-max spread.
+        Each library runs in a fresh process of its own; every result is checked first.
+
+        Ratios are peer time / cnnkit time (above 1: cnnkit faster), medians of rounds.
         """
         from cnnkit.bench.machine import check_threads, usable_cores
 
