@@ -153,6 +153,11 @@ def import_onnx(
     _check_exact(graph, list(layers.values()))
     arch = onnx_graph(source, input_shape)
     model = build_model(source, arch.input_shape)
+    if not model.num_outputs:
+        raise OnnxError(
+            f"{source}: the output is a {'x'.join(map(str, model.output_shapes[-1]))} map, "
+            "not one score per class; cnnkit model files hold classifiers"
+        )
     nodes = {n.name: n for n in graph.nodes}
     wanted = {t for layer in layers.values() for t in layer.weights}
     values = _tensors(source, wanted, graph)
