@@ -489,7 +489,7 @@ def test_import_refuses_what_cnnkit_would_compute_differently(tmp_path: Path) ->
             import_onnx(path, tmp_path / "out.npz")
         assert not (tmp_path / "out.npz").exists()
     # weights in another file are never opened
-    model = _model([conv, n("Relu", ["c"], ["y"], name="relu")], weights)
+    model = _model([conv, n("GlobalAveragePool", ["c"], ["y"], name="gap")], weights)
     tensor = model.graph.initializer[0]
     tensor.ClearField("raw_data")
     tensor.ClearField("float_data")
