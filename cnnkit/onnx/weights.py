@@ -192,6 +192,7 @@ def import_onnx(
         or [str(i) for i in range(model.num_outputs)],
         "preprocess": json.loads(meta.get("cnnkit.preprocess", "{}")),
         "dataset": meta.get("cnnkit.dataset") or None,
+        **json.loads(meta.get("cnnkit.split", "{}")),
     }
     save_model(output, model, header)
     return {
