@@ -51,6 +51,8 @@ def _save(tmp_path: Path, spec: str, mean, std, seed: int = 0, name: str = "m") 
         "std": [float(v) for v in std],
         "class_names": [f"c{i}" for i in range(k)],
         "dataset": "test",
+        "split_seed": 7,
+        "val_fraction": 0.1,
     }
     path = tmp_path / f"{name}.npz"
     save_model(path, model, meta)
@@ -383,5 +385,6 @@ def test_export_then_import_gives_the_same_model(tmp_path: Path, spec_text: str)
     assert header_back["mean"] == pytest.approx(header["mean"])
     assert header_back["std"] == pytest.approx(header["std"])
     assert header_back["class_names"] == header["class_names"]
+    assert header_back["split_seed"] == header["split_seed"] == 7
     x = np.random.default_rng(6).normal(size=(16, *shape)).astype(np.float32)
     np.testing.assert_array_equal(imported.predict_logits(x), original.predict_logits(x))

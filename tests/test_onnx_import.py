@@ -238,6 +238,10 @@ def test_cli_shape_of_resnet18_onnx(exported) -> None:
     assert data["layers"][0]["name"] == "/conv1/Conv"
     table = runner.invoke(app, ["shape", str(path)], env={"COLUMNS": "80"})
     assert table.exit_code == 0 and "11,689,512" in table.output
+    # ONNX names keep their capitals: --layer finds them as written
+    unit = ["--layer", "/layer2/layer2.0/relu_1/Relu", "--unit", "2,2"]
+    done = runner.invoke(app, ["receptive-field", str(path), *unit])
+    assert done.exit_code == 0, done.output
     rf = runner.invoke(app, ["receptive-field", str(path), "--json"])
     assert rf.exit_code == 0, rf.output
     rf_spec = runner.invoke(app, ["receptive-field", "resnet18", "--json"])

@@ -489,7 +489,7 @@ def test_import_refuses_what_cnnkit_would_compute_differently(tmp_path: Path) ->
             import_onnx(path, tmp_path / "out.npz")
         assert not (tmp_path / "out.npz").exists()
     # weights in another file are never opened
-    model = _model([conv, n("Relu", ["c"], ["y"], name="relu")], weights)
+    model = _model([conv, n("GlobalAveragePool", ["c"], ["y"], name="gap")], weights)
     tensor = model.graph.initializer[0]
     tensor.ClearField("raw_data")
     tensor.ClearField("float_data")
@@ -499,6 +499,8 @@ def test_import_refuses_what_cnnkit_would_compute_differently(tmp_path: Path) ->
     with pytest.raises(OnnxError, match="stored in another file"):
         import_onnx(_save(tmp_path, model, "ext.onnx"), tmp_path / "out.npz")
     good = _save(tmp_path, _model([conv, n("Relu", ["c"], ["y"], name="relu")], weights))
+    with pytest.raises(OnnxError, match="4x8x8 map, not one score per class"):
+        import_onnx(good, tmp_path / "out.npz")
     before = good.read_bytes()
     with pytest.raises(ValueError, match="the ONNX file itself"):
         import_onnx(good, good)

@@ -271,7 +271,8 @@ def select_layer(arch: Graph, infos: list[LayerInfo], layer: str | int | None) -
         if not spatial:
             raise SpecError("no layer has a spatial output, so no unit has a place to look at")
         return spatial[-1]
-    text = str(layer).strip().lower()
+    text = str(layer).strip()
+    folded = [name.lower() for name in names]  # ONNX node names have capitals
     if text.lstrip("-").isdigit():
         number = int(text)
         if not 1 <= number <= len(infos):
@@ -279,6 +280,8 @@ def select_layer(arch: Graph, infos: list[LayerInfo], layer: str | int | None) -
         index = number - 1
     elif text in names:
         index = names.index(text)
+    elif text.lower() in folded:
+        index = folded.index(text.lower())
     else:
         from difflib import get_close_matches
 

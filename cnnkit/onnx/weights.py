@@ -153,6 +153,11 @@ def import_onnx(
     _check_exact(graph, list(layers.values()))
     arch = onnx_graph(source, input_shape)
     model = build_model(source, arch.input_shape)
+    if not model.num_outputs:
+        raise OnnxError(
+            f"{source}: the output is a {'x'.join(map(str, model.output_shapes[-1]))} map, "
+            "not one score per class; cnnkit model files hold classifiers"
+        )
     nodes = {n.name: n for n in graph.nodes}
     wanted = {t for layer in layers.values() for t in layer.weights}
     values = _tensors(source, wanted, graph)
@@ -187,6 +192,7 @@ def import_onnx(
         or [str(i) for i in range(model.num_outputs)],
         "preprocess": json.loads(meta.get("cnnkit.preprocess", "{}")),
         "dataset": meta.get("cnnkit.dataset") or None,
+        **json.loads(meta.get("cnnkit.split", "{}")),
     }
     save_model(output, model, header)
     return {

@@ -288,6 +288,10 @@ def model_to_onnx(model: Any, header: dict[str, Any], opset: int = MIN_OPSET) ->
         "cnnkit.normalisation": "folded into the graph: (input - mean) / std per channel",
         "cnnkit.preprocess": json.dumps(header.get("preprocess") or {}),
         "cnnkit.dataset": str(header.get("dataset") or ""),
+        # the train/val/test split, so a model imported back is evaluated on its test images
+        "cnnkit.split": json.dumps(
+            {k: header[k] for k in ("split_seed", "val_fraction", "data_dir") if k in header}
+        ),
         "cnnkit.spec": str(header.get("spec") or ""),
     }
     helper.set_model_props(proto, meta)
