@@ -8,9 +8,9 @@ shows output, the output must match line by line, with
 * a ``...`` line standing for any number of lines;
 * whitespace runs and table rules compared as one blank or one rule (columns widen with
   their content);
-* what a run cannot repeat masked: measured times everywhere, and every decimal number in
-  the output of commands whose numbers come from training or timing (train, evaluate,
-  predict, bench). Their stable facts are still compared: the table layout, the counts, and
+* what a run cannot repeat masked: measured times everywhere, and every decimal number (and
+  a speed target's met/missed) in the output of commands whose numbers come from training
+  or timing (train, evaluate, predict, bench). Their stable facts are still compared: the table layout, the counts, and
   for ``predict`` the top class.
 
 The ```python block is executed and each ``print(...)  # expected`` comment is compared with
@@ -38,6 +38,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 VOLATILE = ("train", "evaluate", "predict", "bench")
 _TIME = re.compile(r"\d+(\.\d+)? ?(ms|µs|us|ns|s)(?![=\w])")
 _DECIMAL = re.compile(r"\d+\.\d+")
+_VERDICT = re.compile(r"\b(met|missed)\b")  # a speed target's verdict in that run
 _RULE = re.compile(r"[─━═]+")
 
 
@@ -64,6 +65,7 @@ def _normalise(line: str, subcommand: str) -> str:
     line = _TIME.sub("<time>", line)
     if subcommand in VOLATILE:
         line = _DECIMAL.sub("#", line)
+        line = _VERDICT.sub("<met?>", line)
     line = _RULE.sub("─", line)
     return " ".join(line.split())
 
@@ -168,6 +170,7 @@ def test_normalising_masks_only_what_a_run_cannot_repeat() -> None:
     assert _normalise("│ time │ 0.2 ms (x) │", "filter") == "│ time │ <time> (x) │"
     assert _normalise("│ conv1 │ 117.60 k │", "shape") == "│ conv1 │ 117.60 k │"
     assert _normalise("conv 16 s=2", "shape") == "conv 16 s=2"
+    assert _normalise("│ >= 0.8x │ missed │", "bench") == _normalise("│ >= 0.8x │ met │", "bench")
     assert _normalise("┏━━━┳━━━━━┓", "shape") == _normalise("┏━┳━━━━━━━┓", "shape")
     assert _matches(["a", "b", "c", "d"], [["a"], ["c"], ["d"]])
     assert not _matches(["a", "b", "c", "d"], [["a"], ["d"], ["c"]])
