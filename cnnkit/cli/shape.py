@@ -7,6 +7,7 @@ the JSON from :func:`cnnkit.arch.shapes.report`; this module parses options and 
 
 from __future__ import annotations
 
+import textwrap
 from typing import TYPE_CHECKING
 
 import typer
@@ -130,7 +131,12 @@ def _render(arch: Graph, infos: list[LayerInfo], compare_fc: bool, depth: int | 
     if notes:
         console.print("[bold]What the arithmetic hides:[/]")
         for name, note in notes:
-            console.print(f"  {name}: {note}", highlight=False)
+            # a hanging indent keeps each note one visual block when the terminal wraps it
+            lines = textwrap.wrap(
+                f"{name}: {note}", max(console.width - 2, 40), subsequent_indent="    "
+            )
+            for line in lines:
+                console.print(f"  {line}", markup=False, highlight=False)
     if compare_fc:
         _render_fc_comparison(fc_comparison(arch, infos), fmt(arch.input_shape))
 
