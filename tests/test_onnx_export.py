@@ -265,7 +265,7 @@ def test_without_the_extra_the_command_names_it(tmp_path: Path, monkeypatch) -> 
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
     result = CliRunner().invoke(app, ["export", str(path), str(tmp_path / "x.onnx")])
     assert result.exit_code == 2
-    assert "onnx extra" in result.output and "pip install" in result.output
+    assert 'onnx extra: pip install "cnnkit[onnx]"' in result.output
     assert not (tmp_path / "x.onnx").exists()
 
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-# No brackets: error lines go through printers that may read "[onnx]" as markup.
-EXTRA_HINT = "install the onnx extra (pip install onnx onnxruntime)"
+EXTRA_HINT = 'install the onnx extra: pip install "cnnkit[onnx]"'
 
 
 class MissingExtra(ValueError):
