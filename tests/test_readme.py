@@ -10,8 +10,8 @@ shows output, the output must match line by line, with
   their content);
 * what a run cannot repeat masked: measured times everywhere, and every decimal number (and
   a speed target's met/missed) in the output of commands whose numbers come from training
-  or timing (train, evaluate, predict, bench). Their stable facts are still compared: the table layout, the counts, and
-  for ``predict`` the top class.
+  or timing (train, evaluate, predict, bench). Their stable facts are still compared: the
+  table layout, the counts, and for ``predict`` the top class.
 
 The ```python block is executed and each ``print(...)  # expected`` comment is compared with
 what it printed.
