@@ -62,8 +62,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Write MODEL as an ONNX file for onnxruntime, Netron or PyTorch."""
-        from cnnkit.cli.common import Failure
-        from cnnkit.cli.shape import emit_json
+        from cnnkit.cli.common import Failure, emit_json
         from cnnkit.onnx import MissingExtra
         from cnnkit.onnx.writer import ExportMismatch, check_opset, export_onnx
 
@@ -116,7 +115,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Read an ONNX model with its weights into a cnnkit model file."""
         from cnnkit.arch import parse_shape
-        from cnnkit.cli.shape import emit_json
+        from cnnkit.cli.common import emit_json
         from cnnkit.onnx.weights import import_onnx
 
         shape = parse_shape(input_shape, "--input") if input_shape else None

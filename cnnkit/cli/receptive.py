@@ -273,11 +273,13 @@ def receptive_field(
     _render_fields(arch, fields)
     if region is not None:
         for line in _describe_region(arch, region):
-            console.print(line, highlight=False)
+            console.print(line, markup=False, highlight=False)
     if plot:
         if note:
-            console.print(note, highlight=False, soft_wrap=True)
-        console.print(f"wrote {plot} ({drawn} layers drawn)", highlight=False, soft_wrap=True)
+            console.print(note, markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"wrote {plot} ({drawn} layers drawn)", markup=False, highlight=False, soft_wrap=True
+        )
 
 
 def register(app: typer.Typer) -> None:

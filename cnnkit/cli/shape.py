@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from cnnkit.arch import Graph, LayerInfo
     from cnnkit.arch.shapes import Block
 
-__all__ = ["emit_json", "register", "shape"]  # emit_json: cli/export imports it from here
+__all__ = ["register", "shape"]
 
 EXAMPLES = """\
 Examples:
