@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnkit.errors import ParameterError
+
 # ---------------------------------------------------------------------------------------------
 # The bank
 
@@ -696,10 +698,10 @@ def transform(
     """
     w = np.array(weights, dtype=np.float64)
     if rotate not in (0, 90, 180, 270):
-        raise ValueError(f"--rotate must be 0, 90, 180 or 270, got {rotate}")
+        raise ParameterError(f"rotate must be 0, 90, 180 or 270, got {rotate}", "rotate")
     if w.ndim == 1:
         if transpose:
-            raise ValueError("--transpose needs a 2-D kernel; this one is 1-D")
+            raise ParameterError("transpose needs a 2-D kernel; this one is 1-D", "transpose")
         if rotate in (90, 270):
             raise ValueError("a 1-D kernel can only be rotated by 180 (reversed)")
         if rotate == 180:
@@ -711,14 +713,16 @@ def transform(
     if normalize:
         total = w.sum()
         if abs(total) < 1e-12 * max(1.0, float(np.abs(w).sum())):
-            raise ValueError(
-                "--normalize divides by the kernel's sum, but this kernel sums to 0 "
-                "(an edge detector); drop --normalize or use --scale"
+            raise ParameterError(
+                "normalize divides by the kernel's sum, but this kernel sums to 0 "
+                "(an edge detector); drop normalize or use scale",
+                "normalize",
+                "scale",
             )
         w = w / total
     if scale != 1.0:
         if not math.isfinite(scale):
-            raise ValueError(f"--scale must be finite, got {scale}")
+            raise ParameterError(f"scale must be finite, got {scale}", "scale")
         w = w * scale
     return w
 
@@ -728,7 +732,7 @@ POOL_KINDS = ("max", "avg")
 
 
 def parse_padding(text: str, ndim: int) -> str | int | tuple[int, ...]:
-    """``--padding`` text -> the ``padding`` argument of :func:`cnnkit.ops.conv2d`.
+    """Padding text -> the ``padding`` argument of :func:`cnnkit.ops.conv2d`.
 
     ``valid``, ``same``, ``full``, ``N`` (every side) or, for images, ``HxW`` (``H`` rows
     above and below, ``W`` columns left and right).
@@ -742,8 +746,9 @@ def parse_padding(text: str, ndim: int) -> str | int | tuple[int, ...]:
             values = tuple(int(p) for p in parts)
             return values[0] if len(values) == 1 else values
     shapes = "N or HxW" if ndim == 2 else "N"
-    raise ValueError(
-        f"--padding must be valid, same, full or {shapes} (non-negative integers), got {text!r}"
+    raise ParameterError(
+        f"padding must be valid, same, full or {shapes} (non-negative integers), got {text!r}",
+        "padding",
     )
 
 
@@ -901,22 +906,26 @@ def apply_bank(
         color = "rgb"
     color = color or "per-channel"
     if color not in COLOR_MODES:
-        raise ValueError(f"--color must be one of {', '.join(COLOR_MODES)}, got {color!r}")
+        raise ParameterError(
+            f"color must be one of {', '.join(COLOR_MODES)}, got {color!r}", "color"
+        )
     if ndim == 1 and color != "per-channel":
-        raise ValueError("--color applies to images; a signal's channels are filtered each alone")
+        raise ParameterError(
+            "color applies to images; a signal's channels are filtered each alone", "color"
+        )
     if combine not in (None, "magnitude"):
-        raise ValueError(f"--combine must be magnitude, got {combine!r}")
+        raise ParameterError(f"combine must be magnitude, got {combine!r}", "combine")
     if combine and len(kernels) < 2:
-        raise ValueError(
-            "--combine magnitude needs two or more kernels, e.g. -k sobel-x -k sobel-y"
+        raise ParameterError(
+            "combine=magnitude needs two or more kernels, e.g. -k sobel-x -k sobel-y", "combine"
         )
     if pool is not None and pool not in POOL_KINDS:
-        raise ValueError(f"--pool must be max or avg, got {pool!r}")
+        raise ParameterError(f"pool must be max or avg, got {pool!r}", "pool")
     for w, m in zip(kernels, multi):
         if w.ndim != ndim + int(m):
             raise ValueError(f"a {ndim}-D input needs {ndim}-D kernels, got shape {w.shape}")
-    stride_t = geometry.positive_tuple(stride, ndim, "--stride")
-    dil_t = geometry.positive_tuple(dilation, ndim, "--dilation")
+    stride_t = geometry.positive_tuple(stride, ndim, "stride")
+    dil_t = geometry.positive_tuple(dilation, ndim, "dilation")
 
     if ndim == 2 and color == "gray":
         from cnnkit.io import to_gray
@@ -946,18 +955,20 @@ def apply_bank(
             if o <= 0:
                 span = dil_t[i] * (ksize[i] - 1) + 1
                 padded = sizes[i] + pads[i][0] + pads[i][1]
-                raise ValueError(
-                    f"kernel {'x'.join(map(str, ksize))} (spanning {span} with dilation "
+                raise ParameterError(
+                    f"kernel {geometry.format_shape(ksize)} (spanning {span} with dilation "
                     f"{dil_t[i]}) is larger than the padded input {names[i]} {padded}; "
-                    "use --padding same or a smaller kernel"
+                    "use padding=same or a smaller kernel",
+                    "padding",
                 )
         shapes.append(out)
         all_pads.append(pads)
     if len(set(shapes)) > 1:
-        raise ValueError(
+        raise ParameterError(
             "the kernels give different output sizes ("
-            + ", ".join("x".join(map(str, s)) for s in shapes)
-            + "); use --padding same or kernels of one size"
+            + ", ".join(geometry.format_shape(s) for s in shapes)
+            + "); use padding=same or kernels of one size",
+            "padding",
         )
     conv = ops.conv2d if ndim == 2 else ops.conv1d
     b = np.array([bias], dtype=np.float64) if bias else None
@@ -1028,8 +1039,9 @@ def apply_bank(
             fn = ops.max_pool1d if pool == "max" else ops.avg_pool1d
         for i, n in enumerate(y.shape[2:]):
             if pool_size > n:
-                raise ValueError(
-                    f"--pool-size {pool_size} is larger than the filtered {names[i]} {n}"
+                raise ParameterError(
+                    f"pool_size={pool_size} is larger than the filtered {names[i]} {n}",
+                    "pool_size",
                 )
         pooled = fn(flat, pool_size, ps)
         y = pooled.reshape(k, c, *pooled.shape[2:])
@@ -1101,7 +1113,9 @@ def display_scale(y: np.ndarray, maxval: float, mode: str = "auto") -> DisplaySc
     DisplayScale
     """
     if mode not in DISPLAY_MODES:
-        raise ValueError(f"--display must be one of {', '.join(DISPLAY_MODES)}, got {mode!r}")
+        raise ParameterError(
+            f"display must be one of {', '.join(DISPLAY_MODES)}, got {mode!r}", "display"
+        )
     if mode == "auto":
         mode = "clip" if y.min() >= 0 else "abs"
     if mode == "clip":
@@ -1126,8 +1140,10 @@ def to_pixels(y: np.ndarray, scale: DisplayScale) -> np.ndarray:
     span = scale.hi - scale.lo
     if scale.mode == "diverging":
         if y.shape[0] != 1:
-            raise ValueError(
-                "--display diverging needs a one-channel response; add --color gray or rgb"
+            raise ParameterError(
+                "display=diverging needs a one-channel response; add color=gray or rgb",
+                "display",
+                "color",
             )
         s = np.clip(y[0] / scale.hi, -1, 1) if scale.hi > 0 else np.zeros_like(y[0])
         # white at 0, towards pure red (+1) or pure blue (-1)

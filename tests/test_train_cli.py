@@ -345,6 +345,19 @@ def test_bad_options(args, fragment, tmp_path):
     assert_error(run("train", *args, "-o", tmp_path / "x.npz"), 2, fragment)
 
 
+def test_the_library_names_parameters_and_the_cli_shows_options(tmp_path):
+    from cnnkit.train import TrainConfig
+
+    with pytest.raises(ValueError, match=r"^batch_size must be >= 1, got 0$"):
+        TrainConfig(batch_size=0).check()
+    with pytest.raises(ValueError, match=r"^momentum and weight_decay must be >= 0$"):
+        TrainConfig(momentum=-1).check()
+    result = run("train", "--momentum", "-1", "--batch-size", "0", "-o", tmp_path / "x.npz")
+    assert_error(result, 2, "--batch-size must be >= 1, got 0")
+    result = run("train", "--momentum", "-1", "-o", tmp_path / "x.npz")
+    assert_error(result, 2, "--momentum and --weight-decay must be >= 0")
+
+
 def test_missing_and_corrupt_model_files(tmp_path, digit_png):
     missing = tmp_path / "missing.npz"
     for cmd in (

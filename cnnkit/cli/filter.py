@@ -871,9 +871,9 @@ def register(app: typer.Typer) -> None:
                     try:
                         facts.append(run(job, False))
                     except ValueError as exc:
-                        if str(job.source) in str(exc):
-                            raise
-                        raise type(exc)(f"{job.source}: {exc}") from None
+                        if str(job.source) not in str(exc):
+                            exc.args = (f"{job.source}: {exc}",)  # keeps exc.params
+                        raise
                     progress.advance(task)
         if not emit_json(facts if len(facts) > 1 else facts[0], as_json, json_file):
             _render(facts)

@@ -25,6 +25,7 @@ from cnnkit.cli.common import (
     console,
     emit_json,
     err_console,
+    flag_words,
     friendly_errors,
     say,
 )
@@ -325,7 +326,7 @@ def register(app: typer.Typer) -> None:
                     on_epoch=display.epoch,
                 )
         except tr.TrainingDiverged as exc:
-            raise Failure(str(exc)) from None
+            raise Failure(flag_words(exc)) from None
         except tr.OutputTaken as exc:
             raise UsageError(
                 f"{exc.path} already holds {exc.what}; choose another -o (and --checkpoint) "
