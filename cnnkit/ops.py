@@ -541,8 +541,8 @@ def _loop_forward_quad(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndar
     inner = xp[..., : padded[3] * wp].reshape(padded)
     dd, dh, dw = plan.dilation
     length = oh * wp - (plan.w5.shape[4] - 1) * dw
-    blocks = -(-length // _FLAT_BLOCK)
-    block = -(-length // blocks)  # equal blocks: 1088 -> 2 x 544, not 1024 + 64
+    blocks = geometry.ceil_div(length, _FLAT_BLOCK)
+    block = geometry.ceil_div(length, blocks)  # equal blocks: 1088 -> 2 x 544, not 1024 + 64
     y = np.empty(plan.out5, plan.dtype)  # written in its final layout, no crop
     args = (xp, plan.w5, bias, y, plan.groups, wp, dd, dh, dw, block)
     per_sample = (o // 4) * od * blocks
@@ -573,8 +573,8 @@ def _loop_forward(plan: _ConvPlan, four_channels: bool = True) -> np.ndarray:
     flops = _flops(plan)
     if not _use_flat(plan):
         y = np.empty(plan.out5, plan.dtype)
-        blocks = -(-ow // _ROW_BLOCK)
-        block = -(-ow // blocks)
+        blocks = geometry.ceil_div(ow, _ROW_BLOCK)
+        block = geometry.ceil_div(ow, blocks)
         args = (plan.x5, plan.w5, bias, y, plan.groups, *plan.geometry_args(), block)
         _launch(_conv.conv_forward, n * o * od * oh * blocks, flops, *args)
         return y
@@ -584,8 +584,8 @@ def _loop_forward(plan: _ConvPlan, four_channels: bool = True) -> np.ndarray:
     wp = padded[4]
     dd, dh, dw = plan.dilation
     length = oh * wp - (plan.w5.shape[4] - 1) * dw
-    blocks = -(-length // _FLAT_BLOCK)
-    block = -(-length // blocks)  # equal blocks: 1088 -> 2 x 544, not 1024 + 64
+    blocks = geometry.ceil_div(length, _FLAT_BLOCK)
+    block = geometry.ceil_div(length, blocks)  # equal blocks: 1088 -> 2 x 544, not 1024 + 64
     # wide columns past the last computed position are never written; they are cropped off
     y = np.empty((n, o, od, oh, wp), plan.dtype)
     args = (xp, plan.w5, bias, y.reshape(n, o, od, oh * wp), plan.groups, wp, dd, dh, dw, block)

@@ -73,8 +73,6 @@ GRID_LIMIT = 16
 # A filter still running after this many seconds shows a progress bar (on stderr).
 PROGRESS_AFTER = 1.0
 
-DEFAULT_EXT = {"image": ".png", "array": ".npy", "npy": ".npy", "csv": ".csv", "wav": ".wav"}
-
 
 @dataclass
 class Job:
