@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit.errors import ParameterError
+from cnnkit.geometry import format_shape
 
 # ---------------------------------------------------------------------------------------------
 # The bank
@@ -401,7 +402,7 @@ class Kernel:
 
     @property
     def shape_text(self) -> str:
-        return "x".join(str(s) for s in self.weights.shape)
+        return format_shape(self.weights.shape)
 
     def split(self) -> list[Kernel]:
         """A bank ``(O, C, kh, kw)`` -> O kernels ``(C, kh, kw)`` labelled ``name[o]``;
@@ -956,7 +957,7 @@ def apply_bank(
                 span = dil_t[i] * (ksize[i] - 1) + 1
                 padded = sizes[i] + pads[i][0] + pads[i][1]
                 raise ParameterError(
-                    f"kernel {geometry.format_shape(ksize)} (spanning {span} with dilation "
+                    f"kernel {format_shape(ksize)} (spanning {span} with dilation "
                     f"{dil_t[i]}) is larger than the padded input {names[i]} {padded}; "
                     "use padding=same or a smaller kernel",
                     "padding",
@@ -966,7 +967,7 @@ def apply_bank(
     if len(set(shapes)) > 1:
         raise ParameterError(
             "the kernels give different output sizes ("
-            + ", ".join(geometry.format_shape(s) for s in shapes)
+            + ", ".join(format_shape(s) for s in shapes)
             + "); use padding=same or kernels of one size",
             "padding",
         )

@@ -575,7 +575,7 @@ def read_npy(path: str | os.PathLike[str], what: str = "array") -> np.ndarray:
         if nbytes > size:
             raise ValueError(
                 f"{p}: cannot read as a .npy array: truncated (header says "
-                f"{'x'.join(map(str, shape))} {dtype}, {nbytes:,} bytes, the file has {size:,})"
+                f"{format_shape(shape)} {dtype}, {nbytes:,} bytes, the file has {size:,})"
             )
         memory.check(nbytes * 2, f"{p}: a {' x '.join(map(str, shape))} {dtype} array")
         try:

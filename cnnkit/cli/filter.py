@@ -27,6 +27,7 @@ from cnnkit.cli.common import (
     err_console,
     friendly_errors,
 )
+from cnnkit.geometry import format_shape
 
 EXAMPLES = """\
 Examples:
@@ -290,7 +291,7 @@ def _compare(
         w = np.asarray(k["weights"])
         kernels.append((k["label"], w[..., ::-1, ::-1] if flip else w))  # images: 2-D or 3-D
     pads = ", ".join(f"{a}+{b}" for a, b in facts["padding_pairs"])
-    out_shape = "x".join(map(str, facts["output_shape"]))
+    out_shape = format_shape(facts["output_shape"])
     plots.filter_compare_figure(
         job.compare,
         loaded.data,
@@ -299,7 +300,7 @@ def _compare(
         y,
         facts["map_names"],
         scale,
-        input_title=f"input: {loaded.path.name} ({'x'.join(map(str, loaded.data.shape))})",
+        input_title=f"input: {loaded.path.name} ({format_shape(loaded.data.shape)})",
         kernel_title="kernel as applied" + (" (flipped: true convolution)" if flip else ""),
         output_title=(
             f"output {out_shape}\npadding {facts['padding']} ({pads}), "
@@ -337,7 +338,7 @@ def _kernel_text(label: str, w: Any, flip: bool) -> str:
     # true convolution slides the kernel reversed along every spatial axis
     spatial = w.ndim if w.ndim < 3 else 2
     applied = w[(Ellipsis,) + (slice(None, None, -1),) * spatial] if flip else w
-    head = f"{label} ({'x'.join(map(str, w.shape))})"
+    head = f"{label} ({format_shape(w.shape)})"
     if flip:
         head += ", flipped (true convolution)"
     big = max(w.shape[-2:]) > 7 or (w.ndim == 3 and w.shape[0] > 4)
@@ -380,7 +381,7 @@ def _print_grids(facts: dict[str, Any], y: Any) -> None:
     shown = min(len(names), 8)
     for i in range(shown):
         k, c = divmod(i, y.shape[1])
-        shape = "x".join(map(str, y.shape[2:]))
+        shape = format_shape(y.shape[2:])
         console.print(f"{names[i]} ({shape}):", highlight=False, markup=False)
         for line in _grid_lines(y[k, c], console.width):
             console.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -429,10 +430,6 @@ def _facts(
     }
 
 
-def _shape_text(shape: list[int]) -> str:
-    return "x".join(str(s) for s in shape)
-
-
 def _render(facts: list[dict[str, Any]]) -> None:
     import numpy as np
     from rich.table import Table
@@ -449,7 +446,7 @@ def _render(facts: list[dict[str, Any]]) -> None:
             _kernel_text(k["label"], np.asarray(k["weights"]), flip) for k in f["kernels"]
         )
         rows = [
-            ("input", f"{f['input']} ({f['kind']}, {_shape_text(f['input_shape'])})"),
+            ("input", f"{f['input']} ({f['kind']}, {format_shape(f['input_shape'])})"),
             ("kernel", kernels),
             ("channels", f["channels"]),
             ("padding", f"{f['padding']} ({pads}, {f['pad_mode']})"),
@@ -467,7 +464,7 @@ def _render(facts: list[dict[str, Any]]) -> None:
         if extras:
             rows.append(("options", ", ".join(extras)))
         rows += [
-            ("output shape", f"{_shape_text(f['output_shape'])} x {f['maps']} map(s)"),
+            ("output shape", f"{format_shape(f['output_shape'])} x {f['maps']} map(s)"),
             ("time", f"{f['seconds'] * 1000:.1f} ms (filtering, JIT loaded)"),
             ("min / max / mean", f"{f['min']:.4g} / {f['max']:.4g} / {f['mean']:.4g}"),
         ]
@@ -484,7 +481,7 @@ def _render(facts: list[dict[str, Any]]) -> None:
             values = np.asarray(f["values"], dtype=np.float64)
             _print_grids(f, values.reshape(-1, 1, *values.shape[1:]))
         return
-    kernels = ", ".join(f"{k['label']} ({_shape_text(k['shape'])})" for k in first["kernels"])
+    kernels = ", ".join(f"{k['label']} ({format_shape(k['shape'])})" for k in first["kernels"])
     settings = (
         f"padding {first['padding']} ({pads}, {first['pad_mode']}), stride {first['stride']}, "
         f"dilation {first['dilation']}, method {first['method']}"
@@ -516,8 +513,8 @@ def _folder_table(facts: list[dict[str, Any]]) -> Any:
     def cells(f: dict[str, Any]) -> dict[str, str]:
         return {
             "input": Path(f["input"]).name,
-            "input shape": _shape_text(f["input_shape"]),
-            "output shape": f"{_shape_text(f['output_shape'])} x {f['maps']}",
+            "input shape": format_shape(f["input_shape"]),
+            "output shape": f"{format_shape(f['output_shape'])} x {f['maps']}",
             "time": f"{f['seconds'] * 1000:.1f} ms",
             "min": f"{f['min']:.4g}",
             "max": f"{f['max']:.4g}",

@@ -29,6 +29,7 @@ from cnnkit.cli.common import (
     friendly_errors,
     say,
 )
+from cnnkit.geometry import format_shape
 
 TRAIN_EXAMPLES = """\
 Examples:
@@ -131,7 +132,7 @@ class EpochDisplay:
         resumed = f", resuming after epoch {start}" if start else ""
         self.console.print(
             f"{ds.name}: {len(ds.y_train):,} train / {val}{len(ds.y_test):,} test images "
-            f"{'x'.join(map(str, ds.input_shape))}; {model.arch.name} "
+            f"{format_shape(ds.input_shape)}; {model.arch.name} "
             f"({model.parameter_count():,} parameters); {cfg.optimizer} lr {cfg.lr:g}, "
             f"batch {cfg.batch_size}, {cfg.epochs} epochs{resumed}",
             highlight=False,
