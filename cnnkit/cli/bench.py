@@ -347,7 +347,8 @@ def print_report(report: dict[str, Any], out: Any = console) -> None:
     from rich.panel import Panel
     from rich.table import Table
 
-    from cnnkit.bench import PEERS, fmt_bytes
+    from cnnkit.bench import PEERS
+    from cnnkit.memory import human_bytes
 
     out.print(Panel(_header(report), title="cnnkit bench", expand=False))
     peak = report["peak"]
@@ -393,7 +394,7 @@ def print_report(report: dict[str, Any], out: Any = console) -> None:
                     _method_label(r, report),
                     _fmt_time(r["seconds"]),
                     f"{r['gflops']:.2f}{unit}",
-                    fmt_bytes(r["extra_bytes"]) if r["extra_bytes"] else "",
+                    human_bytes(r["extra_bytes"], table=True) if r["extra_bytes"] else "",
                     *[_fmt_ratio(r["ratios"].get(p)) for p in present],
                 )
             table.add_section()
