@@ -26,7 +26,7 @@ import numpy as np
 
 from cnnkit import arch as arch_mod
 from cnnkit import signals
-from cnnkit.data import Dataset, check_name, load_dataset
+from cnnkit.data import Dataset, check_name, load_dataset, load_image_for_model
 from cnnkit.errors import ParameterError
 from cnnkit.io import check_writable
 from cnnkit.kernels.threads import single_threaded_blas
@@ -509,6 +509,86 @@ def classification_report(cm: np.ndarray) -> dict[str, Any]:
     }
 
 
+def check_input_shape(model: Model, ds: Dataset) -> None:
+    """The model must take the data set's images as they are; otherwise say so."""
+    if tuple(model.input_shape) != tuple(ds.input_shape):
+        raise ValueError(
+            f"the model takes {' x '.join(map(str, model.input_shape))} inputs but {ds.name} "
+            f"images are {' x '.join(map(str, ds.input_shape))}"
+        )
+
+
+def renormalised(x: np.ndarray, ds: Dataset, header: dict[str, Any]) -> np.ndarray:
+    """Data normalised with the data set's statistics -> with the model's stored statistics."""
+    mean = np.asarray(header.get("mean", ds.mean), np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(header.get("std", ds.std), np.float32).reshape(1, -1, 1, 1)
+    dmean = np.asarray(ds.mean, np.float32).reshape(1, -1, 1, 1)
+    dstd = np.asarray(ds.std, np.float32).reshape(1, -1, 1, 1)
+    if mean.shape == dmean.shape and np.allclose(mean, dmean) and np.allclose(std, dstd):
+        return x
+    return ((x * dstd + dmean) - mean) / std
+
+
+def image_input(path: str | os.PathLike[str], model: Model, header: dict[str, Any]) -> np.ndarray:
+    """An image file as a batch of one for ``model``: resized, preprocessed and normalised
+    as its model file records (``header`` from :func:`cnnkit.nn.serialize.load_model`)."""
+    mean = np.asarray(header.get("mean", [0.0]), np.float32)
+    std = np.asarray(header.get("std", [1.0]), np.float32)
+    return load_image_for_model(
+        path, model.input_shape, mean, std, preprocess=header.get("preprocess") or None
+    )
+
+
+SPLITS = ("test", "val", "train")
+
+
+@dataclass
+class Evaluation:
+    """A model tested on one split of a data set: see :func:`evaluate`."""
+
+    dataset: str
+    split: str
+    images: int
+    class_names: list[str]
+    confusion: np.ndarray
+    report: dict[str, Any]
+
+
+def evaluate(
+    model_path: str | os.PathLike[str],
+    dataset: str | None = None,
+    split: str = "test",
+    data_dir: str | os.PathLike[str] | None = None,
+) -> Evaluation:
+    """Accuracy, per-class precision and recall, and the confusion matrix of a model file.
+
+    ``dataset`` and ``data_dir`` default to what the model file records; the split is drawn
+    with the seed and validation share it was trained with, and the images are normalised
+    with the model's statistics (:func:`renormalised`).
+    """
+    if split not in SPLITS:
+        raise ParameterError(f"split must be test, val or train, got {split!r}", "split")
+    model, header = load_model(model_path)
+    name = dataset or header.get("dataset")
+    if not name:
+        raise ParameterError(f"{model_path} does not record its data set; add dataset", "dataset")
+    ds = load_dataset(
+        name,
+        data_dir=data_dir if data_dir is not None else header.get("data_dir"),
+        seed=int(header.get("split_seed", 0)),
+        val_fraction=float(header.get("val_fraction", 0.1)),
+    )
+    check_input_shape(model, ds)
+    check_classes(model, ds.num_classes, list(ds.class_names))
+    x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
+    if len(y) == 0:
+        raise ValueError(f"the {split} split of {ds.name} is empty")
+    pred = model.predict_logits(renormalised(x, ds, header)).argmax(axis=1)
+    cm = confusion_matrix(y, pred, ds.num_classes)
+    names = [str(c) for c in ds.class_names]
+    return Evaluation(ds.name, split, int(len(y)), names, cm, classification_report(cm))
+
+
 # ----------------------------------------------------------------------------- throughput
 
 
@@ -783,11 +863,7 @@ def run(
         )
     else:
         model, optimizer, cfg, ds = _fresh_state(name, arch, overrides, data_dir)
-    if tuple(model.input_shape) != tuple(ds.input_shape):
-        raise ValueError(
-            f"the model takes {' x '.join(map(str, model.input_shape))} inputs but {name} "
-            f"images are {' x '.join(map(str, ds.input_shape))}"
-        )
+    check_input_shape(model, ds)
     check_classes(model, ds.num_classes, list(ds.class_names))
     meta = model_meta(ds, data_dir, cfg.seed, cfg.val_fraction)
     meta["run_id"] = run_id
@@ -895,25 +971,31 @@ def default_checkpoint_path(output: str | os.PathLike[str]) -> Path:
 __all__ = [
     "DATASET_DEFAULTS",
     "DEFAULT_OUTPUT",
+    "SPLITS",
     "EpochStats",
+    "Evaluation",
     "OutputTaken",
     "RunOutcome",
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
     "check_classes",
+    "check_input_shape",
     "check_output_paths",
     "check_outputs",
     "classification_report",
     "confusion_matrix",
     "declared_input_shape",
     "default_checkpoint_path",
+    "evaluate",
     "evaluate_loss_accuracy",
     "fit",
+    "image_input",
     "random_shift",
     "load_checkpoint",
     "make_run_optimizer",
     "model_meta",
+    "renormalised",
     "run",
     "save_checkpoint",
     "train_throughput",

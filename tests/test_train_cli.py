@@ -210,6 +210,21 @@ def test_evaluate_agrees_with_training_and_writes_plot(trained, tmp_path):
     assert "precision" in table.output
 
 
+def test_evaluate_in_the_library_is_what_the_command_shows(trained, digit_png):
+    from cnnkit import train as tr
+    from cnnkit.cli.common import flag_words
+
+    model, metrics = trained
+    ev = tr.evaluate(model)
+    assert (ev.dataset, ev.split) == ("digits", "test")
+    assert ev.confusion.sum() == ev.images
+    assert ev.report["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    with pytest.raises(ValueError, match=r"^split must be test, val or train") as bad:
+        tr.evaluate(model, split="all")
+    assert flag_words(bad.value).startswith("--split must be")
+    assert_error(run("evaluate", model, "--split", "all"), 2, "--split must be test, val or train")
+
+
 def test_predict_top_k(trained, digit_png):
     from cnnkit.data import load_image_for_model
     from cnnkit.nn import load_model

@@ -170,19 +170,6 @@ def _load(model_path: Path) -> tuple[Any, dict]:
     return load_model(model_path)
 
 
-def _renormalise(x: Any, ds: Any, header: dict) -> Any:
-    """Data normalised with the data set's statistics -> with the model's stored statistics."""
-    import numpy as np
-
-    mean = np.asarray(header.get("mean", ds.mean), np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(header.get("std", ds.std), np.float32).reshape(1, -1, 1, 1)
-    dmean = np.asarray(ds.mean, np.float32).reshape(1, -1, 1, 1)
-    dstd = np.asarray(ds.std, np.float32).reshape(1, -1, 1, 1)
-    if mean.shape == dmean.shape and np.allclose(mean, dmean) and np.allclose(std, dstd):
-        return x
-    return ((x * dstd + dmean) - mean) / std
-
-
 def register(app: typer.Typer) -> None:
     """Add ``train``, ``evaluate``, ``predict`` and ``visualize`` to the app."""
 
@@ -380,45 +367,21 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Accuracy, per-class precision and recall, and the confusion matrix of MODEL."""
         from cnnkit import train as tr
-        from cnnkit.data import load_dataset
 
         check_json_file(json_file)
-        if split not in ("test", "val", "train"):
-            raise ValueError(f"--split must be test, val or train, got {split!r}")
-        model, header = _load(model_path)
-        name = dataset or header.get("dataset")
-        if not name:
-            raise ValueError(f"{model_path} does not record its data set; add --dataset")
-        ds = load_dataset(
-            name,
-            data_dir=data_dir if data_dir is not None else header.get("data_dir"),
-            seed=int(header.get("split_seed", 0)),
-            val_fraction=float(header.get("val_fraction", 0.1)),
-        )
-        if tuple(model.input_shape) != tuple(ds.input_shape):
-            raise ValueError(
-                f"the model takes {' x '.join(map(str, model.input_shape))} inputs but "
-                f"{ds.name} images are {' x '.join(map(str, ds.input_shape))}"
-            )
-        tr.check_classes(model, ds.num_classes, list(ds.class_names))
-        x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
-        if len(y) == 0:
-            raise ValueError(f"the {split} split of {ds.name} is empty")
-        pred = model.predict_logits(_renormalise(x, ds, header)).argmax(axis=1)
-        cm = tr.confusion_matrix(y, pred, ds.num_classes)
-        report = tr.classification_report(cm)
-        names = [str(c) for c in ds.class_names]
+        ev = tr.evaluate(model_path, dataset, split, data_dir)
+        cm, report, names = ev.confusion, ev.report, ev.class_names
         if plot is not None:
             from cnnkit.plots import confusion_matrix_figure
 
             confusion_matrix_figure(
-                cm, names, plot, f"{ds.name} {split}: accuracy {_pct(report['accuracy'])}"
+                cm, names, plot, f"{ev.dataset} {split}: accuracy {_pct(report['accuracy'])}"
             )
         out = {
             "model": str(model_path),
-            "dataset": ds.name,
+            "dataset": ev.dataset,
             "split": split,
-            "images": int(len(y)),
+            "images": ev.images,
             "class_names": names,
             "confusion_matrix": cm.tolist(),
             **report,
@@ -426,7 +389,7 @@ def register(app: typer.Typer) -> None:
         if emit_json(out, as_json, json_file):
             return
         console.print(
-            f"{ds.name} {split} ({len(y)} images): accuracy [bold]{_pct(report['accuracy'])}"
+            f"{ev.dataset} {split} ({ev.images} images): accuracy [bold]{_pct(report['accuracy'])}"
         )
         per = Table(title="per class")
         for col in ("class", "precision", "recall", "images"):
@@ -473,20 +436,16 @@ def register(app: typer.Typer) -> None:
         """Top-k classes with probabilities, each image preprocessed as in training."""
         import numpy as np
 
-        from cnnkit.data import load_image_for_model
+        from cnnkit import train as tr
 
         check_json_file(json_file)
         if top_k < 1:
             raise ValueError(f"--top-k must be >= 1, got {top_k}")
         model, header = _load(model_path)
         names = header.get("class_names") or [str(i) for i in range(model.num_outputs)]
-        mean = np.asarray(header.get("mean", [0.0]), np.float32)
-        std = np.asarray(header.get("std", [1.0]), np.float32)
         results = []
         for path in images:
-            x = load_image_for_model(
-                path, model.input_shape, mean, std, preprocess=header.get("preprocess") or None
-            )
+            x = tr.image_input(path, model, header)
             p = model.predict_proba(x)[0]
             order = np.argsort(-p, kind="stable")[: min(top_k, p.size)]
             results.append(
@@ -537,7 +496,7 @@ def register(app: typer.Typer) -> None:
         import numpy as np
 
         from cnnkit import plots
-        from cnnkit.data import load_image_for_model
+        from cnnkit import train as tr
 
         check_json_file(json_file)
         if filters is None and activations is None:
@@ -559,11 +518,7 @@ def register(app: typer.Typer) -> None:
             }
         if activations is not None:
             image, out = activations
-            mean = np.asarray(header.get("mean", [0.0]), np.float32)
-            std = np.asarray(header.get("std", [1.0]), np.float32)
-            x = load_image_for_model(
-                image, model.input_shape, mean, std, preprocess=header.get("preprocess") or None
-            )
+            x = tr.image_input(image, model, header)
             layers = [(name, a[0]) for name, a in model.activations(x)]
             probs = model.predict_proba(x)[0]
             names = header.get("class_names") or [str(i) for i in range(probs.size)]
