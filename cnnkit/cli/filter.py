@@ -361,16 +361,8 @@ def _is_small(y: Any) -> bool:
 
 def _grid_lines(m: Any, width: int) -> list[str]:
     """A 1-D or 2-D array as right-aligned columns, as few digits as fit in ``width``."""
-    import numpy as np
-
-    rows = m if m.ndim == 2 else m[None]
     for digits in (4, 3, 2):
-        cells = [
-            [str(int(v)) if float(v).is_integer() else f"{v:.{digits}g}" for v in row]
-            for row in np.asarray(rows, dtype=np.float64)
-        ]
-        size = max(len(c) for row in cells for c in row)
-        lines = ["  " + " ".join(c.rjust(size) for c in row) for row in cells]
+        lines = ["  " + line for line in _aligned_rows(m, digits)]
         if max(len(line) for line in lines) <= width:
             break
     return lines
@@ -545,19 +537,22 @@ def _folder_table(facts: list[dict[str, Any]]) -> Any:
         columns.remove(optional[-1])
 
 
-def _format_number(v: float, digits: int = 4) -> str:
-    if float(v).is_integer():
-        return str(int(v))
-    return f"{v:.{digits}g}"
+def _aligned_rows(m: Any, digits: int) -> list[str]:
+    """A 1-D or 2-D array as lines of right-aligned numbers: integers as integers, the rest
+    with ``digits`` significant digits. The one matrix layout of the filter command."""
+    rows = m if m.ndim == 2 else m[None]
+    cells = [
+        [str(int(v)) if float(v).is_integer() else f"{float(v):.{digits}g}" for v in row]
+        for row in rows
+    ]
+    size = max(len(c) for row in cells for c in row)
+    return [" ".join(c.rjust(size) for c in row) for row in cells]
 
 
 def _matrix_text(w: Any, limit: int = 7, digits: int = 4) -> str:
     if w.ndim == 2 and max(w.shape) > limit:
         return f"{w.shape[0]}x{w.shape[1]} (too big to show here)"
-    rows = w if w.ndim == 2 else w[None]
-    cells = [[_format_number(v, digits) for v in row] for row in rows]
-    width = max(len(c) for row in cells for c in row)
-    return "\n".join(" ".join(c.rjust(width) for c in row) for row in cells)
+    return "\n".join(_aligned_rows(w, digits))
 
 
 def list_kernels() -> None:
