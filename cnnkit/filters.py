@@ -786,29 +786,6 @@ def _row_bands(rows: int, macs_per_row: int, chunk_macs: int) -> list[tuple[int,
     return [(r, min(rows, r + per)) for r in range(0, rows, per)]
 
 
-def _pad_explicitly(x: np.ndarray, pads: tuple[tuple[int, int], ...], pad_mode: str) -> np.ndarray:
-    """``x`` (N, C, *spatial) padded as :mod:`cnnkit.ops` pads it, with the same limits."""
-    from cnnkit.ops import _NP_PAD_MODE, PAD_MODES
-
-    sizes = x.shape[2:]
-    if pad_mode not in PAD_MODES:
-        raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}; got {pad_mode!r}")
-    if pad_mode == "reflect" and any(p >= n for pp, n in zip(pads, sizes) for p in pp):
-        raise ValueError(
-            f"reflect padding must be smaller than the input size, got padding {pads} "
-            f"for input size {sizes}"
-        )
-    if pad_mode == "circular" and any(p > n for pp, n in zip(pads, sizes) for p in pp):
-        raise ValueError(
-            f"circular padding must not exceed the input size, got padding {pads} "
-            f"for input size {sizes}"
-        )
-    if all(p == (0, 0) for p in pads):
-        return x
-    mode = "constant" if pad_mode == "zeros" else _NP_PAD_MODE[pad_mode]
-    return np.pad(x, ((0, 0), (0, 0), *pads), mode=mode)
-
-
 def apply_bank(
     data: np.ndarray,
     kernels: list[np.ndarray],
@@ -1000,7 +977,7 @@ def apply_bank(
             if progress is not None:
                 progress(done, total)
         else:
-            padded = _pad_explicitly(x, pads, pad_mode)
+            padded = ops.pad(x, pads, pad_mode)
             reach = dil_t[0] * (wk.shape[2] - 1) + 1
             parts = []
             for r0, r1 in bands:

@@ -266,6 +266,22 @@ def _check_groups(groups: object, n_in: int, w_shape: tuple[int, ...]) -> int:
     return groups
 
 
+def pad(x: np.ndarray, pads: tuple[tuple[int, int], ...], pad_mode: str = "zeros") -> np.ndarray:
+    """``x`` (N, C, *spatial) padded by ``pads`` ((before, after) per spatial dimension) as
+    the convolutions pad it, with the same checks; ``x`` itself when ``pads`` are all 0."""
+    _check_pad_mode(pad_mode)
+    _check_pad_mode_room(pad_mode, pads, x.shape[2:])
+    if all(p == (0, 0) for p in pads):
+        return x
+    mode = "constant" if pad_mode == "zeros" else _NP_PAD_MODE[pad_mode]
+    return np.pad(x, ((0, 0), (0, 0), *pads), mode=mode)
+
+
+def _check_pad_mode(pad_mode: str) -> None:
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}; got {pad_mode!r}")
+
+
 def _check_pad_mode_room(
     pad_mode: str, pads: tuple[tuple[int, int], ...], sizes: tuple[int, ...]
 ) -> None:
@@ -303,8 +319,7 @@ def _plan_conv(
     _check_ndim(w, nd + 2, "w", "(O, C/groups, k...)")
     groups = _check_groups(groups, x.shape[1], w.shape)
     n_out = w.shape[0]
-    if pad_mode not in PAD_MODES:
-        raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}; got {pad_mode!r}")
+    _check_pad_mode(pad_mode)
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     kernel = w.shape[2:]
@@ -1475,4 +1490,5 @@ __all__ = [
     "max_pool1d",
     "max_pool2d",
     "max_pool2d_backward",
+    "pad",
 ]
