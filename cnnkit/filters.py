@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnkit import geometry
 from cnnkit.errors import ParameterError
 from cnnkit.geometry import format_shape
 
@@ -786,6 +787,116 @@ def _row_bands(rows: int, macs_per_row: int, chunk_macs: int) -> list[tuple[int,
     return [(r, min(rows, r + per)) for r in range(0, rows, per)]
 
 
+def _check_bank(
+    data: np.ndarray,
+    kernels: list[np.ndarray],
+    color: str | None,
+    combine: str | None,
+    pool: str | None,
+) -> tuple[list[bool], str]:
+    """The options of :func:`apply_bank` that ``ops`` does not own, checked; returns which
+    kernels are ``(C, kh, kw)`` and the colour mode (``rgb`` for those)."""
+    ndim = data.ndim - 1
+    if not kernels:
+        raise ValueError("kernels is empty: give at least one kernel")
+    multi = [ndim == 2 and w.ndim == 3 for w in kernels]
+    if ndim == 2 and any(multi):
+        if not all(multi):
+            raise ValueError(
+                "a bank cannot mix 2-D kernels with (C, kh, kw) kernels; give one kind"
+            )
+        if color not in (None, "rgb"):
+            raise ValueError(
+                f"a (C, kh, kw) kernel sums over the channels itself; color {color!r} does "
+                "not apply (use a 2-D kernel for per-channel or gray filtering)"
+            )
+        for w in kernels:
+            if w.shape[0] != data.shape[0]:
+                raise ValueError(
+                    f"the kernel has {w.shape[0]} channel(s) (shape {w.shape}) but the input "
+                    f"has {data.shape[0]}; a (C, kh, kw) kernel needs one matrix per channel"
+                )
+        color = "rgb"
+    color = color or "per-channel"
+    if color not in COLOR_MODES:
+        raise ParameterError(
+            f"color must be one of {', '.join(COLOR_MODES)}, got {color!r}", "color"
+        )
+    if ndim == 1 and color != "per-channel":
+        raise ParameterError(
+            "color applies to images; a signal's channels are filtered each alone", "color"
+        )
+    if combine not in (None, "magnitude"):
+        raise ParameterError(f"combine must be magnitude, got {combine!r}", "combine")
+    if combine and len(kernels) < 2:
+        raise ParameterError(
+            "combine=magnitude needs two or more kernels, e.g. -k sobel-x -k sobel-y", "combine"
+        )
+    if pool is not None and pool not in POOL_KINDS:
+        raise ParameterError(f"pool must be max or avg, got {pool!r}", "pool")
+    for w, m in zip(kernels, multi):
+        if w.ndim != ndim + int(m):
+            raise ValueError(f"a {ndim}-D input needs {ndim}-D kernels, got shape {w.shape}")
+    return multi, color
+
+
+def _bank_inputs(
+    data: np.ndarray, kernels: list[np.ndarray], multi: list[bool], color: str
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The input batch and every kernel as a conv weight ``(1, C_in, *k)``: one output map
+    per call. ``rgb`` is one multi-channel input; otherwise each channel is filtered alone."""
+    weights = []
+    for w, m in zip(kernels, multi):
+        if m:
+            weights.append(w[None])
+        elif color == "rgb":
+            weights.append(np.repeat(w[None, None], data.shape[0], axis=1) / data.shape[0])
+        else:
+            weights.append(w[None, None])
+    if color in ("rgb",):
+        x = data[None]  # (1, C, ...): one multi-channel input
+    else:
+        x = data[:, None]  # (C, 1, ...): channels as a batch, each filtered alone
+    return x, weights
+
+
+def _bank_geometry(
+    sizes: tuple[int, ...],
+    weights: list[np.ndarray],
+    padding: str | int | tuple[int, ...],
+    stride_t: tuple[int, ...],
+    dil_t: tuple[int, ...],
+) -> tuple[tuple[int, ...], list[tuple[tuple[int, int], ...]]]:
+    """The one output size of every kernel and the padding, or an error saying how to fix a
+    kernel that does not fit or kernels that disagree."""
+    names = ("height", "width") if len(sizes) == 2 else ("length",)
+    shapes, all_pads = [], []
+    for wk in weights:
+        ksize = wk.shape[2:]
+        pads = geometry.resolve_padding(padding, sizes, ksize, stride_t, dil_t)
+        out = geometry.conv_output_shape(sizes, ksize, stride_t, pads, dil_t)
+        for i, o in enumerate(out):
+            if o <= 0:
+                span = dil_t[i] * (ksize[i] - 1) + 1
+                padded = sizes[i] + pads[i][0] + pads[i][1]
+                raise ParameterError(
+                    f"kernel {format_shape(ksize)} (spanning {span} with dilation "
+                    f"{dil_t[i]}) is larger than the padded input {names[i]} {padded}; "
+                    "use padding=same or a smaller kernel",
+                    "padding",
+                )
+        shapes.append(out)
+        all_pads.append(pads)
+    if len(set(shapes)) > 1:
+        raise ParameterError(
+            "the kernels give different output sizes ("
+            + ", ".join(format_shape(s) for s in shapes)
+            + "); use padding=same or kernels of one size",
+            "padding",
+        )
+    return shapes[0], all_pads
+
+
 def apply_bank(
     data: np.ndarray,
     kernels: list[np.ndarray],
@@ -859,49 +970,10 @@ def apply_bank(
     """
     import time
 
-    from cnnkit import geometry, ops
+    from cnnkit import ops
 
     ndim = data.ndim - 1
-    if not kernels:
-        raise ValueError("kernels is empty: give at least one kernel")
-    multi = [ndim == 2 and w.ndim == 3 for w in kernels]
-    if ndim == 2 and any(multi):
-        if not all(multi):
-            raise ValueError(
-                "a bank cannot mix 2-D kernels with (C, kh, kw) kernels; give one kind"
-            )
-        if color not in (None, "rgb"):
-            raise ValueError(
-                f"a (C, kh, kw) kernel sums over the channels itself; color {color!r} does "
-                "not apply (use a 2-D kernel for per-channel or gray filtering)"
-            )
-        for w in kernels:
-            if w.shape[0] != data.shape[0]:
-                raise ValueError(
-                    f"the kernel has {w.shape[0]} channel(s) (shape {w.shape}) but the input "
-                    f"has {data.shape[0]}; a (C, kh, kw) kernel needs one matrix per channel"
-                )
-        color = "rgb"
-    color = color or "per-channel"
-    if color not in COLOR_MODES:
-        raise ParameterError(
-            f"color must be one of {', '.join(COLOR_MODES)}, got {color!r}", "color"
-        )
-    if ndim == 1 and color != "per-channel":
-        raise ParameterError(
-            "color applies to images; a signal's channels are filtered each alone", "color"
-        )
-    if combine not in (None, "magnitude"):
-        raise ParameterError(f"combine must be magnitude, got {combine!r}", "combine")
-    if combine and len(kernels) < 2:
-        raise ParameterError(
-            "combine=magnitude needs two or more kernels, e.g. -k sobel-x -k sobel-y", "combine"
-        )
-    if pool is not None and pool not in POOL_KINDS:
-        raise ParameterError(f"pool must be max or avg, got {pool!r}", "pool")
-    for w, m in zip(kernels, multi):
-        if w.ndim != ndim + int(m):
-            raise ValueError(f"a {ndim}-D input needs {ndim}-D kernels, got shape {w.shape}")
+    multi, color = _check_bank(data, kernels, color, combine, pool)
     stride_t = geometry.positive_tuple(stride, ndim, "stride")
     dil_t = geometry.positive_tuple(dilation, ndim, "dilation")
 
@@ -909,52 +981,14 @@ def apply_bank(
         from cnnkit.io import to_gray
 
         data = to_gray(data)
-    sizes = data.shape[1:]
-    names = ("height", "width") if ndim == 2 else ("length",)
-    # every kernel as a conv weight (1, C_in, *k): one output map per call
-    weights = []
-    for w, m in zip(kernels, multi):
-        if m:
-            weights.append(w[None])
-        elif color == "rgb":
-            weights.append(np.repeat(w[None, None], data.shape[0], axis=1) / data.shape[0])
-        else:
-            weights.append(w[None, None])
-    if color in ("rgb",):
-        x = data[None]  # (1, C, ...): one multi-channel input
-    else:
-        x = data[:, None]  # (C, 1, ...): channels as a batch, each filtered alone
-    shapes, all_pads = [], []
-    for wk in weights:
-        ksize = wk.shape[2:]
-        pads = geometry.resolve_padding(padding, sizes, ksize, stride_t, dil_t)
-        out = geometry.conv_output_shape(sizes, ksize, stride_t, pads, dil_t)
-        for i, o in enumerate(out):
-            if o <= 0:
-                span = dil_t[i] * (ksize[i] - 1) + 1
-                padded = sizes[i] + pads[i][0] + pads[i][1]
-                raise ParameterError(
-                    f"kernel {format_shape(ksize)} (spanning {span} with dilation "
-                    f"{dil_t[i]}) is larger than the padded input {names[i]} {padded}; "
-                    "use padding=same or a smaller kernel",
-                    "padding",
-                )
-        shapes.append(out)
-        all_pads.append(pads)
-    if len(set(shapes)) > 1:
-        raise ParameterError(
-            "the kernels give different output sizes ("
-            + ", ".join(format_shape(s) for s in shapes)
-            + "); use padding=same or kernels of one size",
-            "padding",
-        )
+    x, weights = _bank_inputs(data, kernels, multi, color)
+    out_shape, all_pads = _bank_geometry(data.shape[1:], weights, padding, stride_t, dil_t)
     conv = ops.conv2d if ndim == 2 else ops.conv1d
     b = np.array([bias], dtype=np.float64) if bias else None
     # Load the compiled kernels on a tiny input first, so ``seconds`` measures the filtering
     # and not Numba's one-off start-up (loading its cache costs a few hundred ms).
     span = [geometry.dilated_span(k, d) for d, k in zip(dil_t, weights[0].shape[2:])]
     conv(np.zeros((1, x.shape[1], *span)), weights[0], b, dilation=dil_t, method=method)
-    out_shape = shapes[0]
     row_macs = x.shape[0] * x.shape[1] * math.prod(weights[0].shape[2:]) * math.prod(out_shape[1:])
     bands = _row_bands(out_shape[0], row_macs, chunk_macs or CHUNK_MACS)
     total, done = len(weights) * len(bands), 0
@@ -1015,6 +1049,7 @@ def apply_bank(
             fn = ops.max_pool2d if pool == "max" else ops.avg_pool2d
         else:
             fn = ops.max_pool1d if pool == "max" else ops.avg_pool1d
+        names = ("height", "width") if ndim == 2 else ("length",)
         for i, n in enumerate(y.shape[2:]):
             if pool_size > n:
                 raise ParameterError(
