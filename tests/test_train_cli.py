@@ -371,6 +371,8 @@ def test_the_library_names_parameters_and_the_cli_shows_options(tmp_path):
     assert_error(result, 2, "--batch-size must be >= 1, got 0")
     result = run("train", "--momentum", "-1", "-o", tmp_path / "x.npz")
     assert_error(result, 2, "--momentum and --weight-decay must be >= 0")
+    result = run("train", "--dataset", "npz", "-o", tmp_path / "x.npz")
+    assert_error(result, 2, "npz needs --data-dir: the .npz file")
 
 
 def test_missing_and_corrupt_model_files(tmp_path, digit_png):

@@ -71,7 +71,7 @@ def flag_words(exc: BaseException) -> str:
     for name in getattr(exc, "params", ()):
         flag = "--" + name.replace("_", "-")
         # a whole word only: not inside a path such as photos/color/a.png
-        pattern = rf"(?<![^\s(]){re.escape(name)}(?:(=)(?=\w)|(?=[\s;,)]|$))"
+        pattern = rf"(?<![^\s(]){re.escape(name)}(?:(=)(?=\w)|(?=[\s;:,)]|$))"
         text = re.sub(pattern, lambda m, f=flag: f + " " if m[1] else f, text)
     return text
 
