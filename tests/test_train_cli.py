@@ -371,6 +371,10 @@ def test_the_library_names_parameters_and_the_cli_shows_options(tmp_path):
     assert_error(result, 2, "--batch-size must be >= 1, got 0")
     result = run("train", "--momentum", "-1", "-o", tmp_path / "x.npz")
     assert_error(result, 2, "--momentum and --weight-decay must be >= 0")
+    result = run(
+        "train", "--nesterov", "--momentum", "0", "--optimizer", "sgd", "-o", tmp_path / "x.npz"
+    )
+    assert_error(result, 2, "--nesterov needs --momentum > 0")
     result = run("train", "--dataset", "npz", "-o", tmp_path / "x.npz")
     assert_error(result, 2, "npz needs --data-dir: the .npz file")
 
