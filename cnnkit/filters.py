@@ -28,6 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnkit import geometry
+from cnnkit.errors import ParameterError
+from cnnkit.geometry import format_shape
+
 # ---------------------------------------------------------------------------------------------
 # The bank
 
@@ -399,7 +403,7 @@ class Kernel:
 
     @property
     def shape_text(self) -> str:
-        return "x".join(str(s) for s in self.weights.shape)
+        return format_shape(self.weights.shape)
 
     def split(self) -> list[Kernel]:
         """A bank ``(O, C, kh, kw)`` -> O kernels ``(C, kh, kw)`` labelled ``name[o]``;
@@ -696,10 +700,10 @@ def transform(
     """
     w = np.array(weights, dtype=np.float64)
     if rotate not in (0, 90, 180, 270):
-        raise ValueError(f"--rotate must be 0, 90, 180 or 270, got {rotate}")
+        raise ParameterError(f"rotate must be 0, 90, 180 or 270, got {rotate}", "rotate")
     if w.ndim == 1:
         if transpose:
-            raise ValueError("--transpose needs a 2-D kernel; this one is 1-D")
+            raise ParameterError("transpose needs a 2-D kernel; this one is 1-D", "transpose")
         if rotate in (90, 270):
             raise ValueError("a 1-D kernel can only be rotated by 180 (reversed)")
         if rotate == 180:
@@ -711,14 +715,16 @@ def transform(
     if normalize:
         total = w.sum()
         if abs(total) < 1e-12 * max(1.0, float(np.abs(w).sum())):
-            raise ValueError(
-                "--normalize divides by the kernel's sum, but this kernel sums to 0 "
-                "(an edge detector); drop --normalize or use --scale"
+            raise ParameterError(
+                "normalize divides by the kernel's sum, but this kernel sums to 0 "
+                "(an edge detector); drop normalize or use scale",
+                "normalize",
+                "scale",
             )
         w = w / total
     if scale != 1.0:
         if not math.isfinite(scale):
-            raise ValueError(f"--scale must be finite, got {scale}")
+            raise ParameterError(f"scale must be finite, got {scale}", "scale")
         w = w * scale
     return w
 
@@ -728,7 +734,7 @@ POOL_KINDS = ("max", "avg")
 
 
 def parse_padding(text: str, ndim: int) -> str | int | tuple[int, ...]:
-    """``--padding`` text -> the ``padding`` argument of :func:`cnnkit.ops.conv2d`.
+    """Padding text -> the ``padding`` argument of :func:`cnnkit.ops.conv2d`.
 
     ``valid``, ``same``, ``full``, ``N`` (every side) or, for images, ``HxW`` (``H`` rows
     above and below, ``W`` columns left and right).
@@ -742,8 +748,9 @@ def parse_padding(text: str, ndim: int) -> str | int | tuple[int, ...]:
             values = tuple(int(p) for p in parts)
             return values[0] if len(values) == 1 else values
     shapes = "N or HxW" if ndim == 2 else "N"
-    raise ValueError(
-        f"--padding must be valid, same, full or {shapes} (non-negative integers), got {text!r}"
+    raise ParameterError(
+        f"padding must be valid, same, full or {shapes} (non-negative integers), got {text!r}",
+        "padding",
     )
 
 
@@ -780,27 +787,114 @@ def _row_bands(rows: int, macs_per_row: int, chunk_macs: int) -> list[tuple[int,
     return [(r, min(rows, r + per)) for r in range(0, rows, per)]
 
 
-def _pad_explicitly(x: np.ndarray, pads: tuple[tuple[int, int], ...], pad_mode: str) -> np.ndarray:
-    """``x`` (N, C, *spatial) padded as :mod:`cnnkit.ops` pads it, with the same limits."""
-    from cnnkit.ops import _NP_PAD_MODE, PAD_MODES
+def _check_bank(
+    data: np.ndarray,
+    kernels: list[np.ndarray],
+    color: str | None,
+    combine: str | None,
+    pool: str | None,
+) -> tuple[list[bool], str]:
+    """The options of :func:`apply_bank` that ``ops`` does not own, checked; returns which
+    kernels are ``(C, kh, kw)`` and the colour mode (``rgb`` for those)."""
+    ndim = data.ndim - 1
+    if not kernels:
+        raise ValueError("kernels is empty: give at least one kernel")
+    multi = [ndim == 2 and w.ndim == 3 for w in kernels]
+    if ndim == 2 and any(multi):
+        if not all(multi):
+            raise ValueError(
+                "a bank cannot mix 2-D kernels with (C, kh, kw) kernels; give one kind"
+            )
+        if color not in (None, "rgb"):
+            raise ValueError(
+                f"a (C, kh, kw) kernel sums over the channels itself; color {color!r} does "
+                "not apply (use a 2-D kernel for per-channel or gray filtering)"
+            )
+        for w in kernels:
+            if w.shape[0] != data.shape[0]:
+                raise ValueError(
+                    f"the kernel has {w.shape[0]} channel(s) (shape {w.shape}) but the input "
+                    f"has {data.shape[0]}; a (C, kh, kw) kernel needs one matrix per channel"
+                )
+        color = "rgb"
+    color = color or "per-channel"
+    if color not in COLOR_MODES:
+        raise ParameterError(
+            f"color must be one of {', '.join(COLOR_MODES)}, got {color!r}", "color"
+        )
+    if ndim == 1 and color != "per-channel":
+        raise ParameterError(
+            "color applies to images; a signal's channels are filtered each alone", "color"
+        )
+    if combine not in (None, "magnitude"):
+        raise ParameterError(f"combine must be magnitude, got {combine!r}", "combine")
+    if combine and len(kernels) < 2:
+        raise ParameterError(
+            "combine=magnitude needs two or more kernels, e.g. -k sobel-x -k sobel-y", "combine"
+        )
+    if pool is not None and pool not in POOL_KINDS:
+        raise ParameterError(f"pool must be max or avg, got {pool!r}", "pool")
+    for w, m in zip(kernels, multi):
+        if w.ndim != ndim + int(m):
+            raise ValueError(f"a {ndim}-D input needs {ndim}-D kernels, got shape {w.shape}")
+    return multi, color
 
-    sizes = x.shape[2:]
-    if pad_mode not in PAD_MODES:
-        raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}; got {pad_mode!r}")
-    if pad_mode == "reflect" and any(p >= n for pp, n in zip(pads, sizes) for p in pp):
-        raise ValueError(
-            f"reflect padding must be smaller than the input size, got padding {pads} "
-            f"for input size {sizes}"
+
+def _bank_inputs(
+    data: np.ndarray, kernels: list[np.ndarray], multi: list[bool], color: str
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The input batch and every kernel as a conv weight ``(1, C_in, *k)``: one output map
+    per call. ``rgb`` is one multi-channel input; otherwise each channel is filtered alone."""
+    weights = []
+    for w, m in zip(kernels, multi):
+        if m:
+            weights.append(w[None])
+        elif color == "rgb":
+            weights.append(np.repeat(w[None, None], data.shape[0], axis=1) / data.shape[0])
+        else:
+            weights.append(w[None, None])
+    if color in ("rgb",):
+        x = data[None]  # (1, C, ...): one multi-channel input
+    else:
+        x = data[:, None]  # (C, 1, ...): channels as a batch, each filtered alone
+    return x, weights
+
+
+def _bank_geometry(
+    sizes: tuple[int, ...],
+    weights: list[np.ndarray],
+    padding: str | int | tuple[int, ...],
+    stride_t: tuple[int, ...],
+    dil_t: tuple[int, ...],
+) -> tuple[tuple[int, ...], list[tuple[tuple[int, int], ...]]]:
+    """The one output size of every kernel and the padding, or an error saying how to fix a
+    kernel that does not fit or kernels that disagree."""
+    names = ("height", "width") if len(sizes) == 2 else ("length",)
+    shapes, all_pads = [], []
+    for wk in weights:
+        ksize = wk.shape[2:]
+        pads = geometry.resolve_padding(padding, sizes, ksize, stride_t, dil_t)
+        out = geometry.conv_output_shape(sizes, ksize, stride_t, pads, dil_t)
+        for i, o in enumerate(out):
+            if o <= 0:
+                span = dil_t[i] * (ksize[i] - 1) + 1
+                padded = sizes[i] + pads[i][0] + pads[i][1]
+                raise ParameterError(
+                    f"kernel {format_shape(ksize)} (spanning {span} with dilation "
+                    f"{dil_t[i]}) is larger than the padded input {names[i]} {padded}; "
+                    "use padding=same or a smaller kernel",
+                    "padding",
+                )
+        shapes.append(out)
+        all_pads.append(pads)
+    if len(set(shapes)) > 1:
+        raise ParameterError(
+            "the kernels give different output sizes ("
+            + ", ".join(format_shape(s) for s in shapes)
+            + "); use padding=same or kernels of one size",
+            "padding",
         )
-    if pad_mode == "circular" and any(p > n for pp, n in zip(pads, sizes) for p in pp):
-        raise ValueError(
-            f"circular padding must not exceed the input size, got padding {pads} "
-            f"for input size {sizes}"
-        )
-    if all(p == (0, 0) for p in pads):
-        return x
-    mode = "constant" if pad_mode == "zeros" else _NP_PAD_MODE[pad_mode]
-    return np.pad(x, ((0, 0), (0, 0), *pads), mode=mode)
+    return shapes[0], all_pads
 
 
 def apply_bank(
@@ -876,96 +970,25 @@ def apply_bank(
     """
     import time
 
-    from cnnkit import geometry, ops
+    from cnnkit import ops
 
     ndim = data.ndim - 1
-    if not kernels:
-        raise ValueError("kernels is empty: give at least one kernel")
-    multi = [ndim == 2 and w.ndim == 3 for w in kernels]
-    if ndim == 2 and any(multi):
-        if not all(multi):
-            raise ValueError(
-                "a bank cannot mix 2-D kernels with (C, kh, kw) kernels; give one kind"
-            )
-        if color not in (None, "rgb"):
-            raise ValueError(
-                f"a (C, kh, kw) kernel sums over the channels itself; color {color!r} does "
-                "not apply (use a 2-D kernel for per-channel or gray filtering)"
-            )
-        for w in kernels:
-            if w.shape[0] != data.shape[0]:
-                raise ValueError(
-                    f"the kernel has {w.shape[0]} channel(s) (shape {w.shape}) but the input "
-                    f"has {data.shape[0]}; a (C, kh, kw) kernel needs one matrix per channel"
-                )
-        color = "rgb"
-    color = color or "per-channel"
-    if color not in COLOR_MODES:
-        raise ValueError(f"--color must be one of {', '.join(COLOR_MODES)}, got {color!r}")
-    if ndim == 1 and color != "per-channel":
-        raise ValueError("--color applies to images; a signal's channels are filtered each alone")
-    if combine not in (None, "magnitude"):
-        raise ValueError(f"--combine must be magnitude, got {combine!r}")
-    if combine and len(kernels) < 2:
-        raise ValueError(
-            "--combine magnitude needs two or more kernels, e.g. -k sobel-x -k sobel-y"
-        )
-    if pool is not None and pool not in POOL_KINDS:
-        raise ValueError(f"--pool must be max or avg, got {pool!r}")
-    for w, m in zip(kernels, multi):
-        if w.ndim != ndim + int(m):
-            raise ValueError(f"a {ndim}-D input needs {ndim}-D kernels, got shape {w.shape}")
-    stride_t = geometry.positive_tuple(stride, ndim, "--stride")
-    dil_t = geometry.positive_tuple(dilation, ndim, "--dilation")
+    multi, color = _check_bank(data, kernels, color, combine, pool)
+    stride_t = geometry.positive_tuple(stride, ndim, "stride")
+    dil_t = geometry.positive_tuple(dilation, ndim, "dilation")
 
     if ndim == 2 and color == "gray":
         from cnnkit.io import to_gray
 
         data = to_gray(data)
-    sizes = data.shape[1:]
-    names = ("height", "width") if ndim == 2 else ("length",)
-    # every kernel as a conv weight (1, C_in, *k): one output map per call
-    weights = []
-    for w, m in zip(kernels, multi):
-        if m:
-            weights.append(w[None])
-        elif color == "rgb":
-            weights.append(np.repeat(w[None, None], data.shape[0], axis=1) / data.shape[0])
-        else:
-            weights.append(w[None, None])
-    if color in ("rgb",):
-        x = data[None]  # (1, C, ...): one multi-channel input
-    else:
-        x = data[:, None]  # (C, 1, ...): channels as a batch, each filtered alone
-    shapes, all_pads = [], []
-    for wk in weights:
-        ksize = wk.shape[2:]
-        pads = geometry.resolve_padding(padding, sizes, ksize, stride_t, dil_t)
-        out = geometry.conv_output_shape(sizes, ksize, stride_t, pads, dil_t)
-        for i, o in enumerate(out):
-            if o <= 0:
-                span = dil_t[i] * (ksize[i] - 1) + 1
-                padded = sizes[i] + pads[i][0] + pads[i][1]
-                raise ValueError(
-                    f"kernel {'x'.join(map(str, ksize))} (spanning {span} with dilation "
-                    f"{dil_t[i]}) is larger than the padded input {names[i]} {padded}; "
-                    "use --padding same or a smaller kernel"
-                )
-        shapes.append(out)
-        all_pads.append(pads)
-    if len(set(shapes)) > 1:
-        raise ValueError(
-            "the kernels give different output sizes ("
-            + ", ".join("x".join(map(str, s)) for s in shapes)
-            + "); use --padding same or kernels of one size"
-        )
+    x, weights = _bank_inputs(data, kernels, multi, color)
+    out_shape, all_pads = _bank_geometry(data.shape[1:], weights, padding, stride_t, dil_t)
     conv = ops.conv2d if ndim == 2 else ops.conv1d
     b = np.array([bias], dtype=np.float64) if bias else None
     # Load the compiled kernels on a tiny input first, so ``seconds`` measures the filtering
     # and not Numba's one-off start-up (loading its cache costs a few hundred ms).
     span = [geometry.dilated_span(k, d) for d, k in zip(dil_t, weights[0].shape[2:])]
     conv(np.zeros((1, x.shape[1], *span)), weights[0], b, dilation=dil_t, method=method)
-    out_shape = shapes[0]
     row_macs = x.shape[0] * x.shape[1] * math.prod(weights[0].shape[2:]) * math.prod(out_shape[1:])
     bands = _row_bands(out_shape[0], row_macs, chunk_macs or CHUNK_MACS)
     total, done = len(weights) * len(bands), 0
@@ -988,7 +1011,7 @@ def apply_bank(
             if progress is not None:
                 progress(done, total)
         else:
-            padded = _pad_explicitly(x, pads, pad_mode)
+            padded = ops.pad(x, pads, pad_mode)
             reach = dil_t[0] * (wk.shape[2] - 1) + 1
             parts = []
             for r0, r1 in bands:
@@ -1026,10 +1049,12 @@ def apply_bank(
             fn = ops.max_pool2d if pool == "max" else ops.avg_pool2d
         else:
             fn = ops.max_pool1d if pool == "max" else ops.avg_pool1d
+        names = ("height", "width") if ndim == 2 else ("length",)
         for i, n in enumerate(y.shape[2:]):
             if pool_size > n:
-                raise ValueError(
-                    f"--pool-size {pool_size} is larger than the filtered {names[i]} {n}"
+                raise ParameterError(
+                    f"pool_size={pool_size} is larger than the filtered {names[i]} {n}",
+                    "pool_size",
                 )
         pooled = fn(flat, pool_size, ps)
         y = pooled.reshape(k, c, *pooled.shape[2:])
@@ -1101,7 +1126,9 @@ def display_scale(y: np.ndarray, maxval: float, mode: str = "auto") -> DisplaySc
     DisplayScale
     """
     if mode not in DISPLAY_MODES:
-        raise ValueError(f"--display must be one of {', '.join(DISPLAY_MODES)}, got {mode!r}")
+        raise ParameterError(
+            f"display must be one of {', '.join(DISPLAY_MODES)}, got {mode!r}", "display"
+        )
     if mode == "auto":
         mode = "clip" if y.min() >= 0 else "abs"
     if mode == "clip":
@@ -1126,8 +1153,10 @@ def to_pixels(y: np.ndarray, scale: DisplayScale) -> np.ndarray:
     span = scale.hi - scale.lo
     if scale.mode == "diverging":
         if y.shape[0] != 1:
-            raise ValueError(
-                "--display diverging needs a one-channel response; add --color gray or rgb"
+            raise ParameterError(
+                "display=diverging needs a one-channel response; add color=gray or rgb",
+                "display",
+                "color",
             )
         s = np.clip(y[0] / scale.hi, -1, 1) if scale.hi > 0 else np.zeros_like(y[0])
         # white at 0, towards pure red (+1) or pure blue (-1)

@@ -2,7 +2,8 @@
 
 Everything in cnnkit that needs the size of a convolution or pooling output (the Numba
 kernels' callers, shape inference, receptive fields, the CLI) calls the functions here.
-This module imports nothing but the standard library, so the arithmetic commands start fast.
+This module imports nothing but the standard library (and the one error class in
+:mod:`cnnkit.errors`), so the arithmetic commands start fast.
 
 The convolution formula, per spatial dimension, with the names PyTorch uses::
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
+
+from cnnkit.errors import ParameterError
 
 PaddingArg = int | str | Sequence[int] | Sequence[Sequence[int]]
 
@@ -169,19 +172,19 @@ def as_tuple(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...
     """``value`` repeated ``ndim`` times if it is an int, else checked to be ``ndim`` ints."""
     message = f"{name} must be an int or a tuple of {ndim} ints, got {value!r}"
     if isinstance(value, bool) or isinstance(value, str):
-        raise ValueError(message)
+        raise ParameterError(message, name)
     try:
         return (operator.index(value),) * ndim  # type: ignore[arg-type]
     except TypeError:
         pass
     if not isinstance(value, Sequence) or len(value) != ndim:
-        raise ValueError(message)
+        raise ParameterError(message, name)
     try:
         items = tuple(operator.index(v) for v in value if not isinstance(v, bool))
     except TypeError:
-        raise ValueError(message) from None
+        raise ParameterError(message, name) from None
     if len(items) != ndim:
-        raise ValueError(message)
+        raise ParameterError(message, name)
     return items
 
 
@@ -189,7 +192,7 @@ def positive_tuple(value: int | Sequence[int], ndim: int, name: str) -> tuple[in
     """:func:`as_tuple`, then every entry must be >= 1 (strides, dilations, kernel sizes)."""
     items = as_tuple(value, ndim, name)
     if any(v < 1 for v in items):
-        raise ValueError(f"{name} must be >= 1 in every dimension, got {value!r}")
+        raise ParameterError(f"{name} must be >= 1 in every dimension, got {value!r}", name)
     return items
 
 
@@ -234,9 +237,10 @@ def resolve_padding(
             )
         if word == "full":
             return tuple(full_padding(k, d) for k, d in zip(kernel, dilation))
-        raise ValueError(
+        raise ParameterError(
             f"padding must be an int, a tuple, or one of {', '.join(PADDING_WORDS)}; "
-            f"got {padding!r}"
+            f"got {padding!r}",
+            "padding",
         )
     if (
         isinstance(padding, Sequence)
@@ -247,7 +251,7 @@ def resolve_padding(
     else:
         out = tuple((p, p) for p in as_tuple(padding, ndim, "padding"))  # type: ignore[arg-type]
     if any(a < 0 or b < 0 for a, b in out):
-        raise ValueError(f"padding must be >= 0, got {padding!r}")
+        raise ParameterError(f"padding must be >= 0, got {padding!r}", "padding")
     return out
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from cnnkit import memory
+from cnnkit.errors import ParameterError
 from cnnkit.geometry import format_shape
 
 if TYPE_CHECKING:
@@ -475,7 +476,7 @@ def load(
         )
     _check_input(p)
     if column is not None and suffix not in SIGNAL_SUFFIXES:
-        raise ValueError(f"--column applies to CSV/TXT signals, not to {suffix} files")
+        raise ParameterError(f"column applies to CSV/TXT signals, not to {suffix} files", "column")
     if suffix in IMAGE_SUFFIXES:
         return load_image(p, max_pixels)
     if suffix == ".npy":
@@ -575,7 +576,7 @@ def read_npy(path: str | os.PathLike[str], what: str = "array") -> np.ndarray:
         if nbytes > size:
             raise ValueError(
                 f"{p}: cannot read as a .npy array: truncated (header says "
-                f"{'x'.join(map(str, shape))} {dtype}, {nbytes:,} bytes, the file has {size:,})"
+                f"{format_shape(shape)} {dtype}, {nbytes:,} bytes, the file has {size:,})"
             )
         memory.check(nbytes * 2, f"{p}: a {' x '.join(map(str, shape))} {dtype} array")
         try:
@@ -772,8 +773,9 @@ def load_signal_text(path: Path, column: str | None = None) -> Loaded:
     if column is None:
         if width > 1:
             names = ", ".join(header) if header else f"0..{width - 1}"
-            raise ValueError(
-                f"{path} has {width} columns ({names}); choose one with --column NAME|INDEX"
+            raise ParameterError(
+                f"{path} has {width} columns ({names}); choose one with column NAME|INDEX",
+                "column",
             )
         index = 0
     elif header and column in header:
@@ -781,10 +783,10 @@ def load_signal_text(path: Path, column: str | None = None) -> Loaded:
     elif column.lstrip("-").isdigit():
         index = int(column)
         if not 0 <= index < width:
-            raise ValueError(f"--column {column}: {path} has columns 0..{width - 1}")
+            raise ParameterError(f"column {column}: {path} has columns 0..{width - 1}", "column")
     else:
         known = f" (columns: {', '.join(header)})" if header else " (the file has no header)"
-        raise ValueError(f"--column {column!r} not found in {path}{known}")
+        raise ParameterError(f"column {column!r} not found in {path}{known}", "column")
     label = header[index] if header else str(index)
     values: list[float] = []
     for n, tokens in rows:

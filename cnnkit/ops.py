@@ -266,6 +266,22 @@ def _check_groups(groups: object, n_in: int, w_shape: tuple[int, ...]) -> int:
     return groups
 
 
+def pad(x: np.ndarray, pads: tuple[tuple[int, int], ...], pad_mode: str = "zeros") -> np.ndarray:
+    """``x`` (N, C, *spatial) padded by ``pads`` ((before, after) per spatial dimension) as
+    the convolutions pad it, with the same checks; ``x`` itself when ``pads`` are all 0."""
+    _check_pad_mode(pad_mode)
+    _check_pad_mode_room(pad_mode, pads, x.shape[2:])
+    if all(p == (0, 0) for p in pads):
+        return x
+    mode = "constant" if pad_mode == "zeros" else _NP_PAD_MODE[pad_mode]
+    return np.pad(x, ((0, 0), (0, 0), *pads), mode=mode)
+
+
+def _check_pad_mode(pad_mode: str) -> None:
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}; got {pad_mode!r}")
+
+
 def _check_pad_mode_room(
     pad_mode: str, pads: tuple[tuple[int, int], ...], sizes: tuple[int, ...]
 ) -> None:
@@ -303,8 +319,7 @@ def _plan_conv(
     _check_ndim(w, nd + 2, "w", "(O, C/groups, k...)")
     groups = _check_groups(groups, x.shape[1], w.shape)
     n_out = w.shape[0]
-    if pad_mode not in PAD_MODES:
-        raise ValueError(f"pad_mode must be one of {', '.join(PAD_MODES)}; got {pad_mode!r}")
+    _check_pad_mode(pad_mode)
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     kernel = w.shape[2:]
@@ -541,8 +556,8 @@ def _loop_forward_quad(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndar
     inner = xp[..., : padded[3] * wp].reshape(padded)
     dd, dh, dw = plan.dilation
     length = oh * wp - (plan.w5.shape[4] - 1) * dw
-    blocks = -(-length // _FLAT_BLOCK)
-    block = -(-length // blocks)  # equal blocks: 1088 -> 2 x 544, not 1024 + 64
+    blocks = geometry.ceil_div(length, _FLAT_BLOCK)
+    block = geometry.ceil_div(length, blocks)  # equal blocks: 1088 -> 2 x 544, not 1024 + 64
     y = np.empty(plan.out5, plan.dtype)  # written in its final layout, no crop
     args = (xp, plan.w5, bias, y, plan.groups, wp, dd, dh, dw, block)
     per_sample = (o // 4) * od * blocks
@@ -573,8 +588,8 @@ def _loop_forward(plan: _ConvPlan, four_channels: bool = True) -> np.ndarray:
     flops = _flops(plan)
     if not _use_flat(plan):
         y = np.empty(plan.out5, plan.dtype)
-        blocks = -(-ow // _ROW_BLOCK)
-        block = -(-ow // blocks)
+        blocks = geometry.ceil_div(ow, _ROW_BLOCK)
+        block = geometry.ceil_div(ow, blocks)
         args = (plan.x5, plan.w5, bias, y, plan.groups, *plan.geometry_args(), block)
         _launch(_conv.conv_forward, n * o * od * oh * blocks, flops, *args)
         return y
@@ -584,8 +599,8 @@ def _loop_forward(plan: _ConvPlan, four_channels: bool = True) -> np.ndarray:
     wp = padded[4]
     dd, dh, dw = plan.dilation
     length = oh * wp - (plan.w5.shape[4] - 1) * dw
-    blocks = -(-length // _FLAT_BLOCK)
-    block = -(-length // blocks)  # equal blocks: 1088 -> 2 x 544, not 1024 + 64
+    blocks = geometry.ceil_div(length, _FLAT_BLOCK)
+    block = geometry.ceil_div(length, blocks)  # equal blocks: 1088 -> 2 x 544, not 1024 + 64
     # wide columns past the last computed position are never written; they are cropped off
     y = np.empty((n, o, od, oh, wp), plan.dtype)
     args = (xp, plan.w5, bias, y.reshape(n, o, od, oh * wp), plan.groups, wp, dd, dh, dw, block)
@@ -1475,4 +1490,5 @@ __all__ = [
     "max_pool1d",
     "max_pool2d",
     "max_pool2d_backward",
+    "pad",
 ]

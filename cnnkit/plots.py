@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from cnnkit.geometry import format_shape
+
 
 def pyplot() -> Any:
     """matplotlib.pyplot with the non-interactive Agg backend selected."""
@@ -442,7 +444,7 @@ def activations_figure(
         shown = ax.imshow(img.mean(axis=0), cmap="gray", interpolation="nearest")
         fig.colorbar(shown, ax=ax, fraction=0.05, pad=0.02).ax.tick_params(labelsize=7)
     ax.set_title(
-        f"input{': ' + title if title else ''}\n{'x'.join(map(str, img.shape))}, "
+        f"input{': ' + title if title else ''}\n{format_shape(img.shape)}, "
         "normalised as in training",
         fontsize=9,
     )

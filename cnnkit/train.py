@@ -26,7 +26,8 @@ import numpy as np
 
 from cnnkit import arch as arch_mod
 from cnnkit import signals
-from cnnkit.data import Dataset, check_name, load_dataset
+from cnnkit.data import Dataset, check_name, load_dataset, load_image_for_model
+from cnnkit.errors import ParameterError
 from cnnkit.io import check_writable
 from cnnkit.kernels.threads import single_threaded_blas
 from cnnkit.nn.losses import softmax_cross_entropy
@@ -37,7 +38,7 @@ from cnnkit.nn.serialize import load_model, read_model_file, save_model
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of a run (stored in checkpoints, so ``--resume`` reuses them)."""
+    """Hyper-parameters of a run (stored in checkpoints, so ``resume`` reuses them)."""
 
     epochs: int = 30
     batch_size: int = 32
@@ -57,33 +58,40 @@ class TrainConfig:
         for name in ("lr", "momentum", "weight_decay", "val_fraction"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"--{name.replace('_', '-')} must be a number, got {value!r}")
+                raise ParameterError(f"{name} must be a number, got {value!r}", name)
             if not math.isfinite(value):
-                raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+                raise ParameterError(f"{name} must be a finite number, got {value}", name)
         for name in ("epochs", "batch_size", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"--{name.replace('_', '-')} must be an integer, got {value!r}")
+                raise ParameterError(f"{name} must be an integer, got {value!r}", name)
         if not 0 <= self.seed < 2**63:
-            raise ValueError(f"--seed must be in 0 .. 2**63 - 1, got {self.seed}")
+            raise ParameterError(f"seed must be in 0 .. 2**63 - 1, got {self.seed}", "seed")
         if self.epochs < 1:
-            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
+            raise ParameterError(f"epochs must be >= 1, got {self.epochs}", "epochs")
         if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+            raise ParameterError(f"batch_size must be >= 1, got {self.batch_size}", "batch_size")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"--lr must be a positive number, got {self.lr}")
+            raise ParameterError(f"lr must be a positive number, got {self.lr}", "lr")
         if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"--optimizer must be sgd or adam, got {self.optimizer!r}")
+            raise ParameterError(
+                f"optimizer must be sgd or adam, got {self.optimizer!r}", "optimizer"
+            )
         if self.schedule not in SCHEDULES:
-            raise ValueError(
-                f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            raise ParameterError(
+                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}",
+                "schedule",
             )
         if self.momentum < 0 or self.weight_decay < 0:
-            raise ValueError("--momentum and --weight-decay must be >= 0")
+            raise ParameterError(
+                "momentum and weight_decay must be >= 0", "momentum", "weight_decay"
+            )
         if self.init not in ("he", "torch"):
-            raise ValueError(f"--init must be he or torch, got {self.init!r}")
+            raise ParameterError(f"init must be he or torch, got {self.init!r}", "init")
         if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+            raise ParameterError(
+                f"val_fraction must be in [0, 1), got {self.val_fraction}", "val_fraction"
+            )
         return self
 
 
@@ -166,13 +174,15 @@ def random_shift(
     return out
 
 
-# The --augment shift (rows, columns) in pixels. Sideways only: the digits fill their 8x8
+# The ``augment`` shift (rows, columns) in pixels. Sideways only: the digits fill their 8x8
 # height, and vertical shifts cut off ink (validation numbers at DATASET_DEFAULTS).
 AUGMENT_SHIFT: tuple[int, int] = (0, 1)
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+    params = ("lr",)  # the message advises a smaller lr (see errors.ParameterError)
 
 
 class OutputTaken(ValueError):
@@ -277,7 +287,7 @@ def fit(
     x_train, y_train, x_val, y_val : ndarray
         float images (N, C, H, W) and int labels.
     start_epoch : int
-        First epoch to run (after ``--resume``).
+        First epoch to run (after ``resume``).
     history : list of EpochStats, optional
         Earlier epochs (stored again in every checkpoint).
     checkpoint : path-like, optional
@@ -393,7 +403,7 @@ def _train_epoch(
                 )
                 raise TrainingDiverged(
                     f"the loss became {loss} in epoch {epoch + 1}, batch {b + 1}: the "
-                    f"learning rate {lr:g} is too high; try a smaller --lr{kept}"
+                    f"learning rate {lr:g} is too high; try a smaller lr{kept}"
                 )
             model.backward(grad)
             optimizer.step()
@@ -438,7 +448,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[Model, Optimizer, TrainConfig, dict]:
-    """Rebuild model, optimiser and config from a checkpoint for ``--resume``.
+    """Rebuild model, optimiser and config from a checkpoint for ``resume``.
 
     Raises
     ------
@@ -448,9 +458,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[Model, Optimizer, Tra
     model, header = load_model(path)
     ck = header.get("checkpoint")
     if not isinstance(ck, dict) or "config" not in ck or "optimizer" not in ck:
-        raise ValueError(
-            f"{path}: a model file without training state; --resume needs a checkpoint "
-            "(written next to the model as *.ckpt.npz during training)"
+        raise ParameterError(
+            f"{path}: a model file without training state; resume needs a checkpoint "
+            "(written next to the model as *.ckpt.npz during training)",
+            "resume",
         )
     known = {f for f in TrainConfig.__dataclass_fields__}
     cfg = TrainConfig(**{k: v for k, v in ck["config"].items() if k in known})
@@ -496,6 +507,86 @@ def classification_report(cm: np.ndarray) -> dict[str, Any]:
         "recall": recall.tolist(),
         "support": actual.tolist(),
     }
+
+
+def check_input_shape(model: Model, ds: Dataset) -> None:
+    """The model must take the data set's images as they are; otherwise say so."""
+    if tuple(model.input_shape) != tuple(ds.input_shape):
+        raise ValueError(
+            f"the model takes {' x '.join(map(str, model.input_shape))} inputs but {ds.name} "
+            f"images are {' x '.join(map(str, ds.input_shape))}"
+        )
+
+
+def renormalised(x: np.ndarray, ds: Dataset, header: dict[str, Any]) -> np.ndarray:
+    """Data normalised with the data set's statistics -> with the model's stored statistics."""
+    mean = np.asarray(header.get("mean", ds.mean), np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(header.get("std", ds.std), np.float32).reshape(1, -1, 1, 1)
+    dmean = np.asarray(ds.mean, np.float32).reshape(1, -1, 1, 1)
+    dstd = np.asarray(ds.std, np.float32).reshape(1, -1, 1, 1)
+    if mean.shape == dmean.shape and np.allclose(mean, dmean) and np.allclose(std, dstd):
+        return x
+    return ((x * dstd + dmean) - mean) / std
+
+
+def image_input(path: str | os.PathLike[str], model: Model, header: dict[str, Any]) -> np.ndarray:
+    """An image file as a batch of one for ``model``: resized, preprocessed and normalised
+    as its model file records (``header`` from :func:`cnnkit.nn.serialize.load_model`)."""
+    mean = np.asarray(header.get("mean", [0.0]), np.float32)
+    std = np.asarray(header.get("std", [1.0]), np.float32)
+    return load_image_for_model(
+        path, model.input_shape, mean, std, preprocess=header.get("preprocess") or None
+    )
+
+
+SPLITS = ("test", "val", "train")
+
+
+@dataclass
+class Evaluation:
+    """A model tested on one split of a data set: see :func:`evaluate`."""
+
+    dataset: str
+    split: str
+    images: int
+    class_names: list[str]
+    confusion: np.ndarray
+    report: dict[str, Any]
+
+
+def evaluate(
+    model_path: str | os.PathLike[str],
+    dataset: str | None = None,
+    split: str = "test",
+    data_dir: str | os.PathLike[str] | None = None,
+) -> Evaluation:
+    """Accuracy, per-class precision and recall, and the confusion matrix of a model file.
+
+    ``dataset`` and ``data_dir`` default to what the model file records; the split is drawn
+    with the seed and validation share it was trained with, and the images are normalised
+    with the model's statistics (:func:`renormalised`).
+    """
+    if split not in SPLITS:
+        raise ParameterError(f"split must be test, val or train, got {split!r}", "split")
+    model, header = load_model(model_path)
+    name = dataset or header.get("dataset")
+    if not name:
+        raise ParameterError(f"{model_path} does not record its data set; add dataset", "dataset")
+    ds = load_dataset(
+        name,
+        data_dir=data_dir if data_dir is not None else header.get("data_dir"),
+        seed=int(header.get("split_seed", 0)),
+        val_fraction=float(header.get("val_fraction", 0.1)),
+    )
+    check_input_shape(model, ds)
+    check_classes(model, ds.num_classes, list(ds.class_names))
+    x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
+    if len(y) == 0:
+        raise ValueError(f"the {split} split of {ds.name} is empty")
+    pred = model.predict_logits(renormalised(x, ds, header)).argmax(axis=1)
+    cm = confusion_matrix(y, pred, ds.num_classes)
+    names = [str(c) for c in ds.class_names]
+    return Evaluation(ds.name, split, int(len(y)), names, cm, classification_report(cm))
 
 
 # ----------------------------------------------------------------------------- throughput
@@ -660,25 +751,27 @@ def _resume_state(
     history so far and the epoch to continue from. ``data_dir`` is already resolved."""
     for key in ("seed", "val_fraction", "init"):
         if key in overrides and overrides[key] != getattr(cfg, key):
-            flag = "--" + key.replace("_", "-")
-            raise ValueError(
-                f"{flag} cannot change when resuming ({resume} used {getattr(cfg, key)}): "
-                "it fixes the data split and the random order; drop the option"
+            raise ParameterError(
+                f"{key} cannot change when resuming ({resume} used {getattr(cfg, key)}): "
+                "it fixes the data split and the random order; drop the option",
+                key,
             )
     for key, value in overrides.items():
         setattr(cfg, key, value)
     cfg.check()
     if header.get("dataset") and header["dataset"] != name:
-        raise ValueError(
+        raise ParameterError(
             f"{resume} was trained on {header['dataset']!r}, not {name!r}; "
-            f"add --dataset {header['dataset']}"
+            f"add dataset={header['dataset']}",
+            "dataset",
         )
     optimizer.lr = cfg.lr
     start_epoch = int(header["checkpoint"]["epoch"])
     if start_epoch >= cfg.epochs:
-        raise ValueError(
+        raise ParameterError(
             f"{resume} already finished {start_epoch} epochs; ask for more with "
-            f"--epochs {start_epoch + 5} (the total, not the extra)"
+            f"epochs={start_epoch + 5} (the total, not the extra)",
+            "epochs",
         )
     ds = load_dataset(name, data_dir=data_dir, seed=cfg.seed, val_fraction=cfg.val_fraction)
     return ds, history_from_header(header), start_epoch
@@ -699,9 +792,10 @@ def _fresh_state(
     ds = load_dataset(name, data_dir=data_dir, seed=cfg.seed, val_fraction=cfg.val_fraction)
     spec_source = arch or defaults.get("arch")
     if spec_source is None:
-        raise ValueError(
-            f"no default architecture for {name!r}; give one with --arch (a shipped name "
-            "such as lenet5, a spec file, or text like 'input 3 32 32; conv 16 k=3; ...')"
+        raise ParameterError(
+            f"no default architecture for {name!r}; give one with arch (a shipped name "
+            "such as lenet5, a spec file, or text like 'input 3 32 32; conv 16 k=3; ...')",
+            "arch",
         )
     declared = declared_input_shape(spec_source)
     if declared is not None and declared != tuple(ds.input_shape):
@@ -769,15 +863,11 @@ def run(
         )
     else:
         model, optimizer, cfg, ds = _fresh_state(name, arch, overrides, data_dir)
-    if tuple(model.input_shape) != tuple(ds.input_shape):
-        raise ValueError(
-            f"the model takes {' x '.join(map(str, model.input_shape))} inputs but {name} "
-            f"images are {' x '.join(map(str, ds.input_shape))}"
-        )
+    check_input_shape(model, ds)
     check_classes(model, ds.num_classes, list(ds.class_names))
     meta = model_meta(ds, data_dir, cfg.seed, cfg.val_fraction)
     meta["run_id"] = run_id
-    # where the model goes, relative to the checkpoint: --resume finishes into the same file
+    # where the model goes, relative to the checkpoint: resume finishes into the same file
     meta["output"] = os.path.relpath(out.resolve(), ckpt.resolve().parent)
     if on_start is not None:
         on_start(model, ds, cfg, start_epoch)
@@ -881,25 +971,31 @@ def default_checkpoint_path(output: str | os.PathLike[str]) -> Path:
 __all__ = [
     "DATASET_DEFAULTS",
     "DEFAULT_OUTPUT",
+    "SPLITS",
     "EpochStats",
+    "Evaluation",
     "OutputTaken",
     "RunOutcome",
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
     "check_classes",
+    "check_input_shape",
     "check_output_paths",
     "check_outputs",
     "classification_report",
     "confusion_matrix",
     "declared_input_shape",
     "default_checkpoint_path",
+    "evaluate",
     "evaluate_loss_accuracy",
     "fit",
+    "image_input",
     "random_shift",
     "load_checkpoint",
     "make_run_optimizer",
     "model_meta",
+    "renormalised",
     "run",
     "save_checkpoint",
     "train_throughput",

@@ -836,3 +836,26 @@ def test_signal_summary_with_flip_shows_the_reversed_kernel(tmp_path):
     out = ok(tmp_path / "s.csv", "-k", "1,2,3", "--flip").stdout
     assert "flipped (true convolution)" in out and "3 2 1" in " ".join(out.split())
     assert "custom (8):" in out  # an 8-sample result is printed as numbers
+
+
+def test_library_parameter_names_become_the_options_the_user_typed(tmp_path):
+    from cnnkit.cli.common import flag_words
+    from cnnkit.errors import ParameterError
+
+    def shown(message, *params):
+        return flag_words(ParameterError(message, *params))
+
+    assert shown("combine=magnitude needs two", "combine") == "--combine magnitude needs two"
+    assert shown("a/color/b.png: color must be x", "color") == "a/color/b.png: --color must be x"
+    assert (
+        shown("pool_size=9 is larger (see pool)", "pool_size")
+        == "--pool-size 9 is larger (see pool)"
+    )
+    assert shown("stride must be >= 1", "padding") == "stride must be >= 1"
+    img = tmp_path / "in.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(img)
+    result = run(img, "-k", "box", "--combine", "magnitude", "-o", tmp_path / "o.png")
+    assert result.exit_code == 2
+    assert "error: --combine magnitude needs two or more kernels" in result.stderr
+    result = run(img, "-k", "box", "--stride", "0", "-o", tmp_path / "o.png")
+    assert result.exit_code == 2 and "--stride must be >= 1" in result.stderr

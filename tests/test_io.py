@@ -101,7 +101,7 @@ def test_bad_images(tmp_path):
         io.load(tmp_path / "a.xyz")
     with pytest.raises(FileNotFoundError):
         io.load(tmp_path / "missing.png")
-    with pytest.raises(ValueError, match="--column applies"):
+    with pytest.raises(ValueError, match="^column applies"):
         io.load(good, column="x")
 
 
@@ -146,7 +146,7 @@ def test_csv_and_txt_signals(tmp_path):
     (tmp_path / "bare.txt").write_text("# comment\n1\n\n2\n3e-1\n")
     np.testing.assert_array_equal(io.load(tmp_path / "bare.txt").data, [[1, 2, 0.3]])
     (tmp_path / "multi.csv").write_text("t,left,right\n0,1,10\n1,2,20\n2,3,30\n")
-    with pytest.raises(ValueError, match=r"3 columns \(t, left, right\).*--column"):
+    with pytest.raises(ValueError, match=r"3 columns \(t, left, right\).*with column NAME"):
         io.load(tmp_path / "multi.csv")
     np.testing.assert_array_equal(io.load(tmp_path / "multi.csv", "right").data, [[10, 20, 30]])
     np.testing.assert_array_equal(io.load(tmp_path / "multi.csv", "1").data, [[1, 2, 3]])

@@ -363,7 +363,7 @@ def test_bad_optimiser_settings():
     p = np.zeros(3)
     with pytest.raises(ValueError, match="learning rate"):
         Adam(p, p, lr=-1)
-    with pytest.raises(ValueError, match="Nesterov"):
+    with pytest.raises(ValueError, match="^nesterov needs momentum > 0"):
         SGD(p, p, lr=0.1, momentum=0, nesterov=True)
 
 

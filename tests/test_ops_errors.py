@@ -128,3 +128,16 @@ def test_pool_backward_argument_errors(no_kernels):
         ops.global_avg_pool(np.ones((2, 3)))
     with pytest.raises(ValueError, match="grad_y must be"):
         ops.global_avg_pool_backward(np.ones((2, 2)), (2, 3, 4))
+
+
+def test_pad_is_the_convolutions_padding_with_their_checks():
+    x = np.arange(12.0).reshape(1, 1, 3, 4)
+    pads = ((1, 2), (0, 1))
+    for mode, np_mode in (("zeros", "constant"), ("replicate", "edge"), ("circular", "wrap")):
+        want = np.pad(x, ((0, 0), (0, 0), *pads), mode=np_mode)
+        np.testing.assert_array_equal(ops.pad(x, pads, mode), want)
+    assert ops.pad(x, ((0, 0), (0, 0)), "reflect") is x
+    with pytest.raises(ValueError, match="reflect padding must be smaller"):
+        ops.pad(x, ((3, 0), (0, 0)), "reflect")
+    with pytest.raises(ValueError, match="pad_mode must be one of"):
+        ops.pad(x, pads, "mirror")

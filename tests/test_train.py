@@ -132,13 +132,13 @@ def test_mismatched_classes_says_the_fix():
 def test_config_checks():
     for bad, word in (
         (dict(epochs=0), "epochs"),
-        (dict(batch_size=0), "batch-size"),
+        (dict(batch_size=0), "batch_size"),
         (dict(lr=float("nan")), "lr"),
         (dict(optimizer="rmsprop"), "optimizer"),
         (dict(schedule="warm"), "schedule"),
-        (dict(val_fraction=1.0), "val-fraction"),
+        (dict(val_fraction=1.0), "val_fraction"),
     ):
-        with pytest.raises(ValueError, match=word):
+        with pytest.raises(ValueError, match=f"^{word} must"):
             tr.TrainConfig(**bad).check()
 
 

@@ -210,6 +210,21 @@ def test_evaluate_agrees_with_training_and_writes_plot(trained, tmp_path):
     assert "precision" in table.output
 
 
+def test_evaluate_in_the_library_is_what_the_command_shows(trained, digit_png):
+    from cnnkit import train as tr
+    from cnnkit.cli.common import flag_words
+
+    model, metrics = trained
+    ev = tr.evaluate(model)
+    assert (ev.dataset, ev.split) == ("digits", "test")
+    assert ev.confusion.sum() == ev.images
+    assert ev.report["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    with pytest.raises(ValueError, match=r"^split must be test, val or train") as bad:
+        tr.evaluate(model, split="all")
+    assert flag_words(bad.value).startswith("--split must be")
+    assert_error(run("evaluate", model, "--split", "all"), 2, "--split must be test, val or train")
+
+
 def test_predict_top_k(trained, digit_png):
     from cnnkit.data import load_image_for_model
     from cnnkit.nn import load_model
@@ -343,6 +358,25 @@ def test_nan_learning_rate_stops_with_a_message(tmp_path):
 )
 def test_bad_options(args, fragment, tmp_path):
     assert_error(run("train", *args, "-o", tmp_path / "x.npz"), 2, fragment)
+
+
+def test_the_library_names_parameters_and_the_cli_shows_options(tmp_path):
+    from cnnkit.train import TrainConfig
+
+    with pytest.raises(ValueError, match=r"^batch_size must be >= 1, got 0$"):
+        TrainConfig(batch_size=0).check()
+    with pytest.raises(ValueError, match=r"^momentum and weight_decay must be >= 0$"):
+        TrainConfig(momentum=-1).check()
+    result = run("train", "--momentum", "-1", "--batch-size", "0", "-o", tmp_path / "x.npz")
+    assert_error(result, 2, "--batch-size must be >= 1, got 0")
+    result = run("train", "--momentum", "-1", "-o", tmp_path / "x.npz")
+    assert_error(result, 2, "--momentum and --weight-decay must be >= 0")
+    result = run(
+        "train", "--nesterov", "--momentum", "0", "--optimizer", "sgd", "-o", tmp_path / "x.npz"
+    )
+    assert_error(result, 2, "--nesterov needs --momentum > 0")
+    result = run("train", "--dataset", "npz", "-o", tmp_path / "x.npz")
+    assert_error(result, 2, "npz needs --data-dir: the .npz file")
 
 
 def test_missing_and_corrupt_model_files(tmp_path, digit_png):

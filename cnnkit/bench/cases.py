@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.geometry import conv_output_size
+from cnnkit.geometry import conv_output_size, format_shape
+from cnnkit.memory import human_bytes
 
 # The textbook numpy peer materialises the whole patch matrix; beyond this it is skipped
 # (named in a note) so that one peer does not dominate the suite's time and memory.
@@ -91,7 +92,7 @@ class Case:
 
     def label(self) -> str:
         """Human-readable shapes, e.g. ``64x1x28x28 -> 16 k5 p2``."""
-        x = "x".join(map(str, self.x_shape))
+        x = format_shape(self.x_shape)
         k = self.kernel[1] if self.op == "conv1d" or self.kernel[0] == self.kernel[1] else None
         ktxt = f"k{k}" if k else f"k{self.kernel[0]}x{self.kernel[1]}"
         s = self.stride[1]
@@ -248,21 +249,14 @@ def check_memory(
         need = memory_needed(case, budget)
         total = sum(need.values())
         if total > limit:
+            shown = {k: human_bytes(v, table=True) for k, v in need.items()}
             raise ValueError(
-                f"case {case.name} ({case.label()}) needs about {fmt_bytes(total)} "
-                f"(im2col buffer {fmt_bytes(need['im2col'])}, arrays {fmt_bytes(need['arrays'])}"
-                f", float64 oracle {fmt_bytes(need['oracle'])}) but the limit is half of the "
-                f"{fmt_bytes(available)} available; choose smaller sizes, kernels or batch"
+                f"case {case.name} ({case.label()}) needs about "
+                f"{human_bytes(total, table=True)} (im2col buffer {shown['im2col']}, arrays "
+                f"{shown['arrays']}, float64 oracle {shown['oracle']}) but the limit is half of "
+                f"the {human_bytes(available, table=True)} available; choose smaller sizes, "
+                "kernels or batch"
             )
-
-
-def fmt_bytes(n: float) -> str:
-    """``1536 -> '1.5 KiB'``."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 # The layers of ANCHORS.md and the speed targets; padding keeps the spatial size.

@@ -25,7 +25,6 @@ from cnnkit.bench.cases import (
     Case,
     check_memory,
     flops,
-    fmt_bytes,
     im2col_bytes,
 )
 from cnnkit.bench.machine import busy_note, machine_info
@@ -33,6 +32,7 @@ from cnnkit.bench.oracle import check_outputs, make_inputs, reference
 from cnnkit.bench.peers import PEER_OPS, PEERS, missing_peers, thread_choices
 from cnnkit.bench.report import summarize
 from cnnkit.bench.worker import WorkerError
+from cnnkit.memory import human_bytes
 
 SCHEMA = "cnnkit-bench/2"
 Side = Any  # a Worker or LocalSide: call(cmd, **kw), pids, info, close()
@@ -246,7 +246,8 @@ def run_case(
         if library == "numpy" and im2col_bytes(case) > NUMPY_PEER_CAP:
             notes.append(
                 f"numpy peer skipped for {case.name}: its im2col buffer would be "
-                f"{fmt_bytes(im2col_bytes(case))} (> {fmt_bytes(NUMPY_PEER_CAP)})"
+                f"{human_bytes(im2col_bytes(case), table=True)} "
+                f"(> {human_bytes(NUMPY_PEER_CAP, table=True)})"
             )
             continue
         loaded = side.call("load", case=case.to_dict(), outdir=outdir)

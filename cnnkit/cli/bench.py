@@ -59,157 +59,157 @@ def _check_output(path: Path | None, option: str, suffixes: tuple[str, ...] = ()
         raise UsageError(f"{option} {path}: the file name must end with {' or '.join(suffixes)}")
 
 
+@friendly_errors
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="A suite of under 10 seconds."),
+    case: list[str] = typer.Option(
+        None, "--case", "-c", help="Case name or glob (repeatable); see --list."
+    ),
+    sizes: str = typer.Option(None, help="Filter image sides, e.g. 512,1024,2048."),
+    kernels: str = typer.Option(None, help="Filter kernel sides (odd), e.g. 3,5,7,11."),
+    channels: str = typer.Option(
+        None, help="Extra conv layers (b, c, 32, 32) -> c, k3: channel counts."
+    ),
+    batch: str = typer.Option(None, help="Extra conv layers: batch sizes, e.g. 1,8."),
+    threads: int = typer.Option(
+        None, help="Threads of every library (PyTorch is also timed at 1). Default: cores."
+    ),
+    repeat: int = typer.Option(
+        None, help="Rounds (each side sampled once per round); 5, quick 3, --train 3."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the full report as JSON on stdout (no tables)."
+    ),
+    json_file: Path = typer.Option(
+        None, "--json-file", help="Write the full report as JSON to a file ('-': stdout)."
+    ),
+    csv_path: Path = typer.Option(None, "--csv", help="Write one row per result as CSV."),
+    plot_path: Path = typer.Option(
+        None, "--plot", help="GFLOP/s vs image size and time vs kernel size (PNG/SVG/PDF)."
+    ),
+    explain: bool = typer.Option(
+        False, "--explain", help="Show the lecture's im2col example and exit."
+    ),
+    train: bool = typer.Option(
+        False, "--train", help="Only measure training images/s against PyTorch."
+    ),
+    check: bool = typer.Option(
+        False,
+        "--self-check",
+        help="Then time each library alone in a fresh process; fail if the bench's "
+        "figure differs by more than 15 %.",
+    ),
+    clock: str = typer.Option(
+        "wall",
+        help="wall, or cpu: each worker's CPU time, robust on a busy machine (needs --threads 1).",
+    ),
+    list_cases: bool = typer.Option(False, "--list", help="List the cases and exit."),
+) -> None:
+    """Time cnnkit's convolutions against each other and against NumPy, SciPy, OpenCV, PyTorch.
+
+    Each library runs in a fresh process of its own; every result is checked first.
+
+    Ratios are peer time / cnnkit time (above 1: cnnkit faster), medians of rounds.
+    """
+    from cnnkit.bench.machine import check_threads, usable_cores
+
+    if clock not in ("wall", "cpu"):
+        raise UsageError(f"--clock must be wall or cpu, got {clock!r}")
+    if repeat is not None and repeat < 1:
+        raise UsageError(f"--repeat must be >= 1, got {repeat}")
+    threads = threads if threads is not None else usable_cores()
+    if threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    try:
+        check_threads(threads)
+    except ValueError as exc:
+        raise UsageError(f"--{exc}") from None
+    if clock == "cpu" and threads != 1:
+        raise UsageError(
+            "--clock cpu needs --threads 1 (CPU time adds up all threads, spinning ones too)"
+        )
+    _check_output(json_file, "--json-file")
+    _check_output(csv_path, "--csv")
+    _check_output(plot_path, "--plot", (".png", ".svg", ".pdf"))
+    if train and (csv_path is not None or plot_path is not None or check):
+        raise UsageError("--train reports training images/s; use --json or --json-file")
+    to_stdout = as_json or (json_file is not None and str(json_file) == "-")
+    out = err_console if to_stdout else console
+
+    from cnnkit import bench as B
+
+    if explain:
+        from cnnkit.bench.explain import explain_data
+
+        print_explain(explain_data())
+        return
+    if train:
+        from cnnkit.bench.training import train_report
+
+        with (
+            _worker_failures(),
+            err_console.status("training: cnnkit and PyTorch, each in its own process"),
+        ):
+            report = train_report(threads, quick=quick, repeat=repeat or 3, clock=clock)
+        print_train(report, out)
+        _write_json(B, report, as_json, json_file, out)
+        return
+
+    suite_args = {
+        "sizes": _int_list(sizes, "--sizes"),
+        "kernels": _int_list(kernels, "--kernels"),
+        "channels": _int_list(channels, "--channels"),
+        "batch": _int_list(batch, "--batch"),
+    }
+    if case:
+        # A named case is found even when it is not part of the (quick) default suite.
+        pool = B.build_suite(quick=False, **suite_args)
+        names = {c.name for c in pool}
+        pool += [c for c in B.build_suite(quick=True, **suite_args) if c.name not in names]
+        cases = B.select_cases(pool, case)
+    else:
+        cases = B.build_suite(quick=quick, **suite_args)
+    if list_cases:
+        print_cases(cases)
+        return
+    if plot_path is not None and not any(c.group == "filter" for c in cases):
+        raise UsageError("--plot draws the filter cases; select some (e.g. --case 'filter_*')")
+
+    # An explicit --repeat is honoured exactly; by default a case may stop after 3
+    # rounds once its rounds took 1.5 s (a 1 s peer would otherwise dominate).
+    budget = None if repeat else 1.5
+    with _worker_failures():
+        report = _run_with_progress(
+            B, cases, repeat or (3 if quick else 5), threads, quick, budget, clock
+        )
+    print_report(report, out)
+    if plot_path is not None:
+        write_plot(report, plot_path)
+        out.print(f"wrote {plot_path}")
+    if csv_path is not None:
+        B.write_csv(report, csv_path)
+        out.print(f"wrote {csv_path}")
+    failed = False
+    if check:
+        with (
+            _worker_failures(),
+            err_console.status("self-check: each library alone in a fresh process"),
+        ):
+            rows = B.self_check(report, cases)
+        report["self_check"] = rows
+        print_self_check(rows, out)
+        failed = not all(r["ok"] for r in rows)
+    _write_json(B, report, as_json, json_file, out)
+    if failed:
+        raise Failure(
+            "self-check: some in-bench figures differ from the standalone ones by more "
+            "than 15 % (a busy machine? try --threads 1 --clock cpu)"
+        )
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``bench`` command to ``app``."""
-
-    @app.command("bench", epilog=EXAMPLES)
-    @friendly_errors
-    def bench(
-        quick: bool = typer.Option(False, "--quick", help="A suite of under 10 seconds."),
-        case: list[str] = typer.Option(
-            None, "--case", "-c", help="Case name or glob (repeatable); see --list."
-        ),
-        sizes: str = typer.Option(None, help="Filter image sides, e.g. 512,1024,2048."),
-        kernels: str = typer.Option(None, help="Filter kernel sides (odd), e.g. 3,5,7,11."),
-        channels: str = typer.Option(
-            None, help="Extra conv layers (b, c, 32, 32) -> c, k3: channel counts."
-        ),
-        batch: str = typer.Option(None, help="Extra conv layers: batch sizes, e.g. 1,8."),
-        threads: int = typer.Option(
-            None, help="Threads of every library (PyTorch is also timed at 1). Default: cores."
-        ),
-        repeat: int = typer.Option(
-            None, help="Rounds (each side sampled once per round); 5, quick 3, --train 3."
-        ),
-        as_json: bool = typer.Option(
-            False, "--json", help="Print the full report as JSON on stdout (no tables)."
-        ),
-        json_file: Path = typer.Option(
-            None, "--json-file", help="Write the full report as JSON to a file ('-': stdout)."
-        ),
-        csv_path: Path = typer.Option(None, "--csv", help="Write one row per result as CSV."),
-        plot_path: Path = typer.Option(
-            None, "--plot", help="GFLOP/s vs image size and time vs kernel size (PNG/SVG/PDF)."
-        ),
-        explain: bool = typer.Option(
-            False, "--explain", help="Show the lecture's im2col example and exit."
-        ),
-        train: bool = typer.Option(
-            False, "--train", help="Only measure training images/s against PyTorch."
-        ),
-        check: bool = typer.Option(
-            False,
-            "--self-check",
-            help="Then time each library alone in a fresh process; fail if the bench's "
-            "figure differs by more than 15 %.",
-        ),
-        clock: str = typer.Option(
-            "wall",
-            help="wall, or cpu: each worker's CPU time, robust on a busy machine "
-            "(needs --threads 1).",
-        ),
-        list_cases: bool = typer.Option(False, "--list", help="List the cases and exit."),
-    ) -> None:
-        """Time cnnkit's convolutions against each other and against NumPy, SciPy, OpenCV, PyTorch.
-
-        Each library runs in a fresh process of its own; every result is checked first.
-
-        Ratios are peer time / cnnkit time (above 1: cnnkit faster), medians of rounds.
-        """
-        from cnnkit.bench.machine import check_threads, usable_cores
-
-        if clock not in ("wall", "cpu"):
-            raise UsageError(f"--clock must be wall or cpu, got {clock!r}")
-        if repeat is not None and repeat < 1:
-            raise UsageError(f"--repeat must be >= 1, got {repeat}")
-        threads = threads if threads is not None else usable_cores()
-        if threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {threads}")
-        try:
-            check_threads(threads)
-        except ValueError as exc:
-            raise UsageError(f"--{exc}") from None
-        if clock == "cpu" and threads != 1:
-            raise UsageError(
-                "--clock cpu needs --threads 1 (CPU time adds up all threads, spinning ones too)"
-            )
-        _check_output(json_file, "--json-file")
-        _check_output(csv_path, "--csv")
-        _check_output(plot_path, "--plot", (".png", ".svg", ".pdf"))
-        if train and (csv_path is not None or plot_path is not None or check):
-            raise UsageError("--train reports training images/s; use --json or --json-file")
-        to_stdout = as_json or (json_file is not None and str(json_file) == "-")
-        out = err_console if to_stdout else console
-
-        from cnnkit import bench as B
-
-        if explain:
-            from cnnkit.bench.explain import explain_data
-
-            print_explain(explain_data())
-            return
-        if train:
-            from cnnkit.bench.training import train_report
-
-            with (
-                _worker_failures(),
-                err_console.status("training: cnnkit and PyTorch, each in its own process"),
-            ):
-                report = train_report(threads, quick=quick, repeat=repeat or 3, clock=clock)
-            print_train(report, out)
-            _write_json(B, report, as_json, json_file, out)
-            return
-
-        suite_args = {
-            "sizes": _int_list(sizes, "--sizes"),
-            "kernels": _int_list(kernels, "--kernels"),
-            "channels": _int_list(channels, "--channels"),
-            "batch": _int_list(batch, "--batch"),
-        }
-        if case:
-            # A named case is found even when it is not part of the (quick) default suite.
-            pool = B.build_suite(quick=False, **suite_args)
-            names = {c.name for c in pool}
-            pool += [c for c in B.build_suite(quick=True, **suite_args) if c.name not in names]
-            cases = B.select_cases(pool, case)
-        else:
-            cases = B.build_suite(quick=quick, **suite_args)
-        if list_cases:
-            print_cases(cases)
-            return
-        if plot_path is not None and not any(c.group == "filter" for c in cases):
-            raise UsageError("--plot draws the filter cases; select some (e.g. --case 'filter_*')")
-
-        # An explicit --repeat is honoured exactly; by default a case may stop after 3
-        # rounds once its rounds took 1.5 s (a 1 s peer would otherwise dominate).
-        budget = None if repeat else 1.5
-        with _worker_failures():
-            report = _run_with_progress(
-                B, cases, repeat or (3 if quick else 5), threads, quick, budget, clock
-            )
-        print_report(report, out)
-        if plot_path is not None:
-            write_plot(report, plot_path)
-            out.print(f"wrote {plot_path}")
-        if csv_path is not None:
-            B.write_csv(report, csv_path)
-            out.print(f"wrote {csv_path}")
-        failed = False
-        if check:
-            with (
-                _worker_failures(),
-                err_console.status("self-check: each library alone in a fresh process"),
-            ):
-                rows = B.self_check(report, cases)
-            report["self_check"] = rows
-            print_self_check(rows, out)
-            failed = not all(r["ok"] for r in rows)
-        _write_json(B, report, as_json, json_file, out)
-        if failed:
-            raise Failure(
-                "self-check: some in-bench figures differ from the standalone ones by more "
-                "than 15 % (a busy machine? try --threads 1 --clock cpu)"
-            )
+    app.command("bench", epilog=EXAMPLES)(bench)
 
 
 @contextlib.contextmanager
@@ -347,7 +347,8 @@ def print_report(report: dict[str, Any], out: Any = console) -> None:
     from rich.panel import Panel
     from rich.table import Table
 
-    from cnnkit.bench import PEERS, fmt_bytes
+    from cnnkit.bench import PEERS
+    from cnnkit.memory import human_bytes
 
     out.print(Panel(_header(report), title="cnnkit bench", expand=False))
     peak = report["peak"]
@@ -393,7 +394,7 @@ def print_report(report: dict[str, Any], out: Any = console) -> None:
                     _method_label(r, report),
                     _fmt_time(r["seconds"]),
                     f"{r['gflops']:.2f}{unit}",
-                    fmt_bytes(r["extra_bytes"]) if r["extra_bytes"] else "",
+                    human_bytes(r["extra_bytes"], table=True) if r["extra_bytes"] else "",
                     *[_fmt_ratio(r["ratios"].get(p)) for p in present],
                 )
             table.add_section()

@@ -9,6 +9,7 @@ plain text: never parsed as rich markup, emoji codes or highlighted.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -58,6 +59,23 @@ def fail(message: str, code: int = USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
+def flag_words(exc: BaseException) -> str:
+    """The message of ``exc`` with the library's parameter names as the user typed them.
+
+    The library names parameters (``lr must be ...``, ``combine=magnitude needs ...``) and
+    lists them in ``exc.params`` (:class:`cnnkit.errors.ParameterError`); each becomes its
+    option: ``--lr must be ...``, ``--combine magnitude needs ...``. This is the one place
+    parameter names become option names: ``batch_size`` -> ``--batch-size``.
+    """
+    text = str(exc)
+    for name in getattr(exc, "params", ()):
+        flag = "--" + name.replace("_", "-")
+        # a whole word only: not inside a path such as photos/color/a.png
+        pattern = rf"(?<![^\s(]){re.escape(name)}(?:(=)(?=\w)|(?=[\s;:,)]|$))"
+        text = re.sub(pattern, lambda m, f=flag: f + " " if m[1] else f, text)
+    return text
+
+
 def friendly_errors(func: F) -> F:
     """Turn the library's ValueError (bad input) and OSError (files) into one-line errors.
 
@@ -75,9 +93,9 @@ def friendly_errors(func: F) -> F:
         except typer.Exit:
             raise
         except (UsageError, ValueError) as exc:
-            fail(str(exc), USAGE)
+            fail(flag_words(exc), USAGE)
         except Failure as exc:
-            fail(str(exc), FAILURE)
+            fail(flag_words(exc), FAILURE)
         except FileNotFoundError as exc:
             reason = exc.strerror or ""
             if reason.lower() in ("", "no such file or directory"):

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from cnnkit.cli.common import console, friendly_errors
+from cnnkit.geometry import format_shape
 
 EXAMPLES = """\
 Examples:
@@ -78,7 +79,7 @@ def register(app: typer.Typer) -> None:
             raise Failure(str(exc)) from None
         if (as_json or json_file) and emit_json(done, as_json, json_file):
             return
-        shape = "x".join(str(s) for s in done["input"]["shape"])
+        shape = format_shape(done["input"]["shape"])
         classes = len(done["classes"])
         console.print(
             f"wrote {done['output']}: opset {done['opset']}, {done['nodes']} nodes, "
@@ -124,7 +125,7 @@ def register(app: typer.Typer) -> None:
             return
         console.print(
             f"wrote {done['output']}: {done['parameters']:,} parameters, input "
-            f"{'x'.join(map(str, done['input_shape']))}, {len(done['classes'])} classes",
+            f"{format_shape(done['input_shape'])}, {len(done['classes'])} classes",
             highlight=False,
             markup=False,
         )

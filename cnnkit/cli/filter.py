@@ -27,6 +27,7 @@ from cnnkit.cli.common import (
     err_console,
     friendly_errors,
 )
+from cnnkit.geometry import format_shape
 
 EXAMPLES = """\
 Examples:
@@ -72,8 +73,6 @@ inputs).
 GRID_LIMIT = 16
 # A filter still running after this many seconds shows a progress bar (on stderr).
 PROGRESS_AFTER = 1.0
-
-DEFAULT_EXT = {"image": ".png", "array": ".npy", "npy": ".npy", "csv": ".csv", "wav": ".wav"}
 
 
 @dataclass
@@ -292,7 +291,7 @@ def _compare(
         w = np.asarray(k["weights"])
         kernels.append((k["label"], w[..., ::-1, ::-1] if flip else w))  # images: 2-D or 3-D
     pads = ", ".join(f"{a}+{b}" for a, b in facts["padding_pairs"])
-    out_shape = "x".join(map(str, facts["output_shape"]))
+    out_shape = format_shape(facts["output_shape"])
     plots.filter_compare_figure(
         job.compare,
         loaded.data,
@@ -301,7 +300,7 @@ def _compare(
         y,
         facts["map_names"],
         scale,
-        input_title=f"input: {loaded.path.name} ({'x'.join(map(str, loaded.data.shape))})",
+        input_title=f"input: {loaded.path.name} ({format_shape(loaded.data.shape)})",
         kernel_title="kernel as applied" + (" (flipped: true convolution)" if flip else ""),
         output_title=(
             f"output {out_shape}\npadding {facts['padding']} ({pads}), "
@@ -339,7 +338,7 @@ def _kernel_text(label: str, w: Any, flip: bool) -> str:
     # true convolution slides the kernel reversed along every spatial axis
     spatial = w.ndim if w.ndim < 3 else 2
     applied = w[(Ellipsis,) + (slice(None, None, -1),) * spatial] if flip else w
-    head = f"{label} ({'x'.join(map(str, w.shape))})"
+    head = f"{label} ({format_shape(w.shape)})"
     if flip:
         head += ", flipped (true convolution)"
     big = max(w.shape[-2:]) > 7 or (w.ndim == 3 and w.shape[0] > 4)
@@ -362,16 +361,8 @@ def _is_small(y: Any) -> bool:
 
 def _grid_lines(m: Any, width: int) -> list[str]:
     """A 1-D or 2-D array as right-aligned columns, as few digits as fit in ``width``."""
-    import numpy as np
-
-    rows = m if m.ndim == 2 else m[None]
     for digits in (4, 3, 2):
-        cells = [
-            [str(int(v)) if float(v).is_integer() else f"{v:.{digits}g}" for v in row]
-            for row in np.asarray(rows, dtype=np.float64)
-        ]
-        size = max(len(c) for row in cells for c in row)
-        lines = ["  " + " ".join(c.rjust(size) for c in row) for row in cells]
+        lines = ["  " + line for line in _aligned_rows(m, digits)]
         if max(len(line) for line in lines) <= width:
             break
     return lines
@@ -382,7 +373,7 @@ def _print_grids(facts: dict[str, Any], y: Any) -> None:
     shown = min(len(names), 8)
     for i in range(shown):
         k, c = divmod(i, y.shape[1])
-        shape = "x".join(map(str, y.shape[2:]))
+        shape = format_shape(y.shape[2:])
         console.print(f"{names[i]} ({shape}):", highlight=False, markup=False)
         for line in _grid_lines(y[k, c], console.width):
             console.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -431,10 +422,6 @@ def _facts(
     }
 
 
-def _shape_text(shape: list[int]) -> str:
-    return "x".join(str(s) for s in shape)
-
-
 def _render(facts: list[dict[str, Any]]) -> None:
     import numpy as np
     from rich.table import Table
@@ -451,7 +438,7 @@ def _render(facts: list[dict[str, Any]]) -> None:
             _kernel_text(k["label"], np.asarray(k["weights"]), flip) for k in f["kernels"]
         )
         rows = [
-            ("input", f"{f['input']} ({f['kind']}, {_shape_text(f['input_shape'])})"),
+            ("input", f"{f['input']} ({f['kind']}, {format_shape(f['input_shape'])})"),
             ("kernel", kernels),
             ("channels", f["channels"]),
             ("padding", f"{f['padding']} ({pads}, {f['pad_mode']})"),
@@ -469,7 +456,7 @@ def _render(facts: list[dict[str, Any]]) -> None:
         if extras:
             rows.append(("options", ", ".join(extras)))
         rows += [
-            ("output shape", f"{_shape_text(f['output_shape'])} x {f['maps']} map(s)"),
+            ("output shape", f"{format_shape(f['output_shape'])} x {f['maps']} map(s)"),
             ("time", f"{f['seconds'] * 1000:.1f} ms (filtering, JIT loaded)"),
             ("min / max / mean", f"{f['min']:.4g} / {f['max']:.4g} / {f['mean']:.4g}"),
         ]
@@ -486,7 +473,7 @@ def _render(facts: list[dict[str, Any]]) -> None:
             values = np.asarray(f["values"], dtype=np.float64)
             _print_grids(f, values.reshape(-1, 1, *values.shape[1:]))
         return
-    kernels = ", ".join(f"{k['label']} ({_shape_text(k['shape'])})" for k in first["kernels"])
+    kernels = ", ".join(f"{k['label']} ({format_shape(k['shape'])})" for k in first["kernels"])
     settings = (
         f"padding {first['padding']} ({pads}, {first['pad_mode']}), stride {first['stride']}, "
         f"dilation {first['dilation']}, method {first['method']}"
@@ -518,8 +505,8 @@ def _folder_table(facts: list[dict[str, Any]]) -> Any:
     def cells(f: dict[str, Any]) -> dict[str, str]:
         return {
             "input": Path(f["input"]).name,
-            "input shape": _shape_text(f["input_shape"]),
-            "output shape": f"{_shape_text(f['output_shape'])} x {f['maps']}",
+            "input shape": format_shape(f["input_shape"]),
+            "output shape": f"{format_shape(f['output_shape'])} x {f['maps']}",
             "time": f"{f['seconds'] * 1000:.1f} ms",
             "min": f"{f['min']:.4g}",
             "max": f"{f['max']:.4g}",
@@ -550,19 +537,22 @@ def _folder_table(facts: list[dict[str, Any]]) -> Any:
         columns.remove(optional[-1])
 
 
-def _format_number(v: float, digits: int = 4) -> str:
-    if float(v).is_integer():
-        return str(int(v))
-    return f"{v:.{digits}g}"
+def _aligned_rows(m: Any, digits: int) -> list[str]:
+    """A 1-D or 2-D array as lines of right-aligned numbers: integers as integers, the rest
+    with ``digits`` significant digits. The one matrix layout of the filter command."""
+    rows = m if m.ndim == 2 else m[None]
+    cells = [
+        [str(int(v)) if float(v).is_integer() else f"{float(v):.{digits}g}" for v in row]
+        for row in rows
+    ]
+    size = max(len(c) for row in cells for c in row)
+    return [" ".join(c.rjust(size) for c in row) for row in cells]
 
 
 def _matrix_text(w: Any, limit: int = 7, digits: int = 4) -> str:
     if w.ndim == 2 and max(w.shape) > limit:
         return f"{w.shape[0]}x{w.shape[1]} (too big to show here)"
-    rows = w if w.ndim == 2 else w[None]
-    cells = [[_format_number(v, digits) for v in row] for row in rows]
-    width = max(len(c) for row in cells for c in row)
-    return "\n".join(" ".join(c.rjust(width) for c in row) for row in cells)
+    return "\n".join(_aligned_rows(w, digits))
 
 
 def list_kernels() -> None:
@@ -636,244 +626,237 @@ def _nothing() -> None:
     """Stop a progress display that was never started."""
 
 
+@friendly_errors
+def filter_command(
+    inputs: list[str] = typer.Argument(
+        None, metavar="INPUT...", help="Image, .npy, .csv/.txt or .wav files, folders or globs."
+    ),
+    kernel: list[str] = typer.Option(
+        None,
+        "--kernel",
+        "-k",
+        metavar="KERNEL",
+        help="Kernel name[:params] (gabor:theta=45, theta in degrees), 'rows;of,numbers' "
+        "or a file (.npy may be C x kh x kw or O x C x kh x kw). Repeat for a bank.",
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", metavar="FILE", help="Output file; its suffix picks the format."
+    ),
+    out_dir: Path | None = typer.Option(
+        None,
+        "--out-dir",
+        metavar="DIR",
+        help="Folder for the outputs of several inputs (created when missing).",
+    ),
+    out_ext: str | None = typer.Option(
+        None,
+        "--out-ext",
+        metavar="EXT",
+        help="Output suffix with --out-dir (default: like the input; images -> .png).",
+    ),
+    compare: Path | None = typer.Option(
+        None,
+        "--compare",
+        metavar="PNG",
+        help="Write a figure of input, kernel and output (1-D: a plot) to this .png.",
+    ),
+    padding: str = typer.Option(
+        "valid", "--padding", "-p", metavar="PAD", help="valid | same | full | N | HxW."
+    ),
+    pad_mode: str = typer.Option(
+        "zeros", "--pad-mode", metavar="MODE", help="zeros | reflect | replicate | circular."
+    ),
+    stride: int = typer.Option(
+        1, "--stride", "-s", metavar="N", help="Step of the sliding window."
+    ),
+    dilation: int = typer.Option(
+        1, "--dilation", "-d", metavar="N", help="Spacing between kernel taps."
+    ),
+    method: str = typer.Option("auto", "--method", metavar="METHOD", help="loop | im2col | auto."),
+    flip: bool = typer.Option(
+        False, "--flip", help="True convolution (flip the kernel) instead of cross-correlation."
+    ),
+    transpose: bool = typer.Option(False, "--transpose", help="Transpose the kernel(s)."),
+    rotate: int = typer.Option(
+        0,
+        "--rotate",
+        metavar="DEG",
+        help="Rotate the kernel(s) 90, 180 or 270 degrees counter-clockwise.",
+    ),
+    normalize: bool = typer.Option(False, "--normalize", help="Scale the kernel(s) to sum to 1."),
+    scale: float = typer.Option(
+        1.0, "--scale", metavar="X", help="Multiply the kernel(s) by this."
+    ),
+    bias: float = typer.Option(0.0, "--bias", metavar="B", help="Add this to every response."),
+    combine: str | None = typer.Option(
+        None,
+        "--combine",
+        metavar="HOW",
+        help="magnitude: sqrt(sum of squares) of the bank (e.g. sobel-x + sobel-y).",
+    ),
+    color: str | None = typer.Option(
+        None,
+        "--color",
+        metavar="MODE",
+        help="per-channel (default) | gray | rgb (the 2-D kernel on every channel, summed: "
+        "one map). A C x kh x kw kernel always sums over the channels.",
+    ),
+    display_mode: str = typer.Option(
+        "auto",
+        "--display",
+        metavar="MODE",
+        help="How an image output shows the response: auto | abs (|y| up to its 99.5th "
+        "percentile) | clip | rescale | diverging (red +, blue -, white 0).",
+    ),
+    pool: str | None = typer.Option(
+        None, "--pool", metavar="KIND", help="max | avg pooling after the filter."
+    ),
+    pool_size: int = typer.Option(2, "--pool-size", metavar="N", help="Pooling window."),
+    pool_stride: int | None = typer.Option(
+        None, "--pool-stride", metavar="N", help="Pooling stride (default: the window)."
+    ),
+    column: str | None = typer.Option(
+        None, "--column", metavar="COL", help="CSV/TXT column: header name or 0-based index."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Allow an output to overwrite an input or a read-only file."
+    ),
+    max_pixels: int | None = typer.Option(
+        None,
+        "--max-pixels",
+        metavar="N",
+        help="Largest image (width x height) to read; default 178956970, pillow's limit.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    json_file: str | None = typer.Option(None, "--json-file", metavar="PATH", help=JSON_FILE_HELP),
+    list_bank: bool = typer.Option(
+        False, "--list-kernels", help="Show the named kernels with their matrices."
+    ),
+    demo: bool = typer.Option(
+        False, "--demo", help="Walk through the lecture's examples in the terminal."
+    ),
+) -> None:
+    """Convolve images and signals with classic or custom kernels, and see the result."""
+    if list_bank:
+        list_kernels()
+        return
+    if demo:
+        from cnnkit.demo import run_demo
+
+        run_demo(console)
+        return
+    if not inputs:
+        raise UsageError("give an INPUT file (or --list-kernels / --demo); see --help")
+    check_json_file(json_file)
+    if not kernel:
+        raise UsageError("give a kernel with -k, e.g. -k sobel-x (see --list-kernels)")
+    if display_mode not in ("auto", "abs", "clip", "rescale", "diverging"):
+        raise UsageError(
+            f"--display must be auto, abs, clip, rescale or diverging, got {display_mode!r}"
+        )
+    if pool is None and pool_stride is not None:
+        raise UsageError("--pool-stride needs --pool max|avg")
+    if pool_size < 1 or (pool_stride is not None and pool_stride < 1):
+        raise UsageError("--pool-size and --pool-stride must be >= 1")
+    from cnnkit import filters, io
+
+    # kernel mistakes are reported before any file is read or written
+    sources = _expand_inputs(inputs)
+    for dims in sorted({1 if s.suffix.lower() in (".csv", ".txt", ".wav") else 2 for s in sources}):
+        for k in kernel:
+            filters.parse_kernel(k, dims)
+    filters.parse_padding(padding, 2)
+    jobs = _plan_jobs(inputs, output, out_dir, out_ext, compare, force)
+    for job in jobs:
+        if job.output is not None:
+            _output_kind(job.output)
+        if job.compare is not None and _output_kind(job.compare) != "image":
+            raise UsageError(f"--compare writes an image (.png), got {job.compare}")
+
+    def run(job: Job, bar: bool) -> dict[str, Any]:
+        loaded = io.load(job.source, column, max_pixels=max_pixels)
+        parsed = [part for k in kernel for part in filters.parse_kernel(k, loaded.ndim).split()]
+        weights = [
+            filters.transform(
+                k.weights, transpose=transpose, rotate=rotate, normalize=normalize, scale=scale
+            )
+            for k in parsed
+        ]
+        kernel_labels = [k.label for k in parsed]
+        if job.output is not None:
+            maps = 1 if combine else len(weights)
+            _check_output_kind(_output_kind(job.output), loaded, maps)
+        padding_arg = filters.parse_padding(padding, loaded.ndim)
+        # several inputs have one bar over the files (one live display at a time)
+        tick, stop = _progress(f"filtering {job.source.name}") if bar else (None, _nothing)
+        try:
+            result = filters.apply_bank(
+                loaded.data,
+                weights,
+                color=color,
+                padding=padding_arg,
+                pad_mode=pad_mode,
+                stride=stride,
+                dilation=dilation,
+                method=method,
+                flip=flip,
+                bias=bias,
+                combine=combine,
+                pool=pool,
+                pool_size=pool_size,
+                pool_stride=pool_stride,
+                progress=tick,
+            )
+        finally:
+            stop()
+        labels = kernel_labels
+        if combine:
+            labels = ["magnitude(" + ", ".join(kernel_labels) + ")"]
+        display = None
+        if loaded.ndim == 2:
+            # a gradient magnitude is an edge map although it has no sign
+            mode = "abs" if combine and display_mode == "auto" else display_mode
+            display = filters.display_scale(result.y, loaded.maxval, mode)
+        opts = {
+            "padding": padding,
+            "pad_mode": pad_mode,
+            "stride": stride,
+            "dilation": dilation,
+            "method": method,
+            "flip": flip,
+            "color": result.color if loaded.ndim == 2 else None,
+            "bias": bias,
+            "combine": combine,
+            "pool": pool,
+            "pool_size": pool_size if pool else None,
+            "pool_stride": (pool_stride or pool_size) if pool else None,
+        }
+        facts = _facts(job, loaded, result, labels, kernel_labels, weights, opts, display)
+        _write(job, loaded, result, labels, display, force)
+        if job.compare is not None:
+            _compare(job, loaded, result, labels, facts, display)
+        return facts
+
+    facts: list[dict[str, Any]] = []
+    if len(jobs) == 1:
+        facts.append(run(jobs[0], True))
+    else:
+        from rich.progress import Progress
+
+        with Progress(console=err_console, transient=True) as progress:
+            task = progress.add_task("filtering", total=len(jobs))
+            for job in jobs:
+                try:
+                    facts.append(run(job, False))
+                except ValueError as exc:
+                    if str(job.source) not in str(exc):
+                        exc.args = (f"{job.source}: {exc}",)  # keeps exc.params
+                    raise
+                progress.advance(task)
+    if not emit_json(facts if len(facts) > 1 else facts[0], as_json, json_file):
+        _render(facts)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``cnnkit filter`` to the app."""
-
-    @app.command("filter", epilog=EXAMPLES)
-    @friendly_errors
-    def filter_command(
-        inputs: list[str] = typer.Argument(
-            None, metavar="INPUT...", help="Image, .npy, .csv/.txt or .wav files, folders or globs."
-        ),
-        kernel: list[str] = typer.Option(
-            None,
-            "--kernel",
-            "-k",
-            metavar="KERNEL",
-            help="Kernel name[:params] (gabor:theta=45, theta in degrees), 'rows;of,numbers' "
-            "or a file (.npy may be C x kh x kw or O x C x kh x kw). Repeat for a bank.",
-        ),
-        output: Path | None = typer.Option(
-            None, "--output", "-o", metavar="FILE", help="Output file; its suffix picks the format."
-        ),
-        out_dir: Path | None = typer.Option(
-            None,
-            "--out-dir",
-            metavar="DIR",
-            help="Folder for the outputs of several inputs (created when missing).",
-        ),
-        out_ext: str | None = typer.Option(
-            None,
-            "--out-ext",
-            metavar="EXT",
-            help="Output suffix with --out-dir (default: like the input; images -> .png).",
-        ),
-        compare: Path | None = typer.Option(
-            None,
-            "--compare",
-            metavar="PNG",
-            help="Write a figure of input, kernel and output (1-D: a plot) to this .png.",
-        ),
-        padding: str = typer.Option(
-            "valid", "--padding", "-p", metavar="PAD", help="valid | same | full | N | HxW."
-        ),
-        pad_mode: str = typer.Option(
-            "zeros", "--pad-mode", metavar="MODE", help="zeros | reflect | replicate | circular."
-        ),
-        stride: int = typer.Option(
-            1, "--stride", "-s", metavar="N", help="Step of the sliding window."
-        ),
-        dilation: int = typer.Option(
-            1, "--dilation", "-d", metavar="N", help="Spacing between kernel taps."
-        ),
-        method: str = typer.Option(
-            "auto", "--method", metavar="METHOD", help="loop | im2col | auto."
-        ),
-        flip: bool = typer.Option(
-            False, "--flip", help="True convolution (flip the kernel) instead of cross-correlation."
-        ),
-        transpose: bool = typer.Option(False, "--transpose", help="Transpose the kernel(s)."),
-        rotate: int = typer.Option(
-            0,
-            "--rotate",
-            metavar="DEG",
-            help="Rotate the kernel(s) 90, 180 or 270 degrees counter-clockwise.",
-        ),
-        normalize: bool = typer.Option(
-            False, "--normalize", help="Scale the kernel(s) to sum to 1."
-        ),
-        scale: float = typer.Option(
-            1.0, "--scale", metavar="X", help="Multiply the kernel(s) by this."
-        ),
-        bias: float = typer.Option(0.0, "--bias", metavar="B", help="Add this to every response."),
-        combine: str | None = typer.Option(
-            None,
-            "--combine",
-            metavar="HOW",
-            help="magnitude: sqrt(sum of squares) of the bank (e.g. sobel-x + sobel-y).",
-        ),
-        color: str | None = typer.Option(
-            None,
-            "--color",
-            metavar="MODE",
-            help="per-channel (default) | gray | rgb (the 2-D kernel on every channel, summed: "
-            "one map). A C x kh x kw kernel always sums over the channels.",
-        ),
-        display_mode: str = typer.Option(
-            "auto",
-            "--display",
-            metavar="MODE",
-            help="How an image output shows the response: auto | abs (|y| up to its 99.5th "
-            "percentile) | clip | rescale | diverging (red +, blue -, white 0).",
-        ),
-        pool: str | None = typer.Option(
-            None, "--pool", metavar="KIND", help="max | avg pooling after the filter."
-        ),
-        pool_size: int = typer.Option(2, "--pool-size", metavar="N", help="Pooling window."),
-        pool_stride: int | None = typer.Option(
-            None, "--pool-stride", metavar="N", help="Pooling stride (default: the window)."
-        ),
-        column: str | None = typer.Option(
-            None, "--column", metavar="COL", help="CSV/TXT column: header name or 0-based index."
-        ),
-        force: bool = typer.Option(
-            False, "--force", help="Allow an output to overwrite an input or a read-only file."
-        ),
-        max_pixels: int | None = typer.Option(
-            None,
-            "--max-pixels",
-            metavar="N",
-            help="Largest image (width x height) to read; default 178956970, pillow's limit.",
-        ),
-        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-        json_file: str | None = typer.Option(
-            None, "--json-file", metavar="PATH", help=JSON_FILE_HELP
-        ),
-        list_bank: bool = typer.Option(
-            False, "--list-kernels", help="Show the named kernels with their matrices."
-        ),
-        demo: bool = typer.Option(
-            False, "--demo", help="Walk through the lecture's examples in the terminal."
-        ),
-    ) -> None:
-        """Convolve images and signals with classic or custom kernels, and see the result."""
-        if list_bank:
-            list_kernels()
-            return
-        if demo:
-            from cnnkit.demo import run_demo
-
-            run_demo(console)
-            return
-        if not inputs:
-            raise UsageError("give an INPUT file (or --list-kernels / --demo); see --help")
-        check_json_file(json_file)
-        if not kernel:
-            raise UsageError("give a kernel with -k, e.g. -k sobel-x (see --list-kernels)")
-        if display_mode not in ("auto", "abs", "clip", "rescale", "diverging"):
-            raise UsageError(
-                f"--display must be auto, abs, clip, rescale or diverging, got {display_mode!r}"
-            )
-        if pool is None and pool_stride is not None:
-            raise UsageError("--pool-stride needs --pool max|avg")
-        if pool_size < 1 or (pool_stride is not None and pool_stride < 1):
-            raise UsageError("--pool-size and --pool-stride must be >= 1")
-        from cnnkit import filters, io
-
-        # kernel mistakes are reported before any file is read or written
-        sources = _expand_inputs(inputs)
-        for dims in sorted(
-            {1 if s.suffix.lower() in (".csv", ".txt", ".wav") else 2 for s in sources}
-        ):
-            for k in kernel:
-                filters.parse_kernel(k, dims)
-        filters.parse_padding(padding, 2)
-        jobs = _plan_jobs(inputs, output, out_dir, out_ext, compare, force)
-        for job in jobs:
-            if job.output is not None:
-                _output_kind(job.output)
-            if job.compare is not None and _output_kind(job.compare) != "image":
-                raise UsageError(f"--compare writes an image (.png), got {job.compare}")
-
-        def run(job: Job, bar: bool) -> dict[str, Any]:
-            loaded = io.load(job.source, column, max_pixels=max_pixels)
-            parsed = [part for k in kernel for part in filters.parse_kernel(k, loaded.ndim).split()]
-            weights = [
-                filters.transform(
-                    k.weights, transpose=transpose, rotate=rotate, normalize=normalize, scale=scale
-                )
-                for k in parsed
-            ]
-            kernel_labels = [k.label for k in parsed]
-            if job.output is not None:
-                maps = 1 if combine else len(weights)
-                _check_output_kind(_output_kind(job.output), loaded, maps)
-            padding_arg = filters.parse_padding(padding, loaded.ndim)
-            # several inputs have one bar over the files (one live display at a time)
-            tick, stop = _progress(f"filtering {job.source.name}") if bar else (None, _nothing)
-            try:
-                result = filters.apply_bank(
-                    loaded.data,
-                    weights,
-                    color=color,
-                    padding=padding_arg,
-                    pad_mode=pad_mode,
-                    stride=stride,
-                    dilation=dilation,
-                    method=method,
-                    flip=flip,
-                    bias=bias,
-                    combine=combine,
-                    pool=pool,
-                    pool_size=pool_size,
-                    pool_stride=pool_stride,
-                    progress=tick,
-                )
-            finally:
-                stop()
-            labels = kernel_labels
-            if combine:
-                labels = ["magnitude(" + ", ".join(kernel_labels) + ")"]
-            display = None
-            if loaded.ndim == 2:
-                # a gradient magnitude is an edge map although it has no sign
-                mode = "abs" if combine and display_mode == "auto" else display_mode
-                display = filters.display_scale(result.y, loaded.maxval, mode)
-            opts = {
-                "padding": padding,
-                "pad_mode": pad_mode,
-                "stride": stride,
-                "dilation": dilation,
-                "method": method,
-                "flip": flip,
-                "color": result.color if loaded.ndim == 2 else None,
-                "bias": bias,
-                "combine": combine,
-                "pool": pool,
-                "pool_size": pool_size if pool else None,
-                "pool_stride": (pool_stride or pool_size) if pool else None,
-            }
-            facts = _facts(job, loaded, result, labels, kernel_labels, weights, opts, display)
-            _write(job, loaded, result, labels, display, force)
-            if job.compare is not None:
-                _compare(job, loaded, result, labels, facts, display)
-            return facts
-
-        facts: list[dict[str, Any]] = []
-        if len(jobs) == 1:
-            facts.append(run(jobs[0], True))
-        else:
-            from rich.progress import Progress
-
-            with Progress(console=err_console, transient=True) as progress:
-                task = progress.add_task("filtering", total=len(jobs))
-                for job in jobs:
-                    try:
-                        facts.append(run(job, False))
-                    except ValueError as exc:
-                        if str(job.source) in str(exc):
-                            raise
-                        raise type(exc)(f"{job.source}: {exc}") from None
-                    progress.advance(task)
-        if not emit_json(facts if len(facts) > 1 else facts[0], as_json, json_file):
-            _render(facts)
+    app.command("filter", epilog=EXAMPLES)(filter_command)

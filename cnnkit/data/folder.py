@@ -9,6 +9,7 @@ import numpy as np
 
 from cnnkit import memory
 from cnnkit.data.images import PLAIN, image_to_raw, is_grayscale, open_image
+from cnnkit.errors import ParameterError
 
 
 def load_folder_raw(
@@ -37,8 +38,8 @@ def load_folder_raw(
     x, y, class_names
     """
     if data_dir is None:
-        raise ValueError(
-            "folder needs data_dir (--data-dir): a folder with one sub-folder per class"
+        raise ParameterError(
+            "folder needs data_dir: a folder with one sub-folder per class", "data_dir"
         )
     base = Path(data_dir)
     if not base.is_dir():

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit import memory
+from cnnkit.errors import ParameterError
 from cnnkit.geometry import format_shape
 from cnnkit.io import check_input_file
 
@@ -179,7 +180,7 @@ def load_mnist_raw(
     """
     if data_dir is None:
         files = ", ".join(f"{f}[.gz]" for f in MNIST_FILES.values())
-        raise ValueError(f"{name} needs data_dir (--data-dir): a folder with {files}")
+        raise ParameterError(f"{name} needs data_dir: a folder with {files}", "data_dir")
     base = Path(data_dir)
     if not base.is_dir():
         raise ValueError(f"{name}: data_dir {base} is not a folder")

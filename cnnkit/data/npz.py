@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit import memory
+from cnnkit.errors import ParameterError
 from cnnkit.io import read_npz
 
 #: Most classes a data set may have (a label of 1e9 would otherwise build a billion names).
@@ -136,7 +137,7 @@ def load_npz_raw(
     if layout not in ("auto", "nchw", "nhwc"):
         raise ValueError(f"npz: layout must be auto, nchw or nhwc, got {layout!r}")
     if data_dir is None:
-        raise ValueError("npz needs data_dir (--data-dir): the .npz file with keys x and y")
+        raise ParameterError("npz needs data_dir: the .npz file with keys x and y", "data_dir")
     path = Path(data_dir)
     if path.is_dir() or not path.exists():
         raise ValueError(f"npz: {path} is not a file (data_dir must be the .npz file itself)")

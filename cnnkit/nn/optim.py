@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from cnnkit.errors import ParameterError
+
 
 class Optimizer:
     """Base: holds the flat parameter/gradient arrays and the learning rate."""
@@ -72,7 +74,7 @@ class SGD(Optimizer):
         if momentum < 0 or weight_decay < 0:
             raise ValueError("momentum and weight decay must be >= 0")
         if nesterov and momentum <= 0:
-            raise ValueError("Nesterov momentum needs --momentum > 0")
+            raise ParameterError("nesterov needs momentum > 0", "nesterov", "momentum")
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
         self.weight_decay = float(weight_decay)

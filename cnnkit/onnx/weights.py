@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.geometry import format_shape
 from cnnkit.onnx import require
 from cnnkit.onnx.reader import OnnxError, OnnxGraph, read_onnx
 from cnnkit.onnx.resolve import ImportedLayer, resolve
@@ -155,7 +156,7 @@ def import_onnx(
     model = build_model(source, arch.input_shape)
     if not model.num_outputs:
         raise OnnxError(
-            f"{source}: the output is a {'x'.join(map(str, model.output_shapes[-1]))} map, "
+            f"{source}: the output is a {format_shape(model.output_shapes[-1])} map, "
             "not one score per class; cnnkit model files hold classifiers"
         )
     nodes = {n.name: n for n in graph.nodes}
