@@ -252,6 +252,30 @@ def test_predict_top_k(trained, digit_png):
     assert table.exit_code == 0 and "digit.png" in table.output
 
 
+@pytest.mark.parametrize("top_k", [3, 10])
+def test_predict_table_keeps_every_probability_at_80_columns(trained, digit_png, tmp_path, top_k):
+    """A long file name folds and many ranks go one per row: no number is cut."""
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    long_name = tmp_path / ("a_hand_drawn_digit_with_a_very_long_file_name_" * 2 + ".png")
+    shutil.copy(digit_png, long_name)
+    model_path, _ = trained
+    env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1", "TERM": "dumb"}
+    argv = ["predict", str(model_path), str(long_name), "--top-k", str(top_k)]
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnkit", *argv], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines) and "…" not in done.stdout
+    probabilities = re.findall(r"\d+ \((\d+\.\d) %\)", done.stdout)
+    assert len(probabilities) == top_k
+
+
 def test_visualize_filters_and_activations(trained, digit_png, tmp_path):
     model, _ = trained
     filt, act = tmp_path / "f.png", tmp_path / "a.png"

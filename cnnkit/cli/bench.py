@@ -185,10 +185,10 @@ def bench(
     print_report(report, out)
     if plot_path is not None:
         write_plot(report, plot_path)
-        out.print(f"wrote {plot_path}")
+        out.print(f"wrote {plot_path}", markup=False, highlight=False)
     if csv_path is not None:
         B.write_csv(report, csv_path)
-        out.print(f"wrote {csv_path}")
+        out.print(f"wrote {csv_path}", markup=False, highlight=False)
     failed = False
     if check:
         with (
@@ -228,7 +228,7 @@ def _write_json(B: Any, report: dict[str, Any], as_json: bool, path: Path | None
         sys.stdout.write(B.to_json(report))
     if path is not None and str(path) != "-":
         B.write_json(report, path)
-        out.print(f"wrote {path}")
+        out.print(f"wrote {path}", markup=False, highlight=False)
 
 
 def _run_with_progress(

@@ -441,16 +441,33 @@ def predict(
         )
     if emit_json(results, as_json, json_file):
         return
+    console.print(_predictions_table(results, min(top_k, model.num_outputs)))
+
+
+def _predictions_table(results: list[dict[str, Any]], ranks: int) -> Table:
+    """One row per image with its top classes side by side; when those columns would not fit
+    the terminal, one row per (image, rank) instead, so no probability is ever cut."""
+    cells = [
+        [f"{escape(t['class'])} ({100 * t['p']:.1f} %)" for t in res["top"]] for res in results
+    ]
+    widths = [max(len(row[r]) for row in cells if r < len(row)) for r in range(ranks)]
+    # each column adds 3 characters of border and padding; leave 12 for the image names
+    wide = sum(w + 3 for w in widths) + 12 + 4 <= console.width
     table = Table()
-    table.add_column("image")
-    for r in range(min(top_k, model.num_outputs)):
-        table.add_column(f"#{r + 1}", justify="right")
-    for res in results:
-        table.add_row(
-            escape(Path(res["image"]).name),
-            *[f"{escape(t['class'])} ({100 * t['p']:.1f} %)" for t in res["top"]],
-        )
-    console.print(table)
+    table.add_column("image", overflow="fold")
+    if wide:
+        for r in range(ranks):
+            table.add_column(f"#{r + 1}", justify="right", no_wrap=True)
+        for res, row in zip(results, cells):
+            table.add_row(escape(Path(res["image"]).name), *row)
+        return table
+    table.add_column("rank", justify="right", no_wrap=True)
+    table.add_column("class (probability)", justify="right", no_wrap=True)
+    for res, row in zip(results, cells):
+        name = escape(Path(res["image"]).name)
+        for r, cell in enumerate(row):
+            table.add_row(name if r == 0 else "", f"#{r + 1}", cell, end_section=r == len(row) - 1)
+    return table
 
 
 @friendly_errors
