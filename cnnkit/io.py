@@ -896,8 +896,10 @@ def save_image(path: str | os.PathLike[str], pixels: np.ndarray, *, force: bool 
         if pixels.shape[2] == 1:
             pixels = pixels[:, :, 0]
     im = Image.fromarray(np.ascontiguousarray(pixels))
+    # zlib level 4 takes a third to a half of the default 6's time for PNGs 0.5-4 % larger
+    options = {"compress_level": 4} if p.suffix.lower() == ".png" else {}
     with atomic_path(p, force=force) as tmp:
-        im.save(tmp)
+        im.save(tmp, **options)
 
 
 def save_array(path: str | os.PathLike[str], arr: np.ndarray, *, force: bool = False) -> None:

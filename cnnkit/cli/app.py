@@ -6,6 +6,7 @@ Subcommand modules must not import Numba or the kernels at module level: ``cnnki
 
 from __future__ import annotations
 
+import gc
 import importlib
 from typing import Any
 
@@ -84,4 +85,10 @@ for _command in app.registered_commands:
 
 def main() -> None:
     """Entry point of the ``cnnkit`` console script."""
-    app()
+    # A command creates some 70,000 objects (typer, Numba) that live until the process ends:
+    # the collector's passes over them cost ~50 ms while it runs and ~80 ms at exit.
+    gc.set_threshold(50_000, 20, 20)
+    try:
+        app()
+    finally:
+        gc.freeze()  # exit without a collection over what is still alive

@@ -594,8 +594,6 @@ def list_kernels() -> None:
 
 def _progress(label: str) -> tuple[Any, Any]:
     """A ``progress(done, total)`` callback that shows a bar once a filter runs long."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     start = time.perf_counter()
     state: dict[str, Any] = {}
 
@@ -603,6 +601,8 @@ def _progress(label: str) -> tuple[Any, Any]:
         if "bar" not in state:
             if time.perf_counter() - start < PROGRESS_AFTER or done >= total:
                 return
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
             bar = Progress(
                 TextColumn(label),
                 BarColumn(),

@@ -11,8 +11,49 @@ oversubscribed a 2-core machine (see threads.py), because waking its workers cos
 call on the small batches training uses, and because it compiles more slowly.
 
 Compiled kernels are cached per user, outside the installed package (:mod:`cnnkit.cache`).
+Before the first load from that cache Numba imports and installs every typing and lowering
+registry it has (arrays, random numbers, linear algebra, which imports scipy, typed
+containers, ...): about 0.3 s that loading compiled code does not need. Every kernel module
+therefore ends with ``load_lightly(globals())``, which gives its kernels a cache that starts
+only Numba's runtime (its allocator) before a load. A cache miss compiles as usual, and
+Numba's compiler installs the registries itself first.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+from numba.core.caching import FunctionCache
+from numba.core.dispatcher import Dispatcher
 
 from cnnkit.cache import configure_numba
 
 configure_numba()
+
+
+class KernelCache(FunctionCache):
+    """Numba's per-function disk cache, without the registry refresh before a load."""
+
+    def load_overload(self, sig: Any, target_context: Any) -> Any:
+        """Load the compiled code for ``sig`` (None when it is not in the cache)."""
+        from numba.core.runtime import rtsys
+
+        rtsys.initialize(target_context)  # the compiled code allocates through it
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+
+# the private pieces KernelCache relies on; a Numba without them keeps its own cache
+_LIGHT = all(
+    hasattr(FunctionCache, name) for name in ("_load_overload", "_guard_against_spurious_io_errors")
+)
+
+
+def load_lightly(namespace: dict[str, Any]) -> None:
+    """Give every cached Numba function in ``namespace`` (a module's ``globals()``) a
+    :class:`KernelCache`."""
+    if not _LIGHT:
+        return
+    for value in namespace.values():
+        if isinstance(value, Dispatcher) and type(value._cache) is FunctionCache:
+            value._cache = KernelCache(value.py_func)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
+from cnnkit.kernels import load_lightly
 from cnnkit.kernels.core import column_range, weight_tap
 
 
@@ -549,3 +550,6 @@ def conv_backward_input_wide(gyw, w, gxp, groups, wp, dd, dh, dw, t0, t1):  # pr
                             wv = w[o, c, kd, kh, kw]
                             for i in range(length):
                                 gxp[n, ci, iz, uint64(off + i)] += wv * gyw[n, o, od, uint64(i)]
+
+
+load_lightly(globals())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from numba import njit
 
+from cnnkit.kernels import load_lightly
+
 
 @njit(cache=True, inline="always")
 def column_range(off, stride, width, out_width):
@@ -36,3 +38,6 @@ def weight_tap(r, cg, kd_n, kh_n, kw_n):
     kd = t % kd_n
     t = t // kd_n
     return t // cg, t % cg, kd, kh, kw
+
+
+load_lightly(globals())

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
+from cnnkit.kernels import load_lightly
 from cnnkit.kernels.core import column_range
 
 
@@ -208,3 +209,6 @@ def col2im_accumulate(
                                     gx[n, c, iz, iy, uint64(start + i * sw)] += cols[
                                         r, n, uint64(inner + i)
                                     ]
+
+
+load_lightly(globals())

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
+from cnnkit.kernels import load_lightly
+
 
 @njit(cache=True, nogil=True)
 def max_pool_forward(x, y, idx, kh, kw, sh, sw, ph, pw, t0, t1):  # pragma: no cover
@@ -110,3 +112,6 @@ def avg_pool_backward(gy, gx, kh, kw, sh, sw, ph, pw, include_pad, t0, t1):  # p
                 for h in range(h0, h1):
                     for w in range(w0, w1):
                         gx[n, c, uint64(h), uint64(w)] += share
+
+
+load_lightly(globals())
