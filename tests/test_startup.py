@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import pkgutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from numba.core.dispatcher import Dispatcher
 from PIL import Image
 
 import cnnkit.kernels
+from cnnkit import cache
 from cnnkit.kernels import KernelCache
 
 CAMERA = Path(__file__).resolve().parent.parent / "sample_images" / "camera.png"
@@ -41,9 +43,11 @@ print(json.dumps({"modules": sorted(sys.modules), "loaded": loaded}))
 """
 
 
-def _filter_process(*args: str) -> dict[str, list[str]]:
+def _filter_process(cache_dir: Path, *args: str) -> dict[str, list[str]]:
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env[cache.ENV_VAR] = str(cache_dir)
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=600, env=env
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.splitlines()[-1])
@@ -67,15 +71,18 @@ def test_every_kernel_loads_from_the_cache_lightly():
 
 
 def test_filter_on_a_png_loads_one_family_of_kernels_and_no_registries(tmp_path):
-    """The second run loads its kernels from the cache: the same picture, and neither
-    Numba's registries (numba.np.arraymath, which imports scipy.linalg) nor plotting."""
-    first, second = tmp_path / "first.png", tmp_path / "second.png"
-    _filter_process(str(CAMERA), "-k", "sobel-x", "-o", str(first))  # compiles if needed
-    seen = _filter_process(str(CAMERA), "-k", "sobel-x", "-o", str(second))
+    """A first run with an empty cache compiles (Numba's registries load); the second loads
+    the kernels from the cache: the same picture, without the registries
+    (numba.np.arraymath imports scipy.linalg) and without plotting."""
+    kernels, first, second = tmp_path / "kernels", tmp_path / "first.png", tmp_path / "second.png"
+    compiled = _filter_process(kernels, str(CAMERA), "-k", "sobel-x", "-o", str(first))
+    loaded = _filter_process(kernels, str(CAMERA), "-k", "sobel-x", "-o", str(second))
     assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(second)))
-    modules = set(seen["modules"])
+    assert "numba.np.arraymath" in compiled["modules"]
+    modules = set(loaded["modules"])
     unwanted = {"numba.np.arraymath", "numba.np.linalg", "scipy.linalg", "matplotlib"}
     unwanted |= {"rich.progress", "cnnkit.plots", "cnnkit.train", "cnnkit.nn"}
     assert modules & unwanted == set()
-    assert seen["loaded"], "no kernel ran"
-    assert all(name.startswith("cnnkit.kernels.conv.") for name in seen["loaded"])
+    assert loaded["loaded"] == compiled["loaded"]
+    assert loaded["loaded"], "no kernel ran"
+    assert all(name.startswith("cnnkit.kernels.conv.") for name in loaded["loaded"])
