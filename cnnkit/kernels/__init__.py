@@ -38,7 +38,7 @@ class KernelCache(FunctionCache):
         """Load the compiled code for ``sig`` (None when it is not in the cache)."""
         from numba.core.runtime import rtsys
 
-        rtsys.initialize(target_context)  # the compiled code allocates through it
+        rtsys.initialize(target_context)  # compiled code calls it (reference counts, allocation)
         with self._guard_against_spurious_io_errors():
             return self._load_overload(sig, target_context)
 
@@ -50,8 +50,13 @@ _LIGHT = all(
 
 
 def load_lightly(namespace: dict[str, Any]) -> None:
-    """Give every cached Numba function in ``namespace`` (a module's ``globals()``) a
-    :class:`KernelCache`."""
+    """Give every cached Numba function in ``namespace`` a :class:`KernelCache`.
+
+    Parameters
+    ----------
+    namespace : dict
+        A kernel module's ``globals()``; called as the module's last line.
+    """
     if not _LIGHT:
         return
     for value in namespace.values():
