@@ -19,7 +19,10 @@ weight) makes that output NaN; ``inf * 0`` is NaN, so an inf under a zero weight
 NaN, exactly as a plain loop (and PyTorch) would. One kernel-dependent detail: a tap over
 *zero padding* is multiplied by 0 in the im2col kernels and the loop method's small-image
 kernel (as PyTorch does), but skipped by the loop method's row kernel; the results differ
-only when a weight is inf or NaN (``inf * 0`` is NaN), and only at the border. Max pooling
+only when a weight is inf or NaN (``inf * 0`` is NaN), and only at the border. The Winograd
+method (``method="winograd"``, and ``"auto"`` for 3x3 stride-1 layers) combines inputs
+before multiplying, so an inf input can give NaN where a plain sum gives +-inf; NaN stays
+in the windows that hold it. Max pooling
 treats NaN as the maximum of its window (PyTorch's behaviour).
 
 Threads: calls above ~2 MFLOP split their work over ``numba.get_num_threads()`` threads
@@ -44,8 +47,9 @@ from cnnkit.kernels import conv as _conv
 from cnnkit.kernels import im2col as _im2col
 from cnnkit.kernels import pool as _pool
 from cnnkit.kernels import threads as _threads
+from cnnkit.kernels import winograd as _winograd
 
-METHODS = ("loop", "im2col", "auto")
+METHODS = ("loop", "im2col", "winograd", "auto")
 IntOrTuple = int | Sequence[int]
 
 # np.pad's names for PyTorch's padding modes.
@@ -55,6 +59,11 @@ _NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 # chunked so memory stays bounded and the matrix is still in cache when the GEMM reads it,
 # while each GEMM stays large enough to run at full speed.
 _COLS_BUDGET = 4 * 2**20
+
+# choose_method: Winograd needs channels for its GEMMs (K = C, M = O) and keeps one sample's
+# transformed tiles (16 * C * OH * OW / 4 values) at once, so planes stay modest.
+_WINOGRAD_MIN_CHANNELS = 8
+_WINOGRAD_MAX_POSITIONS = 64 * 64
 
 # choose_method: a single image with few taps per output goes to the threaded loop method
 # from this many output positions on (measured crossover, see choose_method).
@@ -154,6 +163,7 @@ def choose_method(
     n_positions: int | None = None,
     out_width: int | None = None,
     backward: bool = False,
+    winograd: bool = False,
 ) -> str:
     """The kernel ``method="auto"`` uses for a convolution of this shape.
 
@@ -175,16 +185,22 @@ def choose_method(
         Output row length of a stride-1, undilated convolution (None otherwise).
     backward : bool
         Choosing for the gradients rather than the forward pass.
+    winograd : bool
+        The convolution is one :func:`winograd_applies` to (2-D, 3x3, stride 1, dilation 1,
+        one group).
 
     Returns
     -------
     str
-        ``"loop"`` or ``"im2col"``.
+        ``"loop"``, ``"im2col"`` or ``"winograd"``.
 
     Notes
     -----
     With ``O / groups <= 4`` (image filtering, depthwise layers) the im2col GEMM degenerates
-    to a memory-bound matrix-vector product, so the loop wins. A single image with few taps
+    to a memory-bound matrix-vector product, so the loop wins. 3x3 stride-1 layers with at
+    least 8 input and 8 output channels and at most 64x64 outputs take Winograd F(2x2, 3x3)
+    (2.25x fewer multiplications; larger planes stay with im2col, whose scratch is
+    bounded). A single image with few taps
     per output (``C/groups * taps <= 32``) goes to the loop only from 65536 output positions
     on and with more than one thread, because im2col splits its work by batch. Forward
     passes of stride-1 layers with 32-63 px output rows, at least 32 rows,
@@ -195,6 +211,13 @@ def choose_method(
     per_group = n_out // max(groups, 1)
     if per_group <= 4:
         return "loop"
+    if (
+        winograd
+        and c_in_per_group >= _WINOGRAD_MIN_CHANNELS
+        and per_group >= _WINOGRAD_MIN_CHANNELS
+        and (n_positions is None or n_positions <= _WINOGRAD_MAX_POSITIONS)
+    ):
+        return "winograd"
     if n_batch == 1 and c_in_per_group * taps <= 32:
         if n_positions is None:
             return "loop"
@@ -356,6 +379,12 @@ def _plan_conv(
     else:
         zero_pads = ((0, 0),) * (3 - nd) + tuple(pads)
     factors = None
+    winograd = winograd_applies(nd, kernel, stride_t, dil_t, groups)
+    if method == "winograd" and not winograd:
+        raise ValueError(
+            "method='winograd' needs a 2-D 3x3 kernel with stride 1, dilation 1 and groups=1; "
+            f"got kernel {tuple(kernel)}, stride {stride_t}, dilation {dil_t}, groups {groups}"
+        )
     if method == "auto":
         if stride_t == dil_t == (1,) * nd:
             factors = separable_factors(_cast(w, dtype), groups)
@@ -369,6 +398,7 @@ def _plan_conv(
             n_positions=math.prod(out),
             out_width=out[-1] if unit else None,
             backward=backward,
+            winograd=winograd,
         )
     return _ConvPlan(
         nd=nd,
@@ -523,6 +553,123 @@ def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
     for other in partial[1:]:
         gwt += other
     return gx, np.ascontiguousarray(gwt.T).reshape(w5.shape)
+
+
+# ----------------------------------------------------------------------------- Winograd
+# Tiles per Winograd GEMM (U[e] @ V[e] is (O, C) @ (C, tiles)): 200-500 ran OpenBLAS at
+# 85-108 GFLOP/s on one core, 1000 and more at 67-77 (the operands leave L2).
+_WINOGRAD_TILES = 512
+
+
+def winograd_applies(
+    nd: int,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> bool:
+    """Whether ``method="winograd"`` (F(2x2, 3x3)) computes this convolution: a 2-D 3x3
+    kernel with stride 1, dilation 1 and one group (any zero padding)."""
+    unit = tuple(stride) == tuple(dilation) == (1, 1)
+    return nd == 2 and tuple(kernel) == (3, 3) and unit and groups == 1
+
+
+def _winograd_weights(w5: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``U[e, o, c] = (G w[o, c] G^T)[e // 4, e % 4]``: (16, O*C) storage and (16, O, C) view."""
+    flat, u = _planes(w5.shape[0], w5.shape[1], w5.dtype)
+    _winograd.weight_tiles(w5.reshape(*w5.shape[:2], 3, 3), flat)
+    return flat, u
+
+
+def _winograd_geometry(plan: _ConvPlan) -> tuple[int, int, int, int]:
+    """Tile rows, tile columns plus the gap column (kernels/winograd.py), tiles per sample
+    and samples per GEMM chunk."""
+    th, tw = (geometry.ceil_div(s, 2) for s in plan.out5[3:])
+    tiles = th * (tw + 1)
+    return th, tw + 1, tiles, max(1, _WINOGRAD_TILES // tiles)
+
+
+def _planes(
+    rows: int, t: int, dtype: np.dtype, name: str = "", most: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """16 planes of (rows, t): as (16, S) C-contiguous storage (what the kernels take) and
+    as a (16, rows, t) view (what the GEMMs take). The planes start 64 bytes past a 4 KiB
+    multiple apart: planes an exact multiple apart share cache sets, and the transforms,
+    which touch all 16 at once, ran up to 6x slower. With ``name``, per-thread scratch
+    sized for ``most`` columns."""
+    stride = geometry.ceil_div(rows * max(t, most), 1024) * 1024 + 16
+    buf = _threads.workspace(name, 16 * stride, dtype) if name else np.empty(16 * stride, dtype)
+    flat = buf.reshape(16, stride)
+    return flat, flat[:, : rows * t].reshape(16, rows, t)
+
+
+def _winograd_forward(plan: _ConvPlan) -> np.ndarray:
+    n, n_out, _, oh, ow = plan.out5
+    c = plan.x5.shape[1]
+    x4 = plan.x5.reshape(n, c, *plan.x5.shape[3:])
+    ph, pw = plan.pads_before[1:]
+    th, tw1, tiles, per = _winograd_geometry(plan)
+    _, u = _winograd_weights(plan.w5)
+    bias = np.zeros(n_out, plan.dtype) if plan.bias is None else plan.bias
+    y = np.empty((n, n_out, oh, ow), plan.dtype)
+
+    def part(start: int, stop: int) -> None:
+        most = min(per, stop - start) * tiles
+        for n0 in range(start, stop, per):
+            n1 = min(n0 + per, stop)
+            t = (n1 - n0) * tiles
+            vflat, v = _planes(c, t, plan.dtype, "winograd_v", most)
+            mflat, m = _planes(n_out, t, plan.dtype, "winograd_m", most)
+            _winograd.input_tiles(x4, vflat, t, th, tw1, n0, n1, ph, pw)
+            np.matmul(u, v, out=m)
+            _winograd.output_tiles(mflat, t, th, tw1, bias, y, n0, n1)
+
+    with _threads.single_threaded_blas():
+        _threads.run_parts(part, _parts(plan))
+    return y.reshape(plan.out5)
+
+
+def _winograd_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
+    """Both gradients through the transposes of the forward's steps (Lavin & Gray, 2016):
+    ``dU[e] = Gt[e] @ V[e]^T`` with ``Gt = A dY A^T``, ``dw = G^T dU G``, and
+    ``dV[e] = U[e]^T @ Gt[e]`` added back to the input as ``B dV B^T``."""
+    n, n_out, _, oh, ow = plan.out5
+    c = plan.x5.shape[1]
+    x4 = plan.x5.reshape(n, c, *plan.x5.shape[3:])
+    gy4 = gy5.reshape(n, n_out, oh, ow)
+    ph, pw = plan.pads_before[1:]
+    th, tw1, tiles, per = _winograd_geometry(plan)
+    ut = _winograd_weights(plan.w5)[1].transpose(0, 2, 1) if need_input_grad else None
+    gx = np.empty(x4.shape, plan.dtype) if need_input_grad else None
+
+    @np.errstate(invalid="ignore", over="ignore")  # inf/NaN input is documented behaviour
+    def part(start: int, stop: int) -> np.ndarray:
+        duflat, du = _planes(n_out, c, plan.dtype)
+        du[...] = 0
+        prod = _planes(n_out, c, plan.dtype)[1]
+        most = min(per, stop - start) * tiles
+        for n0 in range(start, stop, per):
+            n1 = min(n0 + per, stop)
+            t = (n1 - n0) * tiles
+            vflat, v = _planes(c, t, plan.dtype, "winograd_v", most)
+            gflat, g = _planes(n_out, t, plan.dtype, "winograd_m", most)
+            _winograd.input_tiles(x4, vflat, t, th, tw1, n0, n1, ph, pw)
+            _winograd.grad_tiles(gy4, gflat, t, th, tw1, n0, n1)
+            np.matmul(g, v.transpose(0, 2, 1), out=prod)
+            du += prod
+            if ut is not None:
+                np.matmul(ut, g, out=v)  # V is used up: its buffer takes dV
+                _winograd.input_tiles_adjoint(vflat, t, th, tw1, gx, n0, n1, ph, pw)
+        return duflat
+
+    with _threads.single_threaded_blas():
+        partial = _threads.run_parts(part, _parts(plan))
+    du = partial[0]
+    for other in partial[1:]:
+        du += other
+    gw = np.empty(plan.w5.shape, plan.dtype)
+    _winograd.weight_tiles_adjoint(du, gw.reshape(n_out, c, 3, 3))
+    return None if gx is None else gx.reshape(plan.x5.shape), gw
 
 
 # ----------------------------------------------------------------------------- convolution
@@ -702,7 +849,10 @@ def _separable_forward(plan: _ConvPlan) -> np.ndarray:
 def _conv_forward(plan: _ConvPlan) -> np.ndarray:
     if plan.factors is not None:
         return _separable_forward(plan).reshape(plan.out5[:2] + plan.out5[5 - plan.nd :])
-    y = _gemm_forward(plan) if plan.method == "im2col" else _loop_forward(plan)
+    if plan.method == "winograd":
+        y = _winograd_forward(plan)
+    else:
+        y = _gemm_forward(plan) if plan.method == "im2col" else _loop_forward(plan)
     return y.reshape(plan.out5[:2] + plan.out5[5 - plan.nd :])
 
 
@@ -765,7 +915,9 @@ def _conv_backward(plan: _ConvPlan, grad_y: object, need_input_grad: bool):
         raise ValueError(f"grad_y must have the output's shape {expected}, got {gy.shape}")
     gy5 = _to5d(_cast(gy, plan.dtype), plan.nd)
     grad_b = gy5.sum(axis=(0, 2, 3, 4))
-    if plan.method == "im2col":
+    if plan.method == "winograd":
+        gx, gw = _winograd_backward(plan, gy5, need_input_grad)
+    elif plan.method == "im2col":
         gx, gw = _gemm_backward(plan, gy5, need_input_grad)
     elif _use_flat(plan):
         gx, gw = _loop_backward_flat(plan, gy5, need_input_grad)
@@ -825,8 +977,9 @@ def conv1d(
     flip : bool
         Flip the kernel's spatial axes first, turning the cross-correlation into a true
         convolution.
-    method : "loop" | "im2col" | "auto"
-        Direct sliding-window kernel, or patch matrix + GEMM; "auto" picks by shape
+    method : "loop" | "im2col" | "winograd" | "auto"
+        Direct sliding-window kernel, patch matrix + GEMM, or Winograd F(2x2, 3x3) (2-D 3x3
+        kernels, stride 1, dilation 1, one group); "auto" picks by shape
         (:func:`choose_method`). Results agree to rounding.
 
     Returns
@@ -879,8 +1032,9 @@ def conv2d(
     flip : bool
         Flip the kernel's spatial axes first, turning the cross-correlation into a true
         convolution.
-    method : "loop" | "im2col" | "auto"
-        Direct sliding-window kernel, or patch matrix + GEMM; "auto" picks by shape
+    method : "loop" | "im2col" | "winograd" | "auto"
+        Direct sliding-window kernel, patch matrix + GEMM, or Winograd F(2x2, 3x3) (2-D 3x3
+        kernels, stride 1, dilation 1, one group); "auto" picks by shape
         (:func:`choose_method`). Results agree to rounding.
 
     Returns
@@ -941,8 +1095,9 @@ def conv3d(
     flip : bool
         Flip the kernel's spatial axes first, turning the cross-correlation into a true
         convolution.
-    method : "loop" | "im2col" | "auto"
-        Direct sliding-window kernel, or patch matrix + GEMM; "auto" picks by shape
+    method : "loop" | "im2col" | "winograd" | "auto"
+        Direct sliding-window kernel, patch matrix + GEMM, or Winograd F(2x2, 3x3) (2-D 3x3
+        kernels, stride 1, dilation 1, one group); "auto" picks by shape
         (:func:`choose_method`). Results agree to rounding.
 
     Returns
@@ -1478,6 +1633,7 @@ __all__ = [
     "choose_method",
     "rank_one_factors",
     "separable_factors",
+    "winograd_applies",
     "col2im",
     "conv1d",
     "conv1d_backward",
