@@ -941,6 +941,87 @@ def _conv_backward(plan: _ConvPlan, grad_y: object, need_input_grad: bool):
     return gx, gw, grad_b
 
 
+def _reusable(plan: _ConvPlan) -> bool:
+    """Whether ``plan``'s choices hold for any operands of the same shapes and dtype: zero
+    padding (the input is not copied into the plan), no flip, and a kernel whose method
+    does not depend on its values (only depthwise kernels of 5x5 and up are tested for
+    rank 1)."""
+    o, cg, _, kh, kw = plan.w5.shape
+    rank_one_tested = cg == 1 and plan.groups == o and kh * kw >= 2 * (kh + kw)
+    return plan.pad_mode == "zeros" and not plan.flip and not rank_one_tested
+
+
+def _layer_plan(cache: dict, key: tuple, x, w, bias, make) -> _ConvPlan:
+    """The plan of a convolution a layer repeats: built and checked once by ``make()`` for
+    each input shape, then given the new operands. Validation and the method choice cost
+    ~60 us a call, a fifth of a small network's training step."""
+    key = (*key, x.shape, w.shape, x.dtype.str, w.dtype.str, bias is None)
+    plan = cache.get(key)
+    fresh = (
+        plan is not None
+        and x.flags.c_contiguous
+        and w.flags.c_contiguous
+        and x.dtype == plan.dtype
+        and w.dtype == plan.dtype
+        and (bias is None or bias.dtype == plan.dtype)
+    )
+    if not fresh:
+        plan = make()
+        if _reusable(plan):
+            cache[key] = plan
+        return plan
+    return replace(plan, x5=_to5d(x, 2), w5=_to5d(w, 2), bias=bias)
+
+
+def conv2d_layer(
+    cache: dict,
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray | None,
+    *,
+    stride: IntOrTuple,
+    padding: PaddingArg,
+    dilation: IntOrTuple,
+    groups: int,
+) -> np.ndarray:
+    """:func:`conv2d` for a layer that calls it again and again with the same shapes.
+
+    Parameters
+    ----------
+    cache : dict
+        Owned by the caller (one per layer), empty at first; holds one checked plan per
+        shapes, dtypes and options (hashable: ints and tuples).
+    x, w, bias, stride, padding, dilation, groups
+        As in :func:`conv2d` (zero padding, no flip, ``method="auto"``).
+
+    Returns
+    -------
+    ndarray
+        ``conv2d(x, w, bias, ...)``.
+    """
+    opts = (stride, padding, dilation, groups, "zeros", False, "auto")
+    plan = _layer_plan(cache, opts, x, w, bias, lambda: _plan_conv(2, x, w, bias, *opts))
+    return _conv_forward(plan)
+
+
+def conv2d_layer_backward(
+    cache: dict,
+    grad_y: np.ndarray,
+    x: np.ndarray,
+    w: np.ndarray,
+    *,
+    stride: IntOrTuple,
+    padding: PaddingArg,
+    dilation: IntOrTuple,
+    groups: int,
+    need_input_grad: bool = True,
+):
+    """:func:`conv2d_backward` with the plan of :func:`conv2d_layer` (same ``cache``)."""
+    opts = (stride, padding, dilation, groups, "zeros", False, "auto", True)
+    plan = _layer_plan(cache, opts, x, w, None, lambda: _plan_conv(2, x, w, None, *opts))
+    return _conv_backward(plan, grad_y, need_input_grad)
+
+
 def conv1d(
     x,
     w,
