@@ -142,6 +142,7 @@ def grad_tiles(gy, g, t_n, th, tw1, n0, n1):  # pragma: no cover
     n_out, oh_n, ow_n = gy.shape[1], gy.shape[2], gy.shape[3]
     length = th * tw1
     gq = np.zeros((2, 2 * length), gy.dtype)  # laid out as yq in output_tiles
+    rows = np.empty((4, 2, length), gy.dtype)  # rows of A dY: [row, column parity, f]
     two, one = uint64(2), uint64(1)
     for n in range(n0, n1):
         for o in range(n_out):
@@ -150,95 +151,93 @@ def grad_tiles(gy, g, t_n, th, tw1, n0, n1):  # pragma: no cover
                 pr = yy % 2
                 for xx in range(ow_n):
                     gq[pr, dst + uint64(xx)] = gy[n, o, yy, uint64(xx)]
-            t0 = uint64(o * t_n + (n - n0) * length)
+            # rows of A dY: (a, a + c, a - c, -c) with a, c the tile's two gradient rows
             for f in range(length):
                 k = uint64(f)
                 a0 = gq[0, two * k]
                 a1 = gq[0, two * k + one]
                 c0 = gq[1, two * k]
                 c1 = gq[1, two * k + one]
-                # rows of A dY are (a, a + c, a - c, -c) per column; then . A^T per row
-                t = t0 + k
-                g[0, t] = a0
-                g[1, t] = a0 + a1
-                g[2, t] = a0 - a1
-                g[3, t] = -a1
-                s0 = a0 + c0
-                s1 = a1 + c1
-                g[4, t] = s0
-                g[5, t] = s0 + s1
-                g[6, t] = s0 - s1
-                g[7, t] = -s1
-                d0 = a0 - c0
-                d1 = a1 - c1
-                g[8, t] = d0
-                g[9, t] = d0 + d1
-                g[10, t] = d0 - d1
-                g[11, t] = -d1
-                g[12, t] = -c0
-                g[13, t] = -c0 - c1
-                g[14, t] = c1 - c0
-                g[15, t] = c1
+                rows[0, 0, k] = a0
+                rows[0, 1, k] = a1
+                rows[1, 0, k] = a0 + c0
+                rows[1, 1, k] = a1 + c1
+                rows[2, 0, k] = a0 - c0
+                rows[2, 1, k] = a1 - c1
+                rows[3, 0, k] = -c0
+                rows[3, 1, k] = -c1
+            # then (l, l + r, l - r, -r) along each row; four stores a loop (more streams
+            # than LLVM checks for overlap at run time keep a loop scalar)
+            t0 = uint64(o * t_n + (n - n0) * length)
+            for i in range(4):
+                for f in range(length):
+                    k = uint64(f)
+                    left = rows[i, 0, k]
+                    right = rows[i, 1, k]
+                    g[4 * i, t0 + k] = left
+                    g[4 * i + 1, t0 + k] = left + right
+                    g[4 * i + 2, t0 + k] = left - right
+                    g[4 * i + 3, t0 + k] = -right
 
 
 @njit(cache=True, nogil=True)
 def input_tiles_adjoint(dv, t_n, th, tw1, gx, n0, n1, ph, pw):  # pragma: no cover
     """``gx[n0:n1]`` = the sum over tiles of ``B dV B^T`` at each tile's input position.
 
-    The adjoint of :func:`input_tiles`, step by step in reverse: ``dV[e, c, t]`` is
-    ``dv[e, c * t_n + t]``; ``gx`` (N, C, H, W) is overwritten, and what falls in the
-    padding is dropped.
+    The adjoint of :func:`input_tiles`, step by step in reverse, each step written as a
+    gather (an entry collects what the forward step read from it) so that its loops
+    vectorise: ``dV[e, c, t]`` is ``dv[e, c * t_n + t]``; ``gx`` (N, C, H, W) is
+    overwritten, and what falls in the padding is dropped.
     """
     n_chan, height, width = gx.shape[1], gx.shape[2], gx.shape[3]
     length = th * tw1
-    q = np.empty((2, 2 * (length + tw1)), gx.dtype)  # laid out as in input_tiles
+    last = uint64(length - 1)
     s = np.empty((4, 2, length + 1), gx.dtype)
-    step, one, two = uint64(2 * tw1), uint64(1), uint64(2)
+    q = np.empty((2, 2, length + tw1), gx.dtype)  # quarter planes [pr, pc, R * TW1 + K]
+    step, one = uint64(tw1), uint64(1)
     for n in range(n0, n1):
         for c in range(n_chan):
             t0 = uint64(c * t_n + (n - n0) * length)
-            # adjoint of the column step: f takes d0, f + 1 takes d1 + d2 - d0 (even
-            # parity); f takes d1 - d2 + d3, f + 1 takes -d3 (odd)
+            # column step: even f collects d0 at f and d1 + d2 - d0 from f - 1; odd f
+            # collects d1 - d2 + d3 at f and -d3 from f - 1
             for i in range(4):
-                s[i, 0, 0] = 0
-                s[i, 1, 0] = 0
-                for f in range(length):
+                e0, e1, e2, e3 = 4 * i, 4 * i + 1, 4 * i + 2, 4 * i + 3
+                s[i, 0, 0] = dv[e0, t0]
+                s[i, 1, 0] = dv[e1, t0] - dv[e2, t0] + dv[e3, t0]
+                for f in range(1, length):
                     k = uint64(f)
-                    d0 = dv[4 * i, t0 + k]
-                    d1 = dv[4 * i + 1, t0 + k]
-                    d2 = dv[4 * i + 2, t0 + k]
-                    d3 = dv[4 * i + 3, t0 + k]
-                    s[i, 0, k + one] = d1 + d2 - d0
-                    s[i, 1, k + one] = -d3
-                for f in range(length):
+                    j = t0 + k
+                    s[i, 0, k] = dv[e0, j] + dv[e1, j - one] + dv[e2, j - one] - dv[e0, j - one]
+                    s[i, 1, k] = dv[e1, j] - dv[e2, j] + dv[e3, j] - dv[e3, j - one]
+                s[i, 0, last + one] = dv[e1, t0 + last] + dv[e2, t0 + last] - dv[e0, t0 + last]
+                s[i, 1, last + one] = -dv[e3, t0 + last]
+            # row step: row parity 0 collects s0 at f and s1 + s2 - s0 from f - TW1;
+            # parity 1 collects s1 - s2 + s3 at f and -s3 from f - TW1
+            for pc in range(2):
+                for f in range(tw1):
                     k = uint64(f)
-                    d0 = dv[4 * i, t0 + k]
-                    d1 = dv[4 * i + 1, t0 + k]
-                    d2 = dv[4 * i + 2, t0 + k]
-                    d3 = dv[4 * i + 3, t0 + k]
-                    s[i, 0, k] += d0
-                    s[i, 1, k] += d1 - d2 + d3
-            # adjoint of the row step: rows f take s0 / s1 - s2 + s3, rows f + TW1 take
-            # s1 + s2 - s0 / -s3 (row parity 0 / 1)
-            q[:, : 2 * tw1] = 0
-            for pc in range(2):
-                for f in range(length):
-                    k = two * uint64(f) + uint64(pc) + step
-                    j = uint64(f)
-                    q[0, k] = s[1, pc, j] + s[2, pc, j] - s[0, pc, j]
-                    q[1, k] = -s[3, pc, j]
-            for pc in range(2):
-                for f in range(length):
-                    k = two * uint64(f) + uint64(pc)
-                    j = uint64(f)
-                    q[0, k] += s[0, pc, j]
-                    q[1, k] += s[1, pc, j] - s[2, pc, j] + s[3, pc, j]
+                    q[0, pc, k] = s[0, pc, k]
+                    q[1, pc, k] = s[1, pc, k] - s[2, pc, k] + s[3, pc, k]
+                for f in range(tw1, length):
+                    k = uint64(f)
+                    b = k - step
+                    q[0, pc, k] = s[0, pc, k] + s[1, pc, b] + s[2, pc, b] - s[0, pc, b]
+                    q[1, pc, k] = s[1, pc, k] - s[2, pc, k] + s[3, pc, k] - s[3, pc, b]
+                for f in range(length, length + tw1):
+                    k = uint64(f)
+                    b = k - step
+                    q[0, pc, k] = s[1, pc, b] + s[2, pc, b] - s[0, pc, b]
+                    q[1, pc, k] = -s[3, pc, b]
             for yy in range(height):
                 r = yy + ph
-                src = uint64((r // 2) * 2 * tw1 + pw)
-                pr = r % 2
-                for xx in range(width):
-                    gx[n, c, yy, uint64(xx)] = q[pr, src + uint64(xx)]
+                pr, row = r % 2, (r // 2) * tw1
+                for pc in range(2):
+                    xx0 = (pc - pw) % 2
+                    src = uint64(row + (xx0 + pw) // 2)
+                    for j in range((width - xx0 + 1) // 2):
+                        gx[n, c, yy, uint64(xx0) + uint64(2) * uint64(j)] = q[
+                            pr, pc, src + uint64(j)
+                        ]
 
 
 @njit(cache=True, inline="always")
