@@ -1431,6 +1431,12 @@ def _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode):
     return x4, kernel, stride_t, pad, out
 
 
+def _pool_k2(x4: np.ndarray, k, s, p, out) -> bool:
+    """2x2 windows at stride 2 that all lie inside the input: the written-out kernels."""
+    inside = 2 * out[0] <= x4.shape[2] and 2 * out[1] <= x4.shape[3]
+    return tuple(k) == tuple(s) == (2, 2) and tuple(p) == (0, 0) and inside
+
+
 def _pool_shape(x4: np.ndarray, out: tuple[int, ...], nd: int) -> tuple[int, ...]:
     return x4.shape[:2] + out[2 - nd :]
 
@@ -1440,17 +1446,11 @@ def _max_pool(nd, x, kernel_size, stride, padding, ceil_mode, return_indices):
     x4, k, s, p, out = _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode)
     y = np.empty(x4.shape[:2] + out, x4.dtype)
     idx = np.empty(y.shape, np.int64)
-    _launch(
-        _pool.max_pool_forward,
-        y.shape[0] * y.shape[1],
-        y.size * math.prod(k),
-        x4,
-        y,
-        idx,
-        *k,
-        *s,
-        *p,
-    )
+    tasks, flops = y.shape[0] * y.shape[1], y.size * math.prod(k)
+    if _pool_k2(x4, k, s, p, out):
+        _launch(_pool.max_pool_forward_k2, tasks, flops, x4, y, idx)
+    else:
+        _launch(_pool.max_pool_forward, tasks, flops, x4, y, idx, *k, *s, *p)
     shape = _pool_shape(x4, out, nd)
     y = y.reshape(shape)
     return (y, idx.reshape(shape)) if return_indices else y
@@ -1460,8 +1460,12 @@ def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad)
     count_include_pad = _flag(count_include_pad, "count_include_pad")
     x4, k, s, p, out = _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode)
     y = np.empty(x4.shape[:2] + out, x4.dtype)
-    args = (x4, y, *k, *s, *p, bool(count_include_pad))
-    _launch(_pool.avg_pool_forward, y.shape[0] * y.shape[1], y.size * math.prod(k), *args)
+    tasks, flops = y.shape[0] * y.shape[1], y.size * math.prod(k)
+    if _pool_k2(x4, k, s, p, out):
+        _launch(_pool.avg_pool_forward_k2, tasks, flops, x4, y)
+    else:
+        args = (x4, y, *k, *s, *p, bool(count_include_pad))
+        _launch(_pool.avg_pool_forward, tasks, flops, *args)
     return y.reshape(_pool_shape(x4, out, nd))
 
 
@@ -1650,7 +1654,11 @@ def avg_pool2d_backward(
     gy = _pool_grad(grad_y, x4, out, 2)
     gx = np.zeros(x4.shape, x4.dtype)
     args = (gy, gx, *k, *s, *p, _flag(count_include_pad, "count_include_pad"))
-    _launch(_pool.avg_pool_backward, gy.shape[0] * gy.shape[1], gy.size * math.prod(k), *args)
+    tasks, flops = gy.shape[0] * gy.shape[1], gy.size * math.prod(k)
+    if _pool_k2(x4, k, s, p, out):
+        _launch(_pool.avg_pool_backward_k2, tasks, flops, gy, gx)
+    else:
+        _launch(_pool.avg_pool_backward, tasks, flops, *args)
     return gx
 
 
