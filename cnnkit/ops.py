@@ -1405,9 +1405,23 @@ def col2im(
 
 # ----------------------------------------------------------------------------- pooling
 def _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode):
-    layout = _LAYOUT[nd]
     arr = _as_real_array(x, "x")
-    _check_ndim(arr, nd + 2, "x", layout)
+    _check_ndim(arr, nd + 2, "x", _LAYOUT[nd])
+    args = (nd, arr.shape[2:], kernel_size, stride, padding, ceil_mode)
+    try:
+        kernel, stride_t, pad, out = _pool_geometry_cached(*args)
+    except TypeError:  # unhashable arguments (lists): validate without the cache
+        kernel, stride_t, pad, out = _pool_geometry(*args)
+    # the output and, for max pooling, its int64 argmax indices
+    _check_output_memory((*arr.shape[:2], *out[-nd:]), 16, "the pooling's")
+    x4 = _cast(arr, _float_dtype(arr))
+    if nd == 1:
+        x4 = x4[:, :, None, :]
+    return x4, kernel, stride_t, pad, out
+
+
+def _pool_geometry(nd, sizes, kernel_size, stride, padding, ceil_mode):
+    """Checked kernel, stride, padding and output size of a pooling (2-D, 1-D lifted)."""
     kernel = geometry.positive_tuple(kernel_size, nd, "kernel_size")
     stride_t = kernel if stride is None else geometry.positive_tuple(stride, nd, "stride")
     pad = geometry.as_tuple(padding, nd, "padding")
@@ -1416,19 +1430,18 @@ def _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode):
             f"padding must be >= 0 and at most half the kernel size (kernel_size {kernel}), "
             f"got {padding!r}"
         )
-    sizes = arr.shape[2:]
     out = geometry.pool_output_shape(sizes, kernel, stride_t, pad, _flag(ceil_mode, "ceil_mode"))
     if min(out) <= 0:
         padded = tuple(n + 2 * q for n, q in zip(sizes, pad))
         raise ValueError(f"kernel_size {kernel} is larger than the padded input {padded}")
     stride_t, _ = _kernel_geometry(stride_t, (1,) * nd, kernel, out)
-    # the output and, for max pooling, its int64 argmax indices
-    _check_output_memory((*arr.shape[:2], *out), 16, "the pooling's")
-    x4 = _cast(arr, _float_dtype(arr))
     if nd == 1:
-        x4 = x4[:, :, None, :]
-        kernel, stride_t, pad, out = (1, *kernel), (1, *stride_t), (0, *pad), (1, *out)
-    return x4, kernel, stride_t, pad, out
+        return (1, *kernel), (1, *stride_t), (0, *pad), (1, *out)
+    return kernel, stride_t, pad, out
+
+
+# A layer pools the same shapes every step; validating them costs ~12 us a call.
+_pool_geometry_cached = functools.lru_cache(maxsize=256)(_pool_geometry)
 
 
 def _pool_k2(x4: np.ndarray, k, s, p, out) -> bool:
