@@ -16,19 +16,20 @@ through numpy's matmul (OpenBLAS). These kernels do the transforms: ``V[e, c, t]
 input, the output ``y`` from ``M[e, o, t]``, and for the gradients the adjoints of both
 (``A dY A^T`` of each output-gradient tile, and ``B dV B^T`` added back to the input).
 
-Layout for the vector units. A plane is split into four quarter planes by row and column
-parity: ``q[pr, pc, R * TW1 + K]`` is (padded) position ``(2R + pr, 2K + pc)``, with
-``TH = ceil(OH / 2)`` tile rows, ``TW = ceil(OW / 2)`` tile columns and ``TW1 = TW + 1``.
-Tile ``(ty, tx)`` then reads ``q[., ., f]`` and ``q[., ., f + 1]``, ``f + TW1``,
-``f + TW1 + 1`` with ``f = ty * TW1 + tx``: every transform is a few unit-stride loops over
-``f`` across the whole plane, whatever its width (loops over one row of 7 tiles did not
-vectorise, and ran 4-8x slower). The price is one gap tile per tile row (``tx == TW``):
-its transformed input is never used by the output, its output gradient is zero, and the
-GEMMs carry it (1 / TW more work). So a sample has ``L = TH * TW1`` tiles, numbered
-``t = (n - n0) * L + f`` for the samples ``[n0, n1)`` of a call. Output positions past OH
-or OW are computed and dropped, and their gradient is taken as zero. The 16 planes ``e``
-of ``V`` must not lie a multiple of 4 KiB apart (ops pads them): sixteen store streams on
-one cache set ran 6x slower.
+Layout for the vector units. With ``TH = ceil(OH / 2)`` tile rows, ``TW = ceil(OW / 2)``
+tile columns and ``TW1 = TW + 1``, a (padded) plane is held as its even and odd rows,
+``q[pr, R * 2 * TW1 + col]`` for position ``(2R + pr, col)`` (the adjoint splits the columns
+by parity too, ``q[pr, pc, R * TW1 + K]``). Tile ``(ty, tx)`` then reads index ``f``,
+``f + 1``, ``f + TW1`` and ``f + TW1 + 1`` of a parity, with ``f = ty * TW1 + tx``: every
+transform is a few unit-stride loops over ``f`` across the whole plane, whatever its width
+(loops over one row of 7 tiles did not vectorise and ran 4-8x slower). The price is one
+gap tile per tile row (``tx == TW``): its transformed input is never used by the output,
+its output gradient is zero, and the GEMMs carry it (1 / TW more work). So a sample has
+``L = TH * TW1`` tiles, numbered ``t = (n - n0) * L + f`` for the samples ``[n0, n1)`` of a
+call. Output positions past OH or OW are computed and dropped, and their gradient is taken
+as zero. The 16 planes ``e`` of ``V`` must not lie a multiple of 4 KiB apart (ops pads
+them): sixteen store streams on one cache set ran 6x slower. A loop stores to at most four
+planes: LLVM checks only a few streams for overlap at run time, and more keep it scalar.
 """
 
 from __future__ import annotations
