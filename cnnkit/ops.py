@@ -586,7 +586,15 @@ def _winograd_geometry(plan: _ConvPlan) -> tuple[int, int, int, int]:
     and samples per GEMM chunk."""
     th, tw = (geometry.ceil_div(s, 2) for s in plan.out5[3:])
     tiles = th * (tw + 1)
-    return th, tw + 1, tiles, max(1, _WINOGRAD_TILES // tiles)
+    per = max(1, _WINOGRAD_TILES // tiles)
+    # a chunk holds whole samples: one large plane is one large chunk
+    chunk = 16 * (plan.x5.shape[1] + plan.out5[1]) * tiles * min(per, plan.out5[0])
+    memory.check(
+        chunk * plan.dtype.itemsize * _threads.worker_count(),
+        f"method='winograd' on {plan.out5[3]}x{plan.out5[4]} outputs (transformed tiles)",
+        "method='im2col' works in bounded chunks",
+    )
+    return th, tw + 1, tiles, per
 
 
 def _planes(

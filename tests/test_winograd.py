@@ -194,3 +194,15 @@ def test_auto_runs_winograd_for_a_3x3_layer(rng, monkeypatch):
     y = ops.conv2d(x, w, b, padding=1)
     assert seen
     np.testing.assert_allclose(y, conv_reference(x, w, b, padding=1), atol=1e-12)
+
+
+def test_memory_budget_is_checked(monkeypatch):
+    from cnnkit import memory
+
+    # the output (2 MiB) fits, the transformed tiles (16 MiB) do not
+    monkeypatch.setattr(memory, "budget_bytes", lambda: 8 * 2**20)
+    monkeypatch.setattr(memory, "SMALL_BYTES", 0)
+    x, w = np.ones((1, 8, 256, 256), np.float32), np.ones((8, 8, 3, 3), np.float32)
+    with pytest.raises(memory.MemoryBudgetError, match="method='winograd'.*im2col"):
+        ops.conv2d(x, w, method="winograd")
+    assert ops.conv2d(x, w, method="im2col").shape == (1, 8, 254, 254)

@@ -121,8 +121,10 @@ def cnnkit_impls(case: Case, ops: Any, arrays: dict[str, np.ndarray]) -> dict[st
 
 
 def _winograd_case(case: Case) -> bool:
-    """Whether cnnkit's ``method="winograd"`` takes ``case`` (3x3, stride 1, 2-D, groups 1)."""
-    return case.op != "conv1d" and case.kernel == (3, 3) and case.stride == (1, 1)
+    """Whether cnnkit's ``method="winograd"`` is timed on ``case``: a 3x3 stride-1 conv layer
+    (single-image filters have one channel, where it cannot win, and megapixel planes)."""
+    layer = case.op != "conv1d" and case.group not in ("filter", "separable")
+    return layer and case.kernel == (3, 3) and case.stride == (1, 1)
 
 
 def auto_choice(case: Case, ops: Any) -> str | None:
