@@ -19,7 +19,10 @@ weight) makes that output NaN; ``inf * 0`` is NaN, so an inf under a zero weight
 NaN, exactly as a plain loop (and PyTorch) would. One kernel-dependent detail: a tap over
 *zero padding* is multiplied by 0 in the im2col kernels and the loop method's small-image
 kernel (as PyTorch does), but skipped by the loop method's row kernel; the results differ
-only when a weight is inf or NaN (``inf * 0`` is NaN), and only at the border. Max pooling
+only when a weight is inf or NaN (``inf * 0`` is NaN), and only at the border. The Winograd
+method (``method="winograd"``, and ``"auto"`` for 3x3 stride-1 layers) combines inputs
+before multiplying, so an inf input can give NaN where a plain sum gives +-inf; NaN stays
+in the windows that hold it. Max pooling
 treats NaN as the maximum of its window (PyTorch's behaviour).
 
 Threads: calls above ~2 MFLOP split their work over ``numba.get_num_threads()`` threads
@@ -44,8 +47,9 @@ from cnnkit.kernels import conv as _conv
 from cnnkit.kernels import im2col as _im2col
 from cnnkit.kernels import pool as _pool
 from cnnkit.kernels import threads as _threads
+from cnnkit.kernels import winograd as _winograd
 
-METHODS = ("loop", "im2col", "auto")
+METHODS = ("loop", "im2col", "winograd", "auto")
 IntOrTuple = int | Sequence[int]
 
 # np.pad's names for PyTorch's padding modes.
@@ -55,6 +59,11 @@ _NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 # chunked so memory stays bounded and the matrix is still in cache when the GEMM reads it,
 # while each GEMM stays large enough to run at full speed.
 _COLS_BUDGET = 4 * 2**20
+
+# choose_method: Winograd needs channels for its GEMMs (K = C, M = O) and keeps one sample's
+# transformed tiles (16 * C * OH * OW / 4 values) at once, so planes stay modest.
+_WINOGRAD_MIN_CHANNELS = 8
+_WINOGRAD_MAX_POSITIONS = 64 * 64
 
 # choose_method: a single image with few taps per output goes to the threaded loop method
 # from this many output positions on (measured crossover, see choose_method).
@@ -154,6 +163,7 @@ def choose_method(
     n_positions: int | None = None,
     out_width: int | None = None,
     backward: bool = False,
+    winograd: bool = False,
 ) -> str:
     """The kernel ``method="auto"`` uses for a convolution of this shape.
 
@@ -175,16 +185,22 @@ def choose_method(
         Output row length of a stride-1, undilated convolution (None otherwise).
     backward : bool
         Choosing for the gradients rather than the forward pass.
+    winograd : bool
+        The convolution is one :func:`winograd_applies` to (2-D, 3x3, stride 1, dilation 1,
+        one group).
 
     Returns
     -------
     str
-        ``"loop"`` or ``"im2col"``.
+        ``"loop"``, ``"im2col"`` or ``"winograd"``.
 
     Notes
     -----
     With ``O / groups <= 4`` (image filtering, depthwise layers) the im2col GEMM degenerates
-    to a memory-bound matrix-vector product, so the loop wins. A single image with few taps
+    to a memory-bound matrix-vector product, so the loop wins. 3x3 stride-1 layers with at
+    least 8 input and 8 output channels and at most 64x64 outputs take Winograd F(2x2, 3x3)
+    (2.25x fewer multiplications; larger planes stay with im2col, whose scratch is
+    bounded). A single image with few taps
     per output (``C/groups * taps <= 32``) goes to the loop only from 65536 output positions
     on and with more than one thread, because im2col splits its work by batch. Forward
     passes of stride-1 layers with 32-63 px output rows, at least 32 rows,
@@ -195,6 +211,13 @@ def choose_method(
     per_group = n_out // max(groups, 1)
     if per_group <= 4:
         return "loop"
+    if (
+        winograd
+        and c_in_per_group >= _WINOGRAD_MIN_CHANNELS
+        and per_group >= _WINOGRAD_MIN_CHANNELS
+        and (n_positions is None or n_positions <= _WINOGRAD_MAX_POSITIONS)
+    ):
+        return "winograd"
     if n_batch == 1 and c_in_per_group * taps <= 32:
         if n_positions is None:
             return "loop"
@@ -356,6 +379,12 @@ def _plan_conv(
     else:
         zero_pads = ((0, 0),) * (3 - nd) + tuple(pads)
     factors = None
+    winograd = winograd_applies(nd, kernel, stride_t, dil_t, groups)
+    if method == "winograd" and not winograd:
+        raise ValueError(
+            "method='winograd' needs a 2-D 3x3 kernel with stride 1, dilation 1 and groups=1; "
+            f"got kernel {tuple(kernel)}, stride {stride_t}, dilation {dil_t}, groups {groups}"
+        )
     if method == "auto":
         if stride_t == dil_t == (1,) * nd:
             factors = separable_factors(_cast(w, dtype), groups)
@@ -369,6 +398,7 @@ def _plan_conv(
             n_positions=math.prod(out),
             out_width=out[-1] if unit else None,
             backward=backward,
+            winograd=winograd,
         )
     return _ConvPlan(
         nd=nd,
@@ -523,6 +553,131 @@ def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
     for other in partial[1:]:
         gwt += other
     return gx, np.ascontiguousarray(gwt.T).reshape(w5.shape)
+
+
+# ----------------------------------------------------------------------------- Winograd
+# Tiles per Winograd GEMM (U[e] @ V[e] is (O, C) @ (C, tiles)): 200-500 ran OpenBLAS at
+# 85-108 GFLOP/s on one core, 1000 and more at 67-77 (the operands leave L2).
+_WINOGRAD_TILES = 512
+
+
+def winograd_applies(
+    nd: int,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> bool:
+    """Whether ``method="winograd"`` (F(2x2, 3x3)) computes this convolution: a 2-D 3x3
+    kernel with stride 1, dilation 1 and one group (any zero padding)."""
+    unit = tuple(stride) == tuple(dilation) == (1, 1)
+    return nd == 2 and tuple(kernel) == (3, 3) and unit and groups == 1
+
+
+def _winograd_weights(w5: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``U[e, o, c] = (G w[o, c] G^T)[e // 4, e % 4]``: (16, O*C) storage and (16, O, C) view."""
+    flat, u = _planes(w5.shape[0], w5.shape[1], w5.dtype)
+    _winograd.weight_tiles(w5.reshape(*w5.shape[:2], 3, 3), flat)
+    return flat, u
+
+
+def _winograd_geometry(plan: _ConvPlan) -> tuple[int, int, int, int]:
+    """Tile rows, tile columns plus the gap column (kernels/winograd.py), tiles per sample
+    and samples per GEMM chunk."""
+    th, tw = (geometry.ceil_div(s, 2) for s in plan.out5[3:])
+    tiles = th * (tw + 1)
+    per = max(1, _WINOGRAD_TILES // tiles)
+    # a chunk holds whole samples: one large plane is one large chunk
+    chunk = 16 * (plan.x5.shape[1] + plan.out5[1]) * tiles * min(per, plan.out5[0])
+    memory.check(
+        chunk * plan.dtype.itemsize * _threads.worker_count(),
+        f"method='winograd' on {plan.out5[3]}x{plan.out5[4]} outputs (transformed tiles)",
+        "method='im2col' works in bounded chunks",
+    )
+    return th, tw + 1, tiles, per
+
+
+def _planes(
+    rows: int, t: int, dtype: np.dtype, name: str = "", most: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """16 planes of (rows, t): as (16, S) C-contiguous storage (what the kernels take) and
+    as a (16, rows, t) view (what the GEMMs take). The planes start 64 bytes past a 4 KiB
+    multiple apart: planes an exact multiple apart share cache sets, and the transforms,
+    which touch all 16 at once, ran up to 6x slower. With ``name``, per-thread scratch
+    sized for ``most`` columns."""
+    stride = geometry.ceil_div(rows * max(t, most), 1024) * 1024 + 16
+    buf = _threads.workspace(name, 16 * stride, dtype) if name else np.empty(16 * stride, dtype)
+    flat = buf.reshape(16, stride)
+    return flat, flat[:, : rows * t].reshape(16, rows, t)
+
+
+def _winograd_forward(plan: _ConvPlan) -> np.ndarray:
+    n, n_out, _, oh, ow = plan.out5
+    c = plan.x5.shape[1]
+    x4 = plan.x5.reshape(n, c, *plan.x5.shape[3:])
+    ph, pw = plan.pads_before[1:]
+    th, tw1, tiles, per = _winograd_geometry(plan)
+    _, u = _winograd_weights(plan.w5)
+    bias = np.zeros(n_out, plan.dtype) if plan.bias is None else plan.bias
+    y = np.empty((n, n_out, oh, ow), plan.dtype)
+
+    def part(start: int, stop: int) -> None:
+        most = min(per, stop - start) * tiles
+        for n0 in range(start, stop, per):
+            n1 = min(n0 + per, stop)
+            t = (n1 - n0) * tiles
+            vflat, v = _planes(c, t, plan.dtype, "winograd_v", most)
+            mflat, m = _planes(n_out, t, plan.dtype, "winograd_m", most)
+            _winograd.input_tiles(x4, vflat, t, th, tw1, n0, n1, ph, pw)
+            np.matmul(u, v, out=m)
+            _winograd.output_tiles(mflat, t, th, tw1, bias, y, n0, n1)
+
+    with _threads.single_threaded_blas():
+        _threads.run_parts(part, _parts(plan))
+    return y.reshape(plan.out5)
+
+
+def _winograd_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
+    """Both gradients through the transposes of the forward's steps (Lavin & Gray, 2016):
+    ``dU[e] = Gt[e] @ V[e]^T`` with ``Gt = A dY A^T``, ``dw = G^T dU G``, and
+    ``dV[e] = U[e]^T @ Gt[e]`` added back to the input as ``B dV B^T``."""
+    n, n_out, _, oh, ow = plan.out5
+    c = plan.x5.shape[1]
+    x4 = plan.x5.reshape(n, c, *plan.x5.shape[3:])
+    gy4 = gy5.reshape(n, n_out, oh, ow)
+    ph, pw = plan.pads_before[1:]
+    th, tw1, tiles, per = _winograd_geometry(plan)
+    ut = _winograd_weights(plan.w5)[1].transpose(0, 2, 1) if need_input_grad else None
+    gx = np.empty(x4.shape, plan.dtype) if need_input_grad else None
+
+    @np.errstate(invalid="ignore", over="ignore")  # inf/NaN input is documented behaviour
+    def part(start: int, stop: int) -> np.ndarray:
+        duflat, du = _planes(n_out, c, plan.dtype)
+        du[...] = 0
+        prod = _planes(n_out, c, plan.dtype)[1]
+        most = min(per, stop - start) * tiles
+        for n0 in range(start, stop, per):
+            n1 = min(n0 + per, stop)
+            t = (n1 - n0) * tiles
+            vflat, v = _planes(c, t, plan.dtype, "winograd_v", most)
+            gflat, g = _planes(n_out, t, plan.dtype, "winograd_m", most)
+            _winograd.input_tiles(x4, vflat, t, th, tw1, n0, n1, ph, pw)
+            _winograd.grad_tiles(gy4, gflat, t, th, tw1, n0, n1)
+            np.matmul(g, v.transpose(0, 2, 1), out=prod)
+            du += prod
+            if ut is not None:
+                np.matmul(ut, g, out=v)  # V is used up: its buffer takes dV
+                _winograd.input_tiles_adjoint(vflat, t, th, tw1, gx, n0, n1, ph, pw)
+        return duflat
+
+    with _threads.single_threaded_blas():
+        partial = _threads.run_parts(part, _parts(plan))
+    du = partial[0]
+    for other in partial[1:]:
+        du += other
+    gw = np.empty(plan.w5.shape, plan.dtype)
+    _winograd.weight_tiles_adjoint(du, gw.reshape(n_out, c, 3, 3))
+    return None if gx is None else gx.reshape(plan.x5.shape), gw
 
 
 # ----------------------------------------------------------------------------- convolution
@@ -702,7 +857,10 @@ def _separable_forward(plan: _ConvPlan) -> np.ndarray:
 def _conv_forward(plan: _ConvPlan) -> np.ndarray:
     if plan.factors is not None:
         return _separable_forward(plan).reshape(plan.out5[:2] + plan.out5[5 - plan.nd :])
-    y = _gemm_forward(plan) if plan.method == "im2col" else _loop_forward(plan)
+    if plan.method == "winograd":
+        y = _winograd_forward(plan)
+    else:
+        y = _gemm_forward(plan) if plan.method == "im2col" else _loop_forward(plan)
     return y.reshape(plan.out5[:2] + plan.out5[5 - plan.nd :])
 
 
@@ -765,7 +923,9 @@ def _conv_backward(plan: _ConvPlan, grad_y: object, need_input_grad: bool):
         raise ValueError(f"grad_y must have the output's shape {expected}, got {gy.shape}")
     gy5 = _to5d(_cast(gy, plan.dtype), plan.nd)
     grad_b = gy5.sum(axis=(0, 2, 3, 4))
-    if plan.method == "im2col":
+    if plan.method == "winograd":
+        gx, gw = _winograd_backward(plan, gy5, need_input_grad)
+    elif plan.method == "im2col":
         gx, gw = _gemm_backward(plan, gy5, need_input_grad)
     elif _use_flat(plan):
         gx, gw = _loop_backward_flat(plan, gy5, need_input_grad)
@@ -787,6 +947,87 @@ def _conv_backward(plan: _ConvPlan, grad_y: object, need_input_grad: bool):
         if plan.pad_mode != "zeros":
             gx = _pad_adjoint(gx, plan.pads, plan.in_sizes, plan.pad_mode)
     return gx, gw, grad_b
+
+
+def _reusable(plan: _ConvPlan) -> bool:
+    """Whether ``plan``'s choices hold for any operands of the same shapes and dtype: zero
+    padding (the input is not copied into the plan), no flip, and a kernel whose method
+    does not depend on its values (only depthwise kernels of 5x5 and up are tested for
+    rank 1)."""
+    o, cg, _, kh, kw = plan.w5.shape
+    rank_one_tested = cg == 1 and plan.groups == o and kh * kw >= 2 * (kh + kw)
+    return plan.pad_mode == "zeros" and not plan.flip and not rank_one_tested
+
+
+def _layer_plan(cache: dict, key: tuple, x, w, bias, make) -> _ConvPlan:
+    """The plan of a convolution a layer repeats: built and checked once by ``make()`` for
+    each input shape, then given the new operands. Validation and the method choice cost
+    ~60 us a call, a fifth of a small network's training step."""
+    key = (*key, x.shape, w.shape, x.dtype.str, w.dtype.str, bias is None)
+    plan = cache.get(key)
+    fresh = (
+        plan is not None
+        and x.flags.c_contiguous
+        and w.flags.c_contiguous
+        and x.dtype == plan.dtype
+        and w.dtype == plan.dtype
+        and (bias is None or bias.dtype == plan.dtype)
+    )
+    if not fresh:
+        plan = make()
+        if _reusable(plan):
+            cache[key] = plan
+        return plan
+    return replace(plan, x5=_to5d(x, 2), w5=_to5d(w, 2), bias=bias)
+
+
+def conv2d_layer(
+    cache: dict,
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray | None,
+    *,
+    stride: IntOrTuple,
+    padding: PaddingArg,
+    dilation: IntOrTuple,
+    groups: int,
+) -> np.ndarray:
+    """:func:`conv2d` for a layer that calls it again and again with the same shapes.
+
+    Parameters
+    ----------
+    cache : dict
+        Owned by the caller (one per layer), empty at first; holds one checked plan per
+        shapes, dtypes and options (hashable: ints and tuples).
+    x, w, bias, stride, padding, dilation, groups
+        As in :func:`conv2d` (zero padding, no flip, ``method="auto"``).
+
+    Returns
+    -------
+    ndarray
+        ``conv2d(x, w, bias, ...)``.
+    """
+    opts = (stride, padding, dilation, groups, "zeros", False, "auto")
+    plan = _layer_plan(cache, opts, x, w, bias, lambda: _plan_conv(2, x, w, bias, *opts))
+    return _conv_forward(plan)
+
+
+def conv2d_layer_backward(
+    cache: dict,
+    grad_y: np.ndarray,
+    x: np.ndarray,
+    w: np.ndarray,
+    *,
+    stride: IntOrTuple,
+    padding: PaddingArg,
+    dilation: IntOrTuple,
+    groups: int,
+    need_input_grad: bool = True,
+):
+    """:func:`conv2d_backward` with the plan of :func:`conv2d_layer` (same ``cache``)."""
+    opts = (stride, padding, dilation, groups, "zeros", False, "auto", True)
+    plan = _layer_plan(cache, opts, x, w, None, lambda: _plan_conv(2, x, w, None, *opts))
+    return _conv_backward(plan, grad_y, need_input_grad)
 
 
 def conv1d(
@@ -825,8 +1066,9 @@ def conv1d(
     flip : bool
         Flip the kernel's spatial axes first, turning the cross-correlation into a true
         convolution.
-    method : "loop" | "im2col" | "auto"
-        Direct sliding-window kernel, or patch matrix + GEMM; "auto" picks by shape
+    method : "loop" | "im2col" | "winograd" | "auto"
+        Direct sliding-window kernel, patch matrix + GEMM, or Winograd F(2x2, 3x3) (2-D 3x3
+        kernels, stride 1, dilation 1, one group); "auto" picks by shape
         (:func:`choose_method`). Results agree to rounding.
 
     Returns
@@ -879,8 +1121,9 @@ def conv2d(
     flip : bool
         Flip the kernel's spatial axes first, turning the cross-correlation into a true
         convolution.
-    method : "loop" | "im2col" | "auto"
-        Direct sliding-window kernel, or patch matrix + GEMM; "auto" picks by shape
+    method : "loop" | "im2col" | "winograd" | "auto"
+        Direct sliding-window kernel, patch matrix + GEMM, or Winograd F(2x2, 3x3) (2-D 3x3
+        kernels, stride 1, dilation 1, one group); "auto" picks by shape
         (:func:`choose_method`). Results agree to rounding.
 
     Returns
@@ -941,8 +1184,9 @@ def conv3d(
     flip : bool
         Flip the kernel's spatial axes first, turning the cross-correlation into a true
         convolution.
-    method : "loop" | "im2col" | "auto"
-        Direct sliding-window kernel, or patch matrix + GEMM; "auto" picks by shape
+    method : "loop" | "im2col" | "winograd" | "auto"
+        Direct sliding-window kernel, patch matrix + GEMM, or Winograd F(2x2, 3x3) (2-D 3x3
+        kernels, stride 1, dilation 1, one group); "auto" picks by shape
         (:func:`choose_method`). Results agree to rounding.
 
     Returns
@@ -1169,9 +1413,23 @@ def col2im(
 
 # ----------------------------------------------------------------------------- pooling
 def _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode):
-    layout = _LAYOUT[nd]
     arr = _as_real_array(x, "x")
-    _check_ndim(arr, nd + 2, "x", layout)
+    _check_ndim(arr, nd + 2, "x", _LAYOUT[nd])
+    args = (nd, arr.shape[2:], kernel_size, stride, padding, ceil_mode)
+    try:
+        kernel, stride_t, pad, out = _pool_geometry_cached(*args)
+    except TypeError:  # unhashable arguments (lists): validate without the cache
+        kernel, stride_t, pad, out = _pool_geometry(*args)
+    # the output and, for max pooling, its int64 argmax indices
+    _check_output_memory((*arr.shape[:2], *out[-nd:]), 16, "the pooling's")
+    x4 = _cast(arr, _float_dtype(arr))
+    if nd == 1:
+        x4 = x4[:, :, None, :]
+    return x4, kernel, stride_t, pad, out
+
+
+def _pool_geometry(nd, sizes, kernel_size, stride, padding, ceil_mode):
+    """Checked kernel, stride, padding and output size of a pooling (2-D, 1-D lifted)."""
     kernel = geometry.positive_tuple(kernel_size, nd, "kernel_size")
     stride_t = kernel if stride is None else geometry.positive_tuple(stride, nd, "stride")
     pad = geometry.as_tuple(padding, nd, "padding")
@@ -1180,19 +1438,24 @@ def _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode):
             f"padding must be >= 0 and at most half the kernel size (kernel_size {kernel}), "
             f"got {padding!r}"
         )
-    sizes = arr.shape[2:]
     out = geometry.pool_output_shape(sizes, kernel, stride_t, pad, _flag(ceil_mode, "ceil_mode"))
     if min(out) <= 0:
         padded = tuple(n + 2 * q for n, q in zip(sizes, pad))
         raise ValueError(f"kernel_size {kernel} is larger than the padded input {padded}")
     stride_t, _ = _kernel_geometry(stride_t, (1,) * nd, kernel, out)
-    # the output and, for max pooling, its int64 argmax indices
-    _check_output_memory((*arr.shape[:2], *out), 16, "the pooling's")
-    x4 = _cast(arr, _float_dtype(arr))
     if nd == 1:
-        x4 = x4[:, :, None, :]
-        kernel, stride_t, pad, out = (1, *kernel), (1, *stride_t), (0, *pad), (1, *out)
-    return x4, kernel, stride_t, pad, out
+        return (1, *kernel), (1, *stride_t), (0, *pad), (1, *out)
+    return kernel, stride_t, pad, out
+
+
+# A layer pools the same shapes every step; validating them costs ~12 us a call.
+_pool_geometry_cached = functools.lru_cache(maxsize=256)(_pool_geometry)
+
+
+def _pool_k2(x4: np.ndarray, k, s, p, out) -> bool:
+    """2x2 windows at stride 2 that all lie inside the input: the written-out kernels."""
+    inside = 2 * out[0] <= x4.shape[2] and 2 * out[1] <= x4.shape[3]
+    return tuple(k) == tuple(s) == (2, 2) and tuple(p) == (0, 0) and inside
 
 
 def _pool_shape(x4: np.ndarray, out: tuple[int, ...], nd: int) -> tuple[int, ...]:
@@ -1204,17 +1467,11 @@ def _max_pool(nd, x, kernel_size, stride, padding, ceil_mode, return_indices):
     x4, k, s, p, out = _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode)
     y = np.empty(x4.shape[:2] + out, x4.dtype)
     idx = np.empty(y.shape, np.int64)
-    _launch(
-        _pool.max_pool_forward,
-        y.shape[0] * y.shape[1],
-        y.size * math.prod(k),
-        x4,
-        y,
-        idx,
-        *k,
-        *s,
-        *p,
-    )
+    tasks, flops = y.shape[0] * y.shape[1], y.size * math.prod(k)
+    if _pool_k2(x4, k, s, p, out):
+        _launch(_pool.max_pool_forward_k2, tasks, flops, x4, y, idx)
+    else:
+        _launch(_pool.max_pool_forward, tasks, flops, x4, y, idx, *k, *s, *p)
     shape = _pool_shape(x4, out, nd)
     y = y.reshape(shape)
     return (y, idx.reshape(shape)) if return_indices else y
@@ -1224,8 +1481,12 @@ def _avg_pool(nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad)
     count_include_pad = _flag(count_include_pad, "count_include_pad")
     x4, k, s, p, out = _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode)
     y = np.empty(x4.shape[:2] + out, x4.dtype)
-    args = (x4, y, *k, *s, *p, bool(count_include_pad))
-    _launch(_pool.avg_pool_forward, y.shape[0] * y.shape[1], y.size * math.prod(k), *args)
+    tasks, flops = y.shape[0] * y.shape[1], y.size * math.prod(k)
+    if _pool_k2(x4, k, s, p, out):
+        _launch(_pool.avg_pool_forward_k2, tasks, flops, x4, y)
+    else:
+        args = (x4, y, *k, *s, *p, bool(count_include_pad))
+        _launch(_pool.avg_pool_forward, tasks, flops, *args)
     return y.reshape(_pool_shape(x4, out, nd))
 
 
@@ -1414,7 +1675,11 @@ def avg_pool2d_backward(
     gy = _pool_grad(grad_y, x4, out, 2)
     gx = np.zeros(x4.shape, x4.dtype)
     args = (gy, gx, *k, *s, *p, _flag(count_include_pad, "count_include_pad"))
-    _launch(_pool.avg_pool_backward, gy.shape[0] * gy.shape[1], gy.size * math.prod(k), *args)
+    tasks, flops = gy.shape[0] * gy.shape[1], gy.size * math.prod(k)
+    if _pool_k2(x4, k, s, p, out):
+        _launch(_pool.avg_pool_backward_k2, tasks, flops, gy, gx)
+    else:
+        _launch(_pool.avg_pool_backward, tasks, flops, *args)
     return gx
 
 
@@ -1478,6 +1743,7 @@ __all__ = [
     "choose_method",
     "rank_one_factors",
     "separable_factors",
+    "winograd_applies",
     "col2im",
     "conv1d",
     "conv1d_backward",

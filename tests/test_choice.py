@@ -47,16 +47,17 @@ def choices(monkeypatch):
 
 
 def test_auto_forward_loop_backward_im2col_both_correct(rng, choices):
+    # a 3x5 kernel: 3x3 stride-1 layers with this many channels go to Winograd
     x = rng.standard_normal((2, 8, 32, 33))
-    w = rng.standard_normal((8, 8, 3, 3))
+    w = rng.standard_normal((8, 8, 3, 5))
     b = rng.standard_normal(8)
-    y = ops.conv2d(x, w, b, padding=1)
+    y = ops.conv2d(x, w, b, padding=(1, 2))
     assert choices[-1] == (False, "loop")
-    np.testing.assert_allclose(y, conv_reference(x, w, b, padding=1), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(y, conv_reference(x, w, b, padding=(1, 2)), rtol=1e-10, atol=1e-10)
     gy = rng.standard_normal(y.shape)
-    gx, gw, gb = ops.conv2d_backward(gy, x, w, padding=1)
+    gx, gw, gb = ops.conv2d_backward(gy, x, w, padding=(1, 2))
     assert choices[-1] == (True, "im2col")
-    lx, lw, lb = ops.conv2d_backward(gy, x, w, padding=1, method="loop")
+    lx, lw, lb = ops.conv2d_backward(gy, x, w, padding=(1, 2), method="loop")
     np.testing.assert_allclose(gx, lx, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(gw, lw, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(gb, lb, rtol=1e-10, atol=1e-10)

@@ -55,7 +55,7 @@ CONV_ERRORS = [
     ({"bias": np.ones(4)}, r"bias must have shape \(3,\)"),
     ({"bias": np.array(["a", "b", "c"])}, r"bias must be a real numeric array"),
     ({"pad_mode": "mirror"}, r"pad_mode must be one of zeros, reflect"),
-    ({"method": "fft"}, r"method must be one of loop, im2col, auto"),
+    ({"method": "fft"}, r"method must be one of loop, im2col, winograd, auto"),
     ({"padding": 6, "pad_mode": "reflect"}, r"reflect padding must be smaller than the input"),
     ({"padding": 7, "pad_mode": "circular"}, r"circular padding must not exceed"),
 ]

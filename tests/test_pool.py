@@ -211,3 +211,32 @@ def test_random_pool_configurations_against_torch(seed):
         np.testing.assert_allclose(ops.max_pool2d_backward(g, x, k, s, p, ceil_mode), gx_max)
         grad = ops.avg_pool2d_backward(g, x, k, s, p, ceil_mode, cip)
         np.testing.assert_allclose(grad, gx_avg, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 6), (1, 2, 7, 9), (3, 1, 2, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_2x2_stride_2_kernels_match_the_general_ones(rng, shape, dtype):
+    from cnnkit.kernels import pool as kernels
+
+    x = rng.standard_normal(shape).astype(dtype)
+    x[0, 0, 0, :2] = x[0, 0, 1, 0]  # ties: the first in row-major order wins
+    x[-1, -1, -1, -1] = np.nan
+    y, idx = ops.max_pool2d(x, 2, return_indices=True)
+    ref_y, ref_idx = pool_reference(x, 2, 2, 0, False, "max")
+    np.testing.assert_array_equal(y, ref_y)
+    np.testing.assert_array_equal(idx, ref_idx)
+    oh, ow = shape[2] // 2, shape[3] // 2
+    general = np.empty((*shape[:2], oh, ow), dtype), np.empty((*shape[:2], oh, ow), np.int64)
+    kernels.max_pool_forward(x, *general, 2, 2, 2, 2, 0, 0, 0, shape[0] * shape[1])
+    np.testing.assert_array_equal(y, general[0])
+    np.testing.assert_array_equal(idx, general[1])
+    x = rng.standard_normal(shape).astype(dtype)
+    avg = ops.avg_pool2d(x, 2)
+    expected = np.empty_like(avg)
+    kernels.avg_pool_forward(x, expected, 2, 2, 2, 2, 0, 0, True, 0, shape[0] * shape[1])
+    np.testing.assert_array_equal(avg, expected)
+    gy = rng.standard_normal(avg.shape).astype(dtype)
+    gx = ops.avg_pool2d_backward(gy, x, 2)
+    expected = np.zeros_like(x)
+    kernels.avg_pool_backward(gy, expected, 2, 2, 2, 2, 0, 0, True, 0, shape[0] * shape[1])
+    np.testing.assert_array_equal(gx, expected)

@@ -17,7 +17,7 @@ import numpy as np
 from cnnkit.bench.cases import SEPARABLE, Case
 from cnnkit.bench.oracle import as4, pad, taps
 
-CONV_METHODS = ("loop", "im2col", "auto")
+CONV_METHODS = ("loop", "im2col", "winograd", "auto")
 PEERS = ("numpy", "scipy", "opencv", "torch")
 LIBRARIES = ("cnnkit", *PEERS)
 
@@ -106,18 +106,25 @@ def cnnkit_impls(case: Case, ops: Any, arrays: dict[str, np.ndarray]) -> dict[st
     """
     x = arrays["x"]
     kw = _ops_kwargs(case)
+    methods = [m for m in CONV_METHODS if m != "winograd" or _winograd_case(case)]
     if case.op in ("conv2d", "conv1d"):
         fn = getattr(ops, case.op)
         w = arrays["w"]
-        return {m: (lambda m=m: (fn(x, w, method=m, **kw),)) for m in CONV_METHODS}
+        return {m: (lambda m=m: (fn(x, w, method=m, **kw),)) for m in methods}
     if case.op == "conv2d_backward":
         w, gy = arrays["w"], arrays["gy"]
         return {
-            m: (lambda m=m: tuple(ops.conv2d_backward(gy, x, w, method=m, **kw)))
-            for m in CONV_METHODS
+            m: (lambda m=m: tuple(ops.conv2d_backward(gy, x, w, method=m, **kw))) for m in methods
         }
     fn = getattr(ops, case.op)
     return {"cnnkit": lambda: (fn(x, case.kernel, case.stride, case.padding),)}
+
+
+def _winograd_case(case: Case) -> bool:
+    """Whether cnnkit's ``method="winograd"`` is timed on ``case``: a 3x3 stride-1 conv layer
+    (single-image filters have one channel, where it cannot win, and megapixel planes)."""
+    layer = case.op != "conv1d" and case.group not in ("filter", "separable")
+    return layer and case.kernel == (3, 3) and case.stride == (1, 1)
 
 
 def auto_choice(case: Case, ops: Any) -> str | None:
@@ -145,6 +152,7 @@ def auto_choice(case: Case, ops: Any) -> str | None:
                 n_positions=oh * ow,
                 out_width=ow if unit else None,
                 backward=case.op == "conv2d_backward",
+                winograd=_winograd_case(case),
             )
         )
     except TypeError:  # a stand-in with the older signature

@@ -414,7 +414,7 @@ def print_report(report: dict[str, Any], out: Any = console) -> None:
     auto = summary["auto_vs_best"]
     if auto:
         slow = [a for a in auto if not a["ok"]]
-        line = f"auto within 10 % of the better of loop and im2col: {len(auto) - len(slow)}"
+        line = f"auto within 10 % of the best other method: {len(auto) - len(slow)}"
         line += f" of {len(auto)} cases"
         if slow:
             line += (

@@ -157,6 +157,7 @@ class Conv2d(Layer):
         self.dilation = dilation
         self.groups = groups
         self._x: np.ndarray | None = None
+        self._plans: dict = {}  # checked convolution plans per input shape (ops.conv2d_layer)
 
     @property
     def opts(self) -> dict[str, Any]:
@@ -172,7 +173,8 @@ class Conv2d(Layer):
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._x = x
-        return ops.conv2d(
+        return ops.conv2d_layer(
+            self._plans,
             x,
             self.w,
             self.b,
@@ -183,7 +185,8 @@ class Conv2d(Layer):
         )
 
     def backward(self, grad_y: np.ndarray) -> np.ndarray | None:
-        gx, gw, gb = ops.conv2d_backward(
+        gx, gw, gb = ops.conv2d_layer_backward(
+            self._plans,
             grad_y,
             self._x,
             self.w,

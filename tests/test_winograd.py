@@ -1,0 +1,208 @@
+"""method="winograd" (F(2x2, 3x3)): forward and both gradients against the plain-loop
+reference and PyTorch, in float64 and float32; which layers ``auto`` sends there; and the
+layers it refuses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference import conv_reference
+
+from cnnkit import ops
+
+# (x shape, out channels, padding): odd and even sizes, batch 1, asymmetric and "same"
+# padding, padding larger than 1, an input smaller than one tile
+CASES = [
+    ((2, 3, 7, 6), 4, 1),
+    ((1, 2, 5, 5), 3, 0),
+    ((3, 4, 8, 9), 5, ((2, 0), (1, 2))),
+    ((1, 1, 3, 3), 1, 1),
+    ((2, 5, 4, 4), 6, 2),
+    ((1, 3, 6, 11), 2, "same"),
+    ((2, 2, 3, 4), 3, "full"),
+]
+
+
+def _operands(rng, xs, o, dtype=np.float64):
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal((o, xs[1], 3, 3)).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype)
+    return x, w, b
+
+
+@pytest.mark.parametrize("xs, o, padding", CASES)
+def test_forward_matches_reference(rng, xs, o, padding):
+    x, w, b = _operands(rng, xs, o)
+    y = ops.conv2d(x, w, b, padding=padding, method="winograd")
+    np.testing.assert_allclose(y, conv_reference(x, w, b, padding=padding), atol=1e-12)
+    y = ops.conv2d(x, w, padding=padding, method="winograd")
+    np.testing.assert_allclose(y, conv_reference(x, w, padding=padding), atol=1e-12)
+
+
+@pytest.mark.parametrize("xs, o, padding", CASES)
+def test_gradients_match_loop_and_finite_differences(rng, xs, o, padding):
+    x, w, b = _operands(rng, xs, o)
+    y = ops.conv2d(x, w, b, padding=padding)
+    gy = rng.standard_normal(y.shape)
+    gx, gw, gb = ops.conv2d_backward(gy, x, w, padding=padding, method="winograd")
+    lx, lw, lb = ops.conv2d_backward(gy, x, w, padding=padding, method="loop")
+    np.testing.assert_allclose(gx, lx, atol=1e-12)
+    np.testing.assert_allclose(gw, lw, atol=1e-12)
+    np.testing.assert_allclose(gb, lb, atol=1e-12)
+    # one weight and one input entry by central differences of L = sum(gy * conv(x, w))
+    eps = 1e-6
+    for arr, grad, idx in ((w, gw, (0, 0, 1, 2)), (x, gx, (0, 0, 1, 1))):
+        saved = arr[idx]
+        arr[idx] = saved + eps
+        up = np.sum(gy * conv_reference(x, w, padding=padding))
+        arr[idx] = saved - eps
+        down = np.sum(gy * conv_reference(x, w, padding=padding))
+        arr[idx] = saved
+        assert grad[idx] == pytest.approx((up - down) / (2 * eps), rel=1e-6, abs=1e-6)
+
+
+def test_weight_gradient_alone(rng):
+    x, w, _ = _operands(rng, (2, 3, 6, 7), 4)
+    gy = rng.standard_normal((2, 4, 6, 7))
+    gx, gw, _ = ops.conv2d_backward(gy, x, w, padding=1, method="winograd", need_input_grad=False)
+    assert gx is None
+    np.testing.assert_allclose(
+        gw, ops.conv2d_backward(gy, x, w, padding=1, method="loop")[1], atol=1e-12
+    )
+
+
+def test_float32_and_chunks_of_several_samples(rng, monkeypatch):
+    # a small tile budget: chunks of two samples and a partial last chunk
+    monkeypatch.setattr(ops, "_WINOGRAD_TILES", 2 * 4 * 5)
+    x, w, b = _operands(rng, (5, 6, 8, 8), 7, np.float32)
+    y = ops.conv2d(x, w, b, padding=1, method="winograd")
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, conv_reference(x, w, b, padding=1), rtol=1e-4, atol=1e-4)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    got = ops.conv2d_backward(gy, x, w, padding=1, method="winograd")
+    want = ops.conv2d_backward(gy, x, w, padding=1, method="loop")
+    for a, b_ in zip(got, want):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b_, rtol=1e-4, atol=1e-3)
+
+
+def test_padding_modes_and_flip(rng):
+    x, w, b = _operands(rng, (2, 3, 7, 8), 4)
+    for pad_mode in ("reflect", "replicate", "circular"):
+        kw = dict(padding=1, pad_mode=pad_mode, flip=True)
+        y = ops.conv2d(x, w, b, method="winograd", **kw)
+        np.testing.assert_allclose(y, conv_reference(x, w, b, **kw), atol=1e-12)
+        gy = rng.standard_normal(y.shape)
+        got = ops.conv2d_backward(gy, x, w, method="winograd", **kw)
+        want = ops.conv2d_backward(gy, x, w, method="loop", **kw)
+        for a, b_ in zip(got, want):
+            np.testing.assert_allclose(a, b_, atol=1e-12)
+
+
+def test_threads_split_the_batch(rng, monkeypatch):
+    from cnnkit.kernels import threads
+
+    monkeypatch.setattr(ops, "_THREADED_FLOPS", 0)
+    monkeypatch.setattr(threads, "worker_count", lambda: 2)
+    x, w, b = _operands(rng, (3, 4, 6, 6), 5)
+    y = ops.conv2d(x, w, b, padding=1, method="winograd")
+    np.testing.assert_allclose(y, conv_reference(x, w, b, padding=1), atol=1e-12)
+    gy = rng.standard_normal(y.shape)
+    got = ops.conv2d_backward(gy, x, w, padding=1, method="winograd")
+    want = ops.conv2d_backward(gy, x, w, padding=1, method="loop")
+    for a, b_ in zip(got, want):
+        np.testing.assert_allclose(a, b_, atol=1e-12)
+
+
+@pytest.mark.parametrize("xs, o, padding", CASES[:4])
+def test_against_torch_forward_and_autograd(rng, xs, o, padding):
+    torch = pytest.importorskip("torch")
+    x, w, b = _operands(rng, xs, o)
+    pads = ops.geometry.resolve_padding(padding, xs[2:], (3, 3), (1, 1), (1, 1))
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    bt = torch.tensor(b, requires_grad=True)
+    flat = [pads[1][0], pads[1][1], pads[0][0], pads[0][1]]
+    yt = torch.nn.functional.conv2d(torch.nn.functional.pad(xt, flat), wt, bt)
+    y = ops.conv2d(x, w, b, padding=padding, method="winograd")
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-10)
+    gy = rng.standard_normal(y.shape)
+    yt.backward(torch.tensor(gy))
+    gx, gw, gb = ops.conv2d_backward(gy, x, w, padding=padding, method="winograd")
+    np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gw, wt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gb, bt.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_nan_stays_in_its_windows(rng):
+    x, w, _ = _operands(rng, (1, 2, 6, 6), 3)
+    x[0, 1, 2, 3] = np.nan
+    y = ops.conv2d(x, w, padding=1, method="winograd")
+    expected = np.isnan(conv_reference(x, w, padding=1))
+    np.testing.assert_array_equal(np.isnan(y), expected)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"stride": 2},
+        {"dilation": 2},
+        {"groups": 2},
+    ],
+)
+def test_refuses_what_it_cannot_compute(rng, kwargs):
+    x, w, _ = _operands(rng, (1, 4, 8, 8), 4)
+    if "groups" in kwargs:
+        w = w[:, :2]
+    with pytest.raises(ValueError, match="method='winograd' needs a 2-D 3x3 kernel"):
+        ops.conv2d(x, w, method="winograd", **kwargs)
+
+
+def test_refuses_other_kernels_and_dimensions(rng):
+    with pytest.raises(ValueError, match="3x3"):
+        ops.conv2d(np.ones((1, 2, 8, 8)), np.ones((2, 2, 5, 5)), method="winograd")
+    with pytest.raises(ValueError, match="3x3"):
+        ops.conv1d(np.ones((1, 2, 8)), np.ones((2, 2, 3)), method="winograd")
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, expected",
+    [
+        ((16, 9, 32), {"n_batch": 64, "n_positions": 196, "winograd": True}, "winograd"),
+        ((64, 9, 64), {"n_batch": 32, "n_positions": 1024, "winograd": True}, "winograd"),
+        ((64, 9, 64), {"n_batch": 1, "n_positions": 1024, "winograd": True}, "winograd"),
+        (
+            (16, 9, 32),
+            {"n_batch": 64, "n_positions": 196, "backward": True, "winograd": True},
+            "winograd",
+        ),
+        ((1, 9, 16), {"n_batch": 32, "n_positions": 64, "winograd": True}, "im2col"),  # C = 1
+        ((16, 9, 4), {"n_batch": 8, "n_positions": 1024, "winograd": True}, "loop"),  # O = 4
+        ((64, 9, 64), {"n_batch": 1, "n_positions": 224 * 224, "winograd": True}, "im2col"),
+        ((16, 9, 32), {"n_batch": 64, "n_positions": 196}, "im2col"),  # not a 3x3 stride 1
+    ],
+)
+def test_auto_choice(args, kwargs, expected):
+    assert ops.choose_method(*args, **kwargs) == expected
+
+
+def test_auto_runs_winograd_for_a_3x3_layer(rng, monkeypatch):
+    seen = []
+    original = ops._winograd_forward
+    monkeypatch.setattr(ops, "_winograd_forward", lambda plan: seen.append(1) or original(plan))
+    x, w, b = _operands(rng, (2, 8, 6, 6), 8)
+    y = ops.conv2d(x, w, b, padding=1)
+    assert seen
+    np.testing.assert_allclose(y, conv_reference(x, w, b, padding=1), atol=1e-12)
+
+
+def test_memory_budget_is_checked(monkeypatch):
+    from cnnkit import memory
+
+    # the output (2 MiB) fits, the transformed tiles (16 MiB) do not
+    monkeypatch.setattr(memory, "budget_bytes", lambda: 8 * 2**20)
+    monkeypatch.setattr(memory, "SMALL_BYTES", 0)
+    x, w = np.ones((1, 8, 256, 256), np.float32), np.ones((8, 8, 3, 3), np.float32)
+    with pytest.raises(memory.MemoryBudgetError, match="method='winograd'.*im2col"):
+        ops.conv2d(x, w, method="winograd")
+    assert ops.conv2d(x, w, method="im2col").shape == (1, 8, 254, 254)
