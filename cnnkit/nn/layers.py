@@ -13,7 +13,6 @@ written to allocate little because for small networks the per-layer overhead is 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -158,13 +157,6 @@ class Conv2d(Layer):
         self.groups = groups
         self._x: np.ndarray | None = None
 
-    @property
-    def opts(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`cnnkit.ops.conv2d`, for exporters."""
-        return dict(
-            stride=self.stride, padding=self.pads, dilation=self.dilation, groups=self.groups
-        )
-
     def rebind(self) -> None:
         """Point ``w``/``b`` at ``params`` after the model moved them into its flat buffer."""
         self.w = self.params[0]
@@ -218,16 +210,6 @@ class _Pool2d(Layer):
         self.padding = padding
         self.ceil_mode = ceil_mode
         self._x: np.ndarray | None = None
-
-    @property
-    def opts(self) -> dict[str, Any]:
-        """The keyword arguments of the :mod:`cnnkit.ops` pooling call, for exporters."""
-        return dict(
-            kernel_size=self.kernel_size,
-            stride=self.stride,
-            padding=self.padding,
-            ceil_mode=self.ceil_mode,
-        )
 
 
 class MaxPool2d(_Pool2d):

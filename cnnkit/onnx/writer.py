@@ -71,7 +71,6 @@ def _onnx_pads(pads: Any) -> list[int]:
 
 
 def _conv(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
-    opts = layer.opts
     ndim = layer.w.ndim - 2
     inputs = [x[0], g.const(f"{layer.name}.weight", _f32(layer.w))]
     if layer.b is not None:
@@ -81,23 +80,22 @@ def _conv(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str
         inputs,
         layer.name,
         kernel_shape=list(layer.w.shape[2:]),
-        strides=list(opts["stride"])[:ndim],
-        pads=_onnx_pads(opts["padding"]),
-        dilations=list(opts["dilation"])[:ndim],
-        group=int(opts["groups"]),
+        strides=list(layer.stride)[:ndim],
+        pads=_onnx_pads(layer.pads),
+        dilations=list(layer.dilation)[:ndim],
+        group=int(layer.groups),
     )
 
 
 def _pool(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
     from cnnkit.nn.layers import MaxPool2d
 
-    opts = layer.opts
-    pads = [int(p) for p in opts["padding"]]
+    pads = [int(p) for p in layer.padding]
     attrs: dict[str, Any] = dict(
-        kernel_shape=[int(k) for k in opts["kernel_size"]],
-        strides=[int(s) for s in opts["stride"]],
+        kernel_shape=[int(k) for k in layer.kernel_size],
+        strides=[int(s) for s in layer.stride],
         pads=pads + pads,
-        ceil_mode=int(bool(opts["ceil_mode"])),
+        ceil_mode=int(bool(layer.ceil_mode)),
     )
     if isinstance(layer, MaxPool2d):
         return g.node("MaxPool", [x[0]], layer.name, **attrs)
