@@ -1,7 +1,7 @@
 """``cnnkit filter --demo``: the lecture's filtering examples, computed and printed.
 
 :func:`demo_steps` computes every example through :mod:`cnnkit.ops` and returns the
-matrices; :func:`run_demo` prints them as rich tables. No number in the walk-through is
+matrices; ``cnnkit filter --demo`` prints them as rich tables. No number in the walk-through is
 typed in by hand: inputs are built here, results come from the ops, and every claim
 ("equal", "unchanged") is checked on the computed arrays before it is printed.
 """
@@ -216,41 +216,3 @@ def demo_steps() -> list[Step]:
         )
     )
     return steps
-
-
-def _fmt(v: float) -> str:
-    if float(v).is_integer():
-        return str(int(v))
-    return f"{v:.2f}"
-
-
-def matrix_table(caption: str, m: np.ndarray) -> Any:
-    """A small matrix (or a vector as one row) as a rich table with a caption."""
-    from rich import box
-    from rich.table import Table
-
-    rows = m if m.ndim == 2 else m[None]
-    table = Table(
-        title=caption, show_header=False, box=box.SQUARE, padding=(0, 1), min_width=len(caption) + 2
-    )
-    for _ in range(rows.shape[1]):
-        table.add_column(justify="right")
-    for row in rows:
-        table.add_row(*(_fmt(v) for v in row))
-    return table
-
-
-def run_demo(console: Any) -> None:
-    """Print the walk-through on ``console``."""
-    from rich.columns import Columns
-    from rich.rule import Rule
-
-    console.print("[bold]The lecture, runnable[/]: every number below comes from cnnkit.ops.")
-    for step in demo_steps():
-        console.print(Rule(step.title, align="left"))
-        console.print(step.text)
-        console.print(Columns([matrix_table(c, m) for c, m in step.matrices], padding=(0, 2)))
-    console.print(
-        "\nTry it on a photo: cnnkit filter sample_images/camera.png -k vertical-edge "
-        "-o edges.png --compare compare.png"
-    )

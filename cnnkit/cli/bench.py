@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from cnnkit.cli.common import Failure, UsageError, console, err_console, friendly_errors
+from cnnkit.cli.matrices import matrix_table
 
 EXAMPLES = """
 Examples:
@@ -566,20 +567,6 @@ def print_self_check(rows: list[dict[str, Any]], out: Any = console) -> None:
     _wide(out).print(table)
 
 
-def _matrix_table(matrix: Any, row_label: str = "", title: str = "") -> Any:
-    from rich.table import Table
-
-    table = Table(title=title or None, box=None, padding=(0, 0), show_header=False)
-    if row_label:
-        table.add_column(justify="right", style="dim", no_wrap=True)
-    for _ in range(matrix.shape[1]):
-        table.add_column(justify="right", min_width=4, no_wrap=True)
-    for i, row in enumerate(matrix):
-        cells = [f"{v:g}" for v in row]
-        table.add_row(*([f"{row_label}{i + 1} "] if row_label else []), *cells)
-    return table
-
-
 def _show_matrix(caption: str, matrix: Any, row_label: str) -> None:
     console.print(f"\n[bold]{caption}[/]")
     # A 27-column matrix is wider than 80 columns: render it whole and let the terminal wrap
@@ -587,7 +574,7 @@ def _show_matrix(caption: str, matrix: Any, row_label: str) -> None:
     from rich.console import Console
 
     width = max(console.width, 6 + 4 * matrix.shape[1])
-    Console(width=width, highlight=False).print(_matrix_table(matrix, row_label))
+    Console(width=width, highlight=False).print(matrix_table(matrix, row_label=row_label))
 
 
 def print_explain(data: dict[str, Any]) -> None:
@@ -602,7 +589,7 @@ def print_explain(data: dict[str, Any]) -> None:
     )
     console.print(
         Columns(
-            [_matrix_table(data["image"][i], title=f"image {ch}") for i, ch in enumerate("RGB")],
+            [matrix_table(data["image"][i], title=f"image {ch}") for i, ch in enumerate("RGB")],
             padding=(0, 4),
         )
     )
@@ -618,8 +605,8 @@ def print_explain(data: dict[str, Any]) -> None:
     )
     _show_matrix(f"4x{n} product = kernel matrix @ patch matrix", data["product"], "k")
     console.print("\n[bold]each product row reshaped to 3x3, and the sliding-window loop[/]")
-    maps = [_matrix_table(m, title=f"im2col map {i + 1}") for i, m in enumerate(data["maps"])]
-    loop = [_matrix_table(m, title=f"loop map {i + 1}") for i, m in enumerate(data["loop"])]
+    maps = [matrix_table(m, title=f"im2col map {i + 1}") for i, m in enumerate(data["maps"])]
+    loop = [matrix_table(m, title=f"loop map {i + 1}") for i, m in enumerate(data["loop"])]
     console.print(Columns(maps, padding=(0, 4)))
     console.print(Columns(loop, padding=(0, 4)))
     same = bool(np.array_equal(data["maps"], data["loop"]))

@@ -27,6 +27,7 @@ from cnnkit.cli.common import (
     err_console,
     friendly_errors,
 )
+from cnnkit.cli.matrices import aligned_rows, matrix_table
 from cnnkit.geometry import format_shape
 
 EXAMPLES = """\
@@ -362,7 +363,7 @@ def _is_small(y: Any) -> bool:
 def _grid_lines(m: Any, width: int) -> list[str]:
     """A 1-D or 2-D array as right-aligned columns, as few digits as fit in ``width``."""
     for digits in (4, 3, 2):
-        lines = ["  " + line for line in _aligned_rows(m, digits)]
+        lines = ["  " + line for line in aligned_rows(m, digits)]
         if max(len(line) for line in lines) <= width:
             break
     return lines
@@ -537,22 +538,10 @@ def _folder_table(facts: list[dict[str, Any]]) -> Any:
         columns.remove(optional[-1])
 
 
-def _aligned_rows(m: Any, digits: int) -> list[str]:
-    """A 1-D or 2-D array as lines of right-aligned numbers: integers as integers, the rest
-    with ``digits`` significant digits. The one matrix layout of the filter command."""
-    rows = m if m.ndim == 2 else m[None]
-    cells = [
-        [str(int(v)) if float(v).is_integer() else f"{float(v):.{digits}g}" for v in row]
-        for row in rows
-    ]
-    size = max(len(c) for row in cells for c in row)
-    return [" ".join(c.rjust(size) for c in row) for row in cells]
-
-
 def _matrix_text(w: Any, limit: int = 7, digits: int = 4) -> str:
     if w.ndim == 2 and max(w.shape) > limit:
         return f"{w.shape[0]}x{w.shape[1]} (too big to show here)"
-    return "\n".join(_aligned_rows(w, digits))
+    return "\n".join(aligned_rows(w, digits))
 
 
 def list_kernels() -> None:
@@ -589,6 +578,25 @@ def list_kernels() -> None:
         f"{len(BANK)} named kernels. Custom: -k '1,0,-1;2,0,-2;1,0,-1' (rows by ';', one row "
         "is 1-D) or a .npy/.txt file. Parameters by name or position: gaussian:sigma=2,size=7 "
         "= gaussian:2,7."
+    )
+
+
+def print_demo() -> None:
+    """The lecture's walk-through (:func:`cnnkit.demo.demo_steps`), matrices side by side."""
+    from rich.columns import Columns
+    from rich.rule import Rule
+
+    from cnnkit.demo import demo_steps
+
+    console.print("[bold]The lecture, runnable[/]: every number below comes from cnnkit.ops.")
+    for step in demo_steps():
+        console.print(Rule(step.title, align="left"))
+        console.print(step.text)
+        tables = [matrix_table(m, title=c, boxed=True, decimals=2) for c, m in step.matrices]
+        console.print(Columns(tables, padding=(0, 2)))
+    console.print(
+        "\nTry it on a photo: cnnkit filter sample_images/camera.png -k vertical-edge "
+        "-o edges.png --compare compare.png"
     )
 
 
@@ -741,9 +749,7 @@ def filter_command(
         list_kernels()
         return
     if demo:
-        from cnnkit.demo import run_demo
-
-        run_demo(console)
+        print_demo()
         return
     if not inputs:
         raise UsageError("give an INPUT file (or --list-kernels / --demo); see --help")
