@@ -739,14 +739,11 @@ def parse_padding(text: str, ndim: int) -> str | int | tuple[int, ...]:
     ``valid``, ``same``, ``full``, ``N`` (every side) or, for images, ``HxW`` (``H`` rows
     above and below, ``W`` columns left and right).
     """
-    t = text.strip().lower()
-    if t in ("valid", "same", "full"):
-        return t
-    parts = t.split("x")
-    if len(parts) == 1 or (len(parts) == ndim and ndim == 2):
-        if all(p.strip().isdigit() for p in parts):
-            values = tuple(int(p) for p in parts)
-            return values[0] if len(values) == 1 else values
+    value = geometry.padding_from_text(text, "xX")
+    if isinstance(value, str):
+        return value
+    if value is not None and (len(value) == 1 or len(value) == ndim == 2):
+        return value[0] if len(value) == 1 else value
     shapes = "N or HxW" if ndim == 2 else "N"
     raise ParameterError(
         f"padding must be valid, same, full or {shapes} (non-negative integers), got {text!r}",
