@@ -361,6 +361,27 @@ def _check_ints(name: str, values: Sequence[int], minimum: int) -> None:
         raise ValueError(f"{name} must be >= {minimum}, got {bad[0]}")
 
 
+def choose_cases(
+    patterns: Sequence[str] | None = None,
+    *,
+    quick: bool = False,
+    sizes: Sequence[int] | None = None,
+    kernels: Sequence[int] | None = None,
+    channels: Sequence[int] | None = None,
+    batch: Sequence[int] | None = None,
+) -> list[Case]:
+    """The cases a run times: the suite of :func:`build_suite`, or the cases ``patterns``
+    name (:func:`select_cases`), looked up in the full suite and then the quick one, so
+    that a named case is found even when the quick suite lacks it."""
+    suite = dict(sizes=sizes, kernels=kernels, channels=channels, batch=batch)
+    if not patterns:
+        return build_suite(quick=quick, **suite)
+    pool = build_suite(quick=False, **suite)
+    names = {c.name for c in pool}
+    pool += [c for c in build_suite(quick=True, **suite) if c.name not in names]
+    return select_cases(pool, patterns)
+
+
 def select_cases(cases: Sequence[Case], patterns: Sequence[str]) -> list[Case]:
     """Cases whose name (or group) matches any of ``patterns`` (exact names or globs).
 

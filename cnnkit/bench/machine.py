@@ -46,11 +46,10 @@ def fix_numba_threads(threads: int) -> str:
     return f"numba.set_num_threads({threads})"
 
 
-def check_threads(threads: int) -> None:
-    """Raise ValueError unless 1 <= threads <= NUMBA_NUM_THREADS (read without numba)."""
-    limit = int(os.environ.get("NUMBA_NUM_THREADS") or usable_cores())
-    if not 1 <= threads <= limit:
-        raise ValueError(f"threads must be between 1 and {limit} (NUMBA_NUM_THREADS)")
+def thread_limit() -> int:
+    """The most threads a run may ask for: NUMBA_NUM_THREADS, else the usable cores (read
+    without importing numba)."""
+    return int(os.environ.get("NUMBA_NUM_THREADS") or usable_cores())
 
 
 def cpu_model() -> str:

@@ -62,6 +62,17 @@ def close_sides(sides: Mapping[str, Side]) -> None:
         side.close()
 
 
+def run_settings(quick: bool, repeat: int | None = None) -> dict[str, Any]:
+    """:func:`run_suite`'s ``repeat``, ``budget_s`` and ``peak_n`` for a quick or a full
+    run. An explicit ``repeat`` is honoured exactly; by default a case may stop after 3
+    rounds once its rounds took 1.5 s (a 1 s peer would otherwise dominate)."""
+    return {
+        "repeat": repeat or (3 if quick else 5),
+        "budget_s": None if repeat else 1.5,
+        "peak_n": 1024 if quick else 2048,
+    }
+
+
 def run_suite(
     cases: Sequence[Case],
     *,
@@ -107,12 +118,7 @@ def run_suite(
         ``schema``, ``machine``, ``settings``, ``peak``, ``compile``, ``peers``, ``notes``,
         ``results`` (one row per case, implementation and thread count) and ``summary``.
     """
-    if repeat < 1:
-        raise ValueError(f"repeat must be >= 1, got {repeat}")
-    if clock not in ("wall", "cpu"):
-        raise ValueError(f"clock must be wall or cpu, got {clock!r}")
-    if clock == "cpu" and threads != 1:
-        raise ValueError("clock='cpu' needs threads=1 (CPU time adds up all threads)")
+    timing.check_settings(threads, repeat, clock)
     # Before any process starts: cnnkit's im2col builds the patch matrix in chunks, so the
     # whole-batch estimate used here errs on the safe side.
     check_memory(cases)

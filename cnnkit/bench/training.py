@@ -165,14 +165,15 @@ def train_report(
     threads: int,
     *,
     quick: bool = False,
-    repeat: int = 3,
+    repeat: int | None = None,
     clock: str = "wall",
     sides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``--train`` report: images/s of cnnkit and PyTorch, each in a fresh process.
 
     One worker process per side (cnnkit; PyTorch, timed at 1 and ``threads`` threads);
-    rounds alternate (cnnkit, PyTorch 1 thread, PyTorch N threads, then again), each round
+    ``repeat`` rounds (default 3) alternate (cnnkit, PyTorch 1 thread, PyTorch N threads, then
+    again), each round
     a full :func:`cnnkit.train.train_throughput` measurement (``warmup`` untimed steps, the
     median step of the rest). The ratio is cnnkit / PyTorch's better thread count, per round:
     median and min-max spread. With ``clock="cpu"`` (one thread only) the figures are
@@ -187,12 +188,8 @@ def train_report(
     from cnnkit.bench.report import TRAIN_TARGETS
     from cnnkit.bench.suite import SCHEMA, close_sides, start_sides
 
-    if repeat < 1:
-        raise ValueError(f"repeat must be >= 1, got {repeat}")
-    if clock not in ("wall", "cpu"):
-        raise ValueError(f"clock must be wall or cpu, got {clock!r}")
-    if clock == "cpu" and threads != 1:
-        raise ValueError("clock='cpu' needs threads=1 (CPU time adds up all threads)")
+    timing.check_settings(threads, repeat, clock)
+    repeat = repeat or 3
     key = "cpu_images_per_s" if clock == "cpu" else "images_per_s"
     missing = {} if sides is not None else missing_peers(["torch"])
     own = sides is None

@@ -112,23 +112,12 @@ def bench(
 
     Ratios are peer time / cnnkit time (above 1: cnnkit faster), medians of rounds.
     """
-    from cnnkit.bench.machine import check_threads, usable_cores
+    from cnnkit import bench as B
+    from cnnkit.bench.machine import thread_limit, usable_cores
+    from cnnkit.bench.timing import check_settings
 
-    if clock not in ("wall", "cpu"):
-        raise UsageError(f"--clock must be wall or cpu, got {clock!r}")
-    if repeat is not None and repeat < 1:
-        raise UsageError(f"--repeat must be >= 1, got {repeat}")
     threads = threads if threads is not None else usable_cores()
-    if threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {threads}")
-    try:
-        check_threads(threads)
-    except ValueError as exc:
-        raise UsageError(f"--{exc}") from None
-    if clock == "cpu" and threads != 1:
-        raise UsageError(
-            "--clock cpu needs --threads 1 (CPU time adds up all threads, spinning ones too)"
-        )
+    check_settings(threads, repeat, clock, thread_limit())
     _check_output(json_file, "--json-file")
     _check_output(csv_path, "--csv")
     _check_output(plot_path, "--plot", (".png", ".svg", ".pdf"))
@@ -136,9 +125,6 @@ def bench(
         raise UsageError("--train reports training images/s; use --json or --json-file")
     to_stdout = as_json or (json_file is not None and str(json_file) == "-")
     out = err_console if to_stdout else console
-
-    from cnnkit import bench as B
-
     if explain:
         from cnnkit.bench.explain import explain_data
 
@@ -151,38 +137,25 @@ def bench(
             _worker_failures(),
             err_console.status("training: cnnkit and PyTorch, each in its own process"),
         ):
-            report = train_report(threads, quick=quick, repeat=repeat or 3, clock=clock)
+            report = train_report(threads, quick=quick, repeat=repeat, clock=clock)
         print_train(report, out)
         _write_json(B, report, as_json, json_file, out)
         return
-
-    suite_args = {
-        "sizes": _int_list(sizes, "--sizes"),
-        "kernels": _int_list(kernels, "--kernels"),
-        "channels": _int_list(channels, "--channels"),
-        "batch": _int_list(batch, "--batch"),
-    }
-    if case:
-        # A named case is found even when it is not part of the (quick) default suite.
-        pool = B.build_suite(quick=False, **suite_args)
-        names = {c.name for c in pool}
-        pool += [c for c in B.build_suite(quick=True, **suite_args) if c.name not in names]
-        cases = B.select_cases(pool, case)
-    else:
-        cases = B.build_suite(quick=quick, **suite_args)
+    cases = B.choose_cases(
+        case,
+        quick=quick,
+        sizes=_int_list(sizes, "--sizes"),
+        kernels=_int_list(kernels, "--kernels"),
+        channels=_int_list(channels, "--channels"),
+        batch=_int_list(batch, "--batch"),
+    )
     if list_cases:
         print_cases(cases)
         return
     if plot_path is not None and not any(c.group == "filter" for c in cases):
         raise UsageError("--plot draws the filter cases; select some (e.g. --case 'filter_*')")
-
-    # An explicit --repeat is honoured exactly; by default a case may stop after 3
-    # rounds once its rounds took 1.5 s (a 1 s peer would otherwise dominate).
-    budget = None if repeat else 1.5
     with _worker_failures():
-        report = _run_with_progress(
-            B, cases, repeat or (3 if quick else 5), threads, quick, budget, clock
-        )
+        report = _run_with_progress(B, cases, threads, clock, B.run_settings(quick, repeat))
     print_report(report, out)
     if plot_path is not None:
         write_plot(report, plot_path)
@@ -190,18 +163,10 @@ def bench(
     if csv_path is not None:
         B.write_csv(report, csv_path)
         out.print(f"wrote {csv_path}", markup=False, highlight=False)
-    failed = False
     if check:
-        with (
-            _worker_failures(),
-            err_console.status("self-check: each library alone in a fresh process"),
-        ):
-            rows = B.self_check(report, cases)
-        report["self_check"] = rows
-        print_self_check(rows, out)
-        failed = not all(r["ok"] for r in rows)
+        _self_check(B, report, cases, out)
     _write_json(B, report, as_json, json_file, out)
-    if failed:
+    if check and not all(r["ok"] for r in report["self_check"]):
         raise Failure(
             "self-check: some in-bench figures differ from the standalone ones by more "
             "than 15 % (a busy machine? try --threads 1 --clock cpu)"
@@ -233,14 +198,9 @@ def _write_json(B: Any, report: dict[str, Any], as_json: bool, path: Path | None
 
 
 def _run_with_progress(
-    B: Any,
-    cases: list[Any],
-    repeat: int,
-    threads: int,
-    quick: bool,
-    budget: float | None,
-    clock: str,
+    B: Any, cases: list[Any], threads: int, clock: str, settings: dict[str, Any]
 ) -> dict[str, Any]:
+    """:func:`cnnkit.bench.run_suite` with a progress bar over the cases (on stderr)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -258,15 +218,18 @@ def _run_with_progress(
             done["n"] += 1
             progress.update(task, completed=done["n"], description=name)
 
-        return B.run_suite(
-            cases,
-            repeat=repeat,
-            threads=threads,
-            peak_n=1024 if quick else 2048,
-            progress=step,
-            budget_s=budget,
-            clock=clock,
-        )
+        return B.run_suite(cases, threads=threads, progress=step, clock=clock, **settings)
+
+
+def _self_check(B: Any, report: dict[str, Any], cases: list[Any], out: Any) -> None:
+    """Time each library alone in a fresh process; the rows go into ``report``."""
+    with (
+        _worker_failures(),
+        err_console.status("self-check: each library alone in a fresh process"),
+    ):
+        rows = B.self_check(report, cases)
+    report["self_check"] = rows
+    print_self_check(rows, out)
 
 
 # ------------------------------------------------------------------------------ rendering
