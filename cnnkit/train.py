@@ -13,6 +13,7 @@ or a crash leaves the previous epoch's checkpoint intact.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import time
@@ -841,6 +842,7 @@ def run(
     start_epoch, history = 0, []
     run_id = uuid.uuid4().hex
     if resume is not None:
+        check_resume(resume, arch)
         model, optimizer, cfg, header = load_checkpoint(resume)
         if dataset is None:
             dataset = header.get("dataset") or "digits"
@@ -848,11 +850,7 @@ def run(
     if resume is not None:
         run_id = header.get("run_id") or run_id
         if output is None:
-            # finish where the resumed run was going: its model file, its checkpoint
-            if header.get("output"):
-                output = Path(resume).parent / header["output"]
-            if checkpoint is None:
-                checkpoint = resume
+            output, checkpoint = _resumed_outputs(resume, header, checkpoint)
     # checked before any data is loaded: finding out after an hour of training is too late
     out, ckpt = check_output_paths(output if output is not None else DEFAULT_OUTPUT, checkpoint)
     check_outputs([out, ckpt], run_id, force)
@@ -886,17 +884,7 @@ def run(
         on_batch=on_batch,
         on_epoch=on_epoch,
     )
-    try:
-        test_loss, test_acc = evaluate_loss_accuracy(model, ds.x_test, ds.y_test)
-    except KeyboardInterrupt:
-        result.interrupted = True
-        test_loss = test_acc = float("nan")
-    if result.epochs_done > 0:
-        try:
-            with signals.deferred():  # a second Ctrl-C must not cost the finished model
-                save_model(out, model, {**meta, "history": [asdict(h) for h in result.history]})
-        except KeyboardInterrupt:
-            result.interrupted = True
+    test_loss, test_acc = _test_and_save(model, ds, result, out, meta)
     return RunOutcome(
         model=model,
         dataset=ds,
@@ -909,6 +897,46 @@ def run(
         seconds=time.perf_counter() - t0,
         resumed_from=start_epoch,
     )
+
+
+def check_resume(resume: str | os.PathLike[str], arch: str | None) -> None:
+    """A checkpoint to resume must exist, and its architecture is the checkpoint's (``arch``
+    must be None). :func:`run` checks this first; a front end may call it earlier."""
+    if not Path(resume).exists():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(resume))
+    if arch is not None:
+        raise ParameterError(
+            "arch cannot change a resumed model; drop arch or resume", "arch", "resume"
+        )
+
+
+def _resumed_outputs(
+    resume: str | os.PathLike[str],
+    header: dict[str, Any],
+    checkpoint: str | os.PathLike[str] | None,
+) -> tuple[str | os.PathLike[str] | None, str | os.PathLike[str]]:
+    """Finish where the resumed run was going: its model file, its checkpoint."""
+    output = Path(resume).parent / header["output"] if header.get("output") else None
+    return output, checkpoint if checkpoint is not None else resume
+
+
+def _test_and_save(
+    model: Model, ds: Dataset, result: TrainResult, out: Path, meta: dict[str, Any]
+) -> tuple[float, float]:
+    """Test loss and accuracy (NaN after Ctrl-C), and the model file with the history when
+    at least one epoch finished."""
+    try:
+        test_loss, test_acc = evaluate_loss_accuracy(model, ds.x_test, ds.y_test)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        test_loss = test_acc = float("nan")
+    if result.epochs_done > 0:
+        try:
+            with signals.deferred():  # a second Ctrl-C must not cost the finished model
+                save_model(out, model, {**meta, "history": [asdict(h) for h in result.history]})
+        except KeyboardInterrupt:
+            result.interrupted = True
+    return test_loss, test_acc
 
 
 def model_meta(

@@ -234,3 +234,16 @@ def test_augmented_training_keeps_labels_and_repeats_exactly(monkeypatch):
     c, _, _ = _fit(2, augment=False)
     np.testing.assert_array_equal(a.flat_params, b.flat_params)
     assert not np.array_equal(a.flat_params, c.flat_params)
+
+
+def test_resume_needs_an_existing_checkpoint_and_keeps_its_architecture(tmp_path):
+    from cnnkit.errors import ParameterError
+
+    with pytest.raises(FileNotFoundError) as missing:
+        tr.run(resume=tmp_path / "none.ckpt.npz")
+    assert missing.value.filename == str(tmp_path / "none.ckpt.npz")
+    ckpt = tmp_path / "a.ckpt.npz"
+    ckpt.write_bytes(b"")
+    with pytest.raises(ParameterError, match="^arch cannot change a resumed model") as exc:
+        tr.run(resume=ckpt, arch="conv 4 k=3; fc 10")
+    assert exc.value.params == ("arch", "resume")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -30,6 +30,9 @@ from cnnkit.cli.common import (
     say,
 )
 from cnnkit.geometry import format_shape
+
+if TYPE_CHECKING:
+    from cnnkit.train import RunOutcome
 
 TRAIN_EXAMPLES = """\
 Examples:
@@ -269,8 +272,6 @@ def train(
     from cnnkit import train as tr
 
     check_json_file(json_file)
-    if resume is not None and not resume.exists():
-        raise FileNotFoundError(2, "no such file", str(resume))
     overrides = dict(
         epochs=epochs,
         batch_size=batch_size,
@@ -285,8 +286,8 @@ def train(
         val_fraction=val_fraction,
         augment=augment,
     )
-    if resume is not None and arch is not None:
-        raise ValueError("--arch cannot change a resumed model; drop --arch or --resume")
+    if resume is not None:
+        tr.check_resume(resume, arch)  # before the progress display starts
     quiet = as_json or json_file == "-"
     display = EpochDisplay(err_console, quiet)
     try:
@@ -312,27 +313,36 @@ def train(
             "or add --force to replace it"
         ) from None
     if not emit_json(outcome.metrics(), as_json, json_file):
-        summary = Table(show_header=False, title="result")
-        summary.add_column(no_wrap=True)
-        summary.add_column(overflow="fold")
-        summary.add_row("test accuracy", _pct(outcome.test_accuracy))
-        summary.add_row("test loss", f"{outcome.test_loss:.4f}")
-        summary.add_row("epochs", str(outcome.result.epochs_done))
-        summary.add_row("wall time", f"{outcome.seconds:.1f} s")
-        summary.add_row("model", str(outcome.output) if outcome.result.epochs_done else "-")
-        summary.add_row("checkpoint", str(outcome.checkpoint))
-        console.print(summary)
+        console.print(_summary_table(outcome))
     if outcome.result.interrupted:
-        done = outcome.result.epochs_done
-        if done and outcome.checkpoint.exists():
-            say(
-                f"interrupted: {done} epoch(s) saved in {outcome.checkpoint}"
-                + (f" and {outcome.output}" if outcome.output.exists() else "")
-                + f"; continue with: cnnkit train --resume {outcome.checkpoint}"
-            )
-        else:
-            say("interrupted before the first epoch finished: nothing was saved")
+        _say_interrupted(outcome)
         raise typer.Exit(signals.exit_code())
+
+
+def _summary_table(outcome: RunOutcome) -> Table:
+    summary = Table(show_header=False, title="result")
+    summary.add_column(no_wrap=True)
+    summary.add_column(overflow="fold")
+    summary.add_row("test accuracy", _pct(outcome.test_accuracy))
+    summary.add_row("test loss", f"{outcome.test_loss:.4f}")
+    summary.add_row("epochs", str(outcome.result.epochs_done))
+    summary.add_row("wall time", f"{outcome.seconds:.1f} s")
+    summary.add_row("model", str(outcome.output) if outcome.result.epochs_done else "-")
+    summary.add_row("checkpoint", str(outcome.checkpoint))
+    return summary
+
+
+def _say_interrupted(outcome: RunOutcome) -> None:
+    """What was saved, and how to continue."""
+    done = outcome.result.epochs_done
+    if done and outcome.checkpoint.exists():
+        say(
+            f"interrupted: {done} epoch(s) saved in {outcome.checkpoint}"
+            + (f" and {outcome.output}" if outcome.output.exists() else "")
+            + f"; continue with: cnnkit train --resume {outcome.checkpoint}"
+        )
+    else:
+        say("interrupted before the first epoch finished: nothing was saved")
 
 
 @friendly_errors
