@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.errors import ParameterError
 from cnnkit.onnx import require
 from cnnkit.onnx.reader import one_line
 
@@ -194,13 +195,15 @@ def _steps(model: Any) -> list[tuple[Any, str, tuple[str, ...], tuple[int, ...]]
 
 
 def check_opset(opset: int) -> int:
-    """Return ``opset`` if cnnkit can write it with the installed onnx, else raise ValueError."""
+    """Return ``opset`` if cnnkit can write it with the installed onnx, else raise
+    :class:`~cnnkit.errors.ParameterError`."""
     onnx = require("onnx")
     newest = int(onnx.defs.onnx_opset_version())
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
-        raise ValueError(
+        raise ParameterError(
             f"opset must be between {MIN_OPSET} and {newest} (the installed onnx package's "
-            f"newest), got {opset!r}"
+            f"newest), got {opset!r}",
+            "opset",
         )
     return opset
 
