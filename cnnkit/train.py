@@ -316,6 +316,7 @@ def fit(
     y_train = np.asarray(y_train, np.int64)
     good_params = model.flat_params.copy()
     good_buffers = {k: v.copy() for k, v in model.state().items()}
+    good_state = (good_params, good_buffers)
     with single_threaded_blas():
         for epoch in range(start_epoch, cfg.epochs):
             lr = scheduled_lr(cfg.schedule, cfg.lr, epoch, cfg.epochs)
@@ -327,7 +328,7 @@ def fit(
                     (x_train, y_train, x_val, y_val),
                     epoch,
                     lr,
-                    (good_params, good_buffers),
+                    good_state,
                     checkpoint,
                     on_batch,
                 )
@@ -339,22 +340,40 @@ def fit(
                 result.interrupted = True
                 return result
             try:
-                # The epoch is complete: its checkpoint and the bookkeeping that says so are
-                # written as one step; a signal in between is delivered right after.
-                with signals.deferred():
-                    result.history.append(stats)
-                    result.epochs_done = epoch + 1
-                    if checkpoint is not None:
-                        save_checkpoint(checkpoint, model, optimizer, cfg, result, meta)
-                    good_params[...] = model.flat_params
-                    for k, v in model.state().items():
-                        good_buffers[k][...] = v
+                _commit_epoch(
+                    result, stats, epoch, model, optimizer, cfg, checkpoint, meta, good_state
+                )
                 if on_epoch is not None:
                     on_epoch(stats)
             except KeyboardInterrupt:
                 result.interrupted = True
                 return result
     return result
+
+
+def _commit_epoch(
+    result: TrainResult,
+    stats: EpochStats,
+    epoch: int,
+    model: Model,
+    optimizer: Optimizer,
+    cfg: TrainConfig,
+    checkpoint: str | os.PathLike[str] | None,
+    meta: dict[str, Any] | None,
+    good_state: tuple[np.ndarray, dict[str, np.ndarray]],
+) -> None:
+    """The epoch is complete: its checkpoint and the bookkeeping that says so (history,
+    epochs done, the weights a later Ctrl-C rolls back to) are written as one step; a signal
+    in between is delivered right after."""
+    good_params, good_buffers = good_state
+    with signals.deferred():
+        result.history.append(stats)
+        result.epochs_done = epoch + 1
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, optimizer, cfg, result, meta)
+        good_params[...] = model.flat_params
+        for k, v in model.state().items():
+            good_buffers[k][...] = v
 
 
 def _train_epoch(
