@@ -134,26 +134,12 @@ def run_suite(
         cnnkit = sides["cnnkit"]
         compile_rows = cnnkit.call("compile", ops=list(dict.fromkeys(c.op for c in cases)))
         peak = cnnkit.call("peak", n=peak_n, clock=clock)
-        for peer in [p for p in sides if p != "cnnkit"]:
-            try:
-                sides[peer].ready()
-            except WorkerError as exc:  # a broken peer install is a note, not a failed run
-                sides[peer].close()
-                del sides[peer]
-                missing[peer] = str(exc)
-        results: list[dict[str, Any]] = []
+        _drop_broken_peers(sides, missing)
         notes: list[str] = [f"peer {p} missing: {why}" for p, why in missing.items()]
-        waited = 0.0
-        with tempfile.TemporaryDirectory(prefix="cnnkit-bench-") as outdir:
-            for case in cases:
-                if progress:
-                    progress(case.name)
-                rows, case_notes, wait = run_case(
-                    case, sides, threads, repeat, peak["gflops"], outdir, budget_s, clock
-                )
-                results.extend(rows)
-                notes.extend(case_notes)
-                waited += wait
+        results, case_notes, waited = _run_cases(
+            cases, sides, threads, repeat, peak["gflops"], budget_s, clock, progress
+        )
+        notes.extend(case_notes)
         versions = {lib: side.info.get("version", "") for lib, side in sides.items()}
     finally:
         if own:
@@ -185,6 +171,46 @@ def run_suite(
         "results": results,
         "summary": summarize(results),
     }
+
+
+def _drop_broken_peers(sides: dict[str, Side], missing: dict[str, str]) -> None:
+    """Wait for every peer's worker; one that fails to start is closed and noted as missing
+    (a broken peer install is a note, not a failed run)."""
+    for peer in [p for p in sides if p != "cnnkit"]:
+        try:
+            sides[peer].ready()
+        except WorkerError as exc:
+            sides[peer].close()
+            del sides[peer]
+            missing[peer] = str(exc)
+
+
+def _run_cases(
+    cases: Sequence[Case],
+    sides: dict[str, Side],
+    threads: int,
+    repeat: int,
+    peak_gflops: float,
+    budget_s: float | None,
+    clock: str,
+    progress: Callable[[str], None] | None,
+) -> tuple[list[dict[str, Any]], list[str], float]:
+    """Every case through :func:`run_case`: the result rows, the notes, and the seconds spent
+    waiting for other processes' threads to go quiet."""
+    results: list[dict[str, Any]] = []
+    notes: list[str] = []
+    waited = 0.0
+    with tempfile.TemporaryDirectory(prefix="cnnkit-bench-") as outdir:
+        for case in cases:
+            if progress:
+                progress(case.name)
+            rows, case_notes, wait = run_case(
+                case, sides, threads, repeat, peak_gflops, outdir, budget_s, clock
+            )
+            results.extend(rows)
+            notes.extend(case_notes)
+            waited += wait
+    return results, notes, waited
 
 
 def _row(case: Case, library: str, method: str, threads: int) -> dict[str, Any]:
