@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit import __version__
 from cnnkit.errors import ParameterError
 from cnnkit.onnx import require
 from cnnkit.onnx.reader import one_line
@@ -237,19 +238,13 @@ def model_to_onnx(model: Any, header: dict[str, Any], opset: int = MIN_OPSET) ->
     g.used.update({INPUT_NAME, OUTPUT_NAME})
     in_shape = tuple(int(s) for s in model.input_shape)
     channels = in_shape[0]
-    x = INPUT_NAME
     mean = np.asarray(header.get("mean", [0.0]), np.float32).reshape(-1)
     std = np.asarray(header.get("std", [1.0]), np.float32).reshape(-1)
     if mean.size not in (1, channels) or std.size not in (1, channels):
         raise ValueError(
             f"the header's mean/std have {mean.size}/{std.size} values for {channels} channels"
         )
-    stat_shape = (1, mean.size) + (1,) * (len(in_shape) - 1)
-    if np.any(mean != 0):
-        x = g.node("Sub", [x, g.const("normalise.mean", mean.reshape(stat_shape))], "normalise.sub")
-    if np.any(std != 1):
-        std_shape = (1, std.size) + (1,) * (len(in_shape) - 1)
-        x = g.node("Div", [x, g.const("normalise.std", std.reshape(std_shape))], "normalise.div")
+    x = _normalise(g, INPUT_NAME, mean, std, len(in_shape))
     tensors = {INPUT_NODE: x}  # node name -> the ONNX tensor holding its output
     shapes = {INPUT_NODE: in_shape}
     for layer, name, sources, out_shape in _steps(model):
@@ -275,14 +270,38 @@ def model_to_onnx(model: Any, header: dict[str, Any], opset: int = MIN_OPSET) ->
         opset_imports=opsets,
         ir_version=helper.find_min_ir_version_for(opsets),
         producer_name="cnnkit",
-        producer_version=_version(),
+        producer_version=__version__,
         doc_string=(
             "Exported by cnnkit. Input: images as cnnkit's image loader produces them before "
             "normalisation; (x - mean) / std per channel is part of the graph. Output: logits "
             "(softmax gives cnnkit predict's probabilities)."
         ),
     )
-    meta = {
+    helper.set_model_props(proto, _metadata(header, mean, std))
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:  # ValidationError / InferenceError: a bug or an opset clash
+        raise ValueError(
+            f"the exported graph fails onnx.checker at opset {opset}: {one_line(exc)}"
+        ) from None
+    return proto
+
+
+def _normalise(g: _Graph, x: str, mean: np.ndarray, std: np.ndarray, ndim: int) -> str:
+    """The model header's per-channel ``(x - mean) / std`` as the graph's first nodes
+    (none where the mean is 0 or the std 1); returns the normalised tensor's name."""
+    stat_shape = (1, mean.size) + (1,) * (ndim - 1)
+    if np.any(mean != 0):
+        x = g.node("Sub", [x, g.const("normalise.mean", mean.reshape(stat_shape))], "normalise.sub")
+    if np.any(std != 1):
+        std_shape = (1, std.size) + (1,) * (ndim - 1)
+        x = g.node("Div", [x, g.const("normalise.std", std.reshape(std_shape))], "normalise.div")
+    return x
+
+
+def _metadata(header: dict[str, Any], mean: np.ndarray, std: np.ndarray) -> dict[str, str]:
+    """The file's metadata: what cnnkit needs to use the model as it was trained."""
+    return {
         "cnnkit.class_names": json.dumps([str(c) for c in header.get("class_names") or []]),
         "cnnkit.mean": json.dumps([float(v) for v in mean]),
         "cnnkit.std": json.dumps([float(v) for v in std]),
@@ -295,20 +314,6 @@ def model_to_onnx(model: Any, header: dict[str, Any], opset: int = MIN_OPSET) ->
         ),
         "cnnkit.spec": str(header.get("spec") or ""),
     }
-    helper.set_model_props(proto, meta)
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except Exception as exc:  # ValidationError / InferenceError: a bug or an opset clash
-        raise ValueError(
-            f"the exported graph fails onnx.checker at opset {opset}: {one_line(exc)}"
-        ) from None
-    return proto
-
-
-def _version() -> str:
-    from cnnkit import __version__
-
-    return __version__
 
 
 class ExportMismatch(RuntimeError):
