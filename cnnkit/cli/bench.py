@@ -307,12 +307,7 @@ def _method_label(r: dict[str, Any], report: dict[str, Any]) -> str:
 
 def print_report(report: dict[str, Any], out: Any = console) -> None:
     """The kernel benchmark as tables that fit 100 columns: header, results, targets."""
-    from rich import box
     from rich.panel import Panel
-    from rich.table import Table
-
-    from cnnkit.bench import PEERS
-    from cnnkit.memory import human_bytes
 
     out.print(Panel(_header(report), title="cnnkit bench", expand=False))
     peak = report["peak"]
@@ -331,38 +326,7 @@ def print_report(report: dict[str, Any], out: Any = console) -> None:
     # rather than have rich cut cells short.
     wide = _wide(out)
     for group in dict.fromkeys(r["group"] for r in results):
-        rows = [r for r in results if r["group"] == group]
-        present = [p for p in PEERS if any(r["library"] == p for r in rows)]
-        table = Table(title=f"[bold]{group}[/]", title_justify="left", box=box.SIMPLE_HEAD)
-        table.add_column("case", no_wrap=True)
-        table.add_column("method", no_wrap=True)
-        clock = "cpu time" if report["settings"].get("clock") == "cpu" else "time"
-        for col in (clock, "GFLOP/s", "extra mem"):
-            table.add_column(col, justify="right", no_wrap=True)
-        for p in present:
-            table.add_column(p, justify="right", no_wrap=True)
-        for name in dict.fromkeys(r["case"] for r in rows):
-            mine = [r for r in rows if r["case"] == name]
-            labels = _label_lines(mine[0])
-            if len(mine) < len(labels):
-                labels = [labels[0], " ".join(labels[1:])]
-            for k, r in enumerate(mine):
-                label = labels[k] if k < len(labels) else ""
-                if r["status"] != "ok":
-                    status = f"[bold red]{r['status']}[/]"
-                    table.add_row(label, _method_label(r, report), status)
-                    continue
-                unit = " op" if r["op"].endswith("pool2d") else ""
-                table.add_row(
-                    label,
-                    _method_label(r, report),
-                    _fmt_time(r["seconds"]),
-                    f"{r['gflops']:.2f}{unit}",
-                    human_bytes(r["extra_bytes"], table=True) if r["extra_bytes"] else "",
-                    *[_fmt_ratio(r["ratios"].get(p)) for p in present],
-                )
-            table.add_section()
-        wide.print(table)
+        wide.print(_group_table(group, [r for r in results if r["group"] == group], report))
     out.print(
         "Peer columns: the peer's time / cnnkit's time, median of per-round ratios (above "
         "1: cnnkit faster; PyTorch: its better thread count); spreads are in --json. extra "
@@ -375,25 +339,70 @@ def print_report(report: dict[str, Any], out: Any = console) -> None:
     for note in report["notes"]:
         out.print(f"[yellow]note:[/] {note}", highlight=False)
     summary = report["summary"]
-    auto = summary["auto_vs_best"]
-    if auto:
-        slow = [a for a in auto if not a["ok"]]
-        line = f"auto within 10 % of the better of loop and im2col: {len(auto) - len(slow)}"
-        line += f" of {len(auto)} cases"
-        if slow:
-            line += (
-                " (slower: "
-                + ", ".join(
-                    f"{a['case']} {a['ratio']:.2f}"
-                    + (f" picked {a['picked']}" if a["picked"] else "")
-                    + f", best {a['best']}"
-                    for a in slow
-                )
-                + ")"
-            )
-        out.print(line, highlight=False)
+    if summary["auto_vs_best"]:
+        out.print(_auto_line(summary["auto_vs_best"]), highlight=False)
     print_targets(summary, wide)
     out.print("[dim]Shared machines are noisy: read the spread (--json), not one digit.[/]")
+
+
+def _group_table(group: str, rows: list[dict[str, Any]], report: dict[str, Any]) -> Any:
+    """One group's results: a row per case and method, a column per peer's ratio."""
+    from rich import box
+    from rich.table import Table
+
+    from cnnkit.bench import PEERS
+    from cnnkit.memory import human_bytes
+
+    present = [p for p in PEERS if any(r["library"] == p for r in rows)]
+    table = Table(title=f"[bold]{group}[/]", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("case", no_wrap=True)
+    table.add_column("method", no_wrap=True)
+    clock = "cpu time" if report["settings"].get("clock") == "cpu" else "time"
+    for col in (clock, "GFLOP/s", "extra mem"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for p in present:
+        table.add_column(p, justify="right", no_wrap=True)
+    for name in dict.fromkeys(r["case"] for r in rows):
+        mine = [r for r in rows if r["case"] == name]
+        labels = _label_lines(mine[0])
+        if len(mine) < len(labels):
+            labels = [labels[0], " ".join(labels[1:])]
+        for k, r in enumerate(mine):
+            label = labels[k] if k < len(labels) else ""
+            if r["status"] != "ok":
+                status = f"[bold red]{r['status']}[/]"
+                table.add_row(label, _method_label(r, report), status)
+                continue
+            unit = " op" if r["op"].endswith("pool2d") else ""
+            table.add_row(
+                label,
+                _method_label(r, report),
+                _fmt_time(r["seconds"]),
+                f"{r['gflops']:.2f}{unit}",
+                human_bytes(r["extra_bytes"], table=True) if r["extra_bytes"] else "",
+                *[_fmt_ratio(r["ratios"].get(p)) for p in present],
+            )
+        table.add_section()
+    return table
+
+
+def _auto_line(auto: list[dict[str, Any]]) -> str:
+    """How often ``auto`` was within 10 % of the better method, naming the cases it was not."""
+    slow = [a for a in auto if not a["ok"]]
+    line = f"auto within 10 % of the better of loop and im2col: {len(auto) - len(slow)}"
+    line += f" of {len(auto)} cases"
+    if slow:
+        line += (
+            " (slower: "
+            + ", ".join(
+                f"{a['case']} {a['ratio']:.2f}"
+                + (f" picked {a['picked']}" if a["picked"] else "")
+                + f", best {a['best']}"
+                for a in slow
+            )
+            + ")"
+        )
+    return line
 
 
 def print_targets(summary: dict[str, Any], out: Any = console) -> None:
