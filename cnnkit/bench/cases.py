@@ -365,15 +365,12 @@ def choose_cases(
     patterns: Sequence[str] | None = None,
     *,
     quick: bool = False,
-    sizes: Sequence[int] | None = None,
-    kernels: Sequence[int] | None = None,
-    channels: Sequence[int] | None = None,
-    batch: Sequence[int] | None = None,
+    **suite: Sequence[int] | None,
 ) -> list[Case]:
-    """The cases a run times: the suite of :func:`build_suite`, or the cases ``patterns``
-    name (:func:`select_cases`), looked up in the full suite and then the quick one, so
-    that a named case is found even when the quick suite lacks it."""
-    suite = dict(sizes=sizes, kernels=kernels, channels=channels, batch=batch)
+    """The cases a run times: the suite of :func:`build_suite` (``quick``, and ``suite``:
+    its ``sizes``, ``kernels``, ``channels`` and ``batch``), or the cases ``patterns`` name
+    (:func:`select_cases`), looked up in the full suite and then the quick one, so that a
+    named case is found even when the quick suite lacks it."""
     if not patterns:
         return build_suite(quick=quick, **suite)
     pool = build_suite(quick=False, **suite)
