@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit import arch as arch_mod
-from cnnkit import signals
+from cnnkit import plots, signals
 from cnnkit.data import Dataset, check_name, load_dataset, load_image_for_model
 from cnnkit.errors import ParameterError
 from cnnkit.io import check_writable
@@ -607,6 +607,83 @@ def evaluate(
     cm = confusion_matrix(y, pred, ds.num_classes)
     names = [str(c) for c in ds.class_names]
     return Evaluation(ds.name, split, int(len(y)), names, cm, classification_report(cm))
+
+
+def predict(
+    model_path: str | os.PathLike[str],
+    images: list[str | os.PathLike[str]],
+    top_k: int = 3,
+) -> list[dict[str, Any]]:
+    """The ``top_k`` most probable classes of each image, each image prepared as the
+    model's training images were (:func:`image_input`).
+
+    Returns one ``{"image": path, "top": [{"class", "index", "p"}, ...]}`` per image, most
+    probable first (at most as many as the model has classes).
+    """
+    if top_k < 1:
+        raise ParameterError(f"top_k must be >= 1, got {top_k}", "top_k")
+    model, header = load_model(model_path)
+    names = header.get("class_names") or [str(i) for i in range(model.num_outputs)]
+    results = []
+    for path in images:
+        x = image_input(path, model, header)
+        p = model.predict_proba(x)[0]
+        order = np.argsort(-p, kind="stable")[: min(top_k, p.size)]
+        results.append(
+            {
+                "image": str(path),
+                "top": [{"class": str(names[i]), "index": int(i), "p": float(p[i])} for i in order],
+            }
+        )
+    return results
+
+
+def draw_model(
+    model_path: str | os.PathLike[str],
+    filters: str | os.PathLike[str] | None = None,
+    activations: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
+) -> dict[str, Any]:
+    """Look inside a trained model: its first convolution's kernels on one signed colour
+    scale (``filters``: the figure's file) and every layer's output for one image
+    (``activations``: the image and the figure's file; last layer: class probabilities).
+
+    Returns the facts of what was drawn (files, layer names and shapes, probabilities).
+    """
+    if filters is None and activations is None:
+        raise ParameterError(
+            "nothing to draw: add filters OUT.png and/or activations IMAGE OUT.png",
+            "filters",
+            "activations",
+        )
+    model, header = load_model(model_path)
+    facts: dict[str, Any] = {"model": str(model_path)}
+    if filters is not None:
+        conv = model.first_conv()
+        if conv is None:
+            raise ValueError(f"{model_path} has no convolution layer: no filters to show")
+        plots.filter_grid_figure(conv.w, filters, f"{conv.name}: {conv.w.shape[0]} kernels")
+        facts["filters"] = {
+            "file": str(filters),
+            "layer": conv.name,
+            "shape": list(conv.w.shape),
+            "max_abs_weight": float(np.abs(conv.w).max()),
+        }
+    if activations is not None:
+        image, out = activations
+        x = image_input(image, model, header)
+        layers = [(name, a[0]) for name, a in model.activations(x)]
+        probs = model.predict_proba(x)[0]
+        names = header.get("class_names") or [str(i) for i in range(probs.size)]
+        plots.activations_figure(
+            x[0], layers, out, class_names=names, probabilities=probs, title=Path(image).name
+        )
+        facts["activations"] = {
+            "file": str(out),
+            "image": str(image),
+            "layers": [{"name": n, "shape": list(a.shape)} for n, a in layers],
+            "probabilities": {str(c): float(p) for c, p in zip(names, probs)},
+        }
+    return facts
 
 
 # ----------------------------------------------------------------------------- throughput

@@ -167,12 +167,6 @@ def epoch_line(s: Any, epochs: int) -> str:
     )
 
 
-def _load(model_path: Path) -> tuple[Any, dict]:
-    from cnnkit.nn.serialize import load_model
-
-    return load_model(model_path)
-
-
 @friendly_errors
 def train(
     dataset: str | None = typer.Option(
@@ -429,29 +423,13 @@ def predict(
     json_file: str | None = typer.Option(None, "--json-file", metavar="PATH", help=JSON_FILE_HELP),
 ) -> None:
     """Top-k classes with probabilities, each image preprocessed as in training."""
-    import numpy as np
-
     from cnnkit import train as tr
 
     check_json_file(json_file)
-    if top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {top_k}")
-    model, header = _load(model_path)
-    names = header.get("class_names") or [str(i) for i in range(model.num_outputs)]
-    results = []
-    for path in images:
-        x = tr.image_input(path, model, header)
-        p = model.predict_proba(x)[0]
-        order = np.argsort(-p, kind="stable")[: min(top_k, p.size)]
-        results.append(
-            {
-                "image": str(path),
-                "top": [{"class": str(names[i]), "index": int(i), "p": float(p[i])} for i in order],
-            }
-        )
+    results = tr.predict(model_path, images, top_k)
     if emit_json(results, as_json, json_file):
         return
-    console.print(_predictions_table(results, min(top_k, model.num_outputs)))
+    console.print(_predictions_table(results, max(len(r["top"]) for r in results)))
 
 
 def _predictions_table(results: list[dict[str, Any]], ranks: int) -> Table:
@@ -501,44 +479,10 @@ def visualize(
     json_file: str | None = typer.Option(None, "--json-file", metavar="PATH", help=JSON_FILE_HELP),
 ) -> None:
     """Look inside a trained model: first-layer kernels and per-layer feature maps."""
-    import numpy as np
-
-    from cnnkit import plots
     from cnnkit import train as tr
 
     check_json_file(json_file)
-    if filters is None and activations is None:
-        raise ValueError(
-            "nothing to draw: add --filters OUT.png and/or --activations IMAGE OUT.png"
-        )
-    model, header = _load(model_path)
-    facts: dict[str, Any] = {"model": str(model_path)}
-    if filters is not None:
-        conv = model.first_conv()
-        if conv is None:
-            raise ValueError(f"{model_path} has no convolution layer: no filters to show")
-        plots.filter_grid_figure(conv.w, filters, f"{conv.name}: {conv.w.shape[0]} kernels")
-        facts["filters"] = {
-            "file": str(filters),
-            "layer": conv.name,
-            "shape": list(conv.w.shape),
-            "max_abs_weight": float(np.abs(conv.w).max()),
-        }
-    if activations is not None:
-        image, out = activations
-        x = tr.image_input(image, model, header)
-        layers = [(name, a[0]) for name, a in model.activations(x)]
-        probs = model.predict_proba(x)[0]
-        names = header.get("class_names") or [str(i) for i in range(probs.size)]
-        plots.activations_figure(
-            x[0], layers, out, class_names=names, probabilities=probs, title=image.name
-        )
-        facts["activations"] = {
-            "file": str(out),
-            "image": str(image),
-            "layers": [{"name": n, "shape": list(a.shape)} for n, a in layers],
-            "probabilities": {str(c): float(p) for c, p in zip(names, probs)},
-        }
+    facts = tr.draw_model(model_path, filters, activations)
     if emit_json(facts, as_json, json_file):
         return
     for key in ("filters", "activations"):
