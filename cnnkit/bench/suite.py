@@ -30,7 +30,7 @@ from cnnkit.bench.cases import (
 from cnnkit.bench.machine import busy_note, machine_info
 from cnnkit.bench.oracle import check_outputs, make_inputs, reference
 from cnnkit.bench.peers import PEER_OPS, PEERS, missing_peers, thread_choices
-from cnnkit.bench.report import summarize
+from cnnkit.bench.report import best_rows, summarize
 from cnnkit.bench.worker import WorkerError
 from cnnkit.memory import human_bytes
 
@@ -349,17 +349,6 @@ def _time_rounds(
         row["wall_seconds"] = statistics.median(row.pop("wall_rounds"))
         row["cpu_seconds"] = statistics.median(row.pop("cpu_rounds"))
     return waited
-
-
-def best_rows(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per peer library, its fastest timed row (PyTorch: the better thread count)."""
-    best: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        if r["impl"] != "peer" or not r["seconds"]:
-            continue
-        if r["library"] not in best or r["seconds"] < best[r["library"]]["seconds"]:
-            best[r["library"]] = r
-    return best
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
