@@ -8,6 +8,7 @@ come back as one JSON-ready dict, which the command prints as a table or as JSON
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,7 @@ def filter_file(
     settings: FilterSettings,
     output: Path | None = None,
     compare: Path | None = None,
-    progress: Any = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Filter one input file and write its outputs.
 

@@ -8,12 +8,22 @@ never pay for it. Figures are saved with :func:`save_figure`, which writes atomi
 from __future__ import annotations
 
 import os
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from cnnkit.geometry import format_shape
 
+if TYPE_CHECKING:
+    import numpy as np
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from numpy.typing import ArrayLike
 
-def pyplot() -> Any:
+    from cnnkit.arch.receptive import Region
+    from cnnkit.filters import DisplayScale
+
+
+def pyplot() -> ModuleType:
     """matplotlib.pyplot with the non-interactive Agg backend selected."""
     import matplotlib
 
@@ -23,7 +33,7 @@ def pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> None:
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> None:
     """Save ``fig`` to ``path`` through a temporary file, then close it."""
     from cnnkit.io import atomic_path
 
@@ -37,11 +47,11 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> None:
 
 def receptive_field_figure(
     input_sizes: tuple[int, ...],
-    regions: list[Any],
-    image: Any = None,
+    regions: list[Region],
+    image: np.ndarray | None = None,
     title: str = "",
     note: str | None = None,
-) -> Any:
+) -> Figure:
     """One unit's receptive field drawn over the input as it grows, one outline per layer.
 
     ``regions`` are :class:`cnnkit.arch.receptive.Region` objects, nested (from
@@ -61,12 +71,14 @@ def receptive_field_figure(
     return fig
 
 
-def _has_holes(region: Any) -> bool:
+def _has_holes(region: Region) -> bool:
     """Some pixels inside the field's box do not reach the unit (dilation, large strides)."""
     return region.seen < region.inside
 
 
-def _field_bars(plt: Any, input_sizes: tuple[int, ...], regions: list[Any]) -> tuple[Any, Any]:
+def _field_bars(
+    plt: ModuleType, input_sizes: tuple[int, ...], regions: list[Region]
+) -> tuple[Figure, Axes]:
     """A 1-D input's fields: one bar per layer under the samples."""
     from matplotlib.patches import Rectangle
 
@@ -98,8 +110,8 @@ def _field_bars(plt: Any, input_sizes: tuple[int, ...], regions: list[Any]) -> t
 
 
 def _field_boxes(
-    plt: Any, input_sizes: tuple[int, ...], regions: list[Any], image: Any
-) -> tuple[Any, Any]:
+    plt: ModuleType, input_sizes: tuple[int, ...], regions: list[Region], image: np.ndarray | None
+) -> tuple[Figure, Axes]:
     """A 2-D input's fields: one outline per layer over a pixel grid or ``image``."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
@@ -168,9 +180,9 @@ def _field_boxes(
 
 def compare_signals(
     path: str | os.PathLike[str],
-    signal: Any,
-    responses: Any,
-    positions: Any,
+    signal: np.ndarray,
+    responses: np.ndarray,
+    positions: ArrayLike,
     names: list[str],
     title: str = "",
 ) -> None:
@@ -195,7 +207,7 @@ def compare_signals(
     save_figure(fig, path)
 
 
-def _draw_matrix(ax: Any, m: Any, title: str, xlabel: str = "column") -> None:
+def _draw_matrix(ax: Axes, m: ArrayLike, title: str, xlabel: str = "column") -> None:
     """A small weight matrix as a signed heat map with its numbers written in."""
     import numpy as np
 
@@ -223,7 +235,7 @@ def _draw_matrix(ax: Any, m: Any, title: str, xlabel: str = "column") -> None:
     plt.colorbar(image, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=7)
 
 
-def _compare_axes(plt: Any, shown: int) -> tuple[Any, list[Any]]:
+def _compare_axes(plt: ModuleType, shown: int) -> tuple[Figure, list[Axes]]:
     """The figure and its panels: input, kernel, then ``shown`` outputs. One row (input,
     kernel, output) for a single map; a bank's maps go two per row below."""
     import math
@@ -239,7 +251,7 @@ def _compare_axes(plt: Any, shown: int) -> tuple[Any, list[Any]]:
     return fig, axes[: 2 + shown]
 
 
-def _draw_input(ax: Any, data: Any, maxval: float, title: str) -> None:
+def _draw_input(ax: Axes, data: ArrayLike, maxval: float, title: str) -> None:
     """The input image, ``maxval`` white (RGB when it has three channels)."""
     import numpy as np
 
@@ -254,7 +266,7 @@ def _draw_input(ax: Any, data: Any, maxval: float, title: str) -> None:
     ax.set_ylabel("y (row)")
 
 
-def _draw_first_kernel(ax: Any, kernels: list[tuple[str, Any]], title: str) -> None:
+def _draw_first_kernel(ax: Axes, kernels: list[tuple[str, ArrayLike]], title: str) -> None:
     """The first kernel's numbers; a ``(C, kh, kw)`` kernel as its matrices side by side."""
     import numpy as np
 
@@ -270,7 +282,7 @@ def _draw_first_kernel(ax: Any, kernels: list[tuple[str, Any]], title: str) -> N
     _draw_matrix(ax, w, f"{title}\n{label}{more}", xlabel)
 
 
-def _response_colours(scale: Any) -> tuple[str, float, float, str]:
+def _response_colours(scale: DisplayScale) -> tuple[str, float, float, str]:
     """Colour map, value range and colour-bar label of a one-channel response map."""
     if scale.mode == "diverging":
         return "bwr", -scale.hi, scale.hi, "response (red +, blue -)"
@@ -283,12 +295,12 @@ def _response_colours(scale: Any) -> tuple[str, float, float, str]:
 
 def filter_compare_figure(
     path: str | os.PathLike[str],
-    data: Any,
+    data: ArrayLike,
     maxval: float,
-    kernels: list[tuple[str, Any]],
-    response: Any,
+    kernels: list[tuple[str, ArrayLike]],
+    response: ArrayLike,
     map_names: list[str],
-    scale: Any,
+    scale: DisplayScale,
     *,
     input_title: str,
     kernel_title: str,
@@ -378,7 +390,7 @@ def bench_figure(panels: list, path: str | os.PathLike[str], title: str = "") ->
     save_figure(fig, path)
 
 
-def _grid(maps: Any, cols: int) -> Any:
+def _grid(maps: np.ndarray, cols: int) -> np.ndarray:
     """(K, H, W) maps in rows of ``cols``, 1-pixel NaN gaps (drawn blank), values unchanged."""
     import math
 
@@ -394,7 +406,7 @@ def _grid(maps: Any, cols: int) -> Any:
     return grid
 
 
-def filter_grid_figure(weights: Any, path: str | os.PathLike[str], title: str = "") -> None:
+def filter_grid_figure(weights: np.ndarray, path: str | os.PathLike[str], title: str = "") -> None:
     """First-layer kernels ``(O, C, kh, kw)``, one cell each, on one shared signed scale.
 
     Every cell uses the same diverging colour map centred on 0 (red positive, blue negative,
@@ -445,12 +457,12 @@ def filter_grid_figure(weights: Any, path: str | os.PathLike[str], title: str = 
 
 
 def activations_figure(
-    image: Any,
-    layers: list[tuple[str, Any]],
+    image: ArrayLike,
+    layers: list[tuple[str, np.ndarray]],
     path: str | os.PathLike[str],
     max_maps: int = 32,
     class_names: list[str] | None = None,
-    probabilities: Any = None,
+    probabilities: ArrayLike | None = None,
     title: str = "",
 ) -> None:
     """The input and every layer's output for one image, with a colour scale per layer.
@@ -466,7 +478,7 @@ def activations_figure(
 
     plt = pyplot()
     img = np.asarray(image, dtype=np.float64)
-    panels: list[tuple[str, Any]] = [(n, np.asarray(a)) for n, a in layers]
+    panels: list[tuple[str, np.ndarray]] = [(n, np.asarray(a)) for n, a in layers]
     heights = [2.2]  # the top row: the input, and the class probabilities beside it
     for _, a in panels:
         if a.ndim == 3 and a.shape[1] * a.shape[2] > 1:
@@ -510,7 +522,7 @@ def activations_figure(
 
 
 def _draw_probabilities(
-    ax: Any, probabilities: Any, class_names: list[str] | None, layer: str
+    ax: Axes, probabilities: ArrayLike, class_names: list[str] | None, layer: str
 ) -> None:
     """Class probabilities as bars, the top class in orange."""
     import numpy as np
@@ -529,7 +541,9 @@ def _draw_probabilities(
     ax.tick_params(labelsize=7)
 
 
-def _draw_feature_maps(plt: Any, fig: Any, ax: Any, name: str, a: Any, max_maps: int) -> None:
+def _draw_feature_maps(
+    plt: ModuleType, fig: Figure, ax: Axes, name: str, a: np.ndarray, max_maps: int
+) -> None:
     """A layer's first ``max_maps`` maps tiled on one colour scale, with its colour bar."""
     import numpy as np
 
@@ -548,7 +562,7 @@ def _draw_feature_maps(plt: Any, fig: Any, ax: Any, name: str, a: Any, max_maps:
 
 
 def confusion_matrix_figure(
-    cm: Any, class_names: list[str], path: str | os.PathLike[str], title: str = ""
+    cm: np.ndarray, class_names: list[str], path: str | os.PathLike[str], title: str = ""
 ) -> None:
     """A confusion matrix (rows: true class, columns: predicted) with the counts written in."""
     import numpy as np

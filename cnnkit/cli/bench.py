@@ -10,12 +10,19 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from cnnkit.cli.common import Failure, UsageError, console, err_console, friendly_errors
 from cnnkit.cli.matrices import matrix_table
+
+if TYPE_CHECKING:
+    import numpy as np
+    from rich.console import Console
+
+    from cnnkit.bench import Case
 
 EXAMPLES = """
 Examples:
@@ -189,7 +196,9 @@ def _worker_failures() -> Iterator[None]:
         raise Failure(str(exc)) from None
 
 
-def _write_json(B: Any, report: dict[str, Any], as_json: bool, path: Path | None, out: Any) -> None:
+def _write_json(
+    B: ModuleType, report: dict[str, Any], as_json: bool, path: Path | None, out: Console
+) -> None:
     if as_json or (path is not None and str(path) == "-"):
         sys.stdout.write(B.to_json(report))
     if path is not None and str(path) != "-":
@@ -198,7 +207,7 @@ def _write_json(B: Any, report: dict[str, Any], as_json: bool, path: Path | None
 
 
 def _run_with_progress(
-    B: Any, cases: list[Any], threads: int, clock: str, settings: dict[str, Any]
+    B: ModuleType, cases: list[Case], threads: int, clock: str, settings: dict[str, Any]
 ) -> dict[str, Any]:
     """:func:`cnnkit.bench.run_suite` with a progress bar over the cases (on stderr)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -221,7 +230,7 @@ def _run_with_progress(
         return B.run_suite(cases, threads=threads, progress=step, clock=clock, **settings)
 
 
-def _self_check(B: Any, report: dict[str, Any], cases: list[Any], out: Any) -> None:
+def _self_check(B: ModuleType, report: dict[str, Any], cases: list[Case], out: Console) -> None:
     """Time each library alone in a fresh process; the rows go into ``report``."""
     with (
         _worker_failures(),
@@ -252,7 +261,7 @@ def _fmt_ratio(value: float | None) -> str:
     return f"[{style}]{value:.2f}x[/]"
 
 
-def _wide(out: Any) -> Any:
+def _wide(out: Console) -> Console:
     """A console on ``out``'s file at least 100 columns wide: tables hold numbers, and in a
     narrower terminal the terminal wraps lines rather than rich cutting cells short."""
     from rich.console import Console
@@ -305,7 +314,7 @@ def _method_label(r: dict[str, Any], report: dict[str, Any]) -> str:
     return r["method"]
 
 
-def print_report(report: dict[str, Any], out: Any = console) -> None:
+def print_report(report: dict[str, Any], out: Console = console) -> None:
     """The kernel benchmark as tables that fit 100 columns: header, results, targets."""
     from rich.panel import Panel
 
@@ -405,7 +414,7 @@ def _auto_line(auto: list[dict[str, Any]]) -> str:
     return line
 
 
-def print_targets(summary: dict[str, Any], out: Any = console) -> None:
+def print_targets(summary: dict[str, Any], out: Console = console) -> None:
     """The speed targets table: one row per measured case, then one line per target."""
     from rich import box
     from rich.table import Table
@@ -448,7 +457,7 @@ def print_targets(summary: dict[str, Any], out: Any = console) -> None:
         )
 
 
-def print_cases(cases: list[Any]) -> None:
+def print_cases(cases: list[Case]) -> None:
     """The selected cases with their shapes and FLOPs."""
     from rich.table import Table
 
@@ -462,7 +471,7 @@ def print_cases(cases: list[Any]) -> None:
     console.print(table)
 
 
-def print_train(report: dict[str, Any], out: Any = console) -> None:
+def print_train(report: dict[str, Any], out: Console = console) -> None:
     """Training throughput: images/s of cnnkit and PyTorch and their ratio."""
     from rich.panel import Panel
     from rich.table import Table
@@ -513,7 +522,7 @@ def print_train(report: dict[str, Any], out: Any = console) -> None:
         out.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
-def print_self_check(rows: list[dict[str, Any]], out: Any = console) -> None:
+def print_self_check(rows: list[dict[str, Any]], out: Console = console) -> None:
     """In-bench figure against the same library timed alone in a fresh process."""
     from rich.table import Table
 
@@ -539,7 +548,7 @@ def print_self_check(rows: list[dict[str, Any]], out: Any = console) -> None:
     _wide(out).print(table)
 
 
-def _show_matrix(caption: str, matrix: Any, row_label: str) -> None:
+def _show_matrix(caption: str, matrix: np.ndarray, row_label: str) -> None:
     console.print(f"\n[bold]{caption}[/]")
     # A 27-column matrix is wider than 80 columns: render it whole and let the terminal wrap
     # rather than let rich drop columns.

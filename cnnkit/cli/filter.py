@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,8 @@ from cnnkit.cli.matrices import aligned_rows, matrix_table
 from cnnkit.geometry import format_shape
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from cnnkit.filtering import FilterSettings
 
 EXAMPLES = """\
@@ -192,7 +195,7 @@ def _default_ext(src: Path) -> str:
     return ".png"
 
 
-def _kernel_text(label: str, w: Any, flip: bool) -> str:
+def _kernel_text(label: str, w: np.ndarray, flip: bool) -> str:
     """The kernel as the sliding window applies it: its matrix (or a digest if large)."""
     import numpy as np
 
@@ -214,7 +217,7 @@ def _kernel_text(label: str, w: Any, flip: bool) -> str:
     return head + "\n" + _matrix_text(applied)
 
 
-def _grid_lines(m: Any, width: int) -> list[str]:
+def _grid_lines(m: np.ndarray, width: int) -> list[str]:
     """A 1-D or 2-D array as right-aligned columns, as few digits as fit in ``width``."""
     for digits in (4, 3, 2):
         lines = ["  " + line for line in aligned_rows(m, digits)]
@@ -351,7 +354,7 @@ def _folder_table(facts: list[dict[str, Any]]) -> Any:
         columns.remove(optional[-1])
 
 
-def _matrix_text(w: Any, limit: int = 7, digits: int = 4) -> str:
+def _matrix_text(w: np.ndarray, limit: int = 7, digits: int = 4) -> str:
     if w.ndim == 2 and max(w.shape) > limit:
         return f"{w.shape[0]}x{w.shape[1]} (too big to show here)"
     return "\n".join(aligned_rows(w, digits))
@@ -413,7 +416,7 @@ def print_demo() -> None:
     )
 
 
-def _progress(label: str) -> tuple[Any, Any]:
+def _progress(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """A ``progress(done, total)`` callback that shows a bar once a filter runs long."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 

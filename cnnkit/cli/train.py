@@ -32,7 +32,12 @@ from cnnkit.cli.common import (
 from cnnkit.geometry import format_shape
 
 if TYPE_CHECKING:
-    from cnnkit.train import RunOutcome
+    from rich.console import Console
+    from rich.progress import TaskID
+
+    from cnnkit.data import Dataset
+    from cnnkit.nn.model import Model
+    from cnnkit.train import EpochStats, RunOutcome, TrainConfig
 
 TRAIN_EXAMPLES = """\
 Examples:
@@ -95,7 +100,7 @@ class EpochDisplay:
     one; validation appears only when there is a validation set.
     """
 
-    def __init__(self, console_: Any, quiet: bool) -> None:
+    def __init__(self, console_: Console, quiet: bool) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = console_
@@ -109,7 +114,7 @@ class EpochDisplay:
             disable=quiet,
             transient=True,
         )
-        self.task: Any = None
+        self.task: TaskID | None = None
         self.epochs = 0
         self.loss_sum = 0.0
         self.seen = 0
@@ -118,10 +123,10 @@ class EpochDisplay:
         self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)
 
-    def start(self, model: Any, ds: Any, cfg: Any, start: int) -> None:
+    def start(self, model: Model, ds: Dataset, cfg: TrainConfig, start: int) -> None:
         self.epochs = cfg.epochs
         batches = math.ceil(len(ds.y_train) / cfg.batch_size)
         if not self.quiet:
@@ -130,7 +135,7 @@ class EpochDisplay:
             "train", total=batches, epoch=start + 1, epochs=cfg.epochs, status=""
         )
 
-    def _header(self, model: Any, ds: Any, cfg: Any, start: int) -> None:
+    def _header(self, model: Model, ds: Dataset, cfg: TrainConfig, start: int) -> None:
         val = f"{len(ds.y_val):,} val / " if len(ds.y_val) else ""
         resumed = f", resuming after epoch {start}" if start else ""
         self.console.print(
@@ -149,14 +154,14 @@ class EpochDisplay:
             status = f"loss {self.loss_sum / self.seen:.4f}"
             self.progress.update(self.task, completed=b + 1, status=status)
 
-    def epoch(self, s: Any) -> None:
+    def epoch(self, s: EpochStats) -> None:
         self.loss_sum, self.seen = 0.0, 0
         if not self.quiet:
             self.progress.console.print(epoch_line(s, self.epochs), highlight=False)
         self.progress.reset(self.task, epoch=s.epoch + 1, epochs=self.epochs, status="")
 
 
-def epoch_line(s: Any, epochs: int) -> str:
+def epoch_line(s: EpochStats, epochs: int) -> str:
     """One finished epoch in a line of at most 80 characters."""
     width = len(str(epochs))
     val = f"  val {_pct(s.val_accuracy)}" if s.val_accuracy is not None else ""

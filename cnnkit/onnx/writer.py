@@ -18,7 +18,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +27,22 @@ from cnnkit import __version__
 from cnnkit.errors import ParameterError
 from cnnkit.onnx import require
 from cnnkit.onnx.reader import one_line
+
+if TYPE_CHECKING:
+    import onnx
+
+    from cnnkit.nn.layers import (
+        AvgPool2d,
+        BatchNorm,
+        Conv2d,
+        Dropout,
+        Layer,
+        LeakyReLU,
+        Linear,
+        MaxPool2d,
+        ReLU6,
+    )
+    from cnnkit.nn.model import Model
 
 MIN_OPSET = 17
 INPUT_NAME = "input"
@@ -37,9 +54,9 @@ INPUT_NODE = "input"  # what model.inputs calls the network's input
 class _Graph:
     """The ONNX graph under construction: nodes, initializers, and unique tensor names."""
 
-    helper: Any
-    nodes: list[Any] = field(default_factory=list)
-    initializers: list[Any] = field(default_factory=list)
+    helper: ModuleType  # onnx.helper
+    nodes: list[onnx.NodeProto] = field(default_factory=list)
+    initializers: list[onnx.TensorProto] = field(default_factory=list)
     used: set[str] = field(default_factory=set)
 
     def name(self, wanted: str) -> str:
@@ -67,12 +84,12 @@ def _f32(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.float32)
 
 
-def _onnx_pads(pads: Any) -> list[int]:
+def _onnx_pads(pads: tuple[tuple[int, int], ...]) -> list[int]:
     pairs = [(int(lo), int(hi)) for lo, hi in pads]
     return [lo for lo, _ in pairs] + [hi for _, hi in pairs]
 
 
-def _conv(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+def _conv(g: _Graph, layer: Conv2d, x: list[str], in_shape: tuple[int, ...]) -> str:
     ndim = layer.w.ndim - 2
     inputs = [x[0], g.const(f"{layer.name}.weight", _f32(layer.w))]
     if layer.b is not None:
@@ -89,7 +106,7 @@ def _conv(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str
     )
 
 
-def _pool(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+def _pool(g: _Graph, layer: MaxPool2d | AvgPool2d, x: list[str], in_shape: tuple[int, ...]) -> str:
     from cnnkit.nn.layers import MaxPool2d
 
     pads = [int(p) for p in layer.padding]
@@ -105,30 +122,30 @@ def _pool(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str
     return g.node("AveragePool", [x[0]], layer.name, count_include_pad=1, **attrs)
 
 
-def _gap(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+def _gap(g: _Graph, layer: Layer, x: list[str], in_shape: tuple[int, ...]) -> str:
     # cnnkit's gap returns (N, C); ONNX's keeps (N, C, 1, 1)
     pooled = g.node("GlobalAveragePool", [x[0]], layer.name)
     return g.node("Flatten", [pooled], f"{layer.name}.flatten", axis=1)
 
 
 def _unary(op: str, **fixed: Any) -> Callable[..., str]:
-    def emit(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+    def emit(g: _Graph, layer: Layer, x: list[str], in_shape: tuple[int, ...]) -> str:
         return g.node(op, [x[0]], layer.name, **fixed)
 
     return emit
 
 
-def _leaky(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+def _leaky(g: _Graph, layer: LeakyReLU, x: list[str], in_shape: tuple[int, ...]) -> str:
     return g.node("LeakyRelu", [x[0]], layer.name, alpha=float(layer.slope))
 
 
-def _relu6(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+def _relu6(g: _Graph, layer: ReLU6, x: list[str], in_shape: tuple[int, ...]) -> str:
     lo = g.const(f"{layer.name}.min", np.array(0.0, np.float32))
     hi = g.const(f"{layer.name}.max", np.array(6.0, np.float32))
     return g.node("Clip", [x[0], lo, hi], layer.name)
 
 
-def _fc(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+def _fc(g: _Graph, layer: Linear, x: list[str], in_shape: tuple[int, ...]) -> str:
     src = x[0]
     if len(in_shape) > 1:  # cnnkit's fc flattens its input; Gemm wants (N, features)
         src = g.node("Flatten", [src], f"{layer.name}.flatten", axis=1)
@@ -138,12 +155,12 @@ def _fc(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
     return g.node("Gemm", inputs, layer.name, transB=1)
 
 
-def _dropout(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+def _dropout(g: _Graph, layer: Dropout, x: list[str], in_shape: tuple[int, ...]) -> str:
     ratio = g.const(f"{layer.name}.ratio", np.array(layer.rate, np.float32))
     return g.node("Dropout", [x[0], ratio], layer.name)
 
 
-def _bn(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+def _bn(g: _Graph, layer: BatchNorm, x: list[str], in_shape: tuple[int, ...]) -> str:
     inputs = [
         x[0],
         g.const(f"{layer.name}.weight", _f32(layer.gamma)),
@@ -154,14 +171,14 @@ def _bn(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
     return g.node("BatchNormalization", inputs, layer.name, epsilon=float(layer.eps))
 
 
-def _add(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+def _add(g: _Graph, layer: Layer, x: list[str], in_shape: tuple[int, ...]) -> str:
     out = x[0]
     for other in x[1:]:
         out = g.node("Add", [out, other], layer.name)
     return out
 
 
-def _concat(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+def _concat(g: _Graph, layer: Layer, x: list[str], in_shape: tuple[int, ...]) -> str:
     return g.node("Concat", list(x), layer.name, axis=1)
 
 
@@ -184,13 +201,13 @@ EMITTERS: dict[str, Callable[..., str]] = {
 }
 
 
-def _emitter(layer: Any) -> Callable[..., str]:
+def _emitter(layer: Layer) -> Callable[..., str]:
     if layer.kind not in EMITTERS:
         raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has no ONNX export")
     return EMITTERS[layer.kind]
 
 
-def _steps(model: Any) -> list[tuple[Any, str, tuple[str, ...], tuple[int, ...]]]:
+def _steps(model: Model) -> list[tuple[Layer, str, tuple[str, ...], tuple[int, ...]]]:
     """(layer, node name, names of the nodes it reads, output shape), in execution order."""
     return list(zip(model.layers, model.names, model.inputs, model.output_shapes))
 
@@ -209,7 +226,7 @@ def check_opset(opset: int) -> int:
     return opset
 
 
-def model_to_onnx(model: Any, header: dict[str, Any], opset: int = MIN_OPSET) -> Any:
+def model_to_onnx(model: Model, header: dict[str, Any], opset: int = MIN_OPSET) -> onnx.ModelProto:
     """Build the ``onnx.ModelProto`` of a trained model, checked by ``onnx.checker``.
 
     Parameters
@@ -321,7 +338,7 @@ class ExportMismatch(RuntimeError):
 
 
 def verify_onnx(
-    data: bytes, model: Any, header: dict[str, Any], count: int = 32, seed: int = 0
+    data: bytes, model: Model, header: dict[str, Any], count: int = 32, seed: int = 0
 ) -> float:
     """Run the serialized ONNX model in onnxruntime and compare with cnnkit's logits.
 
