@@ -401,10 +401,6 @@ class Kernel:
     label: str
     source: str = field(default="", repr=False)
 
-    @property
-    def shape_text(self) -> str:
-        return format_shape(self.weights.shape)
-
     def split(self) -> list[Kernel]:
         """A bank ``(O, C, kh, kw)`` -> O kernels ``(C, kh, kw)`` labelled ``name[o]``;
         any other kernel -> ``[self]``."""
