@@ -259,7 +259,8 @@ def check_memory(
             )
 
 
-# The layers of ANCHORS.md and the speed targets; padding keeps the spatial size.
+# The reference conv layers the speed targets are set on (LeNet-5 c1/c2, a CIFAR layer; see
+# docs/PERFORMANCE.md, "Speed targets"); padding keeps the spatial size.
 ANCHOR_LAYERS = {
     "lenet_c1": ((64, 1, 28, 28), 16, 5, 2),
     "lenet_c2": ((64, 16, 14, 14), 32, 3, 1),

@@ -24,7 +24,7 @@ from cnnkit.bench.suite import SCHEMA, close_sides, start_sides
 
 @dataclass(frozen=True)
 class TrainNet:
-    """A training-throughput case: a shipped spec and the optimiser settings of ANCHORS.md."""
+    """A training-throughput case: a shipped spec and the reference run's optimiser settings."""
 
     spec: str
     batch: int
