@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,11 @@ from cnnkit.bench.machine import busy_note, machine_info
 from cnnkit.bench.peers import missing_peers, thread_choices
 from cnnkit.bench.report import TRAIN_TARGETS
 from cnnkit.bench.suite import SCHEMA, close_sides, start_sides
+
+if TYPE_CHECKING:
+    import torch
+
+    from cnnkit.arch import Graph
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ TRAIN_NETS = {
 TRAIN_WARMUP = 5
 
 
-def torch_network(arch: Any) -> Any:
+def torch_network(arch: Graph) -> torch.nn.Sequential:
     """A ``torch.nn.Sequential`` equivalent of a parsed 2-D architecture.
 
     Parameters

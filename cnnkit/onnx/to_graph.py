@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit import geometry
-from cnnkit.arch import INPUT, Builder, Graph, SpecError, format_shape
+from cnnkit.arch import INPUT, Builder, Graph, Node, SpecError, format_shape
 from cnnkit.arch.kinds import KINDS
 from cnnkit.arch.values import dims
 from cnnkit.onnx.reader import OnnxError, OnnxGraph, read_onnx
@@ -39,7 +39,7 @@ _FLATTENERS = ("flatten", "fc")
 _DEFAULTS = {"s": "1", "p": "0", "d": "1", "groups": 1, "bias": True, "ceil": False}
 
 
-def short_text(node: Any) -> str:
+def short_text(node: Node) -> str:
     """A node as spec text with default options left out: ``conv 64 k=7 s=2 p=3 bias=false``
     (uneven pads read ``p=0+1x1+2``, before+after per dimension)."""
     kind = KINDS[node.kind]
