@@ -31,6 +31,7 @@ from cnnkit.data import Dataset, check_name, load_dataset, load_image_for_model
 from cnnkit.errors import ParameterError
 from cnnkit.io import check_writable
 from cnnkit.kernels.threads import single_threaded_blas
+from cnnkit.nn.layers import check_init
 from cnnkit.nn.losses import softmax_cross_entropy
 from cnnkit.nn.model import Model, build_model
 from cnnkit.nn.optim import SCHEDULES, Optimizer, make_optimizer, scheduled_lr
@@ -87,8 +88,7 @@ class TrainConfig:
             raise ParameterError(
                 "momentum and weight_decay must be >= 0", "momentum", "weight_decay"
             )
-        if self.init not in ("he", "torch"):
-            raise ParameterError(f"init must be he or torch, got {self.init!r}", "init")
+        check_init(self.init)
         if not 0 <= self.val_fraction < 1:
             raise ParameterError(
                 f"val_fraction must be in [0, 1), got {self.val_fraction}", "val_fraction"

@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from cnnkit import ops
+from cnnkit.errors import ParameterError
 
 PairPads = tuple[tuple[int, int], ...]
 
@@ -57,6 +58,18 @@ def torch_default(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int)
     """
     bound = 1.0 / math.sqrt(fan_in)
     return rng.uniform(-bound, bound, size=shape)
+
+
+# The weight initialisations a model is built with (:func:`init_weights` also knows
+# "glorot", which layers pick for themselves).
+INIT_SCHEMES = ("he", "torch")
+
+
+def check_init(init: str) -> str:
+    """``init`` when it is one of :data:`INIT_SCHEMES`, else a ParameterError naming it."""
+    if init not in INIT_SCHEMES:
+        raise ParameterError(f"init must be he or torch, got {init!r}", "init")
+    return init
 
 
 def init_weights(
