@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit import __version__
+
 # threadpoolctl's limit object, kept alive so the limit lasts for the life of the process.
 _THREADPOOL_LIMIT: list[Any] = []
 
@@ -94,8 +96,6 @@ def blas_info() -> str:
 def code_version() -> str:
     """cnnkit's version, plus the git commit (and ``-dirty``) when run from a checkout."""
     import subprocess
-
-    from cnnkit import __version__
 
     here = os.path.dirname(os.path.abspath(__file__))
     try:

@@ -31,7 +31,7 @@ from cnnkit.bench.machine import busy_note, machine_info
 from cnnkit.bench.oracle import check_outputs, make_inputs, reference
 from cnnkit.bench.peers import PEER_OPS, PEERS, missing_peers, thread_choices
 from cnnkit.bench.report import best_rows, summarize
-from cnnkit.bench.worker import WorkerError
+from cnnkit.bench.worker import Worker, WorkerError
 from cnnkit.memory import human_bytes
 
 SCHEMA = "cnnkit-bench/2"
@@ -41,8 +41,6 @@ Side = Any  # a Worker or LocalSide: call(cmd, **kw), pids, info, close()
 def start_sides(libraries: Sequence[str], threads: int, wait: bool = True) -> dict[str, Side]:
     """Start one fresh worker process per library, all at once; with ``wait``, wait until
     every one is ready (otherwise a side's first command waits for it)."""
-    from cnnkit.bench.worker import Worker
-
     sides: dict[str, Side] = {}
     try:
         for library in libraries:
@@ -400,8 +398,6 @@ def self_check(
         difference, ok``.
     """
     if start is None:
-        from cnnkit.bench.worker import Worker
-
         start = Worker
     settings = report["settings"]
     clock, repeat = settings["clock"], settings["repeat"]

@@ -22,13 +22,14 @@ What maps to what (``infer`` then counts parameters, MACs and memory as for any 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
 from cnnkit import geometry
-from cnnkit.arch import INPUT, Builder, Graph, Node, SpecError, format_shape
+from cnnkit.arch import INPUT, Builder, Graph, Node, SpecError, format_shape, to_json
 from cnnkit.arch.kinds import KINDS
 from cnnkit.arch.values import dims
 from cnnkit.onnx.reader import OnnxError, OnnxGraph, read_onnx
@@ -272,10 +273,6 @@ class _Build:
 def onnx_spec_text(path: str | os.PathLike[str], input_shape: tuple[int, ...] | None = None) -> str:
     """The JSON spec of an ONNX file's architecture (what a model trained from it stores);
     ``input_shape`` as for :func:`onnx_graph`."""
-    import json
-
-    from cnnkit.arch import to_json
-
     return json.dumps(to_json(onnx_graph(path, input_shape)))
 
 

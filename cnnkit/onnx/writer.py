@@ -25,6 +25,9 @@ import numpy as np
 
 from cnnkit import __version__
 from cnnkit.errors import ParameterError
+from cnnkit.io import atomic_write
+from cnnkit.nn.layers import MaxPool2d
+from cnnkit.nn.serialize import load_model
 from cnnkit.onnx import require
 from cnnkit.onnx.reader import one_line
 
@@ -39,7 +42,6 @@ if TYPE_CHECKING:
         Layer,
         LeakyReLU,
         Linear,
-        MaxPool2d,
         ReLU6,
     )
     from cnnkit.nn.model import Model
@@ -107,8 +109,6 @@ def _conv(g: _Graph, layer: Conv2d, x: list[str], in_shape: tuple[int, ...]) -> 
 
 
 def _pool(g: _Graph, layer: MaxPool2d | AvgPool2d, x: list[str], in_shape: tuple[int, ...]) -> str:
-    from cnnkit.nn.layers import MaxPool2d
-
     pads = [int(p) for p in layer.padding]
     attrs: dict[str, Any] = dict(
         kernel_shape=[int(k) for k in layer.kernel_size],
@@ -402,9 +402,6 @@ def export_onnx(
         (name and shape), ``output_name``, ``classes``, ``bytes``, and with ``verify`` the
         largest logit difference ``verified_max_abs_diff``.
     """
-    from cnnkit.io import atomic_write
-    from cnnkit.nn.serialize import load_model
-
     check_opset(opset)
     target = Path(output)
     if target.exists() and target.resolve() == Path(model_path).resolve():
