@@ -1,7 +1,7 @@
 """``cnnkit filter --demo``: the lecture's filtering examples, computed and printed.
 
 :func:`demo_steps` computes every example through :mod:`cnnkit.ops` and returns the
-matrices; :func:`run_demo` prints them as rich tables. No number in the walk-through is
+matrices; ``cnnkit filter --demo`` prints them as rich tables. No number in the walk-through is
 typed in by hand: inputs are built here, results come from the ops, and every claim
 ("equal", "unchanged") is checked on the computed arrays before it is printed.
 """
@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from cnnkit import ops
+from cnnkit.filters import BANK
+from cnnkit.geometry import conv_output_size
 
 
 @dataclass
@@ -25,14 +29,10 @@ class Step:
 
 
 def _c1(a: np.ndarray, w: np.ndarray, **kw: Any) -> np.ndarray:
-    from cnnkit import ops
-
     return ops.conv1d(a[None, None], w[None, None], **kw)[0, 0]
 
 
 def _c2(x: np.ndarray, w: np.ndarray, **kw: Any) -> np.ndarray:
-    from cnnkit import ops
-
     return ops.conv2d(x[None, None], w[None, None], **kw)[0, 0]
 
 
@@ -45,25 +45,32 @@ def lecture_image(bright: float = 10.0, size: int = 8) -> np.ndarray:
 
 def demo_steps() -> list[Step]:
     """Compute the walk-through. Returns the steps in the lecture's order."""
-    from cnnkit import ops
-    from cnnkit.filters import BANK
-    from cnnkit.geometry import conv_output_size
+    img, edge = lecture_image(), BANK["vertical-edge"].build()
+    return [
+        _smoothing(),
+        _correlation_vs_convolution(),
+        _edge_detector(img, edge),
+        *_padding_stride_dilation(img, edge),
+        _pooling(),
+    ]
 
-    steps: list[Step] = []
 
+def _smoothing() -> Step:
+    """1. A 3-tap average on a short series."""
     series = np.array([3.0, 6.0, 0.0, 9.0, 3.0, 6.0, 12.0, 0.0, 6.0])
     avg = BANK["box"].build(size=3, ndim=1)
     smooth = _c1(series, avg)
-    steps.append(
-        Step(
-            "1. A 3-tap average smooths a series",
-            "Multiply the window elementwise with [1/3, 1/3, 1/3], sum, slide by one. "
-            f"{len(series)} samples give {len(smooth)} averages (valid: L - k + 1).",
-            [("a", series), ("kernel", avg), ("a filtered", smooth)],
-            {"series": series, "kernel": avg, "result": smooth},
-        )
+    return Step(
+        "1. A 3-tap average smooths a series",
+        "Multiply the window elementwise with [1/3, 1/3, 1/3], sum, slide by one. "
+        f"{len(series)} samples give {len(smooth)} averages (valid: L - k + 1).",
+        [("a", series), ("kernel", avg), ("a filtered", smooth)],
+        {"series": series, "kernel": avg, "result": smooth},
     )
 
+
+def _correlation_vs_convolution() -> Step:
+    """2. Sliding the kernel as it is, or flipped; which one commutes."""
     a = np.array([1.0, 2.0, 3.0, 4.0])
     b = np.array([1.0, 0.0, 2.0])
     corr = _c1(a, b)
@@ -74,71 +81,73 @@ def demo_steps() -> list[Step]:
     corr_ba = _c1(b, a, padding="full")
     conv_commutes = bool(np.allclose(conv_ab, conv_ba))
     corr_commutes = bool(np.allclose(corr_ab, corr_ba))
-    steps.append(
-        Step(
-            "2. Cross-correlation vs convolution",
-            "CNN layers slide the kernel as it is (cross-correlation); true convolution flips "
-            "it first. With full padding, convolution commutes: a*b == b*a is "
-            f"{conv_commutes}; for cross-correlation it is {corr_commutes} "
-            "(b against a gives the reversed result).",
-            [
-                ("a", a),
-                ("b", b),
-                ("cross-correlation a.b", corr),
-                ("convolution a*b (flip)", conv),
-                ("a*b full", conv_ab),
-                ("b*a full", conv_ba),
-                ("a.b full", corr_ab),
-                ("b.a full", corr_ba),
-            ],
-            {
-                "conv_commutes": conv_commutes,
-                "corr_commutes": corr_commutes,
-                "corr": corr,
-                "conv": conv,
-                "conv_ab": conv_ab,
-                "conv_ba": conv_ba,
-                "corr_ab": corr_ab,
-                "corr_ba": corr_ba,
-                "a": a,
-                "b": b,
-            },
-        )
+    return Step(
+        "2. Cross-correlation vs convolution",
+        "CNN layers slide the kernel as it is (cross-correlation); true convolution flips "
+        "it first. With full padding, convolution commutes: a*b == b*a is "
+        f"{conv_commutes}; for cross-correlation it is {corr_commutes} "
+        "(b against a gives the reversed result).",
+        [
+            ("a", a),
+            ("b", b),
+            ("cross-correlation a.b", corr),
+            ("convolution a*b (flip)", conv),
+            ("a*b full", conv_ab),
+            ("b*a full", conv_ba),
+            ("a.b full", corr_ab),
+            ("b.a full", corr_ba),
+        ],
+        {
+            "conv_commutes": conv_commutes,
+            "corr_commutes": corr_commutes,
+            "corr": corr,
+            "conv": conv,
+            "conv_ab": conv_ab,
+            "conv_ba": conv_ba,
+            "corr_ab": corr_ab,
+            "corr_ba": corr_ba,
+            "a": a,
+            "b": b,
+        },
     )
 
-    img = lecture_image()
-    edge = BANK["vertical-edge"].build()
+
+def _edge_detector(img: np.ndarray, edge: np.ndarray) -> Step:
+    """3. The vertical-edge kernel on the lecture image, and transposed."""
     resp = _c2(img, edge)
     img_h = img.T.copy()
     resp_h = _c2(img_h, edge.T.copy())
     resp_h_wrong = _c2(img_h, edge)
-    steps.append(
-        Step(
-            "3. A 3x3 edge detector on the 8x8 image",
-            "The kernel responds only where the window straddles the vertical edge; flat "
-            f"regions give 0. Peak response {resp.max():g}. Transposed, the kernel finds the "
-            "horizontal edge of the transposed image, where the original kernel gives "
-            f"{np.abs(resp_h_wrong).max():g} everywhere. The same image ships as "
-            "sample_images/lecture_8x8.png: cnnkit filter sample_images/lecture_8x8.png "
-            "-k vertical-edge prints this 6x6 map.",
-            [
-                ("image (8x8)", img),
-                ("vertical-edge kernel", edge),
-                ("response (6x6)", resp),
-                ("horizontal edge image", img_h),
-                ("kernel transposed", edge.T),
-                ("response", resp_h),
-            ],
-            {
-                "image": img,
-                "kernel": edge,
-                "response": resp,
-                "response_h": resp_h,
-                "response_h_wrong": resp_h_wrong,
-            },
-        )
+    return Step(
+        "3. A 3x3 edge detector on the 8x8 image",
+        "The kernel responds only where the window straddles the vertical edge; flat "
+        f"regions give 0. Peak response {resp.max():g}. Transposed, the kernel finds the "
+        "horizontal edge of the transposed image, where the original kernel gives "
+        f"{np.abs(resp_h_wrong).max():g} everywhere. The same image ships as "
+        "sample_images/lecture_8x8.png: cnnkit filter sample_images/lecture_8x8.png "
+        "-k vertical-edge prints this 6x6 map.",
+        [
+            ("image (8x8)", img),
+            ("vertical-edge kernel", edge),
+            ("response (6x6)", resp),
+            ("horizontal edge image", img_h),
+            ("kernel transposed", edge.T),
+            ("response", resp_h),
+        ],
+        {
+            "image": img,
+            "kernel": edge,
+            "response": resp,
+            "response_h": resp_h,
+            "response_h_wrong": resp_h_wrong,
+        },
     )
 
+
+def _padding_stride_dilation(img: np.ndarray, edge: np.ndarray) -> list[Step]:
+    """4-6. The edge response with same padding, stride 2 and dilation 2."""
+    resp = _c2(img, edge)
+    steps: list[Step] = []
     same = _c2(img, edge, padding="same")
     n_valid = conv_output_size(8, 3)
     steps.append(
@@ -175,6 +184,11 @@ def demo_steps() -> list[Step]:
         )
     )
 
+    return steps
+
+
+def _pooling() -> Step:
+    """7. Max and average pooling, before and after a one-pixel shift."""
     x = np.array(
         [[9.0, 2.0, 3.0, 1.0], [1.0, 0.0, 5.0, 2.0], [0.0, 1.0, 8.0, 0.0], [6.0, 3.0, 1.0, 4.0]]
     )
@@ -187,70 +201,29 @@ def demo_steps() -> list[Step]:
     max_same = bool(np.array_equal(mp, mp_s))
     avg_same = bool(np.array_equal(ap, ap_s))
     changed = int((x != shifted).sum())
-    steps.append(
-        Step(
-            "7. Max and average pooling, and a one-pixel shift",
-            "2x2 windows, stride 2. Shifting the input one pixel right changes "
-            f"{changed} of {x.size} input values; the max-pooled answer unchanged: {max_same}, "
-            f"the average-pooled one unchanged: {avg_same}. Each window's maximum stayed "
-            "inside its window; a shift that moves a maximum across a window border would "
-            "change it.",
-            [
-                ("input", x),
-                ("max pool", mp),
-                ("avg pool", ap),
-                ("input shifted right", shifted),
-                ("max pool", mp_s),
-                ("avg pool", ap_s),
-            ],
-            {
-                "max_same": max_same,
-                "avg_same": avg_same,
-                "x": x,
-                "shifted": shifted,
-                "mp": mp,
-                "ap": ap,
-                "mp_s": mp_s,
-                "ap_s": ap_s,
-            },
-        )
-    )
-    return steps
-
-
-def _fmt(v: float) -> str:
-    if float(v).is_integer():
-        return str(int(v))
-    return f"{v:.2f}"
-
-
-def matrix_table(caption: str, m: np.ndarray) -> Any:
-    """A small matrix (or a vector as one row) as a rich table with a caption."""
-    from rich import box
-    from rich.table import Table
-
-    rows = m if m.ndim == 2 else m[None]
-    table = Table(
-        title=caption, show_header=False, box=box.SQUARE, padding=(0, 1), min_width=len(caption) + 2
-    )
-    for _ in range(rows.shape[1]):
-        table.add_column(justify="right")
-    for row in rows:
-        table.add_row(*(_fmt(v) for v in row))
-    return table
-
-
-def run_demo(console: Any) -> None:
-    """Print the walk-through on ``console``."""
-    from rich.columns import Columns
-    from rich.rule import Rule
-
-    console.print("[bold]The lecture, runnable[/]: every number below comes from cnnkit.ops.")
-    for step in demo_steps():
-        console.print(Rule(step.title, align="left"))
-        console.print(step.text)
-        console.print(Columns([matrix_table(c, m) for c, m in step.matrices], padding=(0, 2)))
-    console.print(
-        "\nTry it on a photo: cnnkit filter sample_images/camera.png -k vertical-edge "
-        "-o edges.png --compare compare.png"
+    return Step(
+        "7. Max and average pooling, and a one-pixel shift",
+        "2x2 windows, stride 2. Shifting the input one pixel right changes "
+        f"{changed} of {x.size} input values; the max-pooled answer unchanged: {max_same}, "
+        f"the average-pooled one unchanged: {avg_same}. Each window's maximum stayed "
+        "inside its window; a shift that moves a maximum across a window border would "
+        "change it.",
+        [
+            ("input", x),
+            ("max pool", mp),
+            ("avg pool", ap),
+            ("input shifted right", shifted),
+            ("max pool", mp_s),
+            ("avg pool", ap_s),
+        ],
+        {
+            "max_same": max_same,
+            "avg_same": avg_same,
+            "x": x,
+            "shifted": shifted,
+            "mp": mp,
+            "ap": ap,
+            "mp_s": mp_s,
+            "ap_s": ap_s,
+        },
     )

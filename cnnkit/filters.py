@@ -401,10 +401,6 @@ class Kernel:
     label: str
     source: str = field(default="", repr=False)
 
-    @property
-    def shape_text(self) -> str:
-        return format_shape(self.weights.shape)
-
     def split(self) -> list[Kernel]:
         """A bank ``(O, C, kh, kw)`` -> O kernels ``(C, kh, kw)`` labelled ``name[o]``;
         any other kernel -> ``[self]``."""
@@ -739,14 +735,11 @@ def parse_padding(text: str, ndim: int) -> str | int | tuple[int, ...]:
     ``valid``, ``same``, ``full``, ``N`` (every side) or, for images, ``HxW`` (``H`` rows
     above and below, ``W`` columns left and right).
     """
-    t = text.strip().lower()
-    if t in ("valid", "same", "full"):
-        return t
-    parts = t.split("x")
-    if len(parts) == 1 or (len(parts) == ndim and ndim == 2):
-        if all(p.strip().isdigit() for p in parts):
-            values = tuple(int(p) for p in parts)
-            return values[0] if len(values) == 1 else values
+    value = geometry.padding_from_text(text, "xX")
+    if isinstance(value, str):
+        return value
+    if value is not None and (len(value) == 1 or len(value) == ndim == 2):
+        return value[0] if len(value) == 1 else value
     shapes = "N or HxW" if ndim == 2 else "N"
     raise ParameterError(
         f"padding must be valid, same, full or {shapes} (non-negative integers), got {text!r}",
@@ -897,6 +890,35 @@ def _bank_geometry(
     return shapes[0], all_pads
 
 
+def _pool_maps(
+    y: np.ndarray, positions: np.ndarray | None, pool: str, pool_size: int, ps: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pool every map of ``y`` (K, C, ...) with windows of ``pool_size`` and stride ``ps``;
+    a signal's sample positions move to the centres of the pooling windows."""
+    from cnnkit import ops
+
+    ndim = y.ndim - 2
+    k, c = y.shape[:2]
+    flat = y.reshape(k * c, 1, *y.shape[2:])
+    if ndim == 2:
+        fn = ops.max_pool2d if pool == "max" else ops.avg_pool2d
+    else:
+        fn = ops.max_pool1d if pool == "max" else ops.avg_pool1d
+    names = ("height", "width") if ndim == 2 else ("length",)
+    for i, n in enumerate(y.shape[2:]):
+        if pool_size > n:
+            raise ParameterError(
+                f"pool_size={pool_size} is larger than the filtered {names[i]} {n}",
+                "pool_size",
+            )
+    pooled = fn(flat, pool_size, ps)
+    y = pooled.reshape(k, c, *pooled.shape[2:])
+    if positions is not None:
+        starts = np.arange(y.shape[-1]) * ps
+        positions = (positions[starts] + positions[starts + pool_size - 1]) / 2
+    return y, positions
+
+
 def apply_bank(
     data: np.ndarray,
     kernels: list[np.ndarray],
@@ -1042,25 +1064,7 @@ def apply_bank(
         reach = dil_t[0] * (kernels[0].shape[0] - 1) + 1
         positions = np.arange(y.shape[-1]) * stride_t[0] - pads[0][0] + (reach - 1) / 2
     if pool is not None:
-        ps = pool_stride or pool_size
-        k, c = y.shape[:2]
-        flat = y.reshape(k * c, 1, *y.shape[2:])
-        if ndim == 2:
-            fn = ops.max_pool2d if pool == "max" else ops.avg_pool2d
-        else:
-            fn = ops.max_pool1d if pool == "max" else ops.avg_pool1d
-        names = ("height", "width") if ndim == 2 else ("length",)
-        for i, n in enumerate(y.shape[2:]):
-            if pool_size > n:
-                raise ParameterError(
-                    f"pool_size={pool_size} is larger than the filtered {names[i]} {n}",
-                    "pool_size",
-                )
-        pooled = fn(flat, pool_size, ps)
-        y = pooled.reshape(k, c, *pooled.shape[2:])
-        if positions is not None:
-            starts = np.arange(y.shape[-1]) * ps
-            positions = (positions[starts] + positions[starts + pool_size - 1]) / 2
+        y, positions = _pool_maps(y, positions, pool, pool_size, pool_stride or pool_size)
     seconds = time.perf_counter() - start
     return FilterResult(np.ascontiguousarray(y), pads, seconds, positions, color)
 

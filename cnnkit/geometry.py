@@ -15,6 +15,7 @@ With symmetric padding ``p`` on both sides, ``pad_lo + pad_hi = 2 * p``.
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Sequence
 
 from cnnkit.errors import ParameterError
@@ -304,6 +305,27 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def padding_from_text(
+    text: str, separators: str = "x", signed: bool = False
+) -> str | tuple[int, ...] | None:
+    """Padding as a person writes it: a word of :data:`PADDING_WORDS` or integers joined by
+    one of ``separators`` (``"1"``, ``"1x2"``); ``signed`` lets a minus sign through so that
+    the caller can say "must be >= 0" rather than "not padding".
+
+    Returns the lower-case word, the integers, or None when ``text`` is neither. How many
+    integers there may be is the caller's to check. The one grammar ``cnnkit filter
+    --padding`` and architecture specs share.
+    """
+    word = text.strip().lower()
+    if word in PADDING_WORDS:
+        return word
+    number = r"\s*-?\d+\s*" if signed else r"\s*\d+\s*"
+    parts = re.split(f"[{re.escape(separators)}]", text)
+    if not all(re.fullmatch(number, p) for p in parts):
+        return None
+    return tuple(int(p) for p in parts)
+
+
 def format_shape(shape: Sequence[int]) -> str:
     """``(64, 56, 56)`` -> ``"64x56x56"``: how cnnkit writes every shape."""
     return "x".join(str(v) for v in shape)
@@ -320,6 +342,7 @@ __all__ = [
     "dilated_span",
     "dropped_by_stride",
     "full_padding",
+    "padding_from_text",
     "pool_output_shape",
     "pool_output_size",
     "positive_tuple",

@@ -437,7 +437,7 @@ def _bad_file(path: Path, what: str, exc: BaseException | str) -> ValueError:
 
 def _check_input(path: Path) -> None:
     if path.is_dir():
-        raise ValueError(f"{path}: is a folder; use --out-dir to filter every file in it")
+        raise ValueError(f"{path}: is a folder; give one of its files")
     check_input_file(path, "an input file")
 
 

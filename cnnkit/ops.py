@@ -321,6 +321,43 @@ def _check_pad_mode_room(
         )
 
 
+def _check_kernel_fits(
+    out: tuple[int, ...],
+    sizes: tuple[int, ...],
+    kernel: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+    dilation: tuple[int, ...],
+) -> None:
+    """Every output size ``out`` is positive: the dilated kernel fits the padded input."""
+    for i, o in enumerate(out):
+        if o <= 0:
+            span = dilation[i] * (kernel[i] - 1) + 1
+            raise ValueError(
+                f"kernel larger than padded input in spatial dim {i}: dilated kernel spans "
+                f"{span} but the padded input has {sizes[i] + pads[i][0] + pads[i][1]}"
+            )
+
+
+def _checked_bias(bias: object, n_out: int) -> np.ndarray:
+    """``bias`` as a real array of one value per output channel."""
+    bias = _as_real_array(bias, "bias")
+    if bias.shape != (n_out,):
+        raise ValueError(f"bias must have shape ({n_out},), got {bias.shape}")
+    return bias
+
+
+def _pad_for_mode(
+    x: np.ndarray, pads: tuple[tuple[int, int], ...], pad_mode: str, nd: int
+) -> tuple[np.ndarray, tuple[tuple[int, int], ...]]:
+    """Pads other than zeros are applied to ``x`` here; zeros are left to the kernels.
+
+    Returns the input and the zero padding the kernels still add (in 3-D form)."""
+    if pad_mode != "zeros" and any(p != (0, 0) for p in pads):
+        x = np.pad(x, ((0, 0), (0, 0), *pads), mode=_NP_PAD_MODE[pad_mode])
+        return x, ((0, 0),) * 3
+    return x, ((0, 0),) * (3 - nd) + tuple(pads)
+
+
 def _plan_conv(
     nd: int,
     x: object,
@@ -354,30 +391,16 @@ def _plan_conv(
     if any(p > MAX_PADDING for pp in pads for p in pp):
         raise ValueError(f"padding must be <= {MAX_PADDING:,}, got {padding!r}")
     out = geometry.conv_output_shape(sizes, kernel, stride_t, pads, dil_t)
-    for i, o in enumerate(out):
-        if o <= 0:
-            span = dil_t[i] * (kernel[i] - 1) + 1
-            raise ValueError(
-                f"kernel larger than padded input in spatial dim {i}: dilated kernel spans "
-                f"{span} but the padded input has {sizes[i] + pads[i][0] + pads[i][1]}"
-            )
+    _check_kernel_fits(out, sizes, kernel, pads, dil_t)
     stride_t, dil_t = _kernel_geometry(stride_t, dil_t, kernel, out)
     itemsize = 8 if np.float64 in (x.dtype, w.dtype) else 4
     _check_output_memory((x.shape[0], n_out, *out), itemsize, "the convolution's")
     _check_pad_mode_room(pad_mode, pads, sizes)
-    if bias is not None:
-        bias = _as_real_array(bias, "bias")
-        if bias.shape != (n_out,):
-            raise ValueError(f"bias must have shape ({n_out},), got {bias.shape}")
+    bias = None if bias is None else _checked_bias(bias, n_out)
     dtype = _float_dtype(x, w) if bias is None else _float_dtype(x, w, bias)
     if flip:
         w = w[(Ellipsis,) + (slice(None, None, -1),) * nd]
-    x = _cast(x, dtype)
-    if pad_mode != "zeros" and any(p != (0, 0) for p in pads):
-        x = np.pad(x, ((0, 0), (0, 0), *pads), mode=_NP_PAD_MODE[pad_mode])
-        zero_pads = ((0, 0),) * 3
-    else:
-        zero_pads = ((0, 0),) * (3 - nd) + tuple(pads)
+    x, zero_pads = _pad_for_mode(_cast(x, dtype), pads, pad_mode, nd)
     factors = None
     winograd = winograd_applies(nd, kernel, stride_t, dil_t, groups)
     if method == "winograd" and not winograd:

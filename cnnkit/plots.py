@@ -8,12 +8,22 @@ never pay for it. Figures are saved with :func:`save_figure`, which writes atomi
 from __future__ import annotations
 
 import os
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from cnnkit.geometry import format_shape
 
+if TYPE_CHECKING:
+    import numpy as np
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from numpy.typing import ArrayLike
 
-def pyplot() -> Any:
+    from cnnkit.arch.receptive import Region
+    from cnnkit.filters import DisplayScale
+
+
+def pyplot() -> ModuleType:
     """matplotlib.pyplot with the non-interactive Agg backend selected."""
     import matplotlib
 
@@ -23,7 +33,7 @@ def pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> None:
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> None:
     """Save ``fig`` to ``path`` through a temporary file, then close it."""
     from cnnkit.io import atomic_path
 
@@ -37,11 +47,11 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> None:
 
 def receptive_field_figure(
     input_sizes: tuple[int, ...],
-    regions: list[Any],
-    image: Any = None,
+    regions: list[Region],
+    image: np.ndarray | None = None,
     title: str = "",
     note: str | None = None,
-) -> Any:
+) -> Figure:
     """One unit's receptive field drawn over the input as it grows, one outline per layer.
 
     ``regions`` are :class:`cnnkit.arch.receptive.Region` objects, nested (from
@@ -52,106 +62,127 @@ def receptive_field_figure(
     the kernel) shows the pixels that reach the unit as dots instead of a filled box.
     ``note`` (e.g. that the photo was resized) goes under the title.
     """
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Rectangle
-
     plt = pyplot()
-    colors = plt.get_cmap("viridis")
-    count = max(len(regions), 1)
-
-    def holes(region: Any) -> bool:
-        return region.seen < region.inside
-
     if len(input_sizes) == 1:
-        (length,) = input_sizes
-        fig, ax = plt.subplots(figsize=(max(5.0, min(12.0, length * 0.5)), 1.2 + 0.4 * count))
-        ax.add_patch(Rectangle((-0.5, count), length, 0.8, facecolor="0.85", edgecolor="k"))
-        ax.text(length - 0.5 + 0.3, count + 0.4, "input", va="center", fontsize=8)
-        for row, region in enumerate(regions):
-            lo, hi = region.box[0]
-            y = count - 1 - row
-            color = colors(row / count)
-            ax.add_patch(
-                Rectangle((lo - 0.5, y), hi - lo + 1, 0.8, fill=False, edgecolor=color, lw=1.5)
-            )
-            for p in region.positions[0]:
-                ax.add_patch(Rectangle((p - 0.5, y), 1, 0.8, color=color, alpha=0.8))
-            label = f"{region.layer}: {hi - lo + 1}" + (" (holes)" if holes(region) else "")
-            ax.text(hi + 0.7, y + 0.4, label, va="center", fontsize=8)
-        lows = [r.box[0][0] for r in regions] + [0]
-        highs = [r.box[0][1] for r in regions] + [length - 1]
-        ax.set_xlim(min(lows) - 1, max(highs) + 6)
-        ax.set_ylim(-0.5, count + 1)
-        ax.set_yticks([])
-        ax.set_xlabel("input position (outside 0..n-1: padding)")
-        ax.set_ylabel("layer (deeper: lower)")
+        fig, ax = _field_bars(plt, input_sizes, regions)
     else:
-        height, width = input_sizes[-2], input_sizes[-1]
-        fig, ax = plt.subplots(figsize=(7, 6))
-        if image is not None:
-            ax.imshow(image, cmap="gray", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
-        else:
-            ax.add_patch(Rectangle((-0.5, -0.5), width, height, facecolor="0.92", edgecolor="0.5"))
-            if max(height, width) <= 64:
-                for y in range(height + 1):
-                    ax.plot([-0.5, width - 0.5], [y - 0.5, y - 0.5], color="0.75", lw=0.5)
-                for x in range(width + 1):
-                    ax.plot([x - 0.5, x - 0.5], [-0.5, height - 0.5], color="0.75", lw=0.5)
-        handles = []
-        for row, region in enumerate(regions):
-            (y0, y1), (x0, x1) = region.box[-2], region.box[-1]
-            color = colors(row / max(count - 1, 1))
-            ax.add_patch(
-                Rectangle(
-                    (x0 - 0.5, y0 - 0.5),
-                    x1 - x0 + 1,
-                    y1 - y0 + 1,
-                    fill=False,
-                    lw=2,
-                    edgecolor=color,
-                )
-            )
-            label = f"{region.layer}: {y1 - y0 + 1}x{x1 - x0 + 1}"
-            if holes(region) and region.seen <= 20_000:
-                ys, xs = zip(*region.pixels())
-                # inner (earlier) fields on top, so each layer's pixels keep their colour
-                size = max(2.0, 2000.0 / max(height, width))
-                ax.scatter(xs, ys, s=size, color=color, marker="s", zorder=3 + count - row)
-                label += f" ({region.seen:,} of {region.inside:,} pixels reach it)"
-            handles.append(Line2D([], [], color=color, lw=2, label=label))
-        unit = regions[-1] if regions else None
-        if unit is not None:
-            cy = sum(unit.box[-2]) / 2
-            cx = sum(unit.box[-1]) / 2
-            ax.plot([cx], [cy], marker="+", color="red", markersize=12, mew=2, zorder=10 + count)
-            handles.append(Line2D([], [], color="red", marker="+", lw=0, label="field centre"))
-        lows = [min(r.box[-2][0], r.box[-1][0]) for r in regions] + [0]
-        highs = [max(r.box[-2][1] - height, r.box[-1][1] - width) for r in regions] + [0]
-        margin = 1 + 0.03 * (width + max(highs) - min(lows))
-        ax.set_xlim(min(lows) - margin, width + max(highs) + margin)
-        ax.set_ylim(height + max(highs) + margin, min(lows) - margin)
-        ax.set_aspect("equal")
-        where = "the image" if image is not None else "the grey area"
-        ax.set_xlabel(f"input column x (outside {where}: padding)")
-        ax.set_ylabel("input row y")
-        if handles:
-            ax.legend(
-                handles=handles,
-                title="layer: field (inner boxes: earlier layers)",
-                loc="upper left",
-                bbox_to_anchor=(1.02, 1),
-                fontsize=8,
-                title_fontsize=8,
-            )
+        fig, ax = _field_boxes(plt, input_sizes, regions, image)
     ax.set_title(title + (f"\n{note}" if note else ""), fontsize=10)
     return fig
 
 
+def _has_holes(region: Region) -> bool:
+    """Some pixels inside the field's box do not reach the unit (dilation, large strides)."""
+    return region.seen < region.inside
+
+
+def _field_bars(
+    plt: ModuleType, input_sizes: tuple[int, ...], regions: list[Region]
+) -> tuple[Figure, Axes]:
+    """A 1-D input's fields: one bar per layer under the samples."""
+    from matplotlib.patches import Rectangle
+
+    colors = plt.get_cmap("viridis")
+    count = max(len(regions), 1)
+    (length,) = input_sizes
+    fig, ax = plt.subplots(figsize=(max(5.0, min(12.0, length * 0.5)), 1.2 + 0.4 * count))
+    ax.add_patch(Rectangle((-0.5, count), length, 0.8, facecolor="0.85", edgecolor="k"))
+    ax.text(length - 0.5 + 0.3, count + 0.4, "input", va="center", fontsize=8)
+    for row, region in enumerate(regions):
+        lo, hi = region.box[0]
+        y = count - 1 - row
+        color = colors(row / count)
+        ax.add_patch(
+            Rectangle((lo - 0.5, y), hi - lo + 1, 0.8, fill=False, edgecolor=color, lw=1.5)
+        )
+        for p in region.positions[0]:
+            ax.add_patch(Rectangle((p - 0.5, y), 1, 0.8, color=color, alpha=0.8))
+        label = f"{region.layer}: {hi - lo + 1}" + (" (holes)" if _has_holes(region) else "")
+        ax.text(hi + 0.7, y + 0.4, label, va="center", fontsize=8)
+    lows = [r.box[0][0] for r in regions] + [0]
+    highs = [r.box[0][1] for r in regions] + [length - 1]
+    ax.set_xlim(min(lows) - 1, max(highs) + 6)
+    ax.set_ylim(-0.5, count + 1)
+    ax.set_yticks([])
+    ax.set_xlabel("input position (outside 0..n-1: padding)")
+    ax.set_ylabel("layer (deeper: lower)")
+    return fig, ax
+
+
+def _field_boxes(
+    plt: ModuleType, input_sizes: tuple[int, ...], regions: list[Region], image: np.ndarray | None
+) -> tuple[Figure, Axes]:
+    """A 2-D input's fields: one outline per layer over a pixel grid or ``image``."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    colors = plt.get_cmap("viridis")
+    count = max(len(regions), 1)
+    height, width = input_sizes[-2], input_sizes[-1]
+    fig, ax = plt.subplots(figsize=(7, 6))
+    if image is not None:
+        ax.imshow(image, cmap="gray", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+    else:
+        ax.add_patch(Rectangle((-0.5, -0.5), width, height, facecolor="0.92", edgecolor="0.5"))
+        if max(height, width) <= 64:
+            for y in range(height + 1):
+                ax.plot([-0.5, width - 0.5], [y - 0.5, y - 0.5], color="0.75", lw=0.5)
+            for x in range(width + 1):
+                ax.plot([x - 0.5, x - 0.5], [-0.5, height - 0.5], color="0.75", lw=0.5)
+    handles = []
+    for row, region in enumerate(regions):
+        (y0, y1), (x0, x1) = region.box[-2], region.box[-1]
+        color = colors(row / max(count - 1, 1))
+        ax.add_patch(
+            Rectangle(
+                (x0 - 0.5, y0 - 0.5),
+                x1 - x0 + 1,
+                y1 - y0 + 1,
+                fill=False,
+                lw=2,
+                edgecolor=color,
+            )
+        )
+        label = f"{region.layer}: {y1 - y0 + 1}x{x1 - x0 + 1}"
+        if _has_holes(region) and region.seen <= 20_000:
+            ys, xs = zip(*region.pixels())
+            # inner (earlier) fields on top, so each layer's pixels keep their colour
+            size = max(2.0, 2000.0 / max(height, width))
+            ax.scatter(xs, ys, s=size, color=color, marker="s", zorder=3 + count - row)
+            label += f" ({region.seen:,} of {region.inside:,} pixels reach it)"
+        handles.append(Line2D([], [], color=color, lw=2, label=label))
+    unit = regions[-1] if regions else None
+    if unit is not None:
+        cy = sum(unit.box[-2]) / 2
+        cx = sum(unit.box[-1]) / 2
+        ax.plot([cx], [cy], marker="+", color="red", markersize=12, mew=2, zorder=10 + count)
+        handles.append(Line2D([], [], color="red", marker="+", lw=0, label="field centre"))
+    lows = [min(r.box[-2][0], r.box[-1][0]) for r in regions] + [0]
+    highs = [max(r.box[-2][1] - height, r.box[-1][1] - width) for r in regions] + [0]
+    margin = 1 + 0.03 * (width + max(highs) - min(lows))
+    ax.set_xlim(min(lows) - margin, width + max(highs) + margin)
+    ax.set_ylim(height + max(highs) + margin, min(lows) - margin)
+    ax.set_aspect("equal")
+    where = "the image" if image is not None else "the grey area"
+    ax.set_xlabel(f"input column x (outside {where}: padding)")
+    ax.set_ylabel("input row y")
+    if handles:
+        ax.legend(
+            handles=handles,
+            title="layer: field (inner boxes: earlier layers)",
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1),
+            fontsize=8,
+            title_fontsize=8,
+        )
+    return fig, ax
+
+
 def compare_signals(
     path: str | os.PathLike[str],
-    signal: Any,
-    responses: Any,
-    positions: Any,
+    signal: np.ndarray,
+    responses: np.ndarray,
+    positions: ArrayLike,
     names: list[str],
     title: str = "",
 ) -> None:
@@ -176,7 +207,7 @@ def compare_signals(
     save_figure(fig, path)
 
 
-def _draw_matrix(ax: Any, m: Any, title: str, xlabel: str = "column") -> None:
+def _draw_matrix(ax: Axes, m: ArrayLike, title: str, xlabel: str = "column") -> None:
     """A small weight matrix as a signed heat map with its numbers written in."""
     import numpy as np
 
@@ -204,14 +235,72 @@ def _draw_matrix(ax: Any, m: Any, title: str, xlabel: str = "column") -> None:
     plt.colorbar(image, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=7)
 
 
+def _compare_axes(plt: ModuleType, shown: int) -> tuple[Figure, list[Axes]]:
+    """The figure and its panels: input, kernel, then ``shown`` outputs. One row (input,
+    kernel, output) for a single map; a bank's maps go two per row below."""
+    import math
+
+    if shown == 1:
+        fig, grid = plt.subplots(1, 3, figsize=(13.5, 4.6), squeeze=False)
+        return fig, list(grid[0])
+    rows = 1 + math.ceil(shown / 2)
+    fig, grid = plt.subplots(rows, 2, figsize=(10, 4.4 * rows), squeeze=False)
+    axes = list(grid.ravel())
+    for ax in axes[2 + shown :]:
+        ax.set_axis_off()
+    return fig, axes[: 2 + shown]
+
+
+def _draw_input(ax: Axes, data: ArrayLike, maxval: float, title: str) -> None:
+    """The input image, ``maxval`` white (RGB when it has three channels)."""
+    import numpy as np
+
+    img = np.asarray(data, dtype=np.float64)
+    shown_in = np.clip(img / maxval, 0, 1)
+    if img.shape[0] == 3:
+        ax.imshow(np.moveaxis(shown_in, 0, -1), interpolation="nearest")
+    else:
+        ax.imshow(shown_in[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("x (column)")
+    ax.set_ylabel("y (row)")
+
+
+def _draw_first_kernel(ax: Axes, kernels: list[tuple[str, ArrayLike]], title: str) -> None:
+    """The first kernel's numbers; a ``(C, kh, kw)`` kernel as its matrices side by side."""
+    import numpy as np
+
+    label, w = kernels[0]
+    w = np.asarray(w, dtype=np.float64)
+    xlabel = "column"
+    if w.ndim == 3:
+        gap = np.full((w.shape[1], 1), np.nan)
+        names = "R | G | B" if w.shape[0] == 3 else " | ".join(f"ch{c}" for c in range(w.shape[0]))
+        w = np.concatenate([p for c in w for p in (c, gap)][:-1], axis=1)
+        xlabel = f"column, per input channel: {names}"
+    more = f" (+{len(kernels) - 1} more)" if len(kernels) > 1 else ""
+    _draw_matrix(ax, w, f"{title}\n{label}{more}", xlabel)
+
+
+def _response_colours(scale: DisplayScale) -> tuple[str, float, float, str]:
+    """Colour map, value range and colour-bar label of a one-channel response map."""
+    if scale.mode == "diverging":
+        return "bwr", -scale.hi, scale.hi, "response (red +, blue -)"
+    if scale.mode == "abs":
+        return "gray", 0.0, scale.hi, "|response| (clipped at 99.5th pct)"
+    if scale.mode == "clip":
+        return "gray", scale.lo, scale.hi, "response (clipped to the input's range)"
+    return "gray", scale.lo, scale.hi, "response (min to max)"
+
+
 def filter_compare_figure(
     path: str | os.PathLike[str],
-    data: Any,
+    data: ArrayLike,
     maxval: float,
-    kernels: list[tuple[str, Any]],
-    response: Any,
+    kernels: list[tuple[str, ArrayLike]],
+    response: ArrayLike,
     map_names: list[str],
-    scale: Any,
+    scale: DisplayScale,
     *,
     input_title: str,
     kernel_title: str,
@@ -228,8 +317,6 @@ def filter_compare_figure(
     bar in the response's units, three-channel maps as RGB (``output_names``: one title per
     kernel).
     """
-    import math
-
     import numpy as np
 
     from cnnkit.filters import to_pixels
@@ -240,44 +327,10 @@ def filter_compare_figure(
     rgb_out = y.shape[1] == 3
     outputs = y.shape[0] if rgb_out else len(maps)
     shown = min(outputs, 4)
-    # one row (input, kernel, output) for a single map; a bank's maps go two per row below
-    if shown == 1:
-        fig, grid = plt.subplots(1, 3, figsize=(13.5, 4.6), squeeze=False)
-        axes = list(grid[0])
-    else:
-        rows = 1 + math.ceil(shown / 2)
-        fig, grid = plt.subplots(rows, 2, figsize=(10, 4.4 * rows), squeeze=False)
-        axes = list(grid.ravel())
-        for ax in axes[2 + shown :]:
-            ax.set_axis_off()
-        axes = axes[: 2 + shown]
-    img = np.asarray(data, dtype=np.float64)
-    shown_in = np.clip(img / maxval, 0, 1)
-    if img.shape[0] == 3:
-        axes[0].imshow(np.moveaxis(shown_in, 0, -1), interpolation="nearest")
-    else:
-        axes[0].imshow(shown_in[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    axes[0].set_title(input_title, fontsize=9)
-    axes[0].set_xlabel("x (column)")
-    axes[0].set_ylabel("y (row)")
-    label, w = kernels[0]
-    w = np.asarray(w, dtype=np.float64)
-    xlabel = "column"
-    if w.ndim == 3:
-        gap = np.full((w.shape[1], 1), np.nan)
-        names = "R | G | B" if w.shape[0] == 3 else " | ".join(f"ch{c}" for c in range(w.shape[0]))
-        w = np.concatenate([p for c in w for p in (c, gap)][:-1], axis=1)
-        xlabel = f"column, per input channel: {names}"
-    more = f" (+{len(kernels) - 1} more)" if len(kernels) > 1 else ""
-    _draw_matrix(axes[1], w, f"{kernel_title}\n{label}{more}", xlabel)
-    if scale.mode == "diverging":
-        cmap, lo, hi, what = "bwr", -scale.hi, scale.hi, "response (red +, blue -)"
-    elif scale.mode == "abs":
-        cmap, lo, hi, what = "gray", 0.0, scale.hi, "|response| (clipped at 99.5th pct)"
-    elif scale.mode == "clip":
-        cmap, lo, hi, what = "gray", scale.lo, scale.hi, "response (clipped to the input's range)"
-    else:
-        cmap, lo, hi, what = "gray", scale.lo, scale.hi, "response (min to max)"
+    fig, axes = _compare_axes(plt, shown)
+    _draw_input(axes[0], data, maxval, input_title)
+    _draw_first_kernel(axes[1], kernels, kernel_title)
+    cmap, lo, hi, what = _response_colours(scale)
     for k, ax in enumerate(axes[2:]):
         if rgb_out:
             ax.imshow(to_pixels(y[k], scale), interpolation="nearest")
@@ -337,7 +390,7 @@ def bench_figure(panels: list, path: str | os.PathLike[str], title: str = "") ->
     save_figure(fig, path)
 
 
-def _grid(maps: Any, cols: int) -> Any:
+def _grid(maps: np.ndarray, cols: int) -> np.ndarray:
     """(K, H, W) maps in rows of ``cols``, 1-pixel NaN gaps (drawn blank), values unchanged."""
     import math
 
@@ -353,7 +406,7 @@ def _grid(maps: Any, cols: int) -> Any:
     return grid
 
 
-def filter_grid_figure(weights: Any, path: str | os.PathLike[str], title: str = "") -> None:
+def filter_grid_figure(weights: np.ndarray, path: str | os.PathLike[str], title: str = "") -> None:
     """First-layer kernels ``(O, C, kh, kw)``, one cell each, on one shared signed scale.
 
     Every cell uses the same diverging colour map centred on 0 (red positive, blue negative,
@@ -404,12 +457,12 @@ def filter_grid_figure(weights: Any, path: str | os.PathLike[str], title: str = 
 
 
 def activations_figure(
-    image: Any,
-    layers: list[tuple[str, Any]],
+    image: ArrayLike,
+    layers: list[tuple[str, np.ndarray]],
     path: str | os.PathLike[str],
     max_maps: int = 32,
     class_names: list[str] | None = None,
-    probabilities: Any = None,
+    probabilities: ArrayLike | None = None,
     title: str = "",
 ) -> None:
     """The input and every layer's output for one image, with a colour scale per layer.
@@ -425,7 +478,7 @@ def activations_figure(
 
     plt = pyplot()
     img = np.asarray(image, dtype=np.float64)
-    panels: list[tuple[str, Any]] = [(n, np.asarray(a)) for n, a in layers]
+    panels: list[tuple[str, np.ndarray]] = [(n, np.asarray(a)) for n, a in layers]
     heights = [2.2]  # the top row: the input, and the class probabilities beside it
     for _, a in panels:
         if a.ndim == 3 and a.shape[1] * a.shape[2] > 1:
@@ -450,36 +503,11 @@ def activations_figure(
     )
     ax.set_axis_off()
     if probabilities is not None:
-        ax = fig.add_subplot(grid[0, 1])
-        v = np.asarray(probabilities, dtype=np.float64).ravel()
-        best = int(np.argmax(v))
-        colours = ["tab:orange" if i == best else "tab:blue" for i in range(v.size)]
-        ax.bar(np.arange(v.size), v, color=colours, width=0.8)
-        labels = class_names if class_names and len(class_names) == v.size else None
-        ax.set_xticks(range(v.size), [str(c) for c in (labels or range(v.size))], fontsize=7)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("probability", fontsize=8)
-        ax.set_xlabel("class", fontsize=8)
-        top = labels[best] if labels else best
-        ax.set_title(
-            f"softmax of {layers[-1][0]}: top class {top} ({100 * v[best]:.1f} %)", fontsize=9
-        )
-        ax.tick_params(labelsize=7)
+        _draw_probabilities(fig.add_subplot(grid[0, 1]), probabilities, class_names, layers[-1][0])
     for row, (name, a) in enumerate(panels, start=1):
         ax = fig.add_subplot(grid[row, :])
         if a.ndim == 3 and a.shape[1] * a.shape[2] > 1:
-            k = min(a.shape[0], max_maps)
-            tiles = _grid(a[:k], min(k, 16))
-            cmap = plt.get_cmap("viridis").with_extremes(bad="white")
-            shown = ax.imshow(np.ma.masked_invalid(tiles), cmap=cmap, interpolation="nearest")
-            bar = fig.colorbar(shown, ax=ax, fraction=0.03, pad=0.01)
-            bar.ax.tick_params(labelsize=7)
-            more = f", first {max_maps} of {a.shape[0]}" if a.shape[0] > max_maps else ""
-            ax.set_title(
-                f"{name}: {a.shape[0]} maps {a.shape[1]}x{a.shape[2]}{more} (one colour scale)",
-                fontsize=9,
-            )
-            ax.set_axis_off()
+            _draw_feature_maps(plt, fig, ax, name, a, max_maps)
         else:
             v = a.ravel()
             ax.bar(np.arange(v.size), v, color="tab:blue", width=0.9)
@@ -493,8 +521,48 @@ def activations_figure(
     save_figure(fig, path)
 
 
+def _draw_probabilities(
+    ax: Axes, probabilities: ArrayLike, class_names: list[str] | None, layer: str
+) -> None:
+    """Class probabilities as bars, the top class in orange."""
+    import numpy as np
+
+    v = np.asarray(probabilities, dtype=np.float64).ravel()
+    best = int(np.argmax(v))
+    colours = ["tab:orange" if i == best else "tab:blue" for i in range(v.size)]
+    ax.bar(np.arange(v.size), v, color=colours, width=0.8)
+    labels = class_names if class_names and len(class_names) == v.size else None
+    ax.set_xticks(range(v.size), [str(c) for c in (labels or range(v.size))], fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability", fontsize=8)
+    ax.set_xlabel("class", fontsize=8)
+    top = labels[best] if labels else best
+    ax.set_title(f"softmax of {layer}: top class {top} ({100 * v[best]:.1f} %)", fontsize=9)
+    ax.tick_params(labelsize=7)
+
+
+def _draw_feature_maps(
+    plt: ModuleType, fig: Figure, ax: Axes, name: str, a: np.ndarray, max_maps: int
+) -> None:
+    """A layer's first ``max_maps`` maps tiled on one colour scale, with its colour bar."""
+    import numpy as np
+
+    k = min(a.shape[0], max_maps)
+    tiles = _grid(a[:k], min(k, 16))
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
+    shown = ax.imshow(np.ma.masked_invalid(tiles), cmap=cmap, interpolation="nearest")
+    bar = fig.colorbar(shown, ax=ax, fraction=0.03, pad=0.01)
+    bar.ax.tick_params(labelsize=7)
+    more = f", first {max_maps} of {a.shape[0]}" if a.shape[0] > max_maps else ""
+    ax.set_title(
+        f"{name}: {a.shape[0]} maps {a.shape[1]}x{a.shape[2]}{more} (one colour scale)",
+        fontsize=9,
+    )
+    ax.set_axis_off()
+
+
 def confusion_matrix_figure(
-    cm: Any, class_names: list[str], path: str | os.PathLike[str], title: str = ""
+    cm: np.ndarray, class_names: list[str], path: str | os.PathLike[str], title: str = ""
 ) -> None:
     """A confusion matrix (rows: true class, columns: predicted) with the counts written in."""
     import numpy as np

@@ -14,7 +14,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
-from typing import Any
+from types import FrameType
 
 
 class Terminated(KeyboardInterrupt):
@@ -25,7 +25,7 @@ class Terminated(KeyboardInterrupt):
 _received: list[int] = []
 
 
-def _raise_terminated(signum: int, frame: Any) -> None:
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     _received.append(signum)
     raise Terminated()
 
@@ -63,7 +63,7 @@ def deferred() -> Iterator[None]:
         return
     pending: list[int] = []
 
-    def record(signum: int, frame: Any) -> None:
+    def record(signum: int, frame: FrameType | None) -> None:
         pending.append(signum)
         _received.append(signum)
 

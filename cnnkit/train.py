@@ -13,6 +13,7 @@ or a crash leaves the previous epoch's checkpoint intact.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import time
@@ -25,11 +26,12 @@ from typing import Any
 import numpy as np
 
 from cnnkit import arch as arch_mod
-from cnnkit import signals
+from cnnkit import plots, signals
 from cnnkit.data import Dataset, check_name, load_dataset, load_image_for_model
 from cnnkit.errors import ParameterError
 from cnnkit.io import check_writable
 from cnnkit.kernels.threads import single_threaded_blas
+from cnnkit.nn.layers import check_init
 from cnnkit.nn.losses import softmax_cross_entropy
 from cnnkit.nn.model import Model, build_model
 from cnnkit.nn.optim import SCHEDULES, Optimizer, make_optimizer, scheduled_lr
@@ -86,8 +88,7 @@ class TrainConfig:
             raise ParameterError(
                 "momentum and weight_decay must be >= 0", "momentum", "weight_decay"
             )
-        if self.init not in ("he", "torch"):
-            raise ParameterError(f"init must be he or torch, got {self.init!r}", "init")
+        check_init(self.init)
         if not 0 <= self.val_fraction < 1:
             raise ParameterError(
                 f"val_fraction must be in [0, 1), got {self.val_fraction}", "val_fraction"
@@ -315,6 +316,7 @@ def fit(
     y_train = np.asarray(y_train, np.int64)
     good_params = model.flat_params.copy()
     good_buffers = {k: v.copy() for k, v in model.state().items()}
+    good_state = (good_params, good_buffers)
     with single_threaded_blas():
         for epoch in range(start_epoch, cfg.epochs):
             lr = scheduled_lr(cfg.schedule, cfg.lr, epoch, cfg.epochs)
@@ -326,7 +328,7 @@ def fit(
                     (x_train, y_train, x_val, y_val),
                     epoch,
                     lr,
-                    (good_params, good_buffers),
+                    good_state,
                     checkpoint,
                     on_batch,
                 )
@@ -338,22 +340,40 @@ def fit(
                 result.interrupted = True
                 return result
             try:
-                # The epoch is complete: its checkpoint and the bookkeeping that says so are
-                # written as one step; a signal in between is delivered right after.
-                with signals.deferred():
-                    result.history.append(stats)
-                    result.epochs_done = epoch + 1
-                    if checkpoint is not None:
-                        save_checkpoint(checkpoint, model, optimizer, cfg, result, meta)
-                    good_params[...] = model.flat_params
-                    for k, v in model.state().items():
-                        good_buffers[k][...] = v
+                _commit_epoch(
+                    result, stats, epoch, model, optimizer, cfg, checkpoint, meta, good_state
+                )
                 if on_epoch is not None:
                     on_epoch(stats)
             except KeyboardInterrupt:
                 result.interrupted = True
                 return result
     return result
+
+
+def _commit_epoch(
+    result: TrainResult,
+    stats: EpochStats,
+    epoch: int,
+    model: Model,
+    optimizer: Optimizer,
+    cfg: TrainConfig,
+    checkpoint: str | os.PathLike[str] | None,
+    meta: dict[str, Any] | None,
+    good_state: tuple[np.ndarray, dict[str, np.ndarray]],
+) -> None:
+    """The epoch is complete: its checkpoint and the bookkeeping that says so (history,
+    epochs done, the weights a later Ctrl-C rolls back to) are written as one step; a signal
+    in between is delivered right after."""
+    good_params, good_buffers = good_state
+    with signals.deferred():
+        result.history.append(stats)
+        result.epochs_done = epoch + 1
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, optimizer, cfg, result, meta)
+        good_params[...] = model.flat_params
+        for k, v in model.state().items():
+            good_buffers[k][...] = v
 
 
 def _train_epoch(
@@ -587,6 +607,83 @@ def evaluate(
     cm = confusion_matrix(y, pred, ds.num_classes)
     names = [str(c) for c in ds.class_names]
     return Evaluation(ds.name, split, int(len(y)), names, cm, classification_report(cm))
+
+
+def predict(
+    model_path: str | os.PathLike[str],
+    images: list[str | os.PathLike[str]],
+    top_k: int = 3,
+) -> list[dict[str, Any]]:
+    """The ``top_k`` most probable classes of each image, each image prepared as the
+    model's training images were (:func:`image_input`).
+
+    Returns one ``{"image": path, "top": [{"class", "index", "p"}, ...]}`` per image, most
+    probable first (at most as many as the model has classes).
+    """
+    if top_k < 1:
+        raise ParameterError(f"top_k must be >= 1, got {top_k}", "top_k")
+    model, header = load_model(model_path)
+    names = header.get("class_names") or [str(i) for i in range(model.num_outputs)]
+    results = []
+    for path in images:
+        x = image_input(path, model, header)
+        p = model.predict_proba(x)[0]
+        order = np.argsort(-p, kind="stable")[: min(top_k, p.size)]
+        results.append(
+            {
+                "image": str(path),
+                "top": [{"class": str(names[i]), "index": int(i), "p": float(p[i])} for i in order],
+            }
+        )
+    return results
+
+
+def draw_model(
+    model_path: str | os.PathLike[str],
+    filters: str | os.PathLike[str] | None = None,
+    activations: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
+) -> dict[str, Any]:
+    """Look inside a trained model: its first convolution's kernels on one signed colour
+    scale (``filters``: the figure's file) and every layer's output for one image
+    (``activations``: the image and the figure's file; last layer: class probabilities).
+
+    Returns the facts of what was drawn (files, layer names and shapes, probabilities).
+    """
+    if filters is None and activations is None:
+        raise ParameterError(
+            "nothing to draw: add filters OUT.png and/or activations IMAGE OUT.png",
+            "filters",
+            "activations",
+        )
+    model, header = load_model(model_path)
+    facts: dict[str, Any] = {"model": str(model_path)}
+    if filters is not None:
+        conv = model.first_conv()
+        if conv is None:
+            raise ValueError(f"{model_path} has no convolution layer: no filters to show")
+        plots.filter_grid_figure(conv.w, filters, f"{conv.name}: {conv.w.shape[0]} kernels")
+        facts["filters"] = {
+            "file": str(filters),
+            "layer": conv.name,
+            "shape": list(conv.w.shape),
+            "max_abs_weight": float(np.abs(conv.w).max()),
+        }
+    if activations is not None:
+        image, out = activations
+        x = image_input(image, model, header)
+        layers = [(name, a[0]) for name, a in model.activations(x)]
+        probs = model.predict_proba(x)[0]
+        names = header.get("class_names") or [str(i) for i in range(probs.size)]
+        plots.activations_figure(
+            x[0], layers, out, class_names=names, probabilities=probs, title=Path(image).name
+        )
+        facts["activations"] = {
+            "file": str(out),
+            "image": str(image),
+            "layers": [{"name": n, "shape": list(a.shape)} for n, a in layers],
+            "probabilities": {str(c): float(p) for c, p in zip(names, probs)},
+        }
+    return facts
 
 
 # ----------------------------------------------------------------------------- throughput
@@ -841,6 +938,7 @@ def run(
     start_epoch, history = 0, []
     run_id = uuid.uuid4().hex
     if resume is not None:
+        check_resume(resume, arch)
         model, optimizer, cfg, header = load_checkpoint(resume)
         if dataset is None:
             dataset = header.get("dataset") or "digits"
@@ -848,11 +946,7 @@ def run(
     if resume is not None:
         run_id = header.get("run_id") or run_id
         if output is None:
-            # finish where the resumed run was going: its model file, its checkpoint
-            if header.get("output"):
-                output = Path(resume).parent / header["output"]
-            if checkpoint is None:
-                checkpoint = resume
+            output, checkpoint = _resumed_outputs(resume, header, checkpoint)
     # checked before any data is loaded: finding out after an hour of training is too late
     out, ckpt = check_output_paths(output if output is not None else DEFAULT_OUTPUT, checkpoint)
     check_outputs([out, ckpt], run_id, force)
@@ -886,17 +980,7 @@ def run(
         on_batch=on_batch,
         on_epoch=on_epoch,
     )
-    try:
-        test_loss, test_acc = evaluate_loss_accuracy(model, ds.x_test, ds.y_test)
-    except KeyboardInterrupt:
-        result.interrupted = True
-        test_loss = test_acc = float("nan")
-    if result.epochs_done > 0:
-        try:
-            with signals.deferred():  # a second Ctrl-C must not cost the finished model
-                save_model(out, model, {**meta, "history": [asdict(h) for h in result.history]})
-        except KeyboardInterrupt:
-            result.interrupted = True
+    test_loss, test_acc = _test_and_save(model, ds, result, out, meta)
     return RunOutcome(
         model=model,
         dataset=ds,
@@ -909,6 +993,46 @@ def run(
         seconds=time.perf_counter() - t0,
         resumed_from=start_epoch,
     )
+
+
+def check_resume(resume: str | os.PathLike[str], arch: str | None) -> None:
+    """A checkpoint to resume must exist, and its architecture is the checkpoint's (``arch``
+    must be None). :func:`run` checks this first; a front end may call it earlier."""
+    if not Path(resume).exists():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(resume))
+    if arch is not None:
+        raise ParameterError(
+            "arch cannot change a resumed model; drop arch or resume", "arch", "resume"
+        )
+
+
+def _resumed_outputs(
+    resume: str | os.PathLike[str],
+    header: dict[str, Any],
+    checkpoint: str | os.PathLike[str] | None,
+) -> tuple[str | os.PathLike[str] | None, str | os.PathLike[str]]:
+    """Finish where the resumed run was going: its model file, its checkpoint."""
+    output = Path(resume).parent / header["output"] if header.get("output") else None
+    return output, checkpoint if checkpoint is not None else resume
+
+
+def _test_and_save(
+    model: Model, ds: Dataset, result: TrainResult, out: Path, meta: dict[str, Any]
+) -> tuple[float, float]:
+    """Test loss and accuracy (NaN after Ctrl-C), and the model file with the history when
+    at least one epoch finished."""
+    try:
+        test_loss, test_acc = evaluate_loss_accuracy(model, ds.x_test, ds.y_test)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        test_loss = test_acc = float("nan")
+    if result.epochs_done > 0:
+        try:
+            with signals.deferred():  # a second Ctrl-C must not cost the finished model
+                save_model(out, model, {**meta, "history": [asdict(h) for h in result.history]})
+        except KeyboardInterrupt:
+            result.interrupted = True
+    return test_loss, test_acc
 
 
 def model_meta(

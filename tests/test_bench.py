@@ -848,3 +848,39 @@ def test_separable_cases_oracle_peer_and_auto(weights):
         out = peers.to_numpy(peers.peer_impl("opencv", cv2, case, arrays)())
         ok, _, why = bench.check_outputs(case, out, ref, absref)
         assert ok, why
+
+
+def test_run_settings_are_checked_once_in_parameter_names():
+    from cnnkit.bench.timing import check_settings
+    from cnnkit.errors import ParameterError
+
+    check_settings(1, None, "cpu")
+    check_settings(4, 2, "wall", thread_limit=4)
+    for args, message, params in [
+        ((1, None, "sundial"), "clock must be wall or cpu", ("clock",)),
+        ((1, 0, "wall"), "repeat must be >= 1", ("repeat",)),
+        ((0, None, "wall"), "threads must be >= 1", ("threads",)),
+        ((2, None, "cpu"), "clock=cpu needs threads=1", ("clock", "threads")),
+    ]:
+        with pytest.raises(ParameterError, match=message) as exc:
+            check_settings(*args)
+        assert exc.value.params == params
+    with pytest.raises(ParameterError, match="between 1 and 2"):
+        check_settings(3, None, "wall", thread_limit=2)
+    with pytest.raises(ParameterError, match="clock=cpu needs threads=1"):
+        bench.run_suite([], threads=2, clock="cpu", sides={})
+
+
+def test_choose_cases_finds_named_cases_outside_the_quick_suite():
+    quick = bench.choose_cases(quick=True)
+    assert [c.name for c in quick] == [c.name for c in bench.build_suite(quick=True)]
+    full_only = next(c.name for c in bench.build_suite() if c.name not in {q.name for q in quick})
+    assert [c.name for c in bench.choose_cases([full_only], quick=True)] == [full_only]
+    with pytest.raises(ValueError, match="unknown case 'nope'"):
+        bench.choose_cases(["nope"])
+
+
+def test_run_settings_honour_an_explicit_repeat():
+    assert bench.run_settings(True) == {"repeat": 3, "budget_s": 1.5, "peak_n": 1024}
+    assert bench.run_settings(False) == {"repeat": 5, "budget_s": 1.5, "peak_n": 2048}
+    assert bench.run_settings(False, 7) == {"repeat": 7, "budget_s": None, "peak_n": 2048}

@@ -120,3 +120,17 @@ def test_dropped_by_stride_is_what_the_last_window_leaves(n, k, s, lo, hi, d):
 def test_docstring_examples():
     failures, tried = doctest.testmod(geometry)
     assert tried > 0 and failures == 0
+
+
+def test_padding_from_text_is_the_shared_grammar():
+    from cnnkit.geometry import padding_from_text
+
+    assert padding_from_text(" Same ") == "same"
+    assert padding_from_text("2") == (2,)
+    assert padding_from_text("1 x 2") == (1, 2)
+    assert padding_from_text("1,2") is None  # filter's --padding: x only
+    assert padding_from_text("1,2×3", "x×,") == (1, 2, 3)  # specs
+    assert padding_from_text("-1") is None
+    assert padding_from_text("-1x2", signed=True) == (-1, 2)
+    assert padding_from_text("²") is None  # isdigit() would say yes, int() would fail
+    assert padding_from_text("") is None

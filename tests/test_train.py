@@ -234,3 +234,47 @@ def test_augmented_training_keeps_labels_and_repeats_exactly(monkeypatch):
     c, _, _ = _fit(2, augment=False)
     np.testing.assert_array_equal(a.flat_params, b.flat_params)
     assert not np.array_equal(a.flat_params, c.flat_params)
+
+
+def test_resume_needs_an_existing_checkpoint_and_keeps_its_architecture(tmp_path):
+    from cnnkit.errors import ParameterError
+
+    with pytest.raises(FileNotFoundError) as missing:
+        tr.run(resume=tmp_path / "none.ckpt.npz")
+    assert missing.value.filename == str(tmp_path / "none.ckpt.npz")
+    ckpt = tmp_path / "a.ckpt.npz"
+    ckpt.write_bytes(b"")
+    with pytest.raises(ParameterError, match="^arch cannot change a resumed model") as exc:
+        tr.run(resume=ckpt, arch="conv 4 k=3; fc 10")
+    assert exc.value.params == ("arch", "resume")
+
+
+def test_predict_and_draw_model_read_a_model_file(tmp_path):
+    from pathlib import Path
+
+    from cnnkit.errors import ParameterError
+    from cnnkit.nn.serialize import save_model
+
+    model = build_model("input 1 8 8; conv 2 k=3; relu; fc 3", (1, 8, 8), seed=0)
+    path = tmp_path / "m.npz"
+    save_model(path, model, {"class_names": ["a", "b", "c"], "mean": [0.0], "std": [1.0]})
+    image = Path(__file__).resolve().parent.parent / "sample_images" / "lecture_8x8.png"
+    (result,) = tr.predict(path, [image], top_k=5)
+    ps = [t["p"] for t in result["top"]]
+    assert len(ps) == 3 and ps == sorted(ps, reverse=True) and sum(ps) == pytest.approx(1)
+    want = model.predict_proba(tr.image_input(image, *load_model(path)))[0]
+    assert result["top"][0]["class"] == "abc"[int(np.argmax(want))]
+    assert result["top"][0]["p"] == pytest.approx(float(want.max()))
+    with pytest.raises(ParameterError, match="^top_k must be >= 1"):
+        tr.predict(path, [image], top_k=0)
+    figures = (tmp_path / "f.png", tmp_path / "a.png")
+    facts = tr.draw_model(path, filters=figures[0], activations=(image, figures[1]))
+    assert all(f.stat().st_size > 0 for f in figures)
+    assert facts["filters"]["shape"] == [2, 1, 3, 3]
+    assert facts["filters"]["max_abs_weight"] == pytest.approx(
+        float(np.abs(model.layers[0].w).max())
+    )
+    assert list(facts["activations"]["probabilities"]) == ["a", "b", "c"]
+    with pytest.raises(ParameterError, match="^nothing to draw") as exc:
+        tr.draw_model(path)
+    assert exc.value.params == ("filters", "activations")

@@ -124,16 +124,17 @@ def to_padding(raw: Any, ndim: int, ctx: Ctx, words: bool) -> str | tuple:
         return tuple(
             (to_int(a, "padding p", ctx, 0), to_int(b, "padding p", ctx, 0)) for a, b in raw
         )
-    if isinstance(raw, str) and raw.strip().lower() in geometry.PADDING_WORDS:
-        word = raw.strip().lower()
-        if word == "valid":
+    if isinstance(raw, str):
+        parsed = geometry.padding_from_text(raw, "x×,", signed=True)
+        if parsed is None:
+            choices = "an integer, HxW" + (", valid, same or full" if words else "")
+            raise ctx.error(f"padding p must be {choices}; got {raw!r}")
+        if parsed == "valid":
             return (0,) * ndim if not words else "valid"
-        if not words:
-            raise ctx.error(f"pool padding must be integers (PyTorch semantics), got {raw!r}")
-        return word
-    if isinstance(raw, str) and not re.fullmatch(r"\s*-?\d+(\s*[x×,]\s*-?\d+)*\s*", raw):
-        choices = "an integer, HxW" + (", valid, same or full" if words else "")
-        raise ctx.error(f"padding p must be {choices}; got {raw!r}")
+        if isinstance(parsed, str):
+            if not words:
+                raise ctx.error(f"pool padding must be integers (PyTorch semantics), got {raw!r}")
+            return parsed
     return to_ints(raw, "padding p", ndim, ctx, minimum=0)
 
 

@@ -41,6 +41,7 @@ from cnnkit.bench.cases import (
     Case,
     build_suite,
     check_memory,
+    choose_cases,
     conv_case,
     flops,
     im2col_bytes,
@@ -60,7 +61,7 @@ from cnnkit.bench.report import (
     write_csv,
     write_json,
 )
-from cnnkit.bench.suite import SCHEMA, run_case, run_suite, self_check
+from cnnkit.bench.suite import SCHEMA, run_case, run_settings, run_suite, self_check
 
 __all__ = [
     "ANCHOR_LAYERS",
@@ -74,6 +75,7 @@ __all__ = [
     "build_suite",
     "check_memory",
     "check_outputs",
+    "choose_cases",
     "conv_case",
     "csv_rows",
     "flops",
@@ -85,6 +87,7 @@ __all__ = [
     "reductions",
     "reference",
     "run_case",
+    "run_settings",
     "run_suite",
     "select_cases",
     "self_check",

@@ -259,7 +259,8 @@ def check_memory(
             )
 
 
-# The layers of ANCHORS.md and the speed targets; padding keeps the spatial size.
+# The reference conv layers the speed targets are set on (LeNet-5 c1/c2, a CIFAR layer; see
+# docs/PERFORMANCE.md, "Speed targets"); padding keeps the spatial size.
 ANCHOR_LAYERS = {
     "lenet_c1": ((64, 1, 28, 28), 16, 5, 2),
     "lenet_c2": ((64, 16, 14, 14), 32, 3, 1),
@@ -359,6 +360,24 @@ def _check_ints(name: str, values: Sequence[int], minimum: int) -> None:
     bad = [v for v in values if v < minimum]
     if bad:
         raise ValueError(f"{name} must be >= {minimum}, got {bad[0]}")
+
+
+def choose_cases(
+    patterns: Sequence[str] | None = None,
+    *,
+    quick: bool = False,
+    **suite: Sequence[int] | None,
+) -> list[Case]:
+    """The cases a run times: the suite of :func:`build_suite` (``quick``, and ``suite``:
+    its ``sizes``, ``kernels``, ``channels`` and ``batch``), or the cases ``patterns`` name
+    (:func:`select_cases`), looked up in the full suite and then the quick one, so that a
+    named case is found even when the quick suite lacks it."""
+    if not patterns:
+        return build_suite(quick=quick, **suite)
+    pool = build_suite(quick=False, **suite)
+    names = {c.name for c in pool}
+    pool += [c for c in build_suite(quick=True, **suite) if c.name not in names]
+    return select_cases(pool, patterns)
 
 
 def select_cases(cases: Sequence[Case], patterns: Sequence[str]) -> list[Case]:

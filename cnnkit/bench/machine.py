@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit import __version__
+
 # threadpoolctl's limit object, kept alive so the limit lasts for the life of the process.
 _THREADPOOL_LIMIT: list[Any] = []
 
@@ -46,11 +48,10 @@ def fix_numba_threads(threads: int) -> str:
     return f"numba.set_num_threads({threads})"
 
 
-def check_threads(threads: int) -> None:
-    """Raise ValueError unless 1 <= threads <= NUMBA_NUM_THREADS (read without numba)."""
-    limit = int(os.environ.get("NUMBA_NUM_THREADS") or usable_cores())
-    if not 1 <= threads <= limit:
-        raise ValueError(f"threads must be between 1 and {limit} (NUMBA_NUM_THREADS)")
+def thread_limit() -> int:
+    """The most threads a run may ask for: NUMBA_NUM_THREADS, else the usable cores (read
+    without importing numba)."""
+    return int(os.environ.get("NUMBA_NUM_THREADS") or usable_cores())
 
 
 def cpu_model() -> str:
@@ -95,8 +96,6 @@ def blas_info() -> str:
 def code_version() -> str:
     """cnnkit's version, plus the git commit (and ``-dirty``) when run from a checkout."""
     import subprocess
-
-    from cnnkit import __version__
 
     here = os.path.dirname(os.path.abspath(__file__))
     try:

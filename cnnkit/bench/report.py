@@ -12,6 +12,7 @@ from typing import Any
 
 from cnnkit.bench.peers import CONV_METHODS as METHODS
 from cnnkit.bench.peers import PEERS
+from cnnkit.io import atomic_write
 
 FORWARD_LAYERS = ("lenet_c1", "lenet_c2", "cifar", "conv_b8_c16", "conv_b1_c64")
 
@@ -182,8 +183,6 @@ def write_csv(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write :func:`csv_rows` atomically."""
     import csv
 
-    from cnnkit.io import atomic_write
-
     with atomic_write(path, "w") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -210,10 +209,19 @@ def to_json(report: dict[str, Any]) -> str:
 
 def write_json(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write the report atomically as JSON."""
-    from cnnkit.io import atomic_write
-
     with atomic_write(path, "w") as handle:
         handle.write(to_json(report))
+
+
+def best_rows(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per peer library, its fastest timed row (PyTorch: the better thread count)."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["impl"] != "peer" or not r["seconds"]:
+            continue
+        if r["library"] not in best or r["seconds"] < best[r["library"]]["seconds"]:
+            best[r["library"]] = r
+    return best
 
 
 def plot_panels(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -221,8 +229,6 @@ def plot_panels(report: dict[str, Any]) -> list[dict[str, Any]]:
     thread count): GFLOP/s against image size (smallest kernel), and seconds against kernel
     size (the middle image size). A panel whose x axis would hold a single value is left out.
     """
-    from cnnkit.bench.suite import best_rows
-
     filt = [r for r in report["results"] if r["group"] == "filter" and r["seconds"]]
     keep = []
     for name in dict.fromkeys(r["case"] for r in filt):

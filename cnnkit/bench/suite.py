@@ -30,8 +30,8 @@ from cnnkit.bench.cases import (
 from cnnkit.bench.machine import busy_note, machine_info
 from cnnkit.bench.oracle import check_outputs, make_inputs, reference
 from cnnkit.bench.peers import PEER_OPS, PEERS, missing_peers, thread_choices
-from cnnkit.bench.report import summarize
-from cnnkit.bench.worker import WorkerError
+from cnnkit.bench.report import best_rows, summarize
+from cnnkit.bench.worker import Worker, WorkerError
 from cnnkit.memory import human_bytes
 
 SCHEMA = "cnnkit-bench/2"
@@ -41,8 +41,6 @@ Side = Any  # a Worker or LocalSide: call(cmd, **kw), pids, info, close()
 def start_sides(libraries: Sequence[str], threads: int, wait: bool = True) -> dict[str, Side]:
     """Start one fresh worker process per library, all at once; with ``wait``, wait until
     every one is ready (otherwise a side's first command waits for it)."""
-    from cnnkit.bench.worker import Worker
-
     sides: dict[str, Side] = {}
     try:
         for library in libraries:
@@ -60,6 +58,17 @@ def close_sides(sides: Mapping[str, Side]) -> None:
     """Stop every worker."""
     for side in sides.values():
         side.close()
+
+
+def run_settings(quick: bool, repeat: int | None = None) -> dict[str, Any]:
+    """:func:`run_suite`'s ``repeat``, ``budget_s`` and ``peak_n`` for a quick or a full
+    run. An explicit ``repeat`` is honoured exactly; by default a case may stop after 3
+    rounds once its rounds took 1.5 s (a 1 s peer would otherwise dominate)."""
+    return {
+        "repeat": repeat or (3 if quick else 5),
+        "budget_s": None if repeat else 1.5,
+        "peak_n": 1024 if quick else 2048,
+    }
 
 
 def run_suite(
@@ -107,12 +116,7 @@ def run_suite(
         ``schema``, ``machine``, ``settings``, ``peak``, ``compile``, ``peers``, ``notes``,
         ``results`` (one row per case, implementation and thread count) and ``summary``.
     """
-    if repeat < 1:
-        raise ValueError(f"repeat must be >= 1, got {repeat}")
-    if clock not in ("wall", "cpu"):
-        raise ValueError(f"clock must be wall or cpu, got {clock!r}")
-    if clock == "cpu" and threads != 1:
-        raise ValueError("clock='cpu' needs threads=1 (CPU time adds up all threads)")
+    timing.check_settings(threads, repeat, clock)
     # Before any process starts: cnnkit's im2col builds the patch matrix in chunks, so the
     # whole-batch estimate used here errs on the safe side.
     check_memory(cases)
@@ -128,26 +132,12 @@ def run_suite(
         cnnkit = sides["cnnkit"]
         compile_rows = cnnkit.call("compile", ops=list(dict.fromkeys(c.op for c in cases)))
         peak = cnnkit.call("peak", n=peak_n, clock=clock)
-        for peer in [p for p in sides if p != "cnnkit"]:
-            try:
-                sides[peer].ready()
-            except WorkerError as exc:  # a broken peer install is a note, not a failed run
-                sides[peer].close()
-                del sides[peer]
-                missing[peer] = str(exc)
-        results: list[dict[str, Any]] = []
+        _drop_broken_peers(sides, missing)
         notes: list[str] = [f"peer {p} missing: {why}" for p, why in missing.items()]
-        waited = 0.0
-        with tempfile.TemporaryDirectory(prefix="cnnkit-bench-") as outdir:
-            for case in cases:
-                if progress:
-                    progress(case.name)
-                rows, case_notes, wait = run_case(
-                    case, sides, threads, repeat, peak["gflops"], outdir, budget_s, clock
-                )
-                results.extend(rows)
-                notes.extend(case_notes)
-                waited += wait
+        results, case_notes, waited = _run_cases(
+            cases, sides, threads, repeat, peak["gflops"], budget_s, clock, progress
+        )
+        notes.extend(case_notes)
         versions = {lib: side.info.get("version", "") for lib, side in sides.items()}
     finally:
         if own:
@@ -179,6 +169,46 @@ def run_suite(
         "results": results,
         "summary": summarize(results),
     }
+
+
+def _drop_broken_peers(sides: dict[str, Side], missing: dict[str, str]) -> None:
+    """Wait for every peer's worker; one that fails to start is closed and noted as missing
+    (a broken peer install is a note, not a failed run)."""
+    for peer in [p for p in sides if p != "cnnkit"]:
+        try:
+            sides[peer].ready()
+        except WorkerError as exc:
+            sides[peer].close()
+            del sides[peer]
+            missing[peer] = str(exc)
+
+
+def _run_cases(
+    cases: Sequence[Case],
+    sides: dict[str, Side],
+    threads: int,
+    repeat: int,
+    peak_gflops: float,
+    budget_s: float | None,
+    clock: str,
+    progress: Callable[[str], None] | None,
+) -> tuple[list[dict[str, Any]], list[str], float]:
+    """Every case through :func:`run_case`: the result rows, the notes, and the seconds spent
+    waiting for other processes' threads to go quiet."""
+    results: list[dict[str, Any]] = []
+    notes: list[str] = []
+    waited = 0.0
+    with tempfile.TemporaryDirectory(prefix="cnnkit-bench-") as outdir:
+        for case in cases:
+            if progress:
+                progress(case.name)
+            rows, case_notes, wait = run_case(
+                case, sides, threads, repeat, peak_gflops, outdir, budget_s, clock
+            )
+            results.extend(rows)
+            notes.extend(case_notes)
+            waited += wait
+    return results, notes, waited
 
 
 def _row(case: Case, library: str, method: str, threads: int) -> dict[str, Any]:
@@ -319,17 +349,6 @@ def _time_rounds(
     return waited
 
 
-def best_rows(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per peer library, its fastest timed row (PyTorch: the better thread count)."""
-    best: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        if r["impl"] != "peer" or not r["seconds"]:
-            continue
-        if r["library"] not in best or r["seconds"] < best[r["library"]]["seconds"]:
-            best[r["library"]] = r
-    return best
-
-
 def add_ratios(rows: list[dict[str, Any]]) -> None:
     """speedup_vs_loop and, on cnnkit's rows, vs <peer> per round: peer / cnnkit.
 
@@ -379,8 +398,6 @@ def self_check(
         difference, ok``.
     """
     if start is None:
-        from cnnkit.bench.worker import Worker
-
         start = Worker
     settings = report["settings"]
     clock, repeat = settings["clock"], settings["repeat"]

@@ -21,6 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.errors import ParameterError
+
+# What a sample measures: elapsed time, or the worker's CPU time (one thread only).
+CLOCKS = ("wall", "cpu")
 SAMPLE_SECONDS = 0.01
 # Untimed calls before every sample, so a process that slept while others ran starts its
 # sample with warm caches and a core at speed (see warm_up).
@@ -28,6 +32,30 @@ WARM_SECONDS = 0.003
 # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit systems: the largest value the dynamic
 # threshold reaches, and the block size that moves it there when freed.
 MMAP_THRESHOLD_MAX = 32 * 2**20
+
+
+def check_settings(
+    threads: int, repeat: int | None, clock: str, thread_limit: int | None = None
+) -> None:
+    """Refuse a run that could not be measured as asked: a clock other than
+    :data:`CLOCKS`, fewer than one round or thread, more threads than ``thread_limit``, or
+    ``clock="cpu"`` with several threads (CPU time would add up every thread's)."""
+    if clock not in CLOCKS:
+        raise ParameterError(f"clock must be wall or cpu, got {clock!r}", "clock")
+    if repeat is not None and repeat < 1:
+        raise ParameterError(f"repeat must be >= 1, got {repeat}", "repeat")
+    if threads < 1:
+        raise ParameterError(f"threads must be >= 1, got {threads}", "threads")
+    if thread_limit is not None and threads > thread_limit:
+        raise ParameterError(
+            f"threads must be between 1 and {thread_limit} (NUMBA_NUM_THREADS)", "threads"
+        )
+    if clock == "cpu" and threads != 1:
+        raise ParameterError(
+            "clock=cpu needs threads=1 (CPU time adds up every thread, spinning ones too)",
+            "clock",
+            "threads",
+        )
 
 
 def warm_allocator() -> None:

@@ -7,16 +7,29 @@ PyTorch is imported only in the worker process that times it.
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from cnnkit import arch as spec_mod
+from cnnkit.bench import timing
+from cnnkit.bench.machine import busy_note, machine_info
+from cnnkit.bench.peers import missing_peers, thread_choices
+from cnnkit.bench.report import TRAIN_TARGETS
+from cnnkit.bench.suite import SCHEMA, close_sides, start_sides
+
+if TYPE_CHECKING:
+    import torch
+
+    from cnnkit.arch import Graph
 
 
 @dataclass(frozen=True)
 class TrainNet:
-    """A training-throughput case: a shipped spec and the optimiser settings of ANCHORS.md."""
+    """A training-throughput case: a shipped spec and the reference run's optimiser settings."""
 
     spec: str
     batch: int
@@ -34,7 +47,7 @@ TRAIN_NETS = {
 TRAIN_WARMUP = 5
 
 
-def torch_network(arch: Any) -> Any:
+def torch_network(arch: Graph) -> torch.nn.Sequential:
     """A ``torch.nn.Sequential`` equivalent of a parsed 2-D architecture.
 
     Parameters
@@ -49,8 +62,6 @@ def torch_network(arch: Any) -> Any:
     torch.nn.Sequential
     """
     import torch
-
-    from cnnkit import arch as spec_mod
 
     nn = torch.nn
     mods: list[Any] = []
@@ -120,8 +131,6 @@ def torch_train_throughput(
     """
     import torch
 
-    from cnnkit import arch as spec_mod
-
     torch.manual_seed(seed)
     parsed = spec_mod.parse(arch)
     net = torch_network(parsed)
@@ -161,38 +170,71 @@ def cnnkit_train_throughput(net: TrainNet, steps: int) -> dict[str, float]:
     return {"images_per_s": out["images_per_s"], "ms_per_step": out["ms_per_step"]}
 
 
+def _net_row(
+    name: str,
+    net: TrainNet,
+    steps: int,
+    sides: dict[str, Any],
+    threads: int,
+    repeat: int,
+    key: str,
+    pids: list[int],
+) -> dict[str, Any]:
+    """One network's rounds: cnnkit and PyTorch (at each thread count) alternating, and the
+    ratio to PyTorch's better thread count."""
+    variants = [("cnnkit", threads)]
+    if "torch" in sides:
+        variants += [("torch", t) for t in thread_choices("torch", threads)]
+    rounds: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
+    for _ in range(repeat):
+        for library, t in variants:
+            timing.wait_quiet(pids)
+            got = sides[library].call("train", net=name, threads=t, steps=steps)
+            rounds[(library, t)].append(got[key])
+    ours = rounds[("cnnkit", threads)]
+    torch_rows = {t: rounds[("torch", t)] for lib, t in variants if lib == "torch"}
+    best_t = max(torch_rows, key=lambda t: statistics.median(torch_rows[t]), default=None)
+    per_round = [a / b for a, b in zip(ours, torch_rows[best_t])] if best_t else []
+    stats = timing.ratio_stats(per_round)
+    return {
+        "net": name,
+        "spec": net.spec,
+        "batch": net.batch,
+        "optimizer": net.optimizer,
+        "steps": steps,
+        "cnnkit_images_per_s": statistics.median(ours),
+        "cnnkit_rounds": ours,
+        "torch_images_per_s": {str(t): statistics.median(v) for t, v in torch_rows.items()},
+        "torch_rounds": {str(t): v for t, v in torch_rows.items()},
+        "torch_best_threads": best_t,
+        "ratio": stats["median"] if stats else None,
+        "ratio_spread": [stats["min"], stats["max"]] if stats else None,
+        "target": TRAIN_TARGETS.get(name),
+        "ok": bool(stats and stats["median"] >= TRAIN_TARGETS.get(name, 0)),
+    }
+
+
 def train_report(
     threads: int,
     *,
     quick: bool = False,
-    repeat: int = 3,
+    repeat: int | None = None,
     clock: str = "wall",
     sides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``--train`` report: images/s of cnnkit and PyTorch, each in a fresh process.
 
     One worker process per side (cnnkit; PyTorch, timed at 1 and ``threads`` threads);
-    rounds alternate (cnnkit, PyTorch 1 thread, PyTorch N threads, then again), each round
+    ``repeat`` rounds (default 3) alternate (cnnkit, PyTorch 1 thread, PyTorch N threads, then
+    again), each round
     a full :func:`cnnkit.train.train_throughput` measurement (``warmup`` untimed steps, the
     median step of the rest). The ratio is cnnkit / PyTorch's better thread count, per round:
     median and min-max spread. With ``clock="cpu"`` (one thread only) the figures are
     images per second of each worker's CPU time over the timed steps
     (:meth:`cnnkit.bench.worker.Host.train`).
     """
-    import statistics
-
-    from cnnkit.bench import timing
-    from cnnkit.bench.machine import busy_note, machine_info
-    from cnnkit.bench.peers import missing_peers, thread_choices
-    from cnnkit.bench.report import TRAIN_TARGETS
-    from cnnkit.bench.suite import SCHEMA, close_sides, start_sides
-
-    if repeat < 1:
-        raise ValueError(f"repeat must be >= 1, got {repeat}")
-    if clock not in ("wall", "cpu"):
-        raise ValueError(f"clock must be wall or cpu, got {clock!r}")
-    if clock == "cpu" and threads != 1:
-        raise ValueError("clock='cpu' needs threads=1 (CPU time adds up all threads)")
+    timing.check_settings(threads, repeat, clock)
+    repeat = repeat or 3
     key = "cpu_images_per_s" if clock == "cpu" else "images_per_s"
     missing = {} if sides is not None else missing_peers(["torch"])
     own = sides is None
@@ -203,40 +245,7 @@ def train_report(
     try:
         for name, net in TRAIN_NETS.items():
             steps = net.quick_steps if quick else net.steps
-            variants = [("cnnkit", threads)]
-            if "torch" in sides:
-                variants += [("torch", t) for t in thread_choices("torch", threads)]
-            rounds: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
-            for _ in range(repeat):
-                for library, t in variants:
-                    timing.wait_quiet(pids)
-                    got = sides[library].call("train", net=name, threads=t, steps=steps)
-                    rounds[(library, t)].append(got[key])
-            ours = rounds[("cnnkit", threads)]
-            torch_rows = {t: rounds[("torch", t)] for lib, t in variants if lib == "torch"}
-            best_t = max(torch_rows, key=lambda t: statistics.median(torch_rows[t]), default=None)
-            per_round = [a / b for a, b in zip(ours, torch_rows[best_t])] if best_t else []
-            stats = timing.ratio_stats(per_round)
-            rows.append(
-                {
-                    "net": name,
-                    "spec": net.spec,
-                    "batch": net.batch,
-                    "optimizer": net.optimizer,
-                    "steps": steps,
-                    "cnnkit_images_per_s": statistics.median(ours),
-                    "cnnkit_rounds": ours,
-                    "torch_images_per_s": {
-                        str(t): statistics.median(v) for t, v in torch_rows.items()
-                    },
-                    "torch_rounds": {str(t): v for t, v in torch_rows.items()},
-                    "torch_best_threads": best_t,
-                    "ratio": stats["median"] if stats else None,
-                    "ratio_spread": [stats["min"], stats["max"]] if stats else None,
-                    "target": TRAIN_TARGETS.get(name),
-                    "ok": bool(stats and stats["median"] >= TRAIN_TARGETS.get(name, 0)),
-                }
-            )
+            rows.append(_net_row(name, net, steps, sides, threads, repeat, key, pids))
         versions = {lib: side.info.get("version", "") for lib, side in sides.items()}
     finally:
         if own:

@@ -10,11 +10,19 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from cnnkit.cli.common import Failure, UsageError, console, err_console, friendly_errors
+from cnnkit.cli.matrices import matrix_table
+
+if TYPE_CHECKING:
+    import numpy as np
+    from rich.console import Console
+
+    from cnnkit.bench import Case
 
 EXAMPLES = """
 Examples:
@@ -111,23 +119,12 @@ def bench(
 
     Ratios are peer time / cnnkit time (above 1: cnnkit faster), medians of rounds.
     """
-    from cnnkit.bench.machine import check_threads, usable_cores
+    from cnnkit import bench as B
+    from cnnkit.bench.machine import thread_limit, usable_cores
+    from cnnkit.bench.timing import check_settings
 
-    if clock not in ("wall", "cpu"):
-        raise UsageError(f"--clock must be wall or cpu, got {clock!r}")
-    if repeat is not None and repeat < 1:
-        raise UsageError(f"--repeat must be >= 1, got {repeat}")
     threads = threads if threads is not None else usable_cores()
-    if threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {threads}")
-    try:
-        check_threads(threads)
-    except ValueError as exc:
-        raise UsageError(f"--{exc}") from None
-    if clock == "cpu" and threads != 1:
-        raise UsageError(
-            "--clock cpu needs --threads 1 (CPU time adds up all threads, spinning ones too)"
-        )
+    check_settings(threads, repeat, clock, thread_limit())
     _check_output(json_file, "--json-file")
     _check_output(csv_path, "--csv")
     _check_output(plot_path, "--plot", (".png", ".svg", ".pdf"))
@@ -135,9 +132,6 @@ def bench(
         raise UsageError("--train reports training images/s; use --json or --json-file")
     to_stdout = as_json or (json_file is not None and str(json_file) == "-")
     out = err_console if to_stdout else console
-
-    from cnnkit import bench as B
-
     if explain:
         from cnnkit.bench.explain import explain_data
 
@@ -150,38 +144,25 @@ def bench(
             _worker_failures(),
             err_console.status("training: cnnkit and PyTorch, each in its own process"),
         ):
-            report = train_report(threads, quick=quick, repeat=repeat or 3, clock=clock)
+            report = train_report(threads, quick=quick, repeat=repeat, clock=clock)
         print_train(report, out)
         _write_json(B, report, as_json, json_file, out)
         return
-
-    suite_args = {
-        "sizes": _int_list(sizes, "--sizes"),
-        "kernels": _int_list(kernels, "--kernels"),
-        "channels": _int_list(channels, "--channels"),
-        "batch": _int_list(batch, "--batch"),
-    }
-    if case:
-        # A named case is found even when it is not part of the (quick) default suite.
-        pool = B.build_suite(quick=False, **suite_args)
-        names = {c.name for c in pool}
-        pool += [c for c in B.build_suite(quick=True, **suite_args) if c.name not in names]
-        cases = B.select_cases(pool, case)
-    else:
-        cases = B.build_suite(quick=quick, **suite_args)
+    cases = B.choose_cases(
+        case,
+        quick=quick,
+        sizes=_int_list(sizes, "--sizes"),
+        kernels=_int_list(kernels, "--kernels"),
+        channels=_int_list(channels, "--channels"),
+        batch=_int_list(batch, "--batch"),
+    )
     if list_cases:
         print_cases(cases)
         return
     if plot_path is not None and not any(c.group == "filter" for c in cases):
         raise UsageError("--plot draws the filter cases; select some (e.g. --case 'filter_*')")
-
-    # An explicit --repeat is honoured exactly; by default a case may stop after 3
-    # rounds once its rounds took 1.5 s (a 1 s peer would otherwise dominate).
-    budget = None if repeat else 1.5
     with _worker_failures():
-        report = _run_with_progress(
-            B, cases, repeat or (3 if quick else 5), threads, quick, budget, clock
-        )
+        report = _run_with_progress(B, cases, threads, clock, B.run_settings(quick, repeat))
     print_report(report, out)
     if plot_path is not None:
         write_plot(report, plot_path)
@@ -189,18 +170,10 @@ def bench(
     if csv_path is not None:
         B.write_csv(report, csv_path)
         out.print(f"wrote {csv_path}", markup=False, highlight=False)
-    failed = False
     if check:
-        with (
-            _worker_failures(),
-            err_console.status("self-check: each library alone in a fresh process"),
-        ):
-            rows = B.self_check(report, cases)
-        report["self_check"] = rows
-        print_self_check(rows, out)
-        failed = not all(r["ok"] for r in rows)
+        _self_check(B, report, cases, out)
     _write_json(B, report, as_json, json_file, out)
-    if failed:
+    if check and not all(r["ok"] for r in report["self_check"]):
         raise Failure(
             "self-check: some in-bench figures differ from the standalone ones by more "
             "than 15 % (a busy machine? try --threads 1 --clock cpu)"
@@ -223,7 +196,9 @@ def _worker_failures() -> Iterator[None]:
         raise Failure(str(exc)) from None
 
 
-def _write_json(B: Any, report: dict[str, Any], as_json: bool, path: Path | None, out: Any) -> None:
+def _write_json(
+    B: ModuleType, report: dict[str, Any], as_json: bool, path: Path | None, out: Console
+) -> None:
     if as_json or (path is not None and str(path) == "-"):
         sys.stdout.write(B.to_json(report))
     if path is not None and str(path) != "-":
@@ -232,14 +207,9 @@ def _write_json(B: Any, report: dict[str, Any], as_json: bool, path: Path | None
 
 
 def _run_with_progress(
-    B: Any,
-    cases: list[Any],
-    repeat: int,
-    threads: int,
-    quick: bool,
-    budget: float | None,
-    clock: str,
+    B: ModuleType, cases: list[Case], threads: int, clock: str, settings: dict[str, Any]
 ) -> dict[str, Any]:
+    """:func:`cnnkit.bench.run_suite` with a progress bar over the cases (on stderr)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -257,15 +227,18 @@ def _run_with_progress(
             done["n"] += 1
             progress.update(task, completed=done["n"], description=name)
 
-        return B.run_suite(
-            cases,
-            repeat=repeat,
-            threads=threads,
-            peak_n=1024 if quick else 2048,
-            progress=step,
-            budget_s=budget,
-            clock=clock,
-        )
+        return B.run_suite(cases, threads=threads, progress=step, clock=clock, **settings)
+
+
+def _self_check(B: ModuleType, report: dict[str, Any], cases: list[Case], out: Console) -> None:
+    """Time each library alone in a fresh process; the rows go into ``report``."""
+    with (
+        _worker_failures(),
+        err_console.status("self-check: each library alone in a fresh process"),
+    ):
+        rows = B.self_check(report, cases)
+    report["self_check"] = rows
+    print_self_check(rows, out)
 
 
 # ------------------------------------------------------------------------------ rendering
@@ -288,7 +261,7 @@ def _fmt_ratio(value: float | None) -> str:
     return f"[{style}]{value:.2f}x[/]"
 
 
-def _wide(out: Any) -> Any:
+def _wide(out: Console) -> Console:
     """A console on ``out``'s file at least 100 columns wide: tables hold numbers, and in a
     narrower terminal the terminal wraps lines rather than rich cutting cells short."""
     from rich.console import Console
@@ -341,14 +314,9 @@ def _method_label(r: dict[str, Any], report: dict[str, Any]) -> str:
     return r["method"]
 
 
-def print_report(report: dict[str, Any], out: Any = console) -> None:
+def print_report(report: dict[str, Any], out: Console = console) -> None:
     """The kernel benchmark as tables that fit 100 columns: header, results, targets."""
-    from rich import box
     from rich.panel import Panel
-    from rich.table import Table
-
-    from cnnkit.bench import PEERS
-    from cnnkit.memory import human_bytes
 
     out.print(Panel(_header(report), title="cnnkit bench", expand=False))
     peak = report["peak"]
@@ -367,38 +335,7 @@ def print_report(report: dict[str, Any], out: Any = console) -> None:
     # rather than have rich cut cells short.
     wide = _wide(out)
     for group in dict.fromkeys(r["group"] for r in results):
-        rows = [r for r in results if r["group"] == group]
-        present = [p for p in PEERS if any(r["library"] == p for r in rows)]
-        table = Table(title=f"[bold]{group}[/]", title_justify="left", box=box.SIMPLE_HEAD)
-        table.add_column("case", no_wrap=True)
-        table.add_column("method", no_wrap=True)
-        clock = "cpu time" if report["settings"].get("clock") == "cpu" else "time"
-        for col in (clock, "GFLOP/s", "extra mem"):
-            table.add_column(col, justify="right", no_wrap=True)
-        for p in present:
-            table.add_column(p, justify="right", no_wrap=True)
-        for name in dict.fromkeys(r["case"] for r in rows):
-            mine = [r for r in rows if r["case"] == name]
-            labels = _label_lines(mine[0])
-            if len(mine) < len(labels):
-                labels = [labels[0], " ".join(labels[1:])]
-            for k, r in enumerate(mine):
-                label = labels[k] if k < len(labels) else ""
-                if r["status"] != "ok":
-                    status = f"[bold red]{r['status']}[/]"
-                    table.add_row(label, _method_label(r, report), status)
-                    continue
-                unit = " op" if r["op"].endswith("pool2d") else ""
-                table.add_row(
-                    label,
-                    _method_label(r, report),
-                    _fmt_time(r["seconds"]),
-                    f"{r['gflops']:.2f}{unit}",
-                    human_bytes(r["extra_bytes"], table=True) if r["extra_bytes"] else "",
-                    *[_fmt_ratio(r["ratios"].get(p)) for p in present],
-                )
-            table.add_section()
-        wide.print(table)
+        wide.print(_group_table(group, [r for r in results if r["group"] == group], report))
     out.print(
         "Peer columns: the peer's time / cnnkit's time, median of per-round ratios (above "
         "1: cnnkit faster; PyTorch: its better thread count); spreads are in --json. extra "
@@ -411,28 +348,73 @@ def print_report(report: dict[str, Any], out: Any = console) -> None:
     for note in report["notes"]:
         out.print(f"[yellow]note:[/] {note}", highlight=False)
     summary = report["summary"]
-    auto = summary["auto_vs_best"]
-    if auto:
-        slow = [a for a in auto if not a["ok"]]
-        line = f"auto within 10 % of the best other method: {len(auto) - len(slow)}"
-        line += f" of {len(auto)} cases"
-        if slow:
-            line += (
-                " (slower: "
-                + ", ".join(
-                    f"{a['case']} {a['ratio']:.2f}"
-                    + (f" picked {a['picked']}" if a["picked"] else "")
-                    + f", best {a['best']}"
-                    for a in slow
-                )
-                + ")"
-            )
-        out.print(line, highlight=False)
+    if summary["auto_vs_best"]:
+        out.print(_auto_line(summary["auto_vs_best"]), highlight=False)
     print_targets(summary, wide)
     out.print("[dim]Shared machines are noisy: read the spread (--json), not one digit.[/]")
 
 
-def print_targets(summary: dict[str, Any], out: Any = console) -> None:
+def _group_table(group: str, rows: list[dict[str, Any]], report: dict[str, Any]) -> Any:
+    """One group's results: a row per case and method, a column per peer's ratio."""
+    from rich import box
+    from rich.table import Table
+
+    from cnnkit.bench import PEERS
+    from cnnkit.memory import human_bytes
+
+    present = [p for p in PEERS if any(r["library"] == p for r in rows)]
+    table = Table(title=f"[bold]{group}[/]", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("case", no_wrap=True)
+    table.add_column("method", no_wrap=True)
+    clock = "cpu time" if report["settings"].get("clock") == "cpu" else "time"
+    for col in (clock, "GFLOP/s", "extra mem"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for p in present:
+        table.add_column(p, justify="right", no_wrap=True)
+    for name in dict.fromkeys(r["case"] for r in rows):
+        mine = [r for r in rows if r["case"] == name]
+        labels = _label_lines(mine[0])
+        if len(mine) < len(labels):
+            labels = [labels[0], " ".join(labels[1:])]
+        for k, r in enumerate(mine):
+            label = labels[k] if k < len(labels) else ""
+            if r["status"] != "ok":
+                status = f"[bold red]{r['status']}[/]"
+                table.add_row(label, _method_label(r, report), status)
+                continue
+            unit = " op" if r["op"].endswith("pool2d") else ""
+            table.add_row(
+                label,
+                _method_label(r, report),
+                _fmt_time(r["seconds"]),
+                f"{r['gflops']:.2f}{unit}",
+                human_bytes(r["extra_bytes"], table=True) if r["extra_bytes"] else "",
+                *[_fmt_ratio(r["ratios"].get(p)) for p in present],
+            )
+        table.add_section()
+    return table
+
+
+def _auto_line(auto: list[dict[str, Any]]) -> str:
+    """How often ``auto`` was within 10 % of the better method, naming the cases it was not."""
+    slow = [a for a in auto if not a["ok"]]
+    line = f"auto within 10 % of the best other method: {len(auto) - len(slow)}"
+    line += f" of {len(auto)} cases"
+    if slow:
+        line += (
+            " (slower: "
+            + ", ".join(
+                f"{a['case']} {a['ratio']:.2f}"
+                + (f" picked {a['picked']}" if a["picked"] else "")
+                + f", best {a['best']}"
+                for a in slow
+            )
+            + ")"
+        )
+    return line
+
+
+def print_targets(summary: dict[str, Any], out: Console = console) -> None:
     """The speed targets table: one row per measured case, then one line per target."""
     from rich import box
     from rich.table import Table
@@ -475,7 +457,7 @@ def print_targets(summary: dict[str, Any], out: Any = console) -> None:
         )
 
 
-def print_cases(cases: list[Any]) -> None:
+def print_cases(cases: list[Case]) -> None:
     """The selected cases with their shapes and FLOPs."""
     from rich.table import Table
 
@@ -489,7 +471,7 @@ def print_cases(cases: list[Any]) -> None:
     console.print(table)
 
 
-def print_train(report: dict[str, Any], out: Any = console) -> None:
+def print_train(report: dict[str, Any], out: Console = console) -> None:
     """Training throughput: images/s of cnnkit and PyTorch and their ratio."""
     from rich.panel import Panel
     from rich.table import Table
@@ -540,7 +522,7 @@ def print_train(report: dict[str, Any], out: Any = console) -> None:
         out.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
-def print_self_check(rows: list[dict[str, Any]], out: Any = console) -> None:
+def print_self_check(rows: list[dict[str, Any]], out: Console = console) -> None:
     """In-bench figure against the same library timed alone in a fresh process."""
     from rich.table import Table
 
@@ -566,28 +548,14 @@ def print_self_check(rows: list[dict[str, Any]], out: Any = console) -> None:
     _wide(out).print(table)
 
 
-def _matrix_table(matrix: Any, row_label: str = "", title: str = "") -> Any:
-    from rich.table import Table
-
-    table = Table(title=title or None, box=None, padding=(0, 0), show_header=False)
-    if row_label:
-        table.add_column(justify="right", style="dim", no_wrap=True)
-    for _ in range(matrix.shape[1]):
-        table.add_column(justify="right", min_width=4, no_wrap=True)
-    for i, row in enumerate(matrix):
-        cells = [f"{v:g}" for v in row]
-        table.add_row(*([f"{row_label}{i + 1} "] if row_label else []), *cells)
-    return table
-
-
-def _show_matrix(caption: str, matrix: Any, row_label: str) -> None:
+def _show_matrix(caption: str, matrix: np.ndarray, row_label: str) -> None:
     console.print(f"\n[bold]{caption}[/]")
     # A 27-column matrix is wider than 80 columns: render it whole and let the terminal wrap
     # rather than let rich drop columns.
     from rich.console import Console
 
     width = max(console.width, 6 + 4 * matrix.shape[1])
-    Console(width=width, highlight=False).print(_matrix_table(matrix, row_label))
+    Console(width=width, highlight=False).print(matrix_table(matrix, row_label=row_label))
 
 
 def print_explain(data: dict[str, Any]) -> None:
@@ -602,7 +570,7 @@ def print_explain(data: dict[str, Any]) -> None:
     )
     console.print(
         Columns(
-            [_matrix_table(data["image"][i], title=f"image {ch}") for i, ch in enumerate("RGB")],
+            [matrix_table(data["image"][i], title=f"image {ch}") for i, ch in enumerate("RGB")],
             padding=(0, 4),
         )
     )
@@ -618,8 +586,8 @@ def print_explain(data: dict[str, Any]) -> None:
     )
     _show_matrix(f"4x{n} product = kernel matrix @ patch matrix", data["product"], "k")
     console.print("\n[bold]each product row reshaped to 3x3, and the sliding-window loop[/]")
-    maps = [_matrix_table(m, title=f"im2col map {i + 1}") for i, m in enumerate(data["maps"])]
-    loop = [_matrix_table(m, title=f"loop map {i + 1}") for i, m in enumerate(data["loop"])]
+    maps = [matrix_table(m, title=f"im2col map {i + 1}") for i, m in enumerate(data["maps"])]
+    loop = [matrix_table(m, title=f"loop map {i + 1}") for i, m in enumerate(data["loop"])]
     console.print(Columns(maps, padding=(0, 4)))
     console.print(Columns(loop, padding=(0, 4)))
     same = bool(np.array_equal(data["maps"], data["loop"]))

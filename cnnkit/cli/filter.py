@@ -1,8 +1,9 @@
 """``cnnkit filter``: convolve images and signals with named or custom kernels.
 
-The command parses options, loads inputs (:mod:`cnnkit.io`), builds kernels and filters
-(:mod:`cnnkit.filters`, which calls :mod:`cnnkit.ops`), writes outputs atomically and
-renders the summary. Numpy, pillow and Numba load inside the command, never at import time.
+The command parses options into :class:`cnnkit.filtering.FilterSettings`, expands the inputs
+and checks the outputs, runs :func:`cnnkit.filtering.filter_file` on each input (load,
+filter, write) and renders the facts it returns. Numpy, pillow and Numba load inside the
+command, never at import time.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import glob
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -27,7 +29,13 @@ from cnnkit.cli.common import (
     err_console,
     friendly_errors,
 )
+from cnnkit.cli.matrices import aligned_rows, matrix_table
 from cnnkit.geometry import format_shape
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from cnnkit.filtering import FilterSettings
 
 EXAMPLES = """\
 Examples:
@@ -69,8 +77,6 @@ images; --out-dir is created when missing. --json prints one object (a list for 
 inputs).
 """
 
-# Results up to this size (per side) are printed as numbers in the terminal.
-GRID_LIMIT = 16
 # A filter still running after this many seconds shows a progress bar (on stderr).
 PROGRESS_AFTER = 1.0
 
@@ -134,14 +140,13 @@ def _check_output(path: Path, inputs: list[Path], force: bool, what: str) -> Non
 
 
 def _plan_jobs(
-    inputs: list[str],
+    sources: list[Path],
     output: Path | None,
     out_dir: Path | None,
     out_ext: str | None,
     compare: Path | None,
     force: bool,
 ) -> list[Job]:
-    sources = _expand_inputs(inputs)
     if output is not None and out_dir is not None:
         raise UsageError("give either -o FILE (one input) or --out-dir DIR, not both")
     if len(sources) > 1 and output is not None:
@@ -190,148 +195,7 @@ def _default_ext(src: Path) -> str:
     return ".png"
 
 
-def _output_kind(path: Path) -> str:
-    from cnnkit.io import OUTPUT_KINDS
-
-    kind = OUTPUT_KINDS.get(path.suffix.lower())
-    if kind is None:
-        raise UsageError(
-            f"{path}: unknown output format {path.suffix or '(no suffix)'!r}; use an image "
-            "suffix (.png .jpg .bmp .tif .gif .webp), .npy, .csv (1-D) or .wav (audio)"
-        )
-    return kind
-
-
-def _check_output_kind(kind: str, loaded: Any, maps: int) -> None:
-    if kind == "image" and loaded.ndim == 1:
-        raise UsageError("a 1-D signal cannot be saved as an image; use .csv, .npy or .wav")
-    if kind in ("csv", "wav") and loaded.ndim != 1:
-        raise UsageError(f".{kind} output is for 1-D signals; use an image suffix or .npy")
-    if kind == "wav":
-        if loaded.fmt != "wav":
-            raise UsageError(".wav output needs a .wav input (its sample rate and width)")
-        if maps > 1:
-            raise UsageError(".wav output takes one kernel (or --combine magnitude)")
-
-
-def _map_names(labels: list[str], channels: int) -> list[str]:
-    names = []
-    for label in labels:
-        for c in range(channels):
-            if len(labels) == 1 and channels == 1:
-                names.append("filtered")
-            elif channels == 1:
-                names.append(label)
-            elif len(labels) == 1:
-                names.append(f"ch{c}")
-            else:
-                names.append(f"{label}_ch{c}")
-    return names
-
-
-def _write(job: Job, loaded: Any, result: Any, labels: list[str], scale: Any, force: bool) -> None:
-    from cnnkit import io
-
-    y = result.y
-    if job.output is not None:
-        kind = _output_kind(job.output)
-        if kind == "npy":
-            # drop the kernel and channel axes when they have one entry
-            arr = y
-            if arr.shape[0] == 1:
-                arr = arr[0]
-                if arr.shape[0] == 1:
-                    arr = arr[0]
-            elif arr.shape[1] == 1:
-                arr = arr[:, 0]
-            io.save_array(job.output, arr, force=force)
-        elif kind == "csv":
-            flat = y.reshape(-1, y.shape[-1])
-            io.save_signal_csv(job.output, flat, _map_names(labels, y.shape[1]), force=force)
-        elif kind == "wav":
-            io.save_wav(job.output, y[0], loaded.sample_rate, loaded.sample_width, force=force)
-        else:
-            io.save_image(job.output, _pixels(loaded, y, scale), force=force)
-
-
-def _pixels(loaded: Any, y: Any, scale: Any) -> Any:
-    from cnnkit import io
-    from cnnkit.filters import to_pixels
-
-    tiles = [to_pixels(y[k], scale) for k in range(y.shape[0])]
-    if len(tiles) == 1:
-        return io.attach_alpha(tiles[0], loaded.alpha)
-    return io.tile(tiles)
-
-
-def _compare(
-    job: Job, loaded: Any, result: Any, labels: list[str], facts: dict[str, Any], scale: Any
-) -> None:
-    import numpy as np
-
-    from cnnkit import plots
-
-    y = result.y
-    if loaded.ndim == 1:
-        plots.compare_signals(
-            job.compare,
-            loaded.data,
-            y.reshape(-1, y.shape[-1]),
-            result.positions,
-            [
-                n if n != "filtered" else f"filtered ({labels[0]})"
-                for n in _map_names(labels, y.shape[1])
-            ],
-            title=loaded.path.name,
-        )
-        return
-    flip = bool(facts["flip"])
-    kernels = []
-    for k in facts["kernels"]:
-        w = np.asarray(k["weights"])
-        kernels.append((k["label"], w[..., ::-1, ::-1] if flip else w))  # images: 2-D or 3-D
-    pads = ", ".join(f"{a}+{b}" for a, b in facts["padding_pairs"])
-    out_shape = format_shape(facts["output_shape"])
-    plots.filter_compare_figure(
-        job.compare,
-        loaded.data,
-        loaded.maxval,
-        kernels,
-        y,
-        facts["map_names"],
-        scale,
-        input_title=f"input: {loaded.path.name} ({format_shape(loaded.data.shape)})",
-        kernel_title="kernel as applied" + (" (flipped: true convolution)" if flip else ""),
-        output_title=(
-            f"output {out_shape}\npadding {facts['padding']} ({pads}), "
-            f"stride {facts['stride']}, dilation {facts['dilation']}"
-        ),
-        channels=facts["channels"],
-        output_names=labels,
-    )
-
-
-def _channels_text(loaded: Any, result: Any, weights: list[Any]) -> str:
-    """How the input's channels were handled, in words."""
-    c = loaded.data.shape[0]
-    names = " (R, G, B)" if c == 3 and loaded.ndim == 2 else ""
-    per_kernel = result.y.shape[1]
-    maps = f"{per_kernel} map{'s' if per_kernel > 1 else ''} per kernel"
-    if c == 1:
-        return f"1 channel: {maps}"
-    if result.color == "gray":
-        return f"{c} channels{names} -> gray (0.299 R + 0.587 G + 0.114 B) first: {maps}"
-    if result.color == "rgb":
-        if weights[0].ndim == 3:
-            return f"{c} channels{names} summed by the {c}-channel kernel: {maps}"
-        return (
-            f"{c} channels{names} summed: the 2-D kernel / {c} on every channel (one "
-            f"{c}-channel kernel): {maps}"
-        )
-    return f"{c} channels{names} filtered each alone: {maps}"
-
-
-def _kernel_text(label: str, w: Any, flip: bool) -> str:
+def _kernel_text(label: str, w: np.ndarray, flip: bool) -> str:
     """The kernel as the sliding window applies it: its matrix (or a digest if large)."""
     import numpy as np
 
@@ -353,16 +217,10 @@ def _kernel_text(label: str, w: Any, flip: bool) -> str:
     return head + "\n" + _matrix_text(applied)
 
 
-def _is_small(y: Any) -> bool:
-    spatial = y.shape[2:]
-    limit = GRID_LIMIT if len(spatial) == 2 else GRID_LIMIT * 2
-    return all(n <= limit for n in spatial)
-
-
-def _grid_lines(m: Any, width: int) -> list[str]:
+def _grid_lines(m: np.ndarray, width: int) -> list[str]:
     """A 1-D or 2-D array as right-aligned columns, as few digits as fit in ``width``."""
     for digits in (4, 3, 2):
-        lines = ["  " + line for line in _aligned_rows(m, digits)]
+        lines = ["  " + line for line in aligned_rows(m, digits)]
         if max(len(line) for line in lines) <= width:
             break
     return lines
@@ -379,47 +237,6 @@ def _print_grids(facts: dict[str, Any], y: Any) -> None:
             console.print(line, highlight=False, markup=False, soft_wrap=True)
     if len(names) > shown:
         console.print(f"({len(names) - shown} more maps in --json)", highlight=False)
-
-
-def _facts(
-    job: Job,
-    loaded: Any,
-    result: Any,
-    labels: list[str],
-    kernel_labels: list[str],
-    kernels: list[Any],
-    opts: dict,
-    scale: Any,
-) -> dict[str, Any]:
-    y = result.y
-    small = _is_small(y)
-    names = [n if n != "filtered" else labels[0] for n in _map_names(labels, y.shape[1])]
-    image_out = (job.output is not None and _output_kind(job.output) == "image") or (
-        job.compare is not None and loaded.ndim == 2
-    )
-    return {
-        "input": str(job.source),
-        "kind": loaded.kind,
-        "input_shape": list(loaded.data.shape),
-        "kernels": [
-            {"label": lab, "shape": list(w.shape), "weights": w.tolist()}
-            for lab, w in zip(kernel_labels, kernels)
-        ],
-        **opts,
-        "channels": _channels_text(loaded, result, kernels),
-        "padding_pairs": [list(p) for p in result.pads],
-        "output_shape": list(y.shape[2:]),
-        "maps": int(y.shape[0] * y.shape[1]),
-        "map_names": names,
-        "seconds": round(result.seconds, 6),
-        "min": float(y.min()),
-        "max": float(y.max()),
-        "mean": float(y.mean()),
-        "display": scale.describe() if image_out and scale is not None else None,
-        "values": y.reshape(-1, *y.shape[2:]).tolist() if small else None,
-        "output": str(job.output) if job.output else None,
-        "compare": str(job.compare) if job.compare else None,
-    }
 
 
 def _render(facts: list[dict[str, Any]]) -> None:
@@ -537,22 +354,10 @@ def _folder_table(facts: list[dict[str, Any]]) -> Any:
         columns.remove(optional[-1])
 
 
-def _aligned_rows(m: Any, digits: int) -> list[str]:
-    """A 1-D or 2-D array as lines of right-aligned numbers: integers as integers, the rest
-    with ``digits`` significant digits. The one matrix layout of the filter command."""
-    rows = m if m.ndim == 2 else m[None]
-    cells = [
-        [str(int(v)) if float(v).is_integer() else f"{float(v):.{digits}g}" for v in row]
-        for row in rows
-    ]
-    size = max(len(c) for row in cells for c in row)
-    return [" ".join(c.rjust(size) for c in row) for row in cells]
-
-
-def _matrix_text(w: Any, limit: int = 7, digits: int = 4) -> str:
+def _matrix_text(w: np.ndarray, limit: int = 7, digits: int = 4) -> str:
     if w.ndim == 2 and max(w.shape) > limit:
         return f"{w.shape[0]}x{w.shape[1]} (too big to show here)"
-    return "\n".join(_aligned_rows(w, digits))
+    return "\n".join(aligned_rows(w, digits))
 
 
 def list_kernels() -> None:
@@ -592,7 +397,26 @@ def list_kernels() -> None:
     )
 
 
-def _progress(label: str) -> tuple[Any, Any]:
+def print_demo() -> None:
+    """The lecture's walk-through (:func:`cnnkit.demo.demo_steps`), matrices side by side."""
+    from rich.columns import Columns
+    from rich.rule import Rule
+
+    from cnnkit.demo import demo_steps
+
+    console.print("[bold]The lecture, runnable[/]: every number below comes from cnnkit.ops.")
+    for step in demo_steps():
+        console.print(Rule(step.title, align="left"))
+        console.print(step.text)
+        tables = [matrix_table(m, title=c, boxed=True, decimals=2) for c, m in step.matrices]
+        console.print(Columns(tables, padding=(0, 2)))
+    console.print(
+        "\nTry it on a photo: cnnkit filter sample_images/camera.png -k vertical-edge "
+        "-o edges.png --compare compare.png"
+    )
+
+
+def _progress(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """A ``progress(done, total)`` callback that shows a bar once a filter runs long."""
     start = time.perf_counter()
     state: dict[str, Any] = {}
@@ -624,6 +448,39 @@ def _progress(label: str) -> tuple[Any, Any]:
 
 def _nothing() -> None:
     """Stop a progress display that was never started."""
+
+
+def _run_all(jobs: list[Job], settings: FilterSettings) -> list[dict[str, Any]]:
+    """The facts of every job; several inputs show one bar over the files, and an error
+    names the file it is about."""
+    if len(jobs) == 1:
+        return [_run(jobs[0], settings, bar=True)]
+    from rich.progress import Progress
+
+    facts = []
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task("filtering", total=len(jobs))
+        for job in jobs:
+            try:
+                facts.append(_run(job, settings, bar=False))
+            except ValueError as exc:
+                if str(job.source) not in str(exc):
+                    exc.args = (f"{job.source}: {exc}",)  # keeps exc.params
+                raise
+            progress.advance(task)
+    return facts
+
+
+def _run(job: Job, settings: FilterSettings, bar: bool) -> dict[str, Any]:
+    """Filter one input (:func:`cnnkit.filtering.filter_file`); with ``bar``, a progress bar
+    once it runs long (several inputs have one bar over the files: one live display)."""
+    from cnnkit.filtering import filter_file
+
+    tick, stop = _progress(f"filtering {job.source.name}") if bar else (None, _nothing)
+    try:
+        return filter_file(job.source, settings, job.output, job.compare, progress=tick)
+    finally:
+        stop()
 
 
 @friendly_errors
@@ -741,118 +598,49 @@ def filter_command(
         list_kernels()
         return
     if demo:
-        from cnnkit.demo import run_demo
-
-        run_demo(console)
+        print_demo()
         return
     if not inputs:
         raise UsageError("give an INPUT file (or --list-kernels / --demo); see --help")
     check_json_file(json_file)
     if not kernel:
         raise UsageError("give a kernel with -k, e.g. -k sobel-x (see --list-kernels)")
-    if display_mode not in ("auto", "abs", "clip", "rescale", "diverging"):
-        raise UsageError(
-            f"--display must be auto, abs, clip, rescale or diverging, got {display_mode!r}"
-        )
-    if pool is None and pool_stride is not None:
-        raise UsageError("--pool-stride needs --pool max|avg")
-    if pool_size < 1 or (pool_stride is not None and pool_stride < 1):
-        raise UsageError("--pool-size and --pool-stride must be >= 1")
-    from cnnkit import filters, io
+    from cnnkit import filtering
 
+    settings = filtering.FilterSettings(
+        kernels=tuple(kernel),
+        padding=padding,
+        pad_mode=pad_mode,
+        stride=stride,
+        dilation=dilation,
+        method=method,
+        flip=flip,
+        transpose=transpose,
+        rotate=rotate,
+        normalize=normalize,
+        scale=scale,
+        bias=bias,
+        combine=combine,
+        color=color,
+        display=display_mode,
+        pool=pool,
+        pool_size=pool_size,
+        pool_stride=pool_stride,
+        column=column,
+        max_pixels=max_pixels,
+        force=force,
+    )
     # kernel mistakes are reported before any file is read or written
     sources = _expand_inputs(inputs)
-    for dims in sorted({1 if s.suffix.lower() in (".csv", ".txt", ".wav") else 2 for s in sources}):
-        for k in kernel:
-            filters.parse_kernel(k, dims)
-    filters.parse_padding(padding, 2)
-    jobs = _plan_jobs(inputs, output, out_dir, out_ext, compare, force)
+    settings.check_kernels({filtering.input_dims(s) for s in sources})
+    jobs = _plan_jobs(sources, output, out_dir, out_ext, compare, force)
     for job in jobs:
         if job.output is not None:
-            _output_kind(job.output)
-        if job.compare is not None and _output_kind(job.compare) != "image":
+            filtering.output_kind(job.output)
+        if job.compare is not None and filtering.output_kind(job.compare) != "image":
             raise UsageError(f"--compare writes an image (.png), got {job.compare}")
 
-    def run(job: Job, bar: bool) -> dict[str, Any]:
-        loaded = io.load(job.source, column, max_pixels=max_pixels)
-        parsed = [part for k in kernel for part in filters.parse_kernel(k, loaded.ndim).split()]
-        weights = [
-            filters.transform(
-                k.weights, transpose=transpose, rotate=rotate, normalize=normalize, scale=scale
-            )
-            for k in parsed
-        ]
-        kernel_labels = [k.label for k in parsed]
-        if job.output is not None:
-            maps = 1 if combine else len(weights)
-            _check_output_kind(_output_kind(job.output), loaded, maps)
-        padding_arg = filters.parse_padding(padding, loaded.ndim)
-        # several inputs have one bar over the files (one live display at a time)
-        tick, stop = _progress(f"filtering {job.source.name}") if bar else (None, _nothing)
-        try:
-            result = filters.apply_bank(
-                loaded.data,
-                weights,
-                color=color,
-                padding=padding_arg,
-                pad_mode=pad_mode,
-                stride=stride,
-                dilation=dilation,
-                method=method,
-                flip=flip,
-                bias=bias,
-                combine=combine,
-                pool=pool,
-                pool_size=pool_size,
-                pool_stride=pool_stride,
-                progress=tick,
-            )
-        finally:
-            stop()
-        labels = kernel_labels
-        if combine:
-            labels = ["magnitude(" + ", ".join(kernel_labels) + ")"]
-        display = None
-        if loaded.ndim == 2:
-            # a gradient magnitude is an edge map although it has no sign
-            mode = "abs" if combine and display_mode == "auto" else display_mode
-            display = filters.display_scale(result.y, loaded.maxval, mode)
-        opts = {
-            "padding": padding,
-            "pad_mode": pad_mode,
-            "stride": stride,
-            "dilation": dilation,
-            "method": method,
-            "flip": flip,
-            "color": result.color if loaded.ndim == 2 else None,
-            "bias": bias,
-            "combine": combine,
-            "pool": pool,
-            "pool_size": pool_size if pool else None,
-            "pool_stride": (pool_stride or pool_size) if pool else None,
-        }
-        facts = _facts(job, loaded, result, labels, kernel_labels, weights, opts, display)
-        _write(job, loaded, result, labels, display, force)
-        if job.compare is not None:
-            _compare(job, loaded, result, labels, facts, display)
-        return facts
-
-    facts: list[dict[str, Any]] = []
-    if len(jobs) == 1:
-        facts.append(run(jobs[0], True))
-    else:
-        from rich.progress import Progress
-
-        with Progress(console=err_console, transient=True) as progress:
-            task = progress.add_task("filtering", total=len(jobs))
-            for job in jobs:
-                try:
-                    facts.append(run(job, False))
-                except ValueError as exc:
-                    if str(job.source) not in str(exc):
-                        exc.args = (f"{job.source}: {exc}",)  # keeps exc.params
-                    raise
-                progress.advance(task)
+    facts = _run_all(jobs, settings)
     if not emit_json(facts if len(facts) > 1 else facts[0], as_json, json_file):
         _render(facts)
 

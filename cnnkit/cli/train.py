@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -30,6 +30,14 @@ from cnnkit.cli.common import (
     say,
 )
 from cnnkit.geometry import format_shape
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import TaskID
+
+    from cnnkit.data import Dataset
+    from cnnkit.nn.model import Model
+    from cnnkit.train import EpochStats, RunOutcome, TrainConfig
 
 TRAIN_EXAMPLES = """\
 Examples:
@@ -92,7 +100,7 @@ class EpochDisplay:
     one; validation appears only when there is a validation set.
     """
 
-    def __init__(self, console_: Any, quiet: bool) -> None:
+    def __init__(self, console_: Console, quiet: bool) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = console_
@@ -106,7 +114,7 @@ class EpochDisplay:
             disable=quiet,
             transient=True,
         )
-        self.task: Any = None
+        self.task: TaskID | None = None
         self.epochs = 0
         self.loss_sum = 0.0
         self.seen = 0
@@ -115,10 +123,10 @@ class EpochDisplay:
         self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)
 
-    def start(self, model: Any, ds: Any, cfg: Any, start: int) -> None:
+    def start(self, model: Model, ds: Dataset, cfg: TrainConfig, start: int) -> None:
         self.epochs = cfg.epochs
         batches = math.ceil(len(ds.y_train) / cfg.batch_size)
         if not self.quiet:
@@ -127,7 +135,7 @@ class EpochDisplay:
             "train", total=batches, epoch=start + 1, epochs=cfg.epochs, status=""
         )
 
-    def _header(self, model: Any, ds: Any, cfg: Any, start: int) -> None:
+    def _header(self, model: Model, ds: Dataset, cfg: TrainConfig, start: int) -> None:
         val = f"{len(ds.y_val):,} val / " if len(ds.y_val) else ""
         resumed = f", resuming after epoch {start}" if start else ""
         self.console.print(
@@ -146,14 +154,14 @@ class EpochDisplay:
             status = f"loss {self.loss_sum / self.seen:.4f}"
             self.progress.update(self.task, completed=b + 1, status=status)
 
-    def epoch(self, s: Any) -> None:
+    def epoch(self, s: EpochStats) -> None:
         self.loss_sum, self.seen = 0.0, 0
         if not self.quiet:
             self.progress.console.print(epoch_line(s, self.epochs), highlight=False)
         self.progress.reset(self.task, epoch=s.epoch + 1, epochs=self.epochs, status="")
 
 
-def epoch_line(s: Any, epochs: int) -> str:
+def epoch_line(s: EpochStats, epochs: int) -> str:
     """One finished epoch in a line of at most 80 characters."""
     width = len(str(epochs))
     val = f"  val {_pct(s.val_accuracy)}" if s.val_accuracy is not None else ""
@@ -162,12 +170,6 @@ def epoch_line(s: Any, epochs: int) -> str:
         f"train {_pct(s.train_accuracy)}{val}  lr {s.lr:.2g}  "
         f"{s.images_per_s:,.0f} img/s  {s.seconds:.1f} s"
     )
-
-
-def _load(model_path: Path) -> tuple[Any, dict]:
-    from cnnkit.nn.serialize import load_model
-
-    return load_model(model_path)
 
 
 @friendly_errors
@@ -269,8 +271,6 @@ def train(
     from cnnkit import train as tr
 
     check_json_file(json_file)
-    if resume is not None and not resume.exists():
-        raise FileNotFoundError(2, "no such file", str(resume))
     overrides = dict(
         epochs=epochs,
         batch_size=batch_size,
@@ -285,8 +285,8 @@ def train(
         val_fraction=val_fraction,
         augment=augment,
     )
-    if resume is not None and arch is not None:
-        raise ValueError("--arch cannot change a resumed model; drop --arch or --resume")
+    if resume is not None:
+        tr.check_resume(resume, arch)  # before the progress display starts
     quiet = as_json or json_file == "-"
     display = EpochDisplay(err_console, quiet)
     try:
@@ -312,27 +312,36 @@ def train(
             "or add --force to replace it"
         ) from None
     if not emit_json(outcome.metrics(), as_json, json_file):
-        summary = Table(show_header=False, title="result")
-        summary.add_column(no_wrap=True)
-        summary.add_column(overflow="fold")
-        summary.add_row("test accuracy", _pct(outcome.test_accuracy))
-        summary.add_row("test loss", f"{outcome.test_loss:.4f}")
-        summary.add_row("epochs", str(outcome.result.epochs_done))
-        summary.add_row("wall time", f"{outcome.seconds:.1f} s")
-        summary.add_row("model", str(outcome.output) if outcome.result.epochs_done else "-")
-        summary.add_row("checkpoint", str(outcome.checkpoint))
-        console.print(summary)
+        console.print(_summary_table(outcome))
     if outcome.result.interrupted:
-        done = outcome.result.epochs_done
-        if done and outcome.checkpoint.exists():
-            say(
-                f"interrupted: {done} epoch(s) saved in {outcome.checkpoint}"
-                + (f" and {outcome.output}" if outcome.output.exists() else "")
-                + f"; continue with: cnnkit train --resume {outcome.checkpoint}"
-            )
-        else:
-            say("interrupted before the first epoch finished: nothing was saved")
+        _say_interrupted(outcome)
         raise typer.Exit(signals.exit_code())
+
+
+def _summary_table(outcome: RunOutcome) -> Table:
+    summary = Table(show_header=False, title="result")
+    summary.add_column(no_wrap=True)
+    summary.add_column(overflow="fold")
+    summary.add_row("test accuracy", _pct(outcome.test_accuracy))
+    summary.add_row("test loss", f"{outcome.test_loss:.4f}")
+    summary.add_row("epochs", str(outcome.result.epochs_done))
+    summary.add_row("wall time", f"{outcome.seconds:.1f} s")
+    summary.add_row("model", str(outcome.output) if outcome.result.epochs_done else "-")
+    summary.add_row("checkpoint", str(outcome.checkpoint))
+    return summary
+
+
+def _say_interrupted(outcome: RunOutcome) -> None:
+    """What was saved, and how to continue."""
+    done = outcome.result.epochs_done
+    if done and outcome.checkpoint.exists():
+        say(
+            f"interrupted: {done} epoch(s) saved in {outcome.checkpoint}"
+            + (f" and {outcome.output}" if outcome.output.exists() else "")
+            + f"; continue with: cnnkit train --resume {outcome.checkpoint}"
+        )
+    else:
+        say("interrupted before the first epoch finished: nothing was saved")
 
 
 @friendly_errors
@@ -419,29 +428,13 @@ def predict(
     json_file: str | None = typer.Option(None, "--json-file", metavar="PATH", help=JSON_FILE_HELP),
 ) -> None:
     """Top-k classes with probabilities, each image preprocessed as in training."""
-    import numpy as np
-
     from cnnkit import train as tr
 
     check_json_file(json_file)
-    if top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {top_k}")
-    model, header = _load(model_path)
-    names = header.get("class_names") or [str(i) for i in range(model.num_outputs)]
-    results = []
-    for path in images:
-        x = tr.image_input(path, model, header)
-        p = model.predict_proba(x)[0]
-        order = np.argsort(-p, kind="stable")[: min(top_k, p.size)]
-        results.append(
-            {
-                "image": str(path),
-                "top": [{"class": str(names[i]), "index": int(i), "p": float(p[i])} for i in order],
-            }
-        )
+    results = tr.predict(model_path, images, top_k)
     if emit_json(results, as_json, json_file):
         return
-    console.print(_predictions_table(results, min(top_k, model.num_outputs)))
+    console.print(_predictions_table(results, max(len(r["top"]) for r in results)))
 
 
 def _predictions_table(results: list[dict[str, Any]], ranks: int) -> Table:
@@ -491,44 +484,10 @@ def visualize(
     json_file: str | None = typer.Option(None, "--json-file", metavar="PATH", help=JSON_FILE_HELP),
 ) -> None:
     """Look inside a trained model: first-layer kernels and per-layer feature maps."""
-    import numpy as np
-
-    from cnnkit import plots
     from cnnkit import train as tr
 
     check_json_file(json_file)
-    if filters is None and activations is None:
-        raise ValueError(
-            "nothing to draw: add --filters OUT.png and/or --activations IMAGE OUT.png"
-        )
-    model, header = _load(model_path)
-    facts: dict[str, Any] = {"model": str(model_path)}
-    if filters is not None:
-        conv = model.first_conv()
-        if conv is None:
-            raise ValueError(f"{model_path} has no convolution layer: no filters to show")
-        plots.filter_grid_figure(conv.w, filters, f"{conv.name}: {conv.w.shape[0]} kernels")
-        facts["filters"] = {
-            "file": str(filters),
-            "layer": conv.name,
-            "shape": list(conv.w.shape),
-            "max_abs_weight": float(np.abs(conv.w).max()),
-        }
-    if activations is not None:
-        image, out = activations
-        x = tr.image_input(image, model, header)
-        layers = [(name, a[0]) for name, a in model.activations(x)]
-        probs = model.predict_proba(x)[0]
-        names = header.get("class_names") or [str(i) for i in range(probs.size)]
-        plots.activations_figure(
-            x[0], layers, out, class_names=names, probabilities=probs, title=image.name
-        )
-        facts["activations"] = {
-            "file": str(out),
-            "image": str(image),
-            "layers": [{"name": n, "shape": list(a.shape)} for n, a in layers],
-            "probabilities": {str(c): float(p) for c, p in zip(names, probs)},
-        }
+    facts = tr.draw_model(model_path, filters, activations)
     if emit_json(facts, as_json, json_file):
         return
     for key in ("filters", "activations"):

@@ -58,7 +58,9 @@ _OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _size_pair(size: int | Sequence[int] | None, default: tuple[int, int] | None) -> Any:
+def _size_pair(
+    size: int | Sequence[int] | None, default: tuple[int, int] | None
+) -> tuple[int, int] | None:
     if size is None:
         return default
     values = [size] * 2 if isinstance(size, int | np.integer) else list(size)

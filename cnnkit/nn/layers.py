@@ -13,12 +13,12 @@ written to allocate little because for small networks the per-layer overhead is 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
 
 from cnnkit import ops
+from cnnkit.errors import ParameterError
 
 PairPads = tuple[tuple[int, int], ...]
 
@@ -58,6 +58,18 @@ def torch_default(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int)
     """
     bound = 1.0 / math.sqrt(fan_in)
     return rng.uniform(-bound, bound, size=shape)
+
+
+# The weight initialisations a model is built with (:func:`init_weights` also knows
+# "glorot", which layers pick for themselves).
+INIT_SCHEMES = ("he", "torch")
+
+
+def check_init(init: str) -> str:
+    """``init`` when it is one of :data:`INIT_SCHEMES`, else a ParameterError naming it."""
+    if init not in INIT_SCHEMES:
+        raise ParameterError(f"init must be he or torch, got {init!r}", "init")
+    return init
 
 
 def init_weights(
@@ -159,13 +171,6 @@ class Conv2d(Layer):
         self._x: np.ndarray | None = None
         self._plans: dict = {}  # checked convolution plans per input shape (ops.conv2d_layer)
 
-    @property
-    def opts(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`cnnkit.ops.conv2d`, for exporters."""
-        return dict(
-            stride=self.stride, padding=self.pads, dilation=self.dilation, groups=self.groups
-        )
-
     def rebind(self) -> None:
         """Point ``w``/``b`` at ``params`` after the model moved them into its flat buffer."""
         self.w = self.params[0]
@@ -221,16 +226,6 @@ class _Pool2d(Layer):
         self.padding = padding
         self.ceil_mode = ceil_mode
         self._x: np.ndarray | None = None
-
-    @property
-    def opts(self) -> dict[str, Any]:
-        """The keyword arguments of the :mod:`cnnkit.ops` pooling call, for exporters."""
-        return dict(
-            kernel_size=self.kernel_size,
-            stride=self.stride,
-            padding=self.padding,
-            ceil_mode=self.ceil_mode,
-        )
 
 
 class MaxPool2d(_Pool2d):

@@ -84,9 +84,7 @@ class Model:
         source: str | None = None,
         init: str = "he",
     ) -> None:
-        if init not in ("he", "torch"):
-            raise ValueError(f"init must be he (He/Glorot) or torch, got {init!r}")
-        self.init = init
+        self.init = L.check_init(init)
         self.arch = arch
         self.source = source
         self.dtype = np.dtype(dtype)

@@ -28,6 +28,7 @@ from cnnkit import __version__
 from cnnkit.arch import parse_text
 from cnnkit.io import atomic_write, read_npz
 from cnnkit.memory import MemoryBudgetError
+from cnnkit.nn.layers import INIT_SCHEMES
 from cnnkit.nn.model import Model
 
 FORMAT = "cnnkit-model"
@@ -215,7 +216,7 @@ _CONFIG = _object(
         "weight_decay": _number(0.0, 1e6),
         "schedule": _choice("none", "step", "cosine"),
         "seed": _integer(0, 2**63 - 1),
-        "init": _choice("he", "torch"),
+        "init": _choice(*INIT_SCHEMES),
         "val_fraction": _number(0.0, 1.0, hi_open=True),
         "augment": _boolean,
     }

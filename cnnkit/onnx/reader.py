@@ -20,9 +20,13 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.onnx import require
+
+if TYPE_CHECKING:
+    from onnx import GraphProto, ModelProto, TensorProto
 
 MAX_BYTES = 2**31 - 1  # protobuf's own limit for one message
 SMALL_CONSTANT = 4096  # elements: constants read for their values (shapes, clip bounds)
@@ -208,7 +212,7 @@ def one_line(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3].rsplit(" ", 1)[0] + " ..."
 
 
-def _check_envelope(onnx: Any, model: Any, p: Path) -> None:
+def _check_envelope(onnx: ModuleType, model: ModelProto, p: Path) -> None:
     # Protobuf parses many non-ONNX byte strings without complaint (unknown fields are
     # skipped), so a file only counts as ONNX when the fields every model has are there.
     if not model.HasField("graph") or not model.opset_import or model.ir_version < 3:
@@ -222,7 +226,7 @@ def _check_envelope(onnx: Any, model: Any, p: Path) -> None:
         raise OnnxError(f"{p}: the ONNX graph has no nodes")
 
 
-def _default_opset(onnx: Any, model: Any, p: Path) -> int:
+def _default_opset(onnx: ModuleType, model: ModelProto, p: Path) -> int:
     newest = onnx.defs.onnx_opset_version()
     versions = [o.version for o in model.opset_import if o.domain in STANDARD_DOMAINS]
     if not versions:
@@ -239,7 +243,7 @@ def _default_opset(onnx: Any, model: Any, p: Path) -> int:
     return int(version)
 
 
-def _check_operators(graph: Any, p: Path) -> None:
+def _check_operators(graph: GraphProto, p: Path) -> None:
     unknown: list[str] = []
     for i, node in enumerate(graph.node):
         label = node.name or f"#{i}"
@@ -256,7 +260,7 @@ def _check_operators(graph: Any, p: Path) -> None:
         raise OnnxError(f"{p}: operators cnnkit does not know: {shown}")
 
 
-def _check_external_data(onnx: Any, graph: Any, p: Path) -> None:
+def _check_external_data(onnx: ModuleType, graph: GraphProto, p: Path) -> None:
     folder = p.resolve().parent
     tensors = list(graph.initializer)
     for node in graph.node:
@@ -276,7 +280,7 @@ def _check_external_data(onnx: Any, graph: Any, p: Path) -> None:
             )
 
 
-def _structure(onnx: Any, model: Any) -> Any:
+def _structure(onnx: ModuleType, model: ModelProto) -> ModelProto:
     """``model`` with its initializers declared as typed graph inputs, for the checker.
 
     The checker then checks the graph's structure and every node against its schema without
@@ -301,7 +305,7 @@ def _structure(onnx: Any, model: Any) -> Any:
     return light
 
 
-def _named_nodes(onnx: Any, graph: Any) -> list[OnnxNode]:
+def _named_nodes(onnx: ModuleType, graph: GraphProto) -> list[OnnxNode]:
     seen: set[str] = set()
     nodes = []
     for i, node in enumerate(graph.node):
@@ -321,7 +325,7 @@ def _named_nodes(onnx: Any, graph: Any) -> list[OnnxNode]:
     return nodes
 
 
-def _tensor_values(onnx: Any, tensor: Any, p: Path) -> list[float] | None:
+def _tensor_values(onnx: ModuleType, tensor: TensorProto, p: Path) -> list[float] | None:
     n = math.prod(tensor.dims)
     if tensor.data_location == onnx.TensorProto.EXTERNAL or n > SMALL_CONSTANT:
         return None
@@ -337,7 +341,7 @@ def _tensor_values(onnx: Any, tensor: Any, p: Path) -> list[float] | None:
 
 
 def _initializers(
-    onnx: Any, graph: Any, nodes: list[OnnxNode], p: Path
+    onnx: ModuleType, graph: GraphProto, nodes: list[OnnxNode], p: Path
 ) -> tuple[dict[str, tuple[int, ...]], dict[str, list[float]]]:
     shapes: dict[str, tuple[int, ...]] = {}
     values: dict[str, list[float]] = {}
@@ -362,7 +366,7 @@ def _initializers(
 
 
 def _data_input(
-    graph: Any, init_shapes: dict[str, tuple[int, ...]], p: Path
+    graph: GraphProto, init_shapes: dict[str, tuple[int, ...]], p: Path
 ) -> tuple[str, tuple[int | None, ...]]:
     data = [i for i in graph.input if i.name not in init_shapes]
     if len(data) != 1:
@@ -421,7 +425,7 @@ def _topological(nodes: list[OnnxNode], available: set[str], p: Path) -> list[On
     return ordered
 
 
-def _check_outputs(graph: Any, nodes: list[OnnxNode], p: Path) -> None:
+def _check_outputs(graph: GraphProto, nodes: list[OnnxNode], p: Path) -> None:
     produced = {o for n in nodes for o in n.outputs}
     for out in graph.output:
         if out.name not in produced:

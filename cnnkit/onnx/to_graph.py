@@ -22,13 +22,14 @@ What maps to what (``infer`` then counts parameters, MACs and memory as for any 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
 from cnnkit import geometry
-from cnnkit.arch import INPUT, Builder, Graph, SpecError, format_shape
+from cnnkit.arch import INPUT, Builder, Graph, Node, SpecError, format_shape, to_json
 from cnnkit.arch.kinds import KINDS
 from cnnkit.arch.values import dims
 from cnnkit.onnx.reader import OnnxError, OnnxGraph, read_onnx
@@ -39,7 +40,7 @@ _FLATTENERS = ("flatten", "fc")
 _DEFAULTS = {"s": "1", "p": "0", "d": "1", "groups": 1, "bias": True, "ceil": False}
 
 
-def short_text(node: Any) -> str:
+def short_text(node: Node) -> str:
     """A node as spec text with default options left out: ``conv 64 k=7 s=2 p=3 bias=false``
     (uneven pads read ``p=0+1x1+2``, before+after per dimension)."""
     kind = KINDS[node.kind]
@@ -272,10 +273,6 @@ class _Build:
 def onnx_spec_text(path: str | os.PathLike[str], input_shape: tuple[int, ...] | None = None) -> str:
     """The JSON spec of an ONNX file's architecture (what a model trained from it stores);
     ``input_shape`` as for :func:`onnx_graph`."""
-    import json
-
-    from cnnkit.arch import to_json
-
     return json.dumps(to_json(onnx_graph(path, input_shape)))
 
 

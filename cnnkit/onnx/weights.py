@@ -28,9 +28,12 @@ from typing import Any
 import numpy as np
 
 from cnnkit.geometry import format_shape
+from cnnkit.nn.model import Model, build_model
+from cnnkit.nn.serialize import save_model
 from cnnkit.onnx import require
 from cnnkit.onnx.reader import OnnxError, OnnxGraph, read_onnx
 from cnnkit.onnx.resolve import ImportedLayer, resolve
+from cnnkit.onnx.to_graph import onnx_graph
 
 BN_EPS = 1e-5  # what cnnkit's BatchNorm uses and its model files assume
 NORMALISE_NODES = ("normalise.sub", "normalise.div")  # cnnkit's exported normalisation
@@ -114,6 +117,54 @@ def _gemm_weight(layer: ImportedLayer, attrs: dict[str, Any], w: np.ndarray) -> 
     return (w if attrs.get("transB", 0) else w.T) * scale
 
 
+def _copy_weights(
+    model: Model, graph: OnnxGraph, layers: dict[str, ImportedLayer], source: str
+) -> None:
+    """Read the weights of ``layers`` from the file into the model's layers."""
+    nodes = {n.name: n for n in graph.nodes}
+    wanted = {t for layer in layers.values() for t in layer.weights}
+    values = _tensors(source, wanted, graph)
+    for layer, node in zip(model.layers, model.arch.nodes):
+        imported = layers.get(node.name)
+        if imported is None or not imported.weights:
+            continue
+        onnx_node = nodes[imported.name]
+        # the weight, then the bias: the node's inputs, or for MatMul + Add the pair it owns
+        names = list(imported.weights) if imported.op_type == "MatMul" else onnx_node.inputs[1:]
+        if node.kind == "conv":
+            layer.w[...] = values[names[0]].reshape(layer.w.shape)
+            if layer.b is not None:
+                layer.b[...] = values[names[1]].reshape(-1)
+        elif node.kind == "fc":
+            layer.w[...] = _gemm_weight(imported, onnx_node.attrs, values[names[0]])
+            if layer.b is not None:
+                bias = values[names[1]].reshape(-1)
+                layer.b[...] = bias * float(onnx_node.attrs.get("beta", 1.0))
+        elif node.kind == "bn":
+            scale, shift, mean, var = (values[n].reshape(-1) for n in names[:4])
+            layer.gamma[...], layer.beta[...] = scale, shift
+            layer.buffers["running_mean"][...] = mean
+            layer.buffers["running_var"][...] = var
+
+
+def _header(meta: dict[str, str], model: Model) -> tuple[dict[str, Any], bool]:
+    """The model file's header from the ONNX metadata, and whether that metadata (written
+    by ``cnnkit export``) gave the normalisation; other files get classes 0..K-1 and
+    none."""
+    channels = model.input_shape[0]
+    normalised = "cnnkit.mean" in meta and "cnnkit.std" in meta
+    header = {
+        "mean": json.loads(meta["cnnkit.mean"]) if normalised else [0.0] * channels,
+        "std": json.loads(meta["cnnkit.std"]) if normalised else [1.0] * channels,
+        "class_names": json.loads(meta.get("cnnkit.class_names", "[]"))
+        or [str(i) for i in range(model.num_outputs)],
+        "preprocess": json.loads(meta.get("cnnkit.preprocess", "{}")),
+        "dataset": meta.get("cnnkit.dataset") or None,
+        **json.loads(meta.get("cnnkit.split", "{}")),
+    }
+    return header, normalised
+
+
 def import_onnx(
     path: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -141,10 +192,6 @@ def import_onnx(
     OnnxError
         The file cannot be read, or cnnkit would not compute it as onnxruntime does.
     """
-    from cnnkit.nn.model import build_model
-    from cnnkit.nn.serialize import save_model
-    from cnnkit.onnx.to_graph import onnx_graph
-
     source = str(path)
     target = Path(output)
     if target.exists() and target.resolve() == Path(source).resolve():
@@ -159,42 +206,8 @@ def import_onnx(
             f"{source}: the output is a {format_shape(model.output_shapes[-1])} map, "
             "not one score per class; cnnkit model files hold classifiers"
         )
-    nodes = {n.name: n for n in graph.nodes}
-    wanted = {t for layer in layers.values() for t in layer.weights}
-    values = _tensors(source, wanted, graph)
-    for layer, node in zip(model.layers, model.arch.nodes):
-        imported = layers.get(node.name)
-        if imported is None or not imported.weights:
-            continue
-        onnx_node = nodes[imported.name]
-        # the weight, then the bias: the node's inputs, or for MatMul + Add the pair it owns
-        names = list(imported.weights) if imported.op_type == "MatMul" else onnx_node.inputs[1:]
-        if node.kind == "conv":
-            layer.w[...] = values[names[0]].reshape(layer.w.shape)
-            if layer.b is not None:
-                layer.b[...] = values[names[1]].reshape(-1)
-        elif node.kind == "fc":
-            layer.w[...] = _gemm_weight(imported, onnx_node.attrs, values[names[0]])
-            if layer.b is not None:
-                bias = values[names[1]].reshape(-1)
-                layer.b[...] = bias * float(onnx_node.attrs.get("beta", 1.0))
-        elif node.kind == "bn":
-            scale, shift, mean, var = (values[n].reshape(-1) for n in names[:4])
-            layer.gamma[...], layer.beta[...] = scale, shift
-            layer.buffers["running_mean"][...] = mean
-            layer.buffers["running_var"][...] = var
-    meta = graph.metadata
-    channels = model.input_shape[0]
-    normalised = "cnnkit.mean" in meta and "cnnkit.std" in meta
-    header = {
-        "mean": json.loads(meta["cnnkit.mean"]) if normalised else [0.0] * channels,
-        "std": json.loads(meta["cnnkit.std"]) if normalised else [1.0] * channels,
-        "class_names": json.loads(meta.get("cnnkit.class_names", "[]"))
-        or [str(i) for i in range(model.num_outputs)],
-        "preprocess": json.loads(meta.get("cnnkit.preprocess", "{}")),
-        "dataset": meta.get("cnnkit.dataset") or None,
-        **json.loads(meta.get("cnnkit.split", "{}")),
-    }
+    _copy_weights(model, graph, layers, source)
+    header, normalised = _header(graph.metadata, model)
     save_model(output, model, header)
     return {
         "output": str(output),

@@ -18,12 +18,33 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cnnkit import __version__
+from cnnkit.errors import ParameterError
+from cnnkit.io import atomic_write
+from cnnkit.nn.layers import MaxPool2d
+from cnnkit.nn.serialize import load_model
 from cnnkit.onnx import require
 from cnnkit.onnx.reader import one_line
+
+if TYPE_CHECKING:
+    import onnx
+
+    from cnnkit.nn.layers import (
+        AvgPool2d,
+        BatchNorm,
+        Conv2d,
+        Dropout,
+        Layer,
+        LeakyReLU,
+        Linear,
+        ReLU6,
+    )
+    from cnnkit.nn.model import Model
 
 MIN_OPSET = 17
 INPUT_NAME = "input"
@@ -35,9 +56,9 @@ INPUT_NODE = "input"  # what model.inputs calls the network's input
 class _Graph:
     """The ONNX graph under construction: nodes, initializers, and unique tensor names."""
 
-    helper: Any
-    nodes: list[Any] = field(default_factory=list)
-    initializers: list[Any] = field(default_factory=list)
+    helper: ModuleType  # onnx.helper
+    nodes: list[onnx.NodeProto] = field(default_factory=list)
+    initializers: list[onnx.TensorProto] = field(default_factory=list)
     used: set[str] = field(default_factory=set)
 
     def name(self, wanted: str) -> str:
@@ -65,13 +86,12 @@ def _f32(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.float32)
 
 
-def _onnx_pads(pads: Any) -> list[int]:
+def _onnx_pads(pads: tuple[tuple[int, int], ...]) -> list[int]:
     pairs = [(int(lo), int(hi)) for lo, hi in pads]
     return [lo for lo, _ in pairs] + [hi for _, hi in pairs]
 
 
-def _conv(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
-    opts = layer.opts
+def _conv(g: _Graph, layer: Conv2d, x: list[str], in_shape: tuple[int, ...]) -> str:
     ndim = layer.w.ndim - 2
     inputs = [x[0], g.const(f"{layer.name}.weight", _f32(layer.w))]
     if layer.b is not None:
@@ -81,23 +101,20 @@ def _conv(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str
         inputs,
         layer.name,
         kernel_shape=list(layer.w.shape[2:]),
-        strides=list(opts["stride"])[:ndim],
-        pads=_onnx_pads(opts["padding"]),
-        dilations=list(opts["dilation"])[:ndim],
-        group=int(opts["groups"]),
+        strides=list(layer.stride)[:ndim],
+        pads=_onnx_pads(layer.pads),
+        dilations=list(layer.dilation)[:ndim],
+        group=int(layer.groups),
     )
 
 
-def _pool(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
-    from cnnkit.nn.layers import MaxPool2d
-
-    opts = layer.opts
-    pads = [int(p) for p in opts["padding"]]
+def _pool(g: _Graph, layer: MaxPool2d | AvgPool2d, x: list[str], in_shape: tuple[int, ...]) -> str:
+    pads = [int(p) for p in layer.padding]
     attrs: dict[str, Any] = dict(
-        kernel_shape=[int(k) for k in opts["kernel_size"]],
-        strides=[int(s) for s in opts["stride"]],
+        kernel_shape=[int(k) for k in layer.kernel_size],
+        strides=[int(s) for s in layer.stride],
         pads=pads + pads,
-        ceil_mode=int(bool(opts["ceil_mode"])),
+        ceil_mode=int(bool(layer.ceil_mode)),
     )
     if isinstance(layer, MaxPool2d):
         return g.node("MaxPool", [x[0]], layer.name, **attrs)
@@ -105,30 +122,30 @@ def _pool(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str
     return g.node("AveragePool", [x[0]], layer.name, count_include_pad=1, **attrs)
 
 
-def _gap(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+def _gap(g: _Graph, layer: Layer, x: list[str], in_shape: tuple[int, ...]) -> str:
     # cnnkit's gap returns (N, C); ONNX's keeps (N, C, 1, 1)
     pooled = g.node("GlobalAveragePool", [x[0]], layer.name)
     return g.node("Flatten", [pooled], f"{layer.name}.flatten", axis=1)
 
 
 def _unary(op: str, **fixed: Any) -> Callable[..., str]:
-    def emit(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+    def emit(g: _Graph, layer: Layer, x: list[str], in_shape: tuple[int, ...]) -> str:
         return g.node(op, [x[0]], layer.name, **fixed)
 
     return emit
 
 
-def _leaky(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+def _leaky(g: _Graph, layer: LeakyReLU, x: list[str], in_shape: tuple[int, ...]) -> str:
     return g.node("LeakyRelu", [x[0]], layer.name, alpha=float(layer.slope))
 
 
-def _relu6(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+def _relu6(g: _Graph, layer: ReLU6, x: list[str], in_shape: tuple[int, ...]) -> str:
     lo = g.const(f"{layer.name}.min", np.array(0.0, np.float32))
     hi = g.const(f"{layer.name}.max", np.array(6.0, np.float32))
     return g.node("Clip", [x[0], lo, hi], layer.name)
 
 
-def _fc(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+def _fc(g: _Graph, layer: Linear, x: list[str], in_shape: tuple[int, ...]) -> str:
     src = x[0]
     if len(in_shape) > 1:  # cnnkit's fc flattens its input; Gemm wants (N, features)
         src = g.node("Flatten", [src], f"{layer.name}.flatten", axis=1)
@@ -138,12 +155,12 @@ def _fc(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
     return g.node("Gemm", inputs, layer.name, transB=1)
 
 
-def _dropout(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+def _dropout(g: _Graph, layer: Dropout, x: list[str], in_shape: tuple[int, ...]) -> str:
     ratio = g.const(f"{layer.name}.ratio", np.array(layer.rate, np.float32))
     return g.node("Dropout", [x[0], ratio], layer.name)
 
 
-def _bn(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+def _bn(g: _Graph, layer: BatchNorm, x: list[str], in_shape: tuple[int, ...]) -> str:
     inputs = [
         x[0],
         g.const(f"{layer.name}.weight", _f32(layer.gamma)),
@@ -154,14 +171,14 @@ def _bn(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
     return g.node("BatchNormalization", inputs, layer.name, epsilon=float(layer.eps))
 
 
-def _add(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+def _add(g: _Graph, layer: Layer, x: list[str], in_shape: tuple[int, ...]) -> str:
     out = x[0]
     for other in x[1:]:
         out = g.node("Add", [out, other], layer.name)
     return out
 
 
-def _concat(g: _Graph, layer: Any, x: list[str], in_shape: tuple[int, ...]) -> str:
+def _concat(g: _Graph, layer: Layer, x: list[str], in_shape: tuple[int, ...]) -> str:
     return g.node("Concat", list(x), layer.name, axis=1)
 
 
@@ -184,30 +201,32 @@ EMITTERS: dict[str, Callable[..., str]] = {
 }
 
 
-def _emitter(layer: Any) -> Callable[..., str]:
+def _emitter(layer: Layer) -> Callable[..., str]:
     if layer.kind not in EMITTERS:
         raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has no ONNX export")
     return EMITTERS[layer.kind]
 
 
-def _steps(model: Any) -> list[tuple[Any, str, tuple[str, ...], tuple[int, ...]]]:
+def _steps(model: Model) -> list[tuple[Layer, str, tuple[str, ...], tuple[int, ...]]]:
     """(layer, node name, names of the nodes it reads, output shape), in execution order."""
     return list(zip(model.layers, model.names, model.inputs, model.output_shapes))
 
 
 def check_opset(opset: int) -> int:
-    """Return ``opset`` if cnnkit can write it with the installed onnx, else raise ValueError."""
+    """Return ``opset`` if cnnkit can write it with the installed onnx, else raise
+    :class:`~cnnkit.errors.ParameterError`."""
     onnx = require("onnx")
     newest = int(onnx.defs.onnx_opset_version())
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
-        raise ValueError(
+        raise ParameterError(
             f"opset must be between {MIN_OPSET} and {newest} (the installed onnx package's "
-            f"newest), got {opset!r}"
+            f"newest), got {opset!r}",
+            "opset",
         )
     return opset
 
 
-def model_to_onnx(model: Any, header: dict[str, Any], opset: int = MIN_OPSET) -> Any:
+def model_to_onnx(model: Model, header: dict[str, Any], opset: int = MIN_OPSET) -> onnx.ModelProto:
     """Build the ``onnx.ModelProto`` of a trained model, checked by ``onnx.checker``.
 
     Parameters
@@ -236,19 +255,13 @@ def model_to_onnx(model: Any, header: dict[str, Any], opset: int = MIN_OPSET) ->
     g.used.update({INPUT_NAME, OUTPUT_NAME})
     in_shape = tuple(int(s) for s in model.input_shape)
     channels = in_shape[0]
-    x = INPUT_NAME
     mean = np.asarray(header.get("mean", [0.0]), np.float32).reshape(-1)
     std = np.asarray(header.get("std", [1.0]), np.float32).reshape(-1)
     if mean.size not in (1, channels) or std.size not in (1, channels):
         raise ValueError(
             f"the header's mean/std have {mean.size}/{std.size} values for {channels} channels"
         )
-    stat_shape = (1, mean.size) + (1,) * (len(in_shape) - 1)
-    if np.any(mean != 0):
-        x = g.node("Sub", [x, g.const("normalise.mean", mean.reshape(stat_shape))], "normalise.sub")
-    if np.any(std != 1):
-        std_shape = (1, std.size) + (1,) * (len(in_shape) - 1)
-        x = g.node("Div", [x, g.const("normalise.std", std.reshape(std_shape))], "normalise.div")
+    x = _normalise(g, INPUT_NAME, mean, std, len(in_shape))
     tensors = {INPUT_NODE: x}  # node name -> the ONNX tensor holding its output
     shapes = {INPUT_NODE: in_shape}
     for layer, name, sources, out_shape in _steps(model):
@@ -274,14 +287,38 @@ def model_to_onnx(model: Any, header: dict[str, Any], opset: int = MIN_OPSET) ->
         opset_imports=opsets,
         ir_version=helper.find_min_ir_version_for(opsets),
         producer_name="cnnkit",
-        producer_version=_version(),
+        producer_version=__version__,
         doc_string=(
             "Exported by cnnkit. Input: images as cnnkit's image loader produces them before "
             "normalisation; (x - mean) / std per channel is part of the graph. Output: logits "
             "(softmax gives cnnkit predict's probabilities)."
         ),
     )
-    meta = {
+    helper.set_model_props(proto, _metadata(header, mean, std))
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:  # ValidationError / InferenceError: a bug or an opset clash
+        raise ValueError(
+            f"the exported graph fails onnx.checker at opset {opset}: {one_line(exc)}"
+        ) from None
+    return proto
+
+
+def _normalise(g: _Graph, x: str, mean: np.ndarray, std: np.ndarray, ndim: int) -> str:
+    """The model header's per-channel ``(x - mean) / std`` as the graph's first nodes
+    (none where the mean is 0 or the std 1); returns the normalised tensor's name."""
+    stat_shape = (1, mean.size) + (1,) * (ndim - 1)
+    if np.any(mean != 0):
+        x = g.node("Sub", [x, g.const("normalise.mean", mean.reshape(stat_shape))], "normalise.sub")
+    if np.any(std != 1):
+        std_shape = (1, std.size) + (1,) * (ndim - 1)
+        x = g.node("Div", [x, g.const("normalise.std", std.reshape(std_shape))], "normalise.div")
+    return x
+
+
+def _metadata(header: dict[str, Any], mean: np.ndarray, std: np.ndarray) -> dict[str, str]:
+    """The file's metadata: what cnnkit needs to use the model as it was trained."""
+    return {
         "cnnkit.class_names": json.dumps([str(c) for c in header.get("class_names") or []]),
         "cnnkit.mean": json.dumps([float(v) for v in mean]),
         "cnnkit.std": json.dumps([float(v) for v in std]),
@@ -294,20 +331,6 @@ def model_to_onnx(model: Any, header: dict[str, Any], opset: int = MIN_OPSET) ->
         ),
         "cnnkit.spec": str(header.get("spec") or ""),
     }
-    helper.set_model_props(proto, meta)
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except Exception as exc:  # ValidationError / InferenceError: a bug or an opset clash
-        raise ValueError(
-            f"the exported graph fails onnx.checker at opset {opset}: {one_line(exc)}"
-        ) from None
-    return proto
-
-
-def _version() -> str:
-    from cnnkit import __version__
-
-    return __version__
 
 
 class ExportMismatch(RuntimeError):
@@ -315,7 +338,7 @@ class ExportMismatch(RuntimeError):
 
 
 def verify_onnx(
-    data: bytes, model: Any, header: dict[str, Any], count: int = 32, seed: int = 0
+    data: bytes, model: Model, header: dict[str, Any], count: int = 32, seed: int = 0
 ) -> float:
     """Run the serialized ONNX model in onnxruntime and compare with cnnkit's logits.
 
@@ -379,9 +402,6 @@ def export_onnx(
         (name and shape), ``output_name``, ``classes``, ``bytes``, and with ``verify`` the
         largest logit difference ``verified_max_abs_diff``.
     """
-    from cnnkit.io import atomic_write
-    from cnnkit.nn.serialize import load_model
-
     check_opset(opset)
     target = Path(output)
     if target.exists() and target.resolve() == Path(model_path).resolve():
