@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit import filters, io, plots
+from cnnkit import filters, io
 from cnnkit.errors import ParameterError
 from cnnkit.geometry import format_shape
 
@@ -263,6 +263,8 @@ def _compare(
     facts: dict[str, Any],
     scale: filters.DisplayScale | None,
 ) -> None:
+    from cnnkit import plots  # only --compare draws; a plain filter run never loads it
+
     y = result.y
     if loaded.ndim == 1:
         plots.compare_signals(
