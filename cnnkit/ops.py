@@ -71,6 +71,11 @@ _FLAT_MAX_WIDTH = 64
 _FLAT_BLOCK = 1024
 # The row kernel splits output rows longer than this into equal column blocks (1-D signals).
 _ROW_BLOCK = 4096
+# One-channel-per-output 2-D filters of at least this many output positions per plane take
+# the plane kernel (kernels/filter2d.py); its weights are a tuple, converted per call.
+_PLANE_POSITIONS = 16384
+# Widest run of row taps the plane kernel unrolls; wider kernels run as column pieces.
+_PLANE_PIECE = 10
 
 _LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
@@ -579,6 +584,47 @@ def _loop_forward_quad(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndar
     return y
 
 
+def _use_planes(plan: _ConvPlan) -> bool:
+    """Whether the loop method takes the plane kernel: 2-D, stride 1, undilated, one input
+    channel per output channel, large planes."""
+    _, o, od, oh, ow = plan.out5
+    return (
+        plan.nd == 2
+        and plan.stride == plan.dilation == (1, 1, 1)
+        and plan.w5.shape[1] == 1
+        and plan.w5.shape[2] == 1
+        and od == 1
+        and oh * ow >= _PLANE_POSITIONS
+    )
+
+
+def _plane_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
+    """Each output plane with :func:`cnnkit.kernels.filter2d.filter_rows`, rows over threads."""
+    from cnnkit.kernels import filter2d
+
+    n, o, _, oh, ow = plan.out5
+    kw = plan.w5.shape[4]
+    ph, pw = plan.pads_before[1:]
+    og = o // plan.groups
+    y = np.empty(plan.out5, plan.dtype)
+    pieces = geometry.ceil_div(kw, _PLANE_PIECE)
+    edges = [kw * i // pieces for i in range(pieces + 1)]
+    for j in range(o):
+        w2 = plan.w5[j, 0, 0]
+        # a tuple of rows of numpy scalars: Numba compiles the kernel per (kh, kw, dtype)
+        wts = [tuple(map(tuple, w2[:, a:b])) for a, b in zip(edges, edges[1:])]
+        for m in range(n):
+            x2, y2 = plan.x5[m, j // og, 0], y[m, j, 0]
+
+            def part(t0: int, t1: int, x2=x2, y2=y2, wts=wts, b=bias[j]) -> None:
+                for k, wt in enumerate(wts):
+                    filter2d.filter_rows(x2, wt, b, y2, ph, pw - edges[k], k > 0, t0, t1)
+
+            workers = _threads.worker_count() if flops >= _THREADED_FLOPS * n * o else 1
+            _threads.run_parts(part, _threads.split(oh, workers))
+    return y
+
+
 def _loop_forward(plan: _ConvPlan, four_channels: bool = True) -> np.ndarray:
     """The loop method's forward, 5-D. Groups with a multiple of four output channels take
     the flat kernel that computes four channels per pass (conv_forward_flat4) unless
@@ -586,6 +632,8 @@ def _loop_forward(plan: _ConvPlan, four_channels: bool = True) -> np.ndarray:
     n, o, od, oh, ow = plan.out5
     bias = np.zeros(o, plan.dtype) if plan.bias is None else plan.bias
     flops = _flops(plan)
+    if _use_planes(plan):
+        return _plane_forward(plan, bias, flops)
     if not _use_flat(plan):
         y = np.empty(plan.out5, plan.dtype)
         blocks = geometry.ceil_div(ow, _ROW_BLOCK)
