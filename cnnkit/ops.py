@@ -74,8 +74,11 @@ _ROW_BLOCK = 4096
 # One-channel-per-output 2-D filters of at least this many output positions per plane take
 # the plane kernel (kernels/filter2d.py); its weights are a tuple, converted per call.
 _PLANE_POSITIONS = 16384
-# Widest run of row taps the plane kernel unrolls; wider kernels run as column pieces.
-_PLANE_PIECE = 10
+# The plane kernel unrolls a piece of the kernel of at most this many columns and taps
+# (LLVM stops unrolling, and the loop stops vectorising, at about 11 columns or 30 taps);
+# larger kernels run as several pieces.
+_PIECE_WIDTH = 9
+_PIECE_TAPS = 25
 
 _LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
@@ -598,29 +601,51 @@ def _use_planes(plan: _ConvPlan) -> bool:
     )
 
 
+def _kernel_pieces(kh: int, kw: int) -> list[tuple[int, int, int, int]]:
+    """The plane kernel's pieces of a ``kh x kw`` kernel: ``(row0, row1, col0, col1)``,
+    nearly equal in size, none wider than ``_PIECE_WIDTH`` or larger than ``_PIECE_TAPS``."""
+    n_cols = geometry.ceil_div(kw, _PIECE_WIDTH)
+    n_rows = geometry.ceil_div(kh, max(1, _PIECE_TAPS // geometry.ceil_div(kw, n_cols)))
+    rows = [kh * i // n_rows for i in range(n_rows + 1)]
+    cols = [kw * i // n_cols for i in range(n_cols + 1)]
+    return [(r0, r1, c0, c1) for r0, r1 in zip(rows, rows[1:]) for c0, c1 in zip(cols, cols[1:])]
+
+
+@functools.lru_cache(maxsize=64)
+def _piece_weights(data: bytes, shape: tuple[int, int], dtype: str) -> tuple:
+    """The plane kernel's weight pieces, each as a tuple of rows of numpy scalars (Numba
+    compiles the kernel per piece shape and dtype) and as an array, with its first row and
+    column. Building them costs 10-20 us, a look-up 1 us."""
+    w2 = np.frombuffer(data, dtype=dtype).reshape(shape)
+    return tuple(
+        (tuple(map(tuple, w2[r0:r1, c0:c1])), w2[r0:r1, c0:c1].copy(), r0, c0)
+        for r0, r1, c0, c1 in _kernel_pieces(*shape)
+    )
+
+
 def _plane_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
-    """Each output plane with :func:`cnnkit.kernels.filter2d.filter_rows`, rows over threads."""
+    """Each output plane with :func:`cnnkit.kernels.filter2d.piece_rows`, rows over threads."""
     from cnnkit.kernels import filter2d
 
     n, o, _, oh, ow = plan.out5
-    kw = plan.w5.shape[4]
     ph, pw = plan.pads_before[1:]
     og = o // plan.groups
     y = np.empty(plan.out5, plan.dtype)
-    pieces = geometry.ceil_div(kw, _PLANE_PIECE)
-    edges = [kw * i // pieces for i in range(pieces + 1)]
+    # a kernel of several pieces runs them block by block of rows of about 1 MiB
+    step = max(64, 2**18 // ow)
+    workers = _threads.worker_count() if flops >= _THREADED_FLOPS * n * o else 1
     for j in range(o):
         w2 = plan.w5[j, 0, 0]
-        # a tuple of rows of numpy scalars: Numba compiles the kernel per (kh, kw, dtype)
-        wts = [tuple(map(tuple, w2[:, a:b])) for a, b in zip(edges, edges[1:])]
+        pieces = _piece_weights(w2.tobytes(), w2.shape, w2.dtype.str)
         for m in range(n):
-            x2, y2 = plan.x5[m, j // og, 0], y[m, j, 0]
+            x2, y2, b = plan.x5[m, j // og, 0], y[m, j, 0], bias[j]
 
-            def part(t0: int, t1: int, x2=x2, y2=y2, wts=wts, b=bias[j]) -> None:
-                for k, wt in enumerate(wts):
-                    filter2d.filter_rows(x2, wt, b, y2, ph, pw - edges[k], k > 0, t0, t1)
+            def part(t0: int, t1: int, x2=x2, y2=y2, b=b, pieces=pieces) -> None:
+                for r in range(t0, t1, step):
+                    for k, (wt, wa, r0, c0) in enumerate(pieces):
+                        r1 = min(r + step, t1)
+                        filter2d.piece_rows(x2, wt, wa, b, y2, ph - r0, pw - c0, k > 0, r, r1)
 
-            workers = _threads.worker_count() if flops >= _THREADED_FLOPS * n * o else 1
             _threads.run_parts(part, _threads.split(oh, workers))
     return y
 

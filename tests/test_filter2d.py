@@ -134,3 +134,15 @@ def test_threads_split_rows_alike(rng, monkeypatch):
     monkeypatch.setattr(ops._threads, "worker_count", lambda: 3)
     three = ops.conv2d(x, w, padding=3)
     np.testing.assert_array_equal(one, three)
+
+
+@pytest.mark.parametrize("kh", [1, 2, 3, 5, 7, 9, 11, 13, 25])
+@pytest.mark.parametrize("kw", [1, 3, 4, 9, 10, 11, 21, 25])
+def test_kernel_pieces_cover_the_kernel_once(kh, kw):
+    seen = np.zeros((kh, kw), int)
+    pieces = ops._kernel_pieces(kh, kw)
+    for r0, r1, c0, c1 in pieces:
+        assert c1 - c0 <= ops._PIECE_WIDTH
+        assert (r1 - r0) * (c1 - c0) <= max(ops._PIECE_TAPS, c1 - c0)
+        seen[r0:r1, c0:c1] += 1
+    np.testing.assert_array_equal(seen, 1)
