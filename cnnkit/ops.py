@@ -603,9 +603,10 @@ def _use_planes(plan: _ConvPlan) -> bool:
 
 def _kernel_pieces(kh: int, kw: int) -> list[tuple[int, int, int, int]]:
     """The plane kernel's pieces of a ``kh x kw`` kernel: ``(row0, row1, col0, col1)``,
-    nearly equal in size, none wider than ``_PIECE_WIDTH`` or larger than ``_PIECE_TAPS``."""
+    nearly equal in size, none wider or taller than ``_PIECE_WIDTH`` or larger than
+    ``_PIECE_TAPS``."""
     n_cols = geometry.ceil_div(kw, _PIECE_WIDTH)
-    n_rows = geometry.ceil_div(kh, max(1, _PIECE_TAPS // geometry.ceil_div(kw, n_cols)))
+    n_rows = geometry.ceil_div(kh, min(_PIECE_WIDTH, _PIECE_TAPS // geometry.ceil_div(kw, n_cols)))
     rows = [kh * i // n_rows for i in range(n_rows + 1)]
     cols = [kw * i // n_cols for i in range(n_cols + 1)]
     return [(r0, r1, c0, c1) for r0, r1 in zip(rows, rows[1:]) for c0, c1 in zip(cols, cols[1:])]
@@ -623,10 +624,16 @@ def _piece_weights(data: bytes, shape: tuple[int, int], dtype: str) -> tuple:
     )
 
 
-def _plane_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
-    """Each output plane with :func:`cnnkit.kernels.filter2d.piece_rows`, rows over threads."""
+def _run_pieces(x2, pieces, bias, y2, ph: int, pw: int, t0: int, t1: int) -> None:
+    """Rows ``[t0, t1)`` of the plane ``y2`` from ``x2`` by the kernel's ``pieces``."""
     from cnnkit.kernels import filter2d
 
+    for k, (wt, wa, r0, c0) in enumerate(pieces):
+        filter2d.piece_rows(x2, wt, wa, bias, y2, ph - r0, pw - c0, k > 0, t0, t1)
+
+
+def _plane_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
+    """Each output plane with :func:`cnnkit.kernels.filter2d.piece_rows`, rows over threads."""
     n, o, _, oh, ow = plan.out5
     ph, pw = plan.pads_before[1:]
     og = o // plan.groups
@@ -642,9 +649,43 @@ def _plane_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
 
             def part(t0: int, t1: int, x2=x2, y2=y2, b=b, pieces=pieces) -> None:
                 for r in range(t0, t1, step):
-                    for k, (wt, wa, r0, c0) in enumerate(pieces):
-                        r1 = min(r + step, t1)
-                        filter2d.piece_rows(x2, wt, wa, b, y2, ph - r0, pw - c0, k > 0, r, r1)
+                    _run_pieces(x2, pieces, b, y2, ph, pw, r, min(r + step, t1))
+
+            _threads.run_parts(part, _threads.split(oh, workers))
+    return y
+
+
+def _separable_planes(plan: _ConvPlan) -> np.ndarray:
+    """A rank-1 2-D filter as a row pass and a column pass of the plane kernel, fused by
+    blocks of output rows: the row pass fills the block's intermediate rows (in a per-thread
+    buffer that stays in cache) and the column pass turns them into output rows."""
+    col, row = plan.factors
+    n, o, _, oh, ow = plan.out5
+    h = plan.x5.shape[3]
+    kh, kw = col.shape[1], row.shape[1]
+    ph, pw = plan.pads_before[1:]
+    og = o // plan.groups
+    bias = np.zeros(o, plan.dtype) if plan.bias is None else plan.bias
+    zero = plan.dtype.type(0)
+    y = np.empty(plan.out5, plan.dtype)
+    block = max(32, 2**17 // ow)  # output rows per block: about 512 KiB of intermediate
+    flops = 2 * (kh + kw) * oh * ow
+    workers = _threads.worker_count() if flops >= _THREADED_FLOPS else 1
+    for j in range(o):
+        row_pieces = _piece_weights(row[j].tobytes(), (1, kw), plan.dtype.str)
+        col_pieces = _piece_weights(col[j].tobytes(), (kh, 1), plan.dtype.str)
+        for m in range(n):
+            x2, y2, b = plan.x5[m, j // og, 0], y[m, j, 0], bias[j]
+
+            def part(t0: int, t1: int, x2=x2, y2=y2, b=b, rp=row_pieces, cp=col_pieces) -> None:
+                buf = _threads.workspace("separable", (block + kh - 1) * ow, plan.dtype)
+                for r in range(t0, t1, block):
+                    r1 = min(r + block, t1)
+                    i0 = min(max(0, r - ph), h)  # input rows [i0, i1) reach output rows r..r1
+                    i1 = max(min(h, r1 - ph + kh - 1), i0)
+                    tmp = buf[: (i1 - i0) * ow].reshape(i1 - i0, ow)
+                    _run_pieces(x2[i0:i1], rp, zero, tmp, 0, pw, 0, i1 - i0)
+                    _run_pieces(tmp, cp, b, y2[r:r1], ph - r + i0, 0, 0, r1 - r)
 
             _threads.run_parts(part, _threads.split(oh, workers))
     return y
@@ -745,6 +786,8 @@ def _cached_rank_one(
 
 def _separable_forward(plan: _ConvPlan) -> np.ndarray:
     """A rank-1 filter as two loop passes: ``1 x kw`` along rows, then ``kh x 1``."""
+    if plan.nd == 2 and math.prod(plan.out5[3:]) >= _PLANE_POSITIONS:
+        return _separable_planes(plan)
     col, row = plan.factors
     o = col.shape[0]
     n, _, od, oh, ow = plan.out5

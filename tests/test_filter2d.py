@@ -142,7 +142,7 @@ def test_kernel_pieces_cover_the_kernel_once(kh, kw):
     seen = np.zeros((kh, kw), int)
     pieces = ops._kernel_pieces(kh, kw)
     for r0, r1, c0, c1 in pieces:
-        assert c1 - c0 <= ops._PIECE_WIDTH
+        assert c1 - c0 <= ops._PIECE_WIDTH and r1 - r0 <= ops._PIECE_WIDTH
         assert (r1 - r0) * (c1 - c0) <= max(ops._PIECE_TAPS, c1 - c0)
         seen[r0:r1, c0:c1] += 1
     np.testing.assert_array_equal(seen, 1)
