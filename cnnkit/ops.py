@@ -74,6 +74,9 @@ _ROW_BLOCK = 4096
 # One-channel-per-output 2-D filters of at least this many output positions per plane take
 # the plane kernel (kernels/filter2d.py); its weights are a tuple, converted per call.
 _PLANE_POSITIONS = 16384
+# Intermediate elements per block of rows in the fused separable passes (512 KiB of float32,
+# so the block stays in L2 between the row pass and the column pass).
+_SEPARABLE_BLOCK = 2**17
 # The plane kernel unrolls a piece of the kernel of at most this many columns and taps
 # (LLVM stops unrolling, and the loop stops vectorising, at about 11 columns or 30 taps);
 # larger kernels run as several pieces.
@@ -668,7 +671,7 @@ def _separable_planes(plan: _ConvPlan) -> np.ndarray:
     bias = np.zeros(o, plan.dtype) if plan.bias is None else plan.bias
     zero = plan.dtype.type(0)
     y = np.empty(plan.out5, plan.dtype)
-    block = max(32, 2**17 // ow)  # output rows per block: about 512 KiB of intermediate
+    block = max(8, _SEPARABLE_BLOCK // ow)
     flops = 2 * (kh + kw) * oh * ow
     workers = _threads.worker_count() if flops >= _THREADED_FLOPS else 1
     for j in range(o):
@@ -679,13 +682,20 @@ def _separable_planes(plan: _ConvPlan) -> np.ndarray:
 
             def part(t0: int, t1: int, x2=x2, y2=y2, b=b, rp=row_pieces, cp=col_pieces) -> None:
                 buf = _threads.workspace("separable", (block + kh - 1) * ow, plan.dtype)
+                rows = buf.reshape(block + kh - 1, ow)
+                held = (0, 0)  # input rows whose row pass is in rows[: held[1] - held[0]]
                 for r in range(t0, t1, block):
                     r1 = min(r + block, t1)
                     i0 = min(max(0, r - ph), h)  # input rows [i0, i1) reach output rows r..r1
                     i1 = max(min(h, r1 - ph + kh - 1), i0)
-                    tmp = buf[: (i1 - i0) * ow].reshape(i1 - i0, ow)
-                    _run_pieces(x2[i0:i1], rp, zero, tmp, 0, pw, 0, i1 - i0)
-                    _run_pieces(tmp, cp, b, y2[r:r1], ph - r + i0, 0, 0, r1 - r)
+                    keep = max(0, held[1] - i0) if held[0] <= i0 else 0
+                    if keep:  # the rows the previous block shares with this one move up
+                        rows[:keep] = rows[i0 - held[0] : held[1] - held[0]]
+                    _run_pieces(
+                        x2[i0 + keep : i1], rp, zero, rows[keep : i1 - i0], 0, pw, 0, i1 - i0 - keep
+                    )
+                    held = (i0, i1)
+                    _run_pieces(rows[: i1 - i0], cp, b, y2[r:r1], ph - r + i0, 0, 0, r1 - r)
 
             _threads.run_parts(part, _threads.split(oh, workers))
     return y

@@ -120,6 +120,7 @@ def fused(monkeypatch):
         return original(plan)
 
     monkeypatch.setattr(ops, "_PLANE_POSITIONS", 0)
+    monkeypatch.setattr(ops, "_SEPARABLE_BLOCK", 300)  # blocks of 8 or more rows
     monkeypatch.setattr(ops, "_separable_planes", spy)
     return calls
 
@@ -128,7 +129,7 @@ def fused(monkeypatch):
 @pytest.mark.parametrize(
     "x_hw, padding, pad_mode",
     [
-        ((75, 40), "same", "zeros"),  # several blocks of output rows
+        ((75, 40), "same", "zeros"),  # several blocks of output rows, sharing input rows
         ((13, 17), 0, "zeros"),
         ((20, 11), (4, 1), "zeros"),
         ((3, 2), 3, "zeros"),  # image smaller than the kernel
@@ -150,6 +151,14 @@ def test_fused_passes_match_the_reference(name, x_hw, padding, pad_mode, rng, fu
     scale = conv_reference(np.abs(x), np.abs(w), padding=padding, pad_mode=pad_mode)
     assert got.shape == want.shape and got.dtype == np.float32
     assert np.all(np.abs(got - want) <= 4 * w.size * np.finfo(np.float32).eps * (scale + 1e-30))
+
+
+def test_fused_passes_blocks_shorter_than_the_kernel(rng, fused):
+    w = gaussian(2.0)[None, None]  # 13 rows: each 8-row block shares 12 input rows
+    x = rng.standard_normal((1, 1, 37, 30))
+    got = ops.conv2d(x, w, padding="same")
+    assert len(fused) == 1
+    np.testing.assert_allclose(got, conv_reference(x, w, padding="same"), rtol=1e-10, atol=1e-12)
 
 
 def test_fused_passes_depthwise_bias_float64_threads(rng, fused, monkeypatch):
