@@ -18,8 +18,9 @@ NaN and inf propagate per IEEE 754 in every operation: a NaN anywhere in a windo
 weight) makes that output NaN; ``inf * 0`` is NaN, so an inf under a zero weight tap gives a
 NaN, exactly as a plain loop (and PyTorch) would. One kernel-dependent detail: a tap over
 *zero padding* is multiplied by 0 in the im2col kernels and the loop method's small-image
-kernel (as PyTorch does), but skipped by the loop method's row kernel; the results differ
-only when a weight is inf or NaN (``inf * 0`` is NaN), and only at the border. Max pooling
+kernel (as PyTorch does), but skipped by the loop method's row and plane kernels; the
+results differ only when a weight is inf or NaN (``inf * 0`` is NaN), and only at the
+border. Max pooling
 treats NaN as the maximum of its window (PyTorch's behaviour).
 
 Threads: calls above ~2 MFLOP split their work over ``numba.get_num_threads()`` threads
@@ -74,9 +75,9 @@ _ROW_BLOCK = 4096
 # One-channel-per-output 2-D filters of at least this many output positions per plane take
 # the plane kernel (kernels/filter2d.py); its weights are a tuple, converted per call.
 _PLANE_POSITIONS = 16384
-# Intermediate elements per block of rows in the fused separable passes (512 KiB of float32,
-# so the block stays in L2 between the row pass and the column pass).
-_SEPARABLE_BLOCK = 2**17
+# Intermediate elements per block of rows in the fused separable passes (2 MiB of float32;
+# each block costs about 10 us of calls, and a larger one falls out of cache).
+_SEPARABLE_BLOCK = 2**19
 # The plane kernel unrolls a piece of the kernel of at most this many columns and taps
 # (LLVM stops unrolling, and the loop stops vectorising, at about 11 columns or 30 taps);
 # larger kernels run as several pieces.
@@ -774,10 +775,11 @@ def rank_one_factors(w: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray
 def separable_factors(w: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray] | None:
     """:func:`rank_one_factors` when two 1-D passes pay off, else None (``method="auto"``).
 
-    Two passes cost ``kh + kw`` multiply-adds per output and one more trip through memory;
-    they are taken when ``kh * kw >= 2 * (kh + kw)`` (5x5 and larger, not 3x3). Measured
-    on 1024-2048 px images at one thread: 5x5 box 1.2-1.7x, Gaussian sigma 1-4 (7x7 to
-    25x25) 1.9-9.1x faster than the direct loop, 3x3 Sobel 0.86-0.94x (docs/PERFORMANCE.md).
+    Two passes cost ``kh + kw`` multiply-adds per output instead of ``kh * kw``, and one
+    more store; they are taken when ``kh * kw >= 2 * (kh + kw)`` (5x5 and larger, not 3x3).
+    Measured on 1024-2048 px images at one thread, fused passes against the direct plane
+    kernel: 5x5 box 1.3-1.7x, Gaussian sigma 1-4 (7x7 to 25x25) 2.0-8.4x faster, 3x3
+    Sobel 0.67-0.74x (docs/PERFORMANCE.md).
     """
     if w.ndim != 4 or w.shape[2] * w.shape[3] < 2 * (w.shape[2] + w.shape[3]):
         return None
