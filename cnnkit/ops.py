@@ -20,8 +20,7 @@ NaN, exactly as a plain loop (and PyTorch) would. One kernel-dependent detail: a
 *zero padding* is multiplied by 0 in the im2col kernels and the loop method's small-image
 kernel (as PyTorch does), but skipped by the loop method's row and plane kernels; the
 results differ only when a weight is inf or NaN (``inf * 0`` is NaN), and only at the
-border. Max pooling
-treats NaN as the maximum of its window (PyTorch's behaviour).
+border. Max pooling treats NaN as the maximum of its window (PyTorch's behaviour).
 
 Threads: calls above ~2 MFLOP split their work over ``numba.get_num_threads()`` threads
 (``NUMBA_NUM_THREADS`` sets it); smaller calls run on the caller's thread. The im2col method
