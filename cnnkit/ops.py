@@ -637,12 +637,10 @@ def _run_pieces(x2, pieces, bias, y2, ph: int, pw: int, t0: int, t1: int) -> Non
 
 def _plane_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
     """Each output plane with :func:`cnnkit.kernels.filter2d.piece_rows`, rows over threads."""
-    n, o, _, oh, ow = plan.out5
+    n, o, _, oh, _ = plan.out5
     ph, pw = plan.pads_before[1:]
     og = o // plan.groups
     y = np.empty(plan.out5, plan.dtype)
-    # a kernel of several pieces runs them block by block of rows of about 1 MiB
-    step = max(64, 2**18 // ow)
     workers = _threads.worker_count() if flops >= _THREADED_FLOPS * n * o else 1
     for j in range(o):
         w2 = plan.w5[j, 0, 0]
@@ -651,8 +649,7 @@ def _plane_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
             x2, y2, b = plan.x5[m, j // og, 0], y[m, j, 0], bias[j]
 
             def part(t0: int, t1: int, x2=x2, y2=y2, b=b, pieces=pieces) -> None:
-                for r in range(t0, t1, step):
-                    _run_pieces(x2, pieces, b, y2, ph, pw, r, min(r + step, t1))
+                _run_pieces(x2, pieces, b, y2, ph, pw, t0, t1)
 
             _threads.run_parts(part, _threads.split(oh, workers))
     return y
