@@ -636,22 +636,31 @@ def _run_pieces(x2, pieces, bias, y2, ph: int, pw: int, t0: int, t1: int) -> Non
 
 
 def _plane_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
-    """Each output plane with :func:`cnnkit.kernels.filter2d.piece_rows`, rows over threads."""
+    """Each output plane with :func:`cnnkit.kernels.filter2d.piece_rows`; threads take
+    whole planes when there are enough of them, else rows of each plane."""
     n, o, _, oh, _ = plan.out5
     ph, pw = plan.pads_before[1:]
     og = o // plan.groups
     y = np.empty(plan.out5, plan.dtype)
-    workers = _threads.worker_count() if flops >= _THREADED_FLOPS * n * o else 1
+    workers = _threads.worker_count() if flops >= _THREADED_FLOPS else 1
+    pieces = []
     for j in range(o):
         w2 = plan.w5[j, 0, 0]
-        pieces = _piece_weights(w2.tobytes(), w2.shape, w2.dtype.str)
-        for m in range(n):
-            x2, y2, b = plan.x5[m, j // og, 0], y[m, j, 0], bias[j]
+        pieces.append(_piece_weights(w2.tobytes(), w2.shape, w2.dtype.str))
+    planes = [(m, j) for m in range(n) for j in range(o)]
 
-            def part(t0: int, t1: int, x2=x2, y2=y2, b=b, pieces=pieces) -> None:
-                _run_pieces(x2, pieces, b, y2, ph, pw, t0, t1)
+    def rows(m: int, j: int, t0: int, t1: int) -> None:
+        _run_pieces(plan.x5[m, j // og, 0], pieces[j], bias[j], y[m, j, 0], ph, pw, t0, t1)
 
-            _threads.run_parts(part, _threads.split(oh, workers))
+    def some_planes(p0: int, p1: int) -> None:
+        for m, j in planes[p0:p1]:
+            rows(m, j, 0, oh)
+
+    if len(planes) >= workers:
+        _threads.run_parts(some_planes, _threads.split(len(planes), workers))
+    else:
+        for m, j in planes:
+            _threads.run_parts(functools.partial(rows, m, j), _threads.split(oh, workers))
     return y
 
 

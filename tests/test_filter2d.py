@@ -146,3 +146,16 @@ def test_kernel_pieces_cover_the_kernel_once(kh, kw):
         assert (r1 - r0) * (c1 - c0) <= max(ops._PIECE_TAPS, c1 - c0)
         seen[r0:r1, c0:c1] += 1
     np.testing.assert_array_equal(seen, 1)
+
+
+def test_threads_split_planes_alike(rng, planes, monkeypatch):
+    x = rng.standard_normal((2, 3, 19, 23)).astype(np.float32)
+    w = rng.standard_normal((3, 1, 5, 4)).astype(np.float32)
+    monkeypatch.setattr(ops, "_THREADED_FLOPS", 0)
+    monkeypatch.setattr(ops._threads, "worker_count", lambda: 1)
+    one = ops.conv2d(x, w, padding="same", groups=3)
+    monkeypatch.setattr(ops._threads, "worker_count", lambda: 4)  # 6 planes over 4 threads
+    four = ops.conv2d(x, w, padding="same", groups=3)
+    np.testing.assert_array_equal(one, four)
+    check(four, x, w, padding="same", groups=3)
+    assert len(planes) == 2
