@@ -635,32 +635,38 @@ def _run_pieces(x2, pieces, bias, y2, ph: int, pw: int, t0: int, t1: int) -> Non
         filter2d.piece_rows(x2, wt, wa, bias, y2, ph - r0, pw - c0, k > 0, t0, t1)
 
 
-def _plane_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
-    """Each output plane with :func:`cnnkit.kernels.filter2d.piece_rows`; threads take
-    whole planes when there are enough of them, else rows of each plane."""
-    n, o, _, oh, _ = plan.out5
-    ph, pw = plan.pads_before[1:]
-    og = o // plan.groups
-    y = np.empty(plan.out5, plan.dtype)
-    workers = _threads.worker_count() if flops >= _THREADED_FLOPS else 1
-    pieces = []
-    for j in range(o):
-        w2 = plan.w5[j, 0, 0]
-        pieces.append(_piece_weights(w2.tobytes(), w2.shape, w2.dtype.str))
+def _over_planes(fn, n: int, o: int, oh: int, workers: int) -> None:
+    """``fn(m, j, t0, t1)`` for rows ``[t0, t1)`` of every output plane ``(m, j)``: threads
+    take whole planes when there are at least as many planes, else rows of each plane (a
+    thread hand-off costs tens of microseconds, more than a small plane takes)."""
     planes = [(m, j) for m in range(n) for j in range(o)]
-
-    def rows(m: int, j: int, t0: int, t1: int) -> None:
-        _run_pieces(plan.x5[m, j // og, 0], pieces[j], bias[j], y[m, j, 0], ph, pw, t0, t1)
 
     def some_planes(p0: int, p1: int) -> None:
         for m, j in planes[p0:p1]:
-            rows(m, j, 0, oh)
+            fn(m, j, 0, oh)
 
     if len(planes) >= workers:
         _threads.run_parts(some_planes, _threads.split(len(planes), workers))
     else:
         for m, j in planes:
-            _threads.run_parts(functools.partial(rows, m, j), _threads.split(oh, workers))
+            _threads.run_parts(functools.partial(fn, m, j), _threads.split(oh, workers))
+
+
+def _plane_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
+    """Each output plane with :func:`cnnkit.kernels.filter2d.piece_rows`."""
+    n, o, _, oh, _ = plan.out5
+    ph, pw = plan.pads_before[1:]
+    og = o // plan.groups
+    y = np.empty(plan.out5, plan.dtype)
+    pieces = []
+    for j in range(o):
+        w2 = plan.w5[j, 0, 0]
+        pieces.append(_piece_weights(w2.tobytes(), w2.shape, w2.dtype.str))
+
+    def rows(m: int, j: int, t0: int, t1: int) -> None:
+        _run_pieces(plan.x5[m, j // og, 0], pieces[j], bias[j], y[m, j, 0], ph, pw, t0, t1)
+
+    _over_planes(rows, n, o, oh, _threads.worker_count() if flops >= _THREADED_FLOPS else 1)
     return y
 
 
@@ -678,32 +684,28 @@ def _separable_planes(plan: _ConvPlan) -> np.ndarray:
     zero = plan.dtype.type(0)
     y = np.empty(plan.out5, plan.dtype)
     block = max(8, _SEPARABLE_BLOCK // ow)
-    flops = 2 * (kh + kw) * oh * ow
-    workers = _threads.worker_count() if flops >= _THREADED_FLOPS else 1
-    for j in range(o):
-        row_pieces = _piece_weights(row[j].tobytes(), (1, kw), plan.dtype.str)
-        col_pieces = _piece_weights(col[j].tobytes(), (kh, 1), plan.dtype.str)
-        for m in range(n):
-            x2, y2, b = plan.x5[m, j // og, 0], y[m, j, 0], bias[j]
+    row_pieces = [_piece_weights(r.tobytes(), (1, kw), plan.dtype.str) for r in row]
+    col_pieces = [_piece_weights(c.tobytes(), (kh, 1), plan.dtype.str) for c in col]
 
-            def part(t0: int, t1: int, x2=x2, y2=y2, b=b, rp=row_pieces, cp=col_pieces) -> None:
-                buf = _threads.workspace("separable", (block + kh - 1) * ow, plan.dtype)
-                rows = buf.reshape(block + kh - 1, ow)
-                held = (0, 0)  # input rows whose row pass is in rows[: held[1] - held[0]]
-                for r in range(t0, t1, block):
-                    r1 = min(r + block, t1)
-                    i0 = min(max(0, r - ph), h)  # input rows [i0, i1) reach output rows r..r1
-                    i1 = max(min(h, r1 - ph + kh - 1), i0)
-                    keep = max(0, held[1] - i0) if held[0] <= i0 else 0
-                    if keep:  # the rows the previous block shares with this one move up
-                        rows[:keep] = rows[i0 - held[0] : held[1] - held[0]]
-                    _run_pieces(
-                        x2[i0 + keep : i1], rp, zero, rows[keep : i1 - i0], 0, pw, 0, i1 - i0 - keep
-                    )
-                    held = (i0, i1)
-                    _run_pieces(rows[: i1 - i0], cp, b, y2[r:r1], ph - r + i0, 0, 0, r1 - r)
+    def rows(m: int, j: int, t0: int, t1: int) -> None:
+        x2, y2 = plan.x5[m, j // og, 0], y[m, j, 0]
+        buf = _threads.workspace("separable", (block + kh - 1) * ow, plan.dtype)
+        tmp = buf.reshape(block + kh - 1, ow)
+        held = (0, 0)  # input rows whose row pass is in tmp[: held[1] - held[0]]
+        for r in range(t0, t1, block):
+            r1 = min(r + block, t1)
+            i0 = min(max(0, r - ph), h)  # input rows [i0, i1) reach output rows r..r1
+            i1 = max(min(h, r1 - ph + kh - 1), i0)
+            keep = max(0, held[1] - i0) if held[0] <= i0 else 0
+            if keep:  # the rows the previous block shares with this one move up
+                tmp[:keep] = tmp[i0 - held[0] : held[1] - held[0]]
+            rp, kept = row_pieces[j], tmp[keep : i1 - i0]
+            _run_pieces(x2[i0 + keep : i1], rp, zero, kept, 0, pw, 0, i1 - i0 - keep)
+            held = (i0, i1)
+            _run_pieces(tmp[: i1 - i0], col_pieces[j], bias[j], y2[r:r1], ph - r + i0, 0, 0, r1 - r)
 
-            _threads.run_parts(part, _threads.split(oh, workers))
+    flops = 2 * (kh + kw) * oh * ow * n * o
+    _over_planes(rows, n, o, oh, _threads.worker_count() if flops >= _THREADED_FLOPS else 1)
     return y
 
 

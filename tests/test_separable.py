@@ -190,3 +190,16 @@ def test_large_fused_filters_match_scipy_and_opencv(sigma, rng):
     r = np.ascontiguousarray(g[g.shape[0] // 2] / g[g.shape[0] // 2].sum(), np.float32)
     ocv = cv2.sepFilter2D(x[0, 0], -1, r, r, borderType=cv2.BORDER_CONSTANT)
     np.testing.assert_allclose(got, ocv, rtol=0, atol=1e-5)
+
+
+def test_fused_passes_split_rows_over_threads(rng, fused, monkeypatch):
+    w = gaussian(1.0)[None, None]
+    x = rng.standard_normal((1, 1, 70, 21))
+    monkeypatch.setattr(ops, "_THREADED_FLOPS", 0)
+    monkeypatch.setattr(ops._threads, "worker_count", lambda: 1)
+    one = ops.conv2d(x, w, padding="same")
+    monkeypatch.setattr(ops._threads, "worker_count", lambda: 3)  # rows of one plane
+    three = ops.conv2d(x, w, padding="same")
+    np.testing.assert_array_equal(one, three)
+    np.testing.assert_allclose(three, conv_reference(x, w, padding="same"), rtol=1e-10, atol=1e-12)
+    assert len(fused) == 2
