@@ -18,12 +18,12 @@ NaN and inf propagate per IEEE 754 in every operation: a NaN anywhere in a windo
 weight) makes that output NaN; ``inf * 0`` is NaN, so an inf under a zero weight tap gives a
 NaN, exactly as a plain loop (and PyTorch) would. One kernel-dependent detail: a tap over
 *zero padding* is multiplied by 0 in the im2col kernels and the loop method's small-image
-kernel (as PyTorch does), but skipped by the loop method's row kernel; the results differ
-only when a weight is inf or NaN (``inf * 0`` is NaN), and only at the border. The Winograd
-method (``method="winograd"``, and ``"auto"`` for 3x3 stride-1 layers) combines inputs
-before multiplying, so an inf input can give NaN where a plain sum gives +-inf; NaN stays
-in the windows that hold it. Max pooling
-treats NaN as the maximum of its window (PyTorch's behaviour).
+kernel (as PyTorch does), but skipped by the loop method's row and plane kernels; the
+results differ only when a weight is inf or NaN (``inf * 0`` is NaN), and only at the
+border. The Winograd method (``method="winograd"``, and ``"auto"`` for 3x3 stride-1 layers)
+combines inputs before multiplying, so an inf input can give NaN where a plain sum gives
++-inf; NaN stays in the windows that hold it. Max pooling treats NaN as the maximum of its
+window (PyTorch's behaviour).
 
 Threads: calls above ~2 MFLOP split their work over ``numba.get_num_threads()`` threads
 (``NUMBA_NUM_THREADS`` sets it); smaller calls run on the caller's thread. The im2col method
@@ -80,6 +80,17 @@ _FLAT_MAX_WIDTH = 64
 _FLAT_BLOCK = 1024
 # The row kernel splits output rows longer than this into equal column blocks (1-D signals).
 _ROW_BLOCK = 4096
+# One-channel-per-output 2-D filters of at least this many output positions per plane take
+# the plane kernel (kernels/filter2d.py); its weights are a tuple, converted per call.
+_PLANE_POSITIONS = 16384
+# Intermediate elements per block of rows in the fused separable passes (2 MiB of float32;
+# each block costs about 10 us of calls, and a larger one falls out of cache).
+_SEPARABLE_BLOCK = 2**19
+# The plane kernel unrolls a piece of the kernel of at most this many columns and taps
+# (LLVM stops unrolling, and the loop stops vectorising, at about 11 columns or 30 taps);
+# larger kernels run as several pieces.
+_PIECE_WIDTH = 9
+_PIECE_TAPS = 25
 
 _LAYOUT = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
@@ -757,6 +768,125 @@ def _loop_forward_quad(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndar
     return y
 
 
+def _use_planes(plan: _ConvPlan) -> bool:
+    """Whether the loop method takes the plane kernel: 2-D, stride 1, undilated, one input
+    channel per output channel, large planes."""
+    _, o, od, oh, ow = plan.out5
+    return (
+        plan.nd == 2
+        and plan.stride == plan.dilation == (1, 1, 1)
+        and plan.w5.shape[1] == 1
+        and plan.w5.shape[2] == 1
+        and od == 1
+        and oh * ow >= _PLANE_POSITIONS
+    )
+
+
+def _kernel_pieces(kh: int, kw: int) -> list[tuple[int, int, int, int]]:
+    """The plane kernel's pieces of a ``kh x kw`` kernel: ``(row0, row1, col0, col1)``,
+    nearly equal in size, none wider or taller than ``_PIECE_WIDTH`` or larger than
+    ``_PIECE_TAPS``."""
+    n_cols = geometry.ceil_div(kw, _PIECE_WIDTH)
+    n_rows = geometry.ceil_div(kh, min(_PIECE_WIDTH, _PIECE_TAPS // geometry.ceil_div(kw, n_cols)))
+    rows = [kh * i // n_rows for i in range(n_rows + 1)]
+    cols = [kw * i // n_cols for i in range(n_cols + 1)]
+    return [(r0, r1, c0, c1) for r0, r1 in zip(rows, rows[1:]) for c0, c1 in zip(cols, cols[1:])]
+
+
+@functools.lru_cache(maxsize=64)
+def _piece_weights(data: bytes, shape: tuple[int, int], dtype: str) -> tuple:
+    """The plane kernel's weight pieces, each as a tuple of rows of numpy scalars (Numba
+    compiles the kernel per piece shape and dtype) and as an array, with its first row and
+    column. Building them costs 10-20 us, a look-up 1 us."""
+    w2 = np.frombuffer(data, dtype=dtype).reshape(shape)
+    return tuple(
+        (tuple(map(tuple, w2[r0:r1, c0:c1])), w2[r0:r1, c0:c1].copy(), r0, c0)
+        for r0, r1, c0, c1 in _kernel_pieces(*shape)
+    )
+
+
+def _run_pieces(x2, pieces, bias, y2, ph: int, pw: int, t0: int, t1: int) -> None:
+    """Rows ``[t0, t1)`` of the plane ``y2`` from ``x2`` by the kernel's ``pieces``."""
+    from cnnkit.kernels import filter2d
+
+    for k, (wt, wa, r0, c0) in enumerate(pieces):
+        filter2d.piece_rows(x2, wt, wa, bias, y2, ph - r0, pw - c0, k > 0, t0, t1)
+
+
+def _over_planes(fn, n: int, o: int, oh: int, workers: int) -> None:
+    """``fn(m, j, t0, t1)`` for rows ``[t0, t1)`` of every output plane ``(m, j)``: threads
+    take whole planes when there are at least as many planes, else rows of each plane (a
+    thread hand-off costs tens of microseconds, more than a small plane takes)."""
+    planes = [(m, j) for m in range(n) for j in range(o)]
+
+    def some_planes(p0: int, p1: int) -> None:
+        for m, j in planes[p0:p1]:
+            fn(m, j, 0, oh)
+
+    if len(planes) >= workers:
+        _threads.run_parts(some_planes, _threads.split(len(planes), workers))
+    else:
+        for m, j in planes:
+            _threads.run_parts(functools.partial(fn, m, j), _threads.split(oh, workers))
+
+
+def _plane_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
+    """Each output plane with :func:`cnnkit.kernels.filter2d.piece_rows`."""
+    n, o, _, oh, _ = plan.out5
+    ph, pw = plan.pads_before[1:]
+    og = o // plan.groups
+    y = np.empty(plan.out5, plan.dtype)
+    pieces = []
+    for j in range(o):
+        w2 = plan.w5[j, 0, 0]
+        pieces.append(_piece_weights(w2.tobytes(), w2.shape, w2.dtype.str))
+
+    def rows(m: int, j: int, t0: int, t1: int) -> None:
+        _run_pieces(plan.x5[m, j // og, 0], pieces[j], bias[j], y[m, j, 0], ph, pw, t0, t1)
+
+    _over_planes(rows, n, o, oh, _threads.worker_count() if flops >= _THREADED_FLOPS else 1)
+    return y
+
+
+def _separable_planes(plan: _ConvPlan) -> np.ndarray:
+    """A rank-1 2-D filter as a row pass and a column pass of the plane kernel, fused by
+    blocks of output rows: the row pass fills the block's intermediate rows (in a per-thread
+    buffer that stays in cache) and the column pass turns them into output rows."""
+    col, row = plan.factors
+    n, o, _, oh, ow = plan.out5
+    h = plan.x5.shape[3]
+    kh, kw = col.shape[1], row.shape[1]
+    ph, pw = plan.pads_before[1:]
+    og = o // plan.groups
+    bias = np.zeros(o, plan.dtype) if plan.bias is None else plan.bias
+    zero = plan.dtype.type(0)
+    y = np.empty(plan.out5, plan.dtype)
+    block = max(8, _SEPARABLE_BLOCK // ow)
+    row_pieces = [_piece_weights(r.tobytes(), (1, kw), plan.dtype.str) for r in row]
+    col_pieces = [_piece_weights(c.tobytes(), (kh, 1), plan.dtype.str) for c in col]
+
+    def rows(m: int, j: int, t0: int, t1: int) -> None:
+        x2, y2 = plan.x5[m, j // og, 0], y[m, j, 0]
+        buf = _threads.workspace("separable", (block + kh - 1) * ow, plan.dtype)
+        tmp = buf.reshape(block + kh - 1, ow)
+        held = (0, 0)  # input rows whose row pass is in tmp[: held[1] - held[0]]
+        for r in range(t0, t1, block):
+            r1 = min(r + block, t1)
+            i0 = min(max(0, r - ph), h)  # input rows [i0, i1) reach output rows r..r1
+            i1 = max(min(h, r1 - ph + kh - 1), i0)
+            keep = max(0, held[1] - i0) if held[0] <= i0 else 0
+            if keep:  # the rows the previous block shares with this one move up
+                tmp[:keep] = tmp[i0 - held[0] : held[1] - held[0]]
+            rp, kept = row_pieces[j], tmp[keep : i1 - i0]
+            _run_pieces(x2[i0 + keep : i1], rp, zero, kept, 0, pw, 0, i1 - i0 - keep)
+            held = (i0, i1)
+            _run_pieces(tmp[: i1 - i0], col_pieces[j], bias[j], y2[r:r1], ph - r + i0, 0, 0, r1 - r)
+
+    flops = 2 * (kh + kw) * oh * ow * n * o
+    _over_planes(rows, n, o, oh, _threads.worker_count() if flops >= _THREADED_FLOPS else 1)
+    return y
+
+
 def _loop_forward(plan: _ConvPlan, four_channels: bool = True) -> np.ndarray:
     """The loop method's forward, 5-D. Groups with a multiple of four output channels take
     the flat kernel that computes four channels per pass (conv_forward_flat4) unless
@@ -764,6 +894,8 @@ def _loop_forward(plan: _ConvPlan, four_channels: bool = True) -> np.ndarray:
     n, o, od, oh, ow = plan.out5
     bias = np.zeros(o, plan.dtype) if plan.bias is None else plan.bias
     flops = _flops(plan)
+    if _use_planes(plan):
+        return _plane_forward(plan, bias, flops)
     if not _use_flat(plan):
         y = np.empty(plan.out5, plan.dtype)
         blocks = geometry.ceil_div(ow, _ROW_BLOCK)
@@ -828,10 +960,11 @@ def rank_one_factors(w: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray
 def separable_factors(w: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray] | None:
     """:func:`rank_one_factors` when two 1-D passes pay off, else None (``method="auto"``).
 
-    Two passes cost ``kh + kw`` multiply-adds per output and one more trip through memory;
-    they are taken when ``kh * kw >= 2 * (kh + kw)`` (5x5 and larger, not 3x3). Measured
-    on 1024-2048 px images at one thread: 5x5 box 1.2-1.7x, Gaussian sigma 1-4 (7x7 to
-    25x25) 1.9-9.1x faster than the direct loop, 3x3 Sobel 0.86-0.94x (docs/PERFORMANCE.md).
+    Two passes cost ``kh + kw`` multiply-adds per output instead of ``kh * kw``, and one
+    more store; they are taken when ``kh * kw >= 2 * (kh + kw)`` (5x5 and larger, not 3x3).
+    Measured on 1024-2048 px images at one thread, fused passes against the direct plane
+    kernel: 5x5 box 1.3-1.7x, Gaussian sigma 1-4 (7x7 to 25x25) 2.0-8.4x faster, 3x3
+    Sobel 0.67-0.74x (docs/PERFORMANCE.md).
     """
     if w.ndim != 4 or w.shape[2] * w.shape[3] < 2 * (w.shape[2] + w.shape[3]):
         return None
@@ -850,6 +983,8 @@ def _cached_rank_one(
 
 def _separable_forward(plan: _ConvPlan) -> np.ndarray:
     """A rank-1 filter as two loop passes: ``1 x kw`` along rows, then ``kh x 1``."""
+    if plan.nd == 2 and math.prod(plan.out5[3:]) >= _PLANE_POSITIONS:
+        return _separable_planes(plan)
     col, row = plan.factors
     o = col.shape[0]
     n, _, od, oh, ow = plan.out5
