@@ -70,7 +70,7 @@ def test_every_kernel_loads_from_the_cache_lightly():
     assert plain == []
 
 
-def test_filter_on_a_png_loads_one_family_of_kernels_and_no_registries(tmp_path):
+def test_filter_on_a_png_loads_only_filter_kernels_and_no_registries(tmp_path):
     """A first run with an empty cache compiles (Numba's registries load); the second loads
     the kernels from the cache: the same picture, without the registries
     (numba.np.arraymath imports scipy.linalg) and without plotting."""
@@ -83,6 +83,8 @@ def test_filter_on_a_png_loads_one_family_of_kernels_and_no_registries(tmp_path)
     unwanted = {"numba.np.arraymath", "numba.np.linalg", "scipy.linalg", "matplotlib"}
     unwanted |= {"rich.progress", "cnnkit.plots", "cnnkit.train", "cnnkit.nn"}
     assert modules & unwanted == set()
-    assert loaded["loaded"] == compiled["loaded"]
+    # a kernel that another one calls is compiled on its own but loaded inside its caller
+    assert set(loaded["loaded"]) <= set(compiled["loaded"])
     assert loaded["loaded"], "no kernel ran"
-    assert all(name.startswith("cnnkit.kernels.conv.") for name in loaded["loaded"])
+    families = {name.rsplit(".", 1)[0] for name in loaded["loaded"]}
+    assert families <= {"cnnkit.kernels.conv", "cnnkit.kernels.filter2d"}

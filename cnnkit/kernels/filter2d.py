@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from numba import njit, uint64
 
+from cnnkit.kernels import load_lightly
+
 
 @njit(cache=True, inline="always")
 def _inner(size, out_size, k, p):
@@ -111,3 +113,6 @@ def piece_rows(x, wt, w, bias, y, ph, pw, accumulate, t0, t1):  # pragma: no cov
     edge_rows(x, w, bias, y, ph, pw, accumulate, r0, r1, 0, lo)
     edge_rows(x, w, bias, y, ph, pw, accumulate, r0, r1, hi, ow_n)
     edge_rows(x, w, bias, y, ph, pw, accumulate, r1, t1, 0, ow_n)
+
+
+load_lightly(globals())
