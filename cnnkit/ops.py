@@ -81,8 +81,10 @@ _FLAT_BLOCK = 1024
 # The row kernel splits output rows longer than this into equal column blocks (1-D signals).
 _ROW_BLOCK = 4096
 # One-channel-per-output 2-D filters of at least this many output positions per plane take
-# the plane kernel (kernels/filter2d.py); its weights are a tuple, converted per call.
-_PLANE_POSITIONS = 16384
+# the plane kernel (kernels/filter2d.py); smaller planes stay with the flat loop kernels,
+# which split one call over many planes without the plane kernel's per-plane Python set-up
+# of about 5 us (docs/PERFORMANCE.md).
+_PLANE_POSITIONS = 4096
 # Intermediate elements per block of rows in the fused separable passes (2 MiB of float32;
 # each block costs about 10 us of calls, and a larger one falls out of cache).
 _SEPARABLE_BLOCK = 2**19
@@ -771,7 +773,7 @@ def _loop_forward_quad(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndar
 def _use_planes(plan: _ConvPlan) -> bool:
     """Whether the loop method takes the plane kernel: 2-D, stride 1, undilated, one input
     channel per output channel, large planes."""
-    _, o, od, oh, ow = plan.out5
+    _, _, od, oh, ow = plan.out5
     return (
         plan.nd == 2
         and plan.stride == plan.dilation == (1, 1, 1)
