@@ -260,16 +260,7 @@ def run_case(
     spent waiting for idle workers.
     """
     notes: list[str] = []
-    arrays = make_inputs(case)
-    ref = reference(case, arrays)
-    absref = reference(case, {k: np.abs(v) for k, v in arrays.items()})
-    cnnkit_info = sides["cnnkit"].info
-    extra = {
-        "im2col": im2col_bytes(case, budget=cnnkit_info.get("cols_budget")),
-        "numpy": im2col_bytes(case),
-    }
-    rows: list[dict[str, Any]] = []
-    timed: list[tuple[dict[str, Any], Side]] = []
+    taking: dict[str, Side] = {}
     for library, side in sides.items():
         if library != "cnnkit" and case.peer_op not in PEER_OPS[library]:
             continue
@@ -280,7 +271,22 @@ def run_case(
                 f"(> {human_bytes(NUMPY_PEER_CAP, table=True)})"
             )
             continue
-        loaded = side.call("load", case=case.to_dict(), outdir=outdir)
+        taking[library] = side
+    # Nothing is timed yet: the workers compute their first results while the oracle runs.
+    for side in taking.values():
+        side.send("load", case=case.to_dict(), outdir=outdir)
+    arrays = make_inputs(case)
+    ref = reference(case, arrays)
+    absref = reference(case, {k: np.abs(v) for k, v in arrays.items()})
+    cnnkit_info = sides["cnnkit"].info
+    extra = {
+        "im2col": im2col_bytes(case, budget=cnnkit_info.get("cols_budget")),
+        "numpy": im2col_bytes(case),
+    }
+    rows: list[dict[str, Any]] = []
+    timed: list[tuple[dict[str, Any], Side]] = []
+    for library, side in taking.items():
+        loaded = side.receive()
         if loaded["auto"]:
             extra["auto"] = extra.get(loaded["auto"], 0)
         for method, info in loaded["impls"].items():

@@ -258,13 +258,22 @@ class Worker:
             raise WorkerError(f"{self.library} worker: {reply['error']}")
         return reply["ok"]
 
-    def call(self, cmd: str, **kwargs: Any) -> Any:
-        """Run a :class:`Host` command in the worker and return its result."""
+    def send(self, cmd: str, **kwargs: Any) -> None:
+        """Start a :class:`Host` command in the worker; :meth:`receive` returns its result
+        (so several workers can work at once while the parent does its own part)."""
         self.ready()
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps({"cmd": cmd, **kwargs}) + "\n")
         self.proc.stdin.flush()
+
+    def receive(self) -> Any:
+        """The result of the command :meth:`send` started."""
         return self._reply()
+
+    def call(self, cmd: str, **kwargs: Any) -> Any:
+        """Run a :class:`Host` command in the worker and return its result."""
+        self.send(cmd, **kwargs)
+        return self.receive()
 
     def close(self) -> None:
         """Ask the worker to quit; kill it if it does not within 5 s."""
@@ -298,6 +307,14 @@ class LocalSide:
 
     def call(self, cmd: str, **kwargs: Any) -> Any:
         return getattr(self.host, cmd)(**kwargs)
+
+    def send(self, cmd: str, **kwargs: Any) -> None:
+        """In this process the command runs at :meth:`receive`."""
+        self._pending = (cmd, kwargs)
+
+    def receive(self) -> Any:
+        cmd, kwargs = self._pending
+        return self.call(cmd, **kwargs)
 
     def close(self) -> None:
         pass
