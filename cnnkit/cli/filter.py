@@ -529,7 +529,12 @@ def filter_command(
     dilation: int = typer.Option(
         1, "--dilation", "-d", metavar="N", help="Spacing between kernel taps."
     ),
-    method: str = typer.Option("auto", "--method", metavar="METHOD", help="loop | im2col | auto."),
+    method: str = typer.Option(
+        "auto",
+        "--method",
+        metavar="METHOD",
+        help="loop | im2col | winograd (3x3, stride 1) | auto.",
+    ),
     flip: bool = typer.Option(
         False, "--flip", help="True convolution (flip the kernel) instead of cross-correlation."
     ),
