@@ -360,15 +360,96 @@ def _checked_bias(bias: object, n_out: int) -> np.ndarray:
 
 
 def _pad_for_mode(
-    x: np.ndarray, pads: tuple[tuple[int, int], ...], pad_mode: str, nd: int
-) -> tuple[np.ndarray, tuple[tuple[int, int], ...]]:
-    """Pads other than zeros are applied to ``x`` here; zeros are left to the kernels.
+    pads: tuple[tuple[int, int], ...], pad_mode: str, nd: int
+) -> tuple[bool, tuple[tuple[int, int], ...]]:
+    """Pads other than zeros are applied to the input by np.pad; zeros are left to the kernels.
 
-    Returns the input and the zero padding the kernels still add (in 3-D form)."""
+    Returns whether np.pad runs and the zero padding the kernels add (in 3-D form)."""
     if pad_mode != "zeros" and any(p != (0, 0) for p in pads):
-        x = np.pad(x, ((0, 0), (0, 0), *pads), mode=_NP_PAD_MODE[pad_mode])
-        return x, ((0, 0),) * 3
-    return x, ((0, 0),) * (3 - nd) + tuple(pads)
+        return True, ((0, 0),) * 3
+    return False, ((0, 0),) * (3 - nd) + tuple(pads)
+
+
+@dataclass(frozen=True, slots=True)
+class _ConvShape:
+    """What :func:`_plan_conv` checks and decides from the operands' shapes and dtypes and
+    the options alone: every field of a :class:`_ConvPlan` except the operands."""
+
+    nd: int
+    dtype: np.dtype
+    groups: int
+    stride: tuple[int, int, int]
+    dilation: tuple[int, int, int]
+    pads: tuple[tuple[int, int], ...]
+    zero_pads: tuple[tuple[int, int], ...]
+    pad_copy: bool  # the input is padded by np.pad (pad_mode other than zeros)
+    pad_mode: str
+    in_sizes: tuple[int, ...]
+    out5: tuple[int, int, int, int, int]
+    itemsize: int  # of the output, for the memory check
+    method: str
+    flip: bool
+    rank_one: bool  # method "auto" with unit stride and dilation: the kernel is tested
+
+
+# Checked shapes of recent convolutions (key: _plan_key): repeating the checks and the method
+# choice costs ~20 us a call, a sixth of filtering a 512 px image with a 3x3 kernel.
+_SHAPES: dict[tuple, _ConvShape] = {}
+_SHAPES_KEPT = 256
+_OUTPUT = "the convolution's"  # what the memory check names
+
+
+def _plain(value: object) -> bool:
+    """Whether ``value`` is an int, a str or a tuple of them: such arguments are hashable and
+    equal ones are checked alike (unlike ``True == 1 == 1.0`` or a list)."""
+    kind = type(value)
+    if kind is int or kind is str:
+        return True
+    if kind is not tuple:
+        return False
+    for item in value:  # type: ignore[attr-defined]
+        if not _plain(item):
+            return False
+    return True
+
+
+def _plan_key(
+    nd, x, w, bias, stride, padding, dilation, groups, pad_mode, flip, method, backward
+) -> tuple | None:
+    """The key of a convolution's :class:`_ConvShape` in ``_SHAPES``, or None when an
+    operand is not a plain ndarray or an option not a plain value (checked afresh)."""
+    if type(x) is not np.ndarray or type(w) is not np.ndarray:
+        return None
+    if bias is None:
+        b = None
+    elif type(bias) is np.ndarray:
+        b = (bias.shape, bias.dtype)
+    else:
+        return None
+    if flip is not True and flip is not False:
+        return None
+    for option in (stride, padding, dilation, groups, pad_mode, method):
+        if not _plain(option):
+            return None
+    # "auto" may choose by the number of threads
+    workers = _threads.worker_count() if method == "auto" else 0
+    return (
+        nd,
+        x.shape,
+        x.dtype,
+        w.shape,
+        w.dtype,
+        b,
+        stride,
+        padding,
+        dilation,
+        groups,
+        pad_mode,
+        flip,
+        method,
+        backward,
+        workers,
+    )
 
 
 def _plan_conv(
@@ -385,10 +466,41 @@ def _plan_conv(
     method: str,
     backward: bool = False,
 ) -> _ConvPlan:
-    layout = _LAYOUT[nd]
-    x = _as_real_array(x, "x")
-    w = _as_real_array(w, "w")
-    _check_ndim(x, nd + 2, "x", layout)
+    """The checked plan of a convolution; its shape part is kept for the next call with the
+    same shapes, dtypes and options, and only the output's memory is checked again."""
+    args = (stride, padding, dilation, groups, pad_mode, flip, method, backward)
+    key = _plan_key(nd, x, w, bias, *args)
+    shape = None if key is None else _SHAPES.get(key)
+    if shape is None:
+        x = _as_real_array(x, "x")
+        w = _as_real_array(w, "w")
+        shape, bias = _check_conv(nd, x, w, bias, *args)
+        if key is not None:
+            if len(_SHAPES) >= _SHAPES_KEPT:
+                _SHAPES.clear()
+            _SHAPES[key] = shape
+    else:
+        _check_output_memory(shape.out5[:2] + shape.out5[5 - nd :], shape.itemsize, _OUTPUT)
+    return _bind(shape, x, w, bias)
+
+
+def _check_conv(
+    nd: int,
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: object,
+    stride: IntOrTuple,
+    padding: PaddingArg,
+    dilation: IntOrTuple,
+    groups: int,
+    pad_mode: str,
+    flip: bool,
+    method: str,
+    backward: bool,
+) -> tuple[_ConvShape, np.ndarray | None]:
+    """Every check of a convolution's arguments, and the method "auto" picks; returns the
+    shape part of its plan and ``bias`` as an array."""
+    _check_ndim(x, nd + 2, "x", _LAYOUT[nd])
     _check_ndim(w, nd + 2, "w", "(O, C/groups, k...)")
     groups = _check_groups(groups, x.shape[1], w.shape)
     n_out = w.shape[0]
@@ -407,24 +519,19 @@ def _plan_conv(
     _check_kernel_fits(out, sizes, kernel, pads, dil_t)
     stride_t, dil_t = _kernel_geometry(stride_t, dil_t, kernel, out)
     itemsize = 8 if np.float64 in (x.dtype, w.dtype) else 4
-    _check_output_memory((x.shape[0], n_out, *out), itemsize, "the convolution's")
+    _check_output_memory((x.shape[0], n_out, *out), itemsize, _OUTPUT)
     _check_pad_mode_room(pad_mode, pads, sizes)
     bias = None if bias is None else _checked_bias(bias, n_out)
     dtype = _float_dtype(x, w) if bias is None else _float_dtype(x, w, bias)
-    if flip:
-        w = w[(Ellipsis,) + (slice(None, None, -1),) * nd]
-    x, zero_pads = _pad_for_mode(_cast(x, dtype), pads, pad_mode, nd)
-    factors = None
+    pad_copy, zero_pads = _pad_for_mode(pads, pad_mode, nd)
     winograd = winograd_applies(nd, kernel, stride_t, dil_t, groups)
     if method == "winograd" and not winograd:
         raise ValueError(
             "method='winograd' needs a 2-D 3x3 kernel with stride 1, dilation 1 and groups=1; "
             f"got kernel {tuple(kernel)}, stride {stride_t}, dilation {dil_t}, groups {groups}"
         )
+    unit = stride_t == dil_t == (1,) * nd
     if method == "auto":
-        if stride_t == dil_t == (1,) * nd:
-            factors = separable_factors(_cast(w, dtype), groups)
-        unit = stride_t == dil_t == (1,) * nd
         method = choose_method(
             w.shape[1],
             math.prod(kernel),
@@ -436,23 +543,55 @@ def _plan_conv(
             backward=backward,
             winograd=winograd,
         )
-    return _ConvPlan(
+        rank_one = unit
+    else:
+        rank_one = False
+    shape = _ConvShape(
         nd=nd,
         dtype=dtype,
-        x5=_to5d(x, nd),
-        w5=_to5d(_cast(w, dtype), nd),
-        bias=None if bias is None else _cast(bias, dtype),
         groups=groups,
         stride=_lift(stride_t, 1, nd),
         dilation=_lift(dil_t, 1, nd),
         pads=pads,
         zero_pads=zero_pads,
+        pad_copy=pad_copy,
         pad_mode=pad_mode,
         in_sizes=sizes,
         out5=(x.shape[0], n_out, *_lift(out, 1, nd)),
+        itemsize=itemsize,
         method=method,
         flip=flip,
-        factors=factors,
+        rank_one=rank_one,
+    )
+    return shape, bias
+
+
+def _bind(shape: _ConvShape, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> _ConvPlan:
+    """The plan of ``shape`` for these operands (checked against it already)."""
+    nd, dtype = shape.nd, shape.dtype
+    if shape.flip:
+        w = w[(Ellipsis,) + (slice(None, None, -1),) * nd]
+    w = _cast(w, dtype)
+    x = _cast(x, dtype)
+    if shape.pad_copy:
+        x = np.pad(x, ((0, 0), (0, 0), *shape.pads), mode=_NP_PAD_MODE[shape.pad_mode])
+    return _ConvPlan(
+        nd=nd,
+        dtype=dtype,
+        x5=_to5d(x, nd),
+        w5=_to5d(w, nd),
+        bias=None if bias is None else _cast(bias, dtype),
+        groups=shape.groups,
+        stride=shape.stride,
+        dilation=shape.dilation,
+        pads=shape.pads,
+        zero_pads=shape.zero_pads,
+        pad_mode=shape.pad_mode,
+        in_sizes=shape.in_sizes,
+        out5=shape.out5,
+        method=shape.method,
+        flip=shape.flip,
+        factors=separable_factors(w, shape.groups) if shape.rank_one else None,
     )
 
 
