@@ -277,7 +277,8 @@ class _ConvPlan:
     @property
     def pads_before(self) -> tuple[int, int, int]:
         """Zero padding before each of the three dimensions (where the window starts)."""
-        return tuple(before for before, _ in self.zero_pads)
+        (d, _), (h, _), (w, _) = self.zero_pads
+        return d, h, w
 
     def geometry_args(self) -> tuple[int, ...]:
         """Stride, padding before and dilation as the kernels take them: nine ints."""
@@ -429,7 +430,8 @@ def _plan_key(
     if flip is not True and flip is not False:
         return None
     for option in (stride, padding, dilation, groups, pad_mode, method):
-        if not _plain(option):
+        kind = type(option)
+        if kind is not int and kind is not str and not _plain(option):
             return None
     # "auto" may choose by the number of threads
     workers = _threads.worker_count() if method == "auto" else 0
@@ -958,6 +960,11 @@ def _over_planes(fn, n: int, o: int, oh: int, workers: int) -> None:
     """``fn(m, j, t0, t1)`` for rows ``[t0, t1)`` of every output plane ``(m, j)``: threads
     take whole planes when there are at least as many planes, else rows of each plane (a
     thread hand-off costs tens of microseconds, more than a small plane takes)."""
+    if workers == 1:
+        for m in range(n):
+            for j in range(o):
+                fn(m, j, 0, oh)
+        return
     planes = [(m, j) for m in range(n) for j in range(o)]
 
     def some_planes(p0: int, p1: int) -> None:
@@ -971,8 +978,9 @@ def _over_planes(fn, n: int, o: int, oh: int, workers: int) -> None:
             _threads.run_parts(functools.partial(fn, m, j), _threads.split(oh, workers))
 
 
-def _plane_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
-    """Each output plane with :func:`cnnkit.kernels.filter2d.piece_rows`."""
+def _plane_forward(plan: _ConvPlan, bias: np.ndarray | None, flops: int) -> np.ndarray:
+    """Each output plane with :func:`cnnkit.kernels.filter2d.piece_rows` (``bias`` None:
+    zeros)."""
     n, o, _, oh, _ = plan.out5
     ph, pw = plan.pads_before[1:]
     og = o // plan.groups
@@ -981,6 +989,9 @@ def _plane_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
     for j in range(o):
         w2 = plan.w5[j, 0, 0]
         pieces.append(_piece_weights(w2.tobytes(), w2.shape, w2.dtype.str))
+
+    if bias is None:
+        bias = [plan.dtype.type(0)] * o
 
     def rows(m: int, j: int, t0: int, t1: int) -> None:
         _run_pieces(plan.x5[m, j // og, 0], pieces[j], bias[j], y[m, j, 0], ph, pw, t0, t1)
@@ -1033,10 +1044,10 @@ def _loop_forward(plan: _ConvPlan, four_channels: bool = True) -> np.ndarray:
     the flat kernel that computes four channels per pass (conv_forward_flat4) unless
     ``four_channels`` is False (the tests reach the one-channel kernel that way)."""
     n, o, od, oh, ow = plan.out5
-    bias = np.zeros(o, plan.dtype) if plan.bias is None else plan.bias
     flops = _flops(plan)
     if _use_planes(plan):
-        return _plane_forward(plan, bias, flops)
+        return _plane_forward(plan, plan.bias, flops)
+    bias = np.zeros(o, plan.dtype) if plan.bias is None else plan.bias
     if not _use_flat(plan):
         y = np.empty(plan.out5, plan.dtype)
         blocks = geometry.ceil_div(ow, _ROW_BLOCK)

@@ -106,6 +106,8 @@ def worker_count() -> int:
 def split(n: int, parts: int) -> list[tuple[int, int]]:
     """``range(n)`` cut into at most ``parts`` contiguous, nearly equal ``(start, stop)``."""
     parts = max(1, min(parts, n))
+    if parts == 1:
+        return [(0, n)] if n > 0 else []
     edges = [n * i // parts for i in range(parts + 1)]
     return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
 
