@@ -1751,9 +1751,11 @@ def _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode):
     arr = _as_real_array(x, "x")
     _check_ndim(arr, nd + 2, "x", _LAYOUT[nd])
     args = (nd, arr.shape[2:], kernel_size, stride, padding, ceil_mode)
-    try:
+    # only plain values are looked up: a kept 2 would otherwise answer for 2.0 or True
+    plain = (ceil_mode is True or ceil_mode is False) and _plain((kernel_size, padding))
+    if plain and (stride is None or _plain(stride)):
         kernel, stride_t, pad, out = _pool_geometry_cached(*args)
-    except TypeError:  # unhashable arguments (lists): validate without the cache
+    else:
         kernel, stride_t, pad, out = _pool_geometry(*args)
     # the output and, for max pooling, its int64 argmax indices
     _check_output_memory((*arr.shape[:2], *out[-nd:]), 16, "the pooling's")

@@ -170,3 +170,25 @@ def test_auto_follows_the_thread_count(rng, monkeypatch):
         monkeypatch.setattr(ops._threads, "worker_count", lambda workers=workers: workers)
         methods.append(ops._plan_conv(2, x, w, *args).method)
     assert methods == ["im2col", "loop", "im2col"]
+
+
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (dict(kernel_size=2.0), "kernel_size must be an int"),
+        (dict(kernel_size=np.float64(2.0)), "kernel_size must be an int"),
+        (dict(kernel_size=True, stride=1), "kernel_size must be an int"),
+        (dict(kernel_size=2, stride=2.0), "stride must be an int"),
+        (dict(kernel_size=2, padding=False), "padding must be an int"),
+        (dict(kernel_size=2, ceil_mode=0), "ceil_mode must be True or False"),
+    ],
+)
+def test_pooling_checks_fire_after_a_good_call_with_equal_looking_options(opts, message):
+    x = np.ones((1, 2, 8, 8))
+    # equal values that are accepted
+    good = {name: (bool if name == "ceil_mode" else int)(value) for name, value in opts.items()}
+    for pool in (ops.max_pool2d, ops.avg_pool2d):
+        pool(x, **good)
+        for _ in range(2):
+            with pytest.raises(ValueError, match=message):
+                pool(x, **opts)
