@@ -4,11 +4,13 @@ fires on a later call with bad input."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 from reference import conv_reference
 
 from cnnkit import memory, ops
+from cnnkit.kernels import threads
 
 BASE = dict(stride=1, padding=1, dilation=1, groups=1, pad_mode="zeros", flip=False)
 
@@ -192,3 +194,13 @@ def test_pooling_checks_fire_after_a_good_call_with_equal_looking_options(opts, 
         for _ in range(2):
             with pytest.raises(ValueError, match=message):
                 pool(x, **opts)
+
+
+def test_worker_count_follows_numbas_setting_on_every_call():
+    before = numba.get_num_threads()
+    try:
+        for n in (1, numba.config.NUMBA_NUM_THREADS, 1):
+            numba.set_num_threads(n)
+            assert threads.worker_count() == n == numba.get_num_threads()
+    finally:
+        numba.set_num_threads(before)
