@@ -896,8 +896,11 @@ def _use_flat(plan: _ConvPlan) -> bool:
 def _flat_input(plan: _ConvPlan) -> tuple[np.ndarray, tuple[int, ...]]:
     """The input zero-padded explicitly, planes flattened: (N, C, Dp, Hp*Wp), and its shape."""
     xp = plan.x5
-    if any(p != (0, 0) for p in plan.zero_pads):
-        xp = np.pad(xp, ((0, 0), (0, 0), *plan.zero_pads))
+    if any(p != (0, 0) for p in plan.zero_pads):  # np.pad takes ~20 us more for this
+        (d0, d1), (h0, h1), (w0, w1) = plan.zero_pads
+        n, c, d, h, w = xp.shape
+        xp = np.zeros((n, c, d + d0 + d1, h + h0 + h1, w + w0 + w1), plan.dtype)
+        xp[:, :, d0 : d0 + d, h0 : h0 + h, w0 : w0 + w] = plan.x5
     n, c, dp, hp, wp = xp.shape
     return xp.reshape(n, c, dp, hp * wp), xp.shape
 
