@@ -145,7 +145,9 @@ def _kernel_geometry(
 
 
 def _check_output_memory(shape: Sequence[int], itemsize: int, what: str) -> None:
-    memory.check(math.prod(shape) * itemsize, f"{what} output of shape {tuple(shape)}")
+    need = math.prod(shape) * itemsize
+    if need > memory.SMALL_BYTES:  # smaller needs always pass: no message to format
+        memory.check(need, f"{what} output of shape {tuple(shape)}")
 
 
 def _check_ndim(arr: np.ndarray, ndim: int, name: str, layout: str) -> None:
@@ -249,12 +251,15 @@ def choose_method(
     return "im2col"
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+@dataclass(eq=False, slots=True)
 class _ConvPlan:
     """Validated operands and geometry of one convolution, shared by forward and backward.
 
     The spatial fields are lifted to three dimensions (a 1-D or 2-D problem is a 3-D one
     with leading size-1 dimensions), which is how the kernels see every convolution.
+    A plan is never changed once built (layers keep theirs): another one is derived with
+    :func:`dataclasses.replace` or :meth:`with_operands`. It is not frozen because a frozen
+    dataclass takes ~2 us more to build, on every call.
     """
 
     nd: int  # spatial dimensions the caller asked for (1, 2 or 3)
@@ -277,7 +282,30 @@ class _ConvPlan:
     @property
     def pads_before(self) -> tuple[int, int, int]:
         """Zero padding before each of the three dimensions (where the window starts)."""
-        return tuple(before for before, _ in self.zero_pads)
+        (d, _), (h, _), (w, _) = self.zero_pads
+        return d, h, w
+
+    def with_operands(self, x5: np.ndarray, w5: np.ndarray, bias: np.ndarray | None) -> _ConvPlan:
+        """This plan for other operands of the same shapes and dtype (``replace`` costs
+        ~4 us more)."""
+        return _ConvPlan(
+            self.nd,
+            self.dtype,
+            x5,
+            w5,
+            bias,
+            self.groups,
+            self.stride,
+            self.dilation,
+            self.pads,
+            self.zero_pads,
+            self.pad_mode,
+            self.in_sizes,
+            self.out5,
+            self.method,
+            self.flip,
+            self.factors,
+        )
 
     def geometry_args(self) -> tuple[int, ...]:
         """Stride, padding before and dilation as the kernels take them: nine ints."""
@@ -360,15 +388,98 @@ def _checked_bias(bias: object, n_out: int) -> np.ndarray:
 
 
 def _pad_for_mode(
-    x: np.ndarray, pads: tuple[tuple[int, int], ...], pad_mode: str, nd: int
-) -> tuple[np.ndarray, tuple[tuple[int, int], ...]]:
-    """Pads other than zeros are applied to ``x`` here; zeros are left to the kernels.
+    pads: tuple[tuple[int, int], ...], pad_mode: str, nd: int
+) -> tuple[bool, tuple[tuple[int, int], ...]]:
+    """Pads other than zeros are applied to the input by np.pad; zeros are left to the kernels.
 
-    Returns the input and the zero padding the kernels still add (in 3-D form)."""
+    Returns whether np.pad runs and the zero padding the kernels add (in 3-D form)."""
     if pad_mode != "zeros" and any(p != (0, 0) for p in pads):
-        x = np.pad(x, ((0, 0), (0, 0), *pads), mode=_NP_PAD_MODE[pad_mode])
-        return x, ((0, 0),) * 3
-    return x, ((0, 0),) * (3 - nd) + tuple(pads)
+        return True, ((0, 0),) * 3
+    return False, ((0, 0),) * (3 - nd) + tuple(pads)
+
+
+@dataclass(frozen=True, slots=True)
+class _ConvShape:
+    """What :func:`_plan_conv` checks and decides from the operands' shapes and dtypes and
+    the options alone: every field of a :class:`_ConvPlan` except the operands."""
+
+    nd: int
+    dtype: np.dtype
+    groups: int
+    stride: tuple[int, int, int]
+    dilation: tuple[int, int, int]
+    pads: tuple[tuple[int, int], ...]
+    zero_pads: tuple[tuple[int, int], ...]
+    pad_copy: bool  # the input is padded by np.pad (pad_mode other than zeros)
+    pad_mode: str
+    in_sizes: tuple[int, ...]
+    out5: tuple[int, int, int, int, int]
+    itemsize: int  # of the output, for the memory check
+    out_bytes: int
+    method: str
+    flip: bool
+    rank_one: bool  # method "auto" with unit stride and dilation: the kernel is tested
+
+
+# Checked shapes of recent convolutions (key: _plan_key): repeating the checks and the method
+# choice costs ~20 us a call, a sixth of filtering a 512 px image with a 3x3 kernel.
+_SHAPES: dict[tuple, _ConvShape] = {}
+_SHAPES_KEPT = 256
+_OUTPUT = "the convolution's"  # what the memory check names
+
+
+def _plain(value: object) -> bool:
+    """Whether ``value`` is an int, a str or a tuple of them: such arguments are hashable and
+    equal ones are checked alike (unlike ``True == 1 == 1.0`` or a list)."""
+    kind = type(value)
+    if kind is int or kind is str:
+        return True
+    if kind is not tuple:
+        return False
+    for item in value:  # type: ignore[attr-defined]
+        if not _plain(item):
+            return False
+    return True
+
+
+def _plan_key(
+    nd, x, w, bias, stride, padding, dilation, groups, pad_mode, flip, method, backward
+) -> tuple | None:
+    """The key of a convolution's :class:`_ConvShape` in ``_SHAPES``, or None when an
+    operand is not a plain ndarray or an option not a plain value (checked afresh)."""
+    if type(x) is not np.ndarray or type(w) is not np.ndarray:
+        return None
+    if bias is None:
+        b = None
+    elif type(bias) is np.ndarray:
+        b = (bias.shape, bias.dtype)
+    else:
+        return None
+    if flip is not True and flip is not False:
+        return None
+    for option in (stride, padding, dilation, groups, pad_mode, method):
+        kind = type(option)
+        if kind is not int and kind is not str and not _plain(option):
+            return None
+    # "auto" may choose by the number of threads
+    workers = _threads.worker_count() if method == "auto" else 0
+    return (
+        nd,
+        x.shape,
+        x.dtype,
+        w.shape,
+        w.dtype,
+        b,
+        stride,
+        padding,
+        dilation,
+        groups,
+        pad_mode,
+        flip,
+        method,
+        backward,
+        workers,
+    )
 
 
 def _plan_conv(
@@ -385,10 +496,42 @@ def _plan_conv(
     method: str,
     backward: bool = False,
 ) -> _ConvPlan:
-    layout = _LAYOUT[nd]
-    x = _as_real_array(x, "x")
-    w = _as_real_array(w, "w")
-    _check_ndim(x, nd + 2, "x", layout)
+    """The checked plan of a convolution; its shape part is kept for the next call with the
+    same shapes, dtypes and options, and only the output's memory is checked again."""
+    args = (stride, padding, dilation, groups, pad_mode, flip, method, backward)
+    key = _plan_key(nd, x, w, bias, *args)
+    shape = None if key is None else _SHAPES.get(key)
+    if shape is None:
+        x = _as_real_array(x, "x")
+        w = _as_real_array(w, "w")
+        shape, bias = _check_conv(nd, x, w, bias, *args)
+        if key is not None:
+            if len(_SHAPES) >= _SHAPES_KEPT:
+                _SHAPES.clear()
+            _SHAPES[key] = shape
+    else:
+        if shape.out_bytes > memory.SMALL_BYTES:  # smaller needs always pass
+            _check_output_memory(shape.out5[:2] + shape.out5[5 - nd :], shape.itemsize, _OUTPUT)
+    return _bind(shape, x, w, bias)
+
+
+def _check_conv(
+    nd: int,
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: object,
+    stride: IntOrTuple,
+    padding: PaddingArg,
+    dilation: IntOrTuple,
+    groups: int,
+    pad_mode: str,
+    flip: bool,
+    method: str,
+    backward: bool,
+) -> tuple[_ConvShape, np.ndarray | None]:
+    """Every check of a convolution's arguments, and the method "auto" picks; returns the
+    shape part of its plan and ``bias`` as an array."""
+    _check_ndim(x, nd + 2, "x", _LAYOUT[nd])
     _check_ndim(w, nd + 2, "w", "(O, C/groups, k...)")
     groups = _check_groups(groups, x.shape[1], w.shape)
     n_out = w.shape[0]
@@ -407,24 +550,19 @@ def _plan_conv(
     _check_kernel_fits(out, sizes, kernel, pads, dil_t)
     stride_t, dil_t = _kernel_geometry(stride_t, dil_t, kernel, out)
     itemsize = 8 if np.float64 in (x.dtype, w.dtype) else 4
-    _check_output_memory((x.shape[0], n_out, *out), itemsize, "the convolution's")
+    _check_output_memory((x.shape[0], n_out, *out), itemsize, _OUTPUT)
     _check_pad_mode_room(pad_mode, pads, sizes)
     bias = None if bias is None else _checked_bias(bias, n_out)
     dtype = _float_dtype(x, w) if bias is None else _float_dtype(x, w, bias)
-    if flip:
-        w = w[(Ellipsis,) + (slice(None, None, -1),) * nd]
-    x, zero_pads = _pad_for_mode(_cast(x, dtype), pads, pad_mode, nd)
-    factors = None
+    pad_copy, zero_pads = _pad_for_mode(pads, pad_mode, nd)
     winograd = winograd_applies(nd, kernel, stride_t, dil_t, groups)
     if method == "winograd" and not winograd:
         raise ValueError(
             "method='winograd' needs a 2-D 3x3 kernel with stride 1, dilation 1 and groups=1; "
             f"got kernel {tuple(kernel)}, stride {stride_t}, dilation {dil_t}, groups {groups}"
         )
+    unit = stride_t == dil_t == (1,) * nd
     if method == "auto":
-        if stride_t == dil_t == (1,) * nd:
-            factors = separable_factors(_cast(w, dtype), groups)
-        unit = stride_t == dil_t == (1,) * nd
         method = choose_method(
             w.shape[1],
             math.prod(kernel),
@@ -436,23 +574,56 @@ def _plan_conv(
             backward=backward,
             winograd=winograd,
         )
-    return _ConvPlan(
+        rank_one = unit
+    else:
+        rank_one = False
+    shape = _ConvShape(
         nd=nd,
         dtype=dtype,
-        x5=_to5d(x, nd),
-        w5=_to5d(_cast(w, dtype), nd),
-        bias=None if bias is None else _cast(bias, dtype),
         groups=groups,
         stride=_lift(stride_t, 1, nd),
         dilation=_lift(dil_t, 1, nd),
         pads=pads,
         zero_pads=zero_pads,
+        pad_copy=pad_copy,
         pad_mode=pad_mode,
         in_sizes=sizes,
         out5=(x.shape[0], n_out, *_lift(out, 1, nd)),
+        itemsize=itemsize,
+        out_bytes=x.shape[0] * n_out * math.prod(out) * itemsize,
         method=method,
         flip=flip,
-        factors=factors,
+        rank_one=rank_one,
+    )
+    return shape, bias
+
+
+def _bind(shape: _ConvShape, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> _ConvPlan:
+    """The plan of ``shape`` for these operands (checked against it already)."""
+    nd, dtype = shape.nd, shape.dtype
+    if shape.flip:
+        w = w[(Ellipsis,) + (slice(None, None, -1),) * nd]
+    w = _cast(w, dtype)
+    x = _cast(x, dtype)
+    if shape.pad_copy:
+        x = np.pad(x, ((0, 0), (0, 0), *shape.pads), mode=_NP_PAD_MODE[shape.pad_mode])
+    return _ConvPlan(
+        nd=nd,
+        dtype=dtype,
+        x5=_to5d(x, nd),
+        w5=_to5d(w, nd),
+        bias=None if bias is None else _cast(bias, dtype),
+        groups=shape.groups,
+        stride=shape.stride,
+        dilation=shape.dilation,
+        pads=shape.pads,
+        zero_pads=shape.zero_pads,
+        pad_mode=shape.pad_mode,
+        in_sizes=shape.in_sizes,
+        out5=shape.out5,
+        method=shape.method,
+        flip=shape.flip,
+        factors=separable_factors(w, shape.groups) if shape.rank_one else None,
     )
 
 
@@ -725,8 +896,11 @@ def _use_flat(plan: _ConvPlan) -> bool:
 def _flat_input(plan: _ConvPlan) -> tuple[np.ndarray, tuple[int, ...]]:
     """The input zero-padded explicitly, planes flattened: (N, C, Dp, Hp*Wp), and its shape."""
     xp = plan.x5
-    if any(p != (0, 0) for p in plan.zero_pads):
-        xp = np.pad(xp, ((0, 0), (0, 0), *plan.zero_pads))
+    if any(p != (0, 0) for p in plan.zero_pads):  # np.pad takes ~20 us more for this
+        (d0, d1), (h0, h1), (w0, w1) = plan.zero_pads
+        n, c, d, h, w = xp.shape
+        xp = np.zeros((n, c, d + d0 + d1, h + h0 + h1, w + w0 + w1), plan.dtype)
+        xp[:, :, d0 : d0 + d, h0 : h0 + h, w0 : w0 + w] = plan.x5
     n, c, dp, hp, wp = xp.shape
     return xp.reshape(n, c, dp, hp * wp), xp.shape
 
@@ -819,6 +993,11 @@ def _over_planes(fn, n: int, o: int, oh: int, workers: int) -> None:
     """``fn(m, j, t0, t1)`` for rows ``[t0, t1)`` of every output plane ``(m, j)``: threads
     take whole planes when there are at least as many planes, else rows of each plane (a
     thread hand-off costs tens of microseconds, more than a small plane takes)."""
+    if workers == 1:
+        for m in range(n):
+            for j in range(o):
+                fn(m, j, 0, oh)
+        return
     planes = [(m, j) for m in range(n) for j in range(o)]
 
     def some_planes(p0: int, p1: int) -> None:
@@ -832,8 +1011,9 @@ def _over_planes(fn, n: int, o: int, oh: int, workers: int) -> None:
             _threads.run_parts(functools.partial(fn, m, j), _threads.split(oh, workers))
 
 
-def _plane_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
-    """Each output plane with :func:`cnnkit.kernels.filter2d.piece_rows`."""
+def _plane_forward(plan: _ConvPlan, bias: np.ndarray | None, flops: int) -> np.ndarray:
+    """Each output plane with :func:`cnnkit.kernels.filter2d.piece_rows` (``bias`` None:
+    zeros)."""
     n, o, _, oh, _ = plan.out5
     ph, pw = plan.pads_before[1:]
     og = o // plan.groups
@@ -842,6 +1022,9 @@ def _plane_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
     for j in range(o):
         w2 = plan.w5[j, 0, 0]
         pieces.append(_piece_weights(w2.tobytes(), w2.shape, w2.dtype.str))
+
+    if bias is None:
+        bias = [plan.dtype.type(0)] * o
 
     def rows(m: int, j: int, t0: int, t1: int) -> None:
         _run_pieces(plan.x5[m, j // og, 0], pieces[j], bias[j], y[m, j, 0], ph, pw, t0, t1)
@@ -894,10 +1077,10 @@ def _loop_forward(plan: _ConvPlan, four_channels: bool = True) -> np.ndarray:
     the flat kernel that computes four channels per pass (conv_forward_flat4) unless
     ``four_channels`` is False (the tests reach the one-channel kernel that way)."""
     n, o, od, oh, ow = plan.out5
-    bias = np.zeros(o, plan.dtype) if plan.bias is None else plan.bias
     flops = _flops(plan)
     if _use_planes(plan):
-        return _plane_forward(plan, bias, flops)
+        return _plane_forward(plan, plan.bias, flops)
+    bias = np.zeros(o, plan.dtype) if plan.bias is None else plan.bias
     if not _use_flat(plan):
         y = np.empty(plan.out5, plan.dtype)
         blocks = geometry.ceil_div(ow, _ROW_BLOCK)
@@ -1138,7 +1321,7 @@ def _layer_plan(cache: dict, key: tuple, x, w, bias, make) -> _ConvPlan:
         if _reusable(plan):
             cache[key] = plan
         return plan
-    return replace(plan, x5=_to5d(x, 2), w5=_to5d(w, 2), bias=bias)
+    return plan.with_operands(_to5d(x, 2), _to5d(w, 2), bias)
 
 
 def conv2d_layer(
@@ -1576,9 +1759,11 @@ def _plan_pool(nd, x, kernel_size, stride, padding, ceil_mode):
     arr = _as_real_array(x, "x")
     _check_ndim(arr, nd + 2, "x", _LAYOUT[nd])
     args = (nd, arr.shape[2:], kernel_size, stride, padding, ceil_mode)
-    try:
+    # only plain values are looked up: a kept 2 would otherwise answer for 2.0 or True
+    plain = (ceil_mode is True or ceil_mode is False) and _plain((kernel_size, padding))
+    if plain and (stride is None or _plain(stride)):
         kernel, stride_t, pad, out = _pool_geometry_cached(*args)
-    except TypeError:  # unhashable arguments (lists): validate without the cache
+    else:
         kernel, stride_t, pad, out = _pool_geometry(*args)
     # the output and, for max pooling, its int64 argmax indices
     _check_output_memory((*arr.shape[:2], *out[-nd:]), 16, "the pooling's")

@@ -43,6 +43,7 @@ def choices(monkeypatch):
         return seen[-1][1]
 
     monkeypatch.setattr(ops, "choose_method", spy)
+    monkeypatch.setattr(ops, "_SHAPES", {})  # choices kept from earlier calls would skip the spy
     return seen
 
 

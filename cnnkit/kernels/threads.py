@@ -98,14 +98,28 @@ def single_threaded_blas() -> Iterator[None]:
                 setter(_saved_threads)
 
 
+_thread_setting: Callable[[], int] | None = None
+
+
 def worker_count() -> int:
-    """Threads to split work over: Numba's setting (``NUMBA_NUM_THREADS``)."""
-    return max(1, numba.get_num_threads())
+    """Threads to split work over: Numba's setting (``NUMBA_NUM_THREADS``,
+    ``numba.set_num_threads``) for the calling thread."""
+    global _thread_setting
+    if _thread_setting is None:
+        count = numba.get_num_threads()  # starts Numba's threading layer
+        # the setting itself, read without get_num_threads' two locks (0.1 us, not 0.7)
+        _thread_setting = getattr(
+            numba.np.ufunc.parallel, "_get_num_threads", numba.get_num_threads
+        )
+        return max(1, count)
+    return max(1, _thread_setting())
 
 
 def split(n: int, parts: int) -> list[tuple[int, int]]:
     """``range(n)`` cut into at most ``parts`` contiguous, nearly equal ``(start, stop)``."""
     parts = max(1, min(parts, n))
+    if parts == 1:
+        return [(0, n)] if n > 0 else []
     edges = [n * i // parts for i in range(parts + 1)]
     return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
 
