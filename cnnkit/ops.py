@@ -708,9 +708,9 @@ def _winograd_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
 
     with _threads.single_threaded_blas():
         partial = _threads.run_parts(part, _parts(plan))
-    du = partial[0]
+    du, used = partial[0], n_out * c
     for other in partial[1:]:
-        du += other
+        du[:, :used] += other[:, :used]  # the planes' padding past O*C is uninitialised
     gw = np.empty(plan.w5.shape, plan.dtype)
     _winograd.weight_tiles_adjoint(du, gw.reshape(n_out, c, 3, 3))
     return None if gx is None else gx.reshape(plan.x5.shape), gw

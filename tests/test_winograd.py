@@ -114,6 +114,33 @@ def test_threads_split_the_batch(rng, monkeypatch):
         np.testing.assert_allclose(a, b_, atol=1e-12)
 
 
+def test_threads_add_only_the_weight_gradients(rng, monkeypatch):
+    # the 16 planes have padding past O*C; garbage there must not reach the sum of the
+    # threads' parts (inf + -inf warned, or raised under np.errstate(all="raise"))
+    import threading
+
+    from cnnkit.kernels import threads
+
+    monkeypatch.setattr(ops, "_THREADED_FLOPS", 0)
+    monkeypatch.setattr(threads, "worker_count", lambda: 2)
+    original = ops._planes
+
+    def poisoned(*args, **kwargs):
+        flat, view = original(*args, **kwargs)
+        main = threading.current_thread() is threading.main_thread()
+        flat[:, view.shape[1] * view.shape[2] :] = np.inf if main else -np.inf
+        return flat, view
+
+    monkeypatch.setattr(ops, "_planes", poisoned)
+    x, w, _ = _operands(rng, (2, 3, 6, 6), 4)
+    gy = rng.standard_normal((2, 4, 6, 6))
+    with np.errstate(all="raise"):
+        got = ops.conv2d_backward(gy, x, w, padding=1, method="winograd")
+    want = ops.conv2d_backward(gy, x, w, padding=1, method="loop")
+    for a, b_ in zip(got, want):
+        np.testing.assert_allclose(a, b_, atol=1e-12)
+
+
 @pytest.mark.parametrize("xs, o, padding", CASES[:4])
 def test_against_torch_forward_and_autograd(rng, xs, o, padding):
     torch = pytest.importorskip("torch")
