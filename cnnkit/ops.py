@@ -801,6 +801,16 @@ def _planes(
     return flat, flat[:, : rows * t].reshape(16, rows, t)
 
 
+def _winograd_workers(plan: _ConvPlan) -> int:
+    """Threads for a Winograd call; 1 if the layer is too small to pay for them."""
+    return _threads.worker_count() if _flops(plan) >= _THREADED_FLOPS else 1
+
+
+def _ranges(n: int, parts: int) -> list[tuple[int, int]]:
+    """``range(n)`` cut into exactly ``parts`` contiguous ranges (some may be empty)."""
+    return [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
+
+
 def _winograd_forward(plan: _ConvPlan) -> np.ndarray:
     n, n_out, _, oh, ow = plan.out5
     c = plan.x5.shape[1]
@@ -810,6 +820,7 @@ def _winograd_forward(plan: _ConvPlan) -> np.ndarray:
     _, u = _winograd_weights(plan.w5)
     bias = np.zeros(n_out, plan.dtype) if plan.bias is None else plan.bias
     y = np.empty((n, n_out, oh, ow), plan.dtype)
+    workers = _winograd_workers(plan)
 
     def part(start: int, stop: int) -> None:
         most = min(per, stop - start) * tiles
@@ -818,12 +829,31 @@ def _winograd_forward(plan: _ConvPlan) -> np.ndarray:
             t = (n1 - n0) * tiles
             vflat, v = _planes(c, t, plan.dtype, "winograd_v", most)
             mflat, m = _planes(n_out, t, plan.dtype, "winograd_m", most)
-            _winograd.input_tiles(x4, vflat, t, th, tw1, n0, n1, ph, pw)
+            _winograd.input_tiles(x4, vflat, t, th, tw1, n0, n1, ph, pw, 0, c)
             np.matmul(u, v, out=m)
             _winograd.output_tiles(mflat, t, th, tw1, bias, y, n0, n1)
 
+    def rows(ty0: int, ty1: int) -> None:
+        # fewer samples than threads: each thread takes tile rows ty0:ty1 of every sample,
+        # as the convolution of the input rows they read (one hand-off, no shared buffers)
+        top = 2 * ty0 - ph
+        r0, r1 = max(0, top), max(0, min(x4.shape[2], 2 * ty1 + 2 - ph))
+        xs, ys = x4[:, :, r0:r1], y[:, :, 2 * ty0 : min(oh, 2 * ty1)]
+        most = min(per, n) * (ty1 - ty0) * tw1
+        for n0 in range(0, n, per):
+            n1 = min(n0 + per, n)
+            t = (n1 - n0) * (ty1 - ty0) * tw1
+            vflat, v = _planes(c, t, plan.dtype, "winograd_v", most)
+            mflat, m = _planes(n_out, t, plan.dtype, "winograd_m", most)
+            _winograd.input_tiles(xs, vflat, t, ty1 - ty0, tw1, n0, n1, r0 - top, pw, 0, c)
+            np.matmul(u, v, out=m)
+            _winograd.output_tiles(mflat, t, ty1 - ty0, tw1, bias, ys, n0, n1)
+
     with _threads.single_threaded_blas():
-        _threads.run_parts(part, _parts(plan))
+        if n >= workers:
+            _threads.run_parts(part, _threads.split(n, workers))
+        else:
+            _threads.run_parts(rows, _threads.split(th, workers))
     return y.reshape(plan.out5)
 
 
@@ -839,6 +869,7 @@ def _winograd_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
     th, tw1, tiles, per = _winograd_geometry(plan)
     ut = _winograd_weights(plan.w5)[1].transpose(0, 2, 1) if need_input_grad else None
     gx = np.empty(x4.shape, plan.dtype) if need_input_grad else None
+    workers = _winograd_workers(plan)
 
     @np.errstate(invalid="ignore", over="ignore")  # inf/NaN input is documented behaviour
     def part(start: int, stop: int) -> np.ndarray:
@@ -851,23 +882,69 @@ def _winograd_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
             t = (n1 - n0) * tiles
             vflat, v = _planes(c, t, plan.dtype, "winograd_v", most)
             gflat, g = _planes(n_out, t, plan.dtype, "winograd_m", most)
-            _winograd.input_tiles(x4, vflat, t, th, tw1, n0, n1, ph, pw)
-            _winograd.grad_tiles(gy4, gflat, t, th, tw1, n0, n1)
+            _winograd.input_tiles(x4, vflat, t, th, tw1, n0, n1, ph, pw, 0, c)
+            _winograd.grad_tiles(gy4, gflat, t, th, tw1, n0, n1, 0, n_out)
             np.matmul(g, v.transpose(0, 2, 1), out=prod)
             du += prod
             if ut is not None:
                 np.matmul(ut, g, out=v)  # V is used up: its buffer takes dV
-                _winograd.input_tiles_adjoint(vflat, t, th, tw1, gx, n0, n1, ph, pw)
+                _winograd.input_tiles_adjoint(vflat, t, th, tw1, gx, n0, n1, ph, pw, 0, c)
         return duflat
 
-    with _threads.single_threaded_blas():
-        partial = _threads.run_parts(part, _parts(plan))
-    du = partial[0]
-    for other in partial[1:]:
-        du += other
+    if n >= workers:
+        with _threads.single_threaded_blas():
+            partial = _threads.run_parts(part, _threads.split(n, workers))
+        du, used = partial[0], n_out * c
+        for other in partial[1:]:
+            du[:, :used] += other[:, :used]  # the planes' padding past O*C is uninitialised
+    else:
+        du = _winograd_backward_split(plan, x4, gy4, ut, gx, workers)
     gw = np.empty(plan.w5.shape, plan.dtype)
     _winograd.weight_tiles_adjoint(du, gw.reshape(n_out, c, 3, 3))
     return None if gx is None else gx.reshape(plan.x5.shape), gw
+
+
+def _winograd_backward_split(plan, x4, gy4, ut, gx, workers) -> np.ndarray:
+    """:func:`_winograd_backward` for fewer samples than threads: thread ``i`` transforms
+    input channel range ``i`` and output channel range ``i``; then, from all of ``Gt``, the
+    columns of ``dU`` and the rows of ``dV`` (and ``gx``) of its input channels. Returns
+    ``dU`` as (16, O*C) storage."""
+    n, n_out, _, oh, ow = plan.out5
+    c = x4.shape[1]
+    ph, pw = plan.pads_before[1:]
+    th, tw1, tiles, per = _winograd_geometry(plan)
+    chans, outs = _ranges(c, workers), _ranges(n_out, workers)
+    duflat, du = _planes(n_out, c, plan.dtype)
+    most = min(per, n) * tiles
+
+    def chunk(n0: int, n1: int) -> None:
+        t = (n1 - n0) * tiles
+        vflat, v = _planes(c, t, plan.dtype, "winograd_v", most)
+        gflat, g = _planes(n_out, t, plan.dtype, "winograd_m", most)
+
+        def transform(i: int, _: int) -> None:
+            _winograd.input_tiles(x4, vflat, t, th, tw1, n0, n1, ph, pw, *chans[i])
+            _winograd.grad_tiles(gy4, gflat, t, th, tw1, n0, n1, *outs[i])
+
+        @np.errstate(invalid="ignore", over="ignore")
+        def products(i: int, _: int) -> None:
+            c0, c1 = chans[i]
+            vt = v[:, c0:c1].transpose(0, 2, 1)
+            if n0 == 0:
+                np.matmul(g, vt, out=du[:, :, c0:c1])
+            else:
+                du[:, :, c0:c1] += g @ vt
+            if ut is not None:  # rows c0:c1 of V are used up: they take dV
+                np.matmul(ut[:, c0:c1], g, out=v[:, c0:c1])
+                _winograd.input_tiles_adjoint(vflat, t, th, tw1, gx, n0, n1, ph, pw, c0, c1)
+
+        _threads.run_parts(transform, _ranges(workers, workers))
+        _threads.run_parts(products, _ranges(workers, workers))
+
+    with _threads.single_threaded_blas():
+        for n0 in range(0, n, per):
+            chunk(n0, min(n0 + per, n))
+    return duflat
 
 
 # ----------------------------------------------------------------------------- convolution

@@ -114,6 +114,94 @@ def test_threads_split_the_batch(rng, monkeypatch):
         np.testing.assert_allclose(a, b_, atol=1e-12)
 
 
+def test_threads_add_only_the_weight_gradients(rng, monkeypatch):
+    # the 16 planes have padding past O*C; garbage there must not reach the sum of the
+    # threads' parts (inf + -inf warned, or raised under np.errstate(all="raise"))
+    import threading
+
+    from cnnkit.kernels import threads
+
+    monkeypatch.setattr(ops, "_THREADED_FLOPS", 0)
+    monkeypatch.setattr(threads, "worker_count", lambda: 2)
+    original = ops._planes
+
+    def poisoned(*args, **kwargs):
+        flat, view = original(*args, **kwargs)
+        main = threading.current_thread() is threading.main_thread()
+        flat[:, view.shape[1] * view.shape[2] :] = np.inf if main else -np.inf
+        return flat, view
+
+    monkeypatch.setattr(ops, "_planes", poisoned)
+    x, w, _ = _operands(rng, (2, 3, 6, 6), 4)
+    gy = rng.standard_normal((2, 4, 6, 6))
+    with np.errstate(all="raise"):
+        got = ops.conv2d_backward(gy, x, w, padding=1, method="winograd")
+    want = ops.conv2d_backward(gy, x, w, padding=1, method="loop")
+    for a, b_ in zip(got, want):
+        np.testing.assert_allclose(a, b_, atol=1e-12)
+
+
+# fewer samples than threads: the channels are split instead (odd tile counts, one input
+# channel so one thread's range is empty, several chunks through a small tile budget)
+SPLIT_CASES = [
+    ((1, 4, 7, 9), 5, 1, 2, 0),
+    ((1, 3, 8, 8), 6, 0, 2, 0),
+    ((2, 5, 5, 7), 3, 2, 3, 0),
+    ((1, 1, 6, 5), 2, 1, 2, 0),
+    ((3, 4, 5, 6), 4, 1, 4, 12),
+    ((2, 6, 9, 5), 7, ((2, 0), (1, 2)), 3, 15),
+]
+
+
+@pytest.mark.parametrize("xs, o, padding, workers, budget", SPLIT_CASES)
+def test_threads_split_the_channels_of_small_batches(
+    rng, monkeypatch, xs, o, padding, workers, budget
+):
+    from cnnkit.kernels import threads
+
+    monkeypatch.setattr(ops, "_THREADED_FLOPS", 0)
+    monkeypatch.setattr(threads, "worker_count", lambda: workers)
+    if budget:
+        monkeypatch.setattr(ops, "_WINOGRAD_TILES", budget)
+    split = []
+    original = ops._winograd_backward_split
+    monkeypatch.setattr(ops, "_winograd_backward_split", lambda *a: split.append(1) or original(*a))
+    x, w, b = _operands(rng, xs, o)
+    y = ops.conv2d(x, w, b, padding=padding, method="winograd")
+    np.testing.assert_allclose(y, conv_reference(x, w, b, padding=padding), atol=1e-12)
+    gy = rng.standard_normal(y.shape)
+    got = ops.conv2d_backward(gy, x, w, padding=padding, method="winograd")
+    want = ops.conv2d_backward(gy, x, w, padding=padding, method="loop")
+    for a, b_ in zip(got, want):
+        np.testing.assert_allclose(a, b_, atol=1e-12)
+    gx, gw, _ = ops.conv2d_backward(
+        gy, x, w, padding=padding, method="winograd", need_input_grad=False
+    )
+    assert gx is None
+    np.testing.assert_allclose(gw, want[1], atol=1e-12)
+    assert split  # the split path ran, not the batch split
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_two_threads_against_torch(rng, monkeypatch, n):
+    torch = pytest.importorskip("torch")
+    from cnnkit.kernels import threads
+
+    monkeypatch.setattr(ops, "_THREADED_FLOPS", 0)
+    monkeypatch.setattr(threads, "worker_count", lambda: 2 * n)
+    x, w, b = _operands(rng, (n, 6, 11, 10), 5)
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, torch.tensor(b), padding=1)
+    y = ops.conv2d(x, w, b, padding=1, method="winograd")
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-10)
+    gy = rng.standard_normal(y.shape)
+    yt.backward(torch.tensor(gy))
+    gx, gw, _ = ops.conv2d_backward(gy, x, w, padding=1, method="winograd")
+    np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gw, wt.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("xs, o, padding", CASES[:4])
 def test_against_torch_forward_and_autograd(rng, xs, o, padding):
     torch = pytest.importorskip("torch")

@@ -55,20 +55,20 @@ def _to_rows(x, n, c, q, tw1, ph, pw):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
-def input_tiles(x, v, t_n, th, tw1, n0, n1, ph, pw):  # pragma: no cover
-    """``V[e, c, t] = (B^T d B)[e // 4, e % 4]`` for every 4x4 tile ``d`` of ``x[n0:n1]``.
+def input_tiles(x, v, t_n, th, tw1, n0, n1, ph, pw, c0, c1):  # pragma: no cover
+    """``V[e, c, t] = (B^T d B)[e // 4, e % 4]`` for every 4x4 tile ``d`` of ``x[n0:n1]``
+    and the channels ``c0 <= c < c1``.
 
     ``x`` is (N, C, H, W) with ``ph`` / ``pw`` zeros before rows / columns. ``V[e, c, t]``
     is ``v[e, c * t_n + t]`` (``v`` C-contiguous, so the inner loops know their stride).
     """
-    n_chan = x.shape[1]
     length = th * tw1
     q = np.empty((2, 2 * (length + tw1)), x.dtype)
     s = np.empty((4, 2, length + 1), x.dtype)
     s[:, :, length] = 0
     step, one, two = uint64(2 * tw1), uint64(1), uint64(2)  # unsigned: see kernels/conv.py
     for n in range(n0, n1):
-        for c in range(n_chan):
+        for c in range(c0, c1):
             _to_rows(x, n, c, q, tw1, ph, pw)
             # rows of B^T d: tile rows 0-3 are row parities 0, 1 at f and at f + TW1
             for pc in range(2):
@@ -136,19 +136,19 @@ def output_tiles(m, t_n, th, tw1, bias, y, n0, n1):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
-def grad_tiles(gy, g, t_n, th, tw1, n0, n1):  # pragma: no cover
-    """``G[e, o, t] = (A dY A^T)[e // 4, e % 4]`` for every 2x2 tile ``dY`` of ``gy[n0:n1]``,
-    stored at ``g[e, o * t_n + t]``.
+def grad_tiles(gy, g, t_n, th, tw1, n0, n1, o0, o1):  # pragma: no cover
+    """``G[e, o, t] = (A dY A^T)[e // 4, e % 4]`` for every 2x2 tile ``dY`` of
+    ``gy[n0:n1, o0:o1]``, stored at ``g[e, o * t_n + t]``.
 
     The adjoint of :func:`output_tiles`; positions past OH or OW and gap tiles count as zero.
     """
-    n_out, oh_n, ow_n = gy.shape[1], gy.shape[2], gy.shape[3]
+    oh_n, ow_n = gy.shape[2], gy.shape[3]
     length = th * tw1
     gq = np.zeros((2, 2 * length), gy.dtype)  # laid out as yq in output_tiles
     rows = np.empty((4, 2, length), gy.dtype)  # rows of A dY: [row, column parity, f]
     two, one = uint64(2), uint64(1)
     for n in range(n0, n1):
-        for o in range(n_out):
+        for o in range(o0, o1):
             for yy in range(oh_n):
                 dst = uint64((yy // 2) * 2 * tw1)
                 pr = yy % 2
@@ -184,22 +184,22 @@ def grad_tiles(gy, g, t_n, th, tw1, n0, n1):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
-def input_tiles_adjoint(dv, t_n, th, tw1, gx, n0, n1, ph, pw):  # pragma: no cover
-    """``gx[n0:n1]`` = the sum over tiles of ``B dV B^T`` at each tile's input position.
+def input_tiles_adjoint(dv, t_n, th, tw1, gx, n0, n1, ph, pw, c0, c1):  # pragma: no cover
+    """``gx[n0:n1, c0:c1]`` = the sum over tiles of ``B dV B^T`` at each tile's input position.
 
     The adjoint of :func:`input_tiles`, step by step in reverse, each step written as a
     gather (an entry collects what the forward step read from it) so that its loops
     vectorise: ``dV[e, c, t]`` is ``dv[e, c * t_n + t]``; ``gx`` (N, C, H, W) is
     overwritten, and what falls in the padding is dropped.
     """
-    n_chan, height, width = gx.shape[1], gx.shape[2], gx.shape[3]
+    height, width = gx.shape[2], gx.shape[3]
     length = th * tw1
     last = uint64(length - 1)
     s = np.empty((4, 2, length + 1), gx.dtype)
     q = np.empty((2, 2, length + tw1), gx.dtype)  # quarter planes [pr, pc, R * TW1 + K]
     step, one = uint64(tw1), uint64(1)
     for n in range(n0, n1):
-        for c in range(n_chan):
+        for c in range(c0, c1):
             t0 = uint64(c * t_n + (n - n0) * length)
             # column step: even f collects d0 at f and d1 + d2 - d0 from f - 1; odd f
             # collects d1 - d2 + d3 at f and -d3 from f - 1
