@@ -1007,9 +1007,11 @@ def apply_bank(
     out_shape, all_pads = _bank_geometry(data.shape[1:], weights, padding, stride_t, dil_t)
     conv = ops.conv2d if ndim == 2 else ops.conv1d
     b = np.array([bias], dtype=np.float64) if bias else None
-    # Load the compiled kernels on a tiny input first, so ``seconds`` measures the filtering
-    # and not Numba's one-off start-up (loading its cache costs a few hundred ms).
-    span = [geometry.dilated_span(k, d) for d, k in zip(dil_t, weights[0].shape[2:])]
+    # Load the compiled kernels on a small input first, so ``seconds`` measures the filtering
+    # and not Numba's one-off start-up (loading its cache costs a few hundred ms). 64x64
+    # outputs take the kernels a large image takes (the plane kernel starts at 4096).
+    extra = 63 if ndim == 2 else 0
+    span = [geometry.dilated_span(k, d) + extra for d, k in zip(dil_t, weights[0].shape[2:])]
     conv(np.zeros((1, x.shape[1], *span)), weights[0], b, dilation=dil_t, method=method)
     row_macs = x.shape[0] * x.shape[1] * math.prod(weights[0].shape[2:]) * math.prod(out_shape[1:])
     bands = _row_bands(out_shape[0], row_macs, chunk_macs or CHUNK_MACS)
