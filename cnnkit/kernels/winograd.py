@@ -17,9 +17,9 @@ input, the output ``y`` from ``M[e, o, t]``, and for the gradients the adjoints 
 (``A dY A^T`` of each output-gradient tile, and ``B dV B^T`` added back to the input).
 
 Layout for the vector units. With ``TH = ceil(OH / 2)`` tile rows, ``TW = ceil(OW / 2)``
-tile columns and ``TW1 = TW + 1``, a (padded) plane is held as its even and odd rows,
-``q[pr, R * 2 * TW1 + col]`` for position ``(2R + pr, col)`` (the adjoint splits the columns
-by parity too, ``q[pr, pc, R * TW1 + K]``). Tile ``(ty, tx)`` then reads index ``f``,
+tile columns and ``TW1 = TW + 1``, a (padded) plane is held as four quarter planes of
+row and column parity, ``q[pr, pc, R * TW1 + K]`` for position ``(2R + pr, 2K + pc)``.
+Tile ``(ty, tx)`` then reads index ``f``,
 ``f + 1``, ``f + TW1`` and ``f + TW1 + 1`` of a parity, with ``f = ty * TW1 + tx``: every
 transform is a few unit-stride loops over ``f`` across the whole plane, whatever its width
 (loops over one row of 7 tiles did not vectorise and ran 4-8x slower). The price is one
@@ -41,17 +41,18 @@ from cnnkit.kernels import load_lightly
 
 
 @njit(cache=True, nogil=True)
-def _to_rows(x, n, c, q, tw1, ph, pw):  # pragma: no cover
-    """``q[pr, R * 2 * TW1 + col]`` = padded position ``(2R + pr, col)`` of ``x[n, c]``
-    padded by ``(ph, pw)`` before, zeros elsewhere."""
-    q[:] = 0
-    height, width = x.shape[2], x.shape[3]
+def _quarter_index(height, width, ph, pw, tw1, size):  # pragma: no cover
+    """Where each position ``(yy, xx)`` of an input plane goes in the quarter planes
+    ``q[pr, pc, R * TW1 + K]`` (padded position ``(2R + pr, 2K + pc)``), as flat indices
+    into ``q`` with quarter planes ``size`` long."""
+    where = np.empty(height * width, np.int64)
     for yy in range(height):
         r = yy + ph
-        dst = uint64((r // 2) * 2 * tw1 + pw)
-        pr = r % 2
         for xx in range(width):
-            q[pr, dst + uint64(xx)] = x[n, c, yy, uint64(xx)]
+            col = xx + pw
+            quarter = (r % 2) * 2 + col % 2
+            where[yy * width + xx] = quarter * size + (r // 2) * tw1 + col // 2
+    return where
 
 
 @njit(cache=True, nogil=True)
@@ -61,78 +62,106 @@ def input_tiles(x, v, t_n, th, tw1, n0, n1, ph, pw, c0, c1):  # pragma: no cover
 
     ``x`` is (N, C, H, W) with ``ph`` / ``pw`` zeros before rows / columns. ``V[e, c, t]``
     is ``v[e, c * t_n + t]`` (``v`` C-contiguous, so the inner loops know their stride).
+    Each plane is first spread over its four quarter planes (row and column parity) by a
+    precomputed index, one load and one store per input value; the zero padding is the part
+    of ``q`` no plane writes. Then the rows of ``B^T d`` read the quarters at ``f`` and
+    ``f + TW1``, and the columns of ``(B^T d) B`` read the result at ``f`` and ``f + 1``,
+    both unit-stride. The column step runs once per channel over the tiles of every sample
+    (the short per-sample loops of small planes spent most of their time in scalar
+    remainders).
     """
+    height, width = x.shape[2], x.shape[3]
     length = th * tw1
-    q = np.empty((2, 2 * (length + tw1)), x.dtype)
-    s = np.empty((4, 2, length + 1), x.dtype)
-    s[:, :, length] = 0
-    step, one, two = uint64(2 * tw1), uint64(1), uint64(2)  # unsigned: see kernels/conv.py
-    for n in range(n0, n1):
-        for c in range(c0, c1):
-            _to_rows(x, n, c, q, tw1, ph, pw)
+    span = (n1 - n0) * length
+    size = length + tw1
+    q = np.zeros((2, 2, size), x.dtype)
+    flat = q.ravel()
+    where = _quarter_index(height, width, ph, pw, tw1, size)
+    s = np.empty((4, 2, span + 1), x.dtype)  # rows of B^T d: [row, column parity, t]
+    s[:, :, span] = 0
+    step, one = uint64(tw1), uint64(1)
+    for c in range(c0, c1):
+        for n in range(n0, n1):
+            for yy in range(height):
+                row = uint64(yy * width)
+                for xx in range(width):
+                    flat[uint64(where[row + uint64(xx)])] = x[n, c, yy, uint64(xx)]
             # rows of B^T d: tile rows 0-3 are row parities 0, 1 at f and at f + TW1
+            base = uint64((n - n0) * length)
             for pc in range(2):
                 for f in range(length):
-                    k = two * uint64(f) + uint64(pc)
-                    a0 = q[0, k]
-                    a1 = q[1, k]
-                    a2 = q[0, k + step]
-                    a3 = q[1, k + step]
-                    j = uint64(f)
+                    k = uint64(f)
+                    a0 = q[0, pc, k]
+                    a1 = q[1, pc, k]
+                    a2 = q[0, pc, k + step]
+                    a3 = q[1, pc, k + step]
+                    j = base + k
                     s[0, pc, j] = a0 - a2
                     s[1, pc, j] = a1 + a2
                     s[2, pc, j] = a2 - a1
                     s[3, pc, j] = a1 - a3
-            # columns of (B^T d) B: tile columns 0-3 are parities 0, 1 at f and at f + 1
-            t0 = uint64(c * t_n + (n - n0) * length)
-            for i in range(4):
-                for f in range(length):
-                    k = uint64(f)
-                    e0 = s[i, 0, k]
-                    o0 = s[i, 1, k]
-                    e1 = s[i, 0, k + one]
-                    o1 = s[i, 1, k + one]
-                    v[4 * i, t0 + k] = e0 - e1
-                    v[4 * i + 1, t0 + k] = o0 + e1
-                    v[4 * i + 2, t0 + k] = e1 - o0
-                    v[4 * i + 3, t0 + k] = o0 - o1
+        # columns of (B^T d) B: tile columns 0-3 are parities 0, 1 at f and at f + 1
+        t0 = uint64(c * t_n)
+        for i in range(4):
+            for f in range(span):
+                k = uint64(f)
+                e0 = s[i, 0, k]
+                o0 = s[i, 1, k]
+                e1 = s[i, 0, k + one]
+                o1 = s[i, 1, k + one]
+                v[4 * i, t0 + k] = e0 - e1
+                v[4 * i + 1, t0 + k] = o0 + e1
+                v[4 * i + 2, t0 + k] = e1 - o0
+                v[4 * i + 3, t0 + k] = o0 - o1
 
 
 @njit(cache=True, nogil=True)
 def output_tiles(m, t_n, th, tw1, bias, y, n0, n1):  # pragma: no cover
     """``y[n0:n1] = A^T M A + bias`` for every tile; ``M[e, o, t]`` is ``m[e, o * t_n + t]``,
-    ``y`` (N, O, OH, OW)."""
+    ``y`` (N, O, OH, OW).
+
+    One pass per output channel over the tiles of every sample writes the even and the odd
+    output rows (``y0``, ``y1``: ``[2 * t + column parity]``); the rows are then copied out.
+    Two arrays, not two rows of one: LLVM then sees the two store streams cannot overlap
+    and vectorises the pass (as rows of one array whose length is not the loop's, it ran
+    3-4x slower).
+    """
     n_out, oh_n, ow_n = y.shape[1], y.shape[2], y.shape[3]
     length = th * tw1
-    # [output row parity, 2 * f + column parity]: row 2ty + pr of the output is
-    # yq[pr, 2 * ty * TW1:][:OW], so the final copy runs along contiguous rows
-    yq = np.empty((2, 2 * length), y.dtype)
+    span = (n1 - n0) * length
+    y0 = np.empty(2 * span, y.dtype)
+    y1 = np.empty(2 * span, y.dtype)
     two, one = uint64(2), uint64(1)
-    for n in range(n0, n1):
-        for o in range(n_out):
-            b = bias[o]
-            t0 = uint64(o * t_n + (n - n0) * length)
-            for f in range(length):
-                k = uint64(f)
-                t = t0 + k
-                # columns of M A (two per row of M), then rows of A^T (M A)
-                p0 = m[0, t] + m[1, t] + m[2, t]
-                q0 = m[1, t] - m[2, t] - m[3, t]
-                p1 = m[4, t] + m[5, t] + m[6, t]
-                q1 = m[5, t] - m[6, t] - m[7, t]
-                p2 = m[8, t] + m[9, t] + m[10, t]
-                q2 = m[9, t] - m[10, t] - m[11, t]
-                p3 = m[12, t] + m[13, t] + m[14, t]
-                q3 = m[13, t] - m[14, t] - m[15, t]
-                yq[0, two * k] = p0 + p1 + p2 + b
-                yq[0, two * k + one] = q0 + q1 + q2 + b
-                yq[1, two * k] = p1 - p2 - p3 + b
-                yq[1, two * k + one] = q1 - q2 - q3 + b
+    for o in range(n_out):
+        b = bias[o]
+        t0 = uint64(o * t_n)
+        for f in range(span):
+            k = uint64(f)
+            t = t0 + k
+            # columns of M A (two per row of M), then rows of A^T (M A)
+            p0 = m[0, t] + m[1, t] + m[2, t]
+            q0 = m[1, t] - m[2, t] - m[3, t]
+            p1 = m[4, t] + m[5, t] + m[6, t]
+            q1 = m[5, t] - m[6, t] - m[7, t]
+            p2 = m[8, t] + m[9, t] + m[10, t]
+            q2 = m[9, t] - m[10, t] - m[11, t]
+            p3 = m[12, t] + m[13, t] + m[14, t]
+            q3 = m[13, t] - m[14, t] - m[15, t]
+            y0[two * k] = p0 + p1 + p2 + b
+            y0[two * k + one] = q0 + q1 + q2 + b
+            y1[two * k] = p1 - p2 - p3 + b
+            y1[two * k + one] = q1 - q2 - q3 + b
+        # output row 2ty + pr of sample n is y<pr>[2 * ((n - n0) * L + ty * TW1):][:OW]
+        for n in range(n0, n1):
+            base = (n - n0) * 2 * length
             for yy in range(oh_n):
-                src = uint64((yy // 2) * 2 * tw1)
-                pr = yy % 2
-                for xx in range(ow_n):
-                    y[n, o, yy, uint64(xx)] = yq[pr, src + uint64(xx)]
+                src = uint64(base + (yy // 2) * 2 * tw1)
+                if yy % 2 == 0:
+                    for xx in range(ow_n):
+                        y[n, o, yy, uint64(xx)] = y0[src + uint64(xx)]
+                else:
+                    for xx in range(ow_n):
+                        y[n, o, yy, uint64(xx)] = y1[src + uint64(xx)]
 
 
 @njit(cache=True, nogil=True)
@@ -140,47 +169,59 @@ def grad_tiles(gy, g, t_n, th, tw1, n0, n1, o0, o1):  # pragma: no cover
     """``G[e, o, t] = (A dY A^T)[e // 4, e % 4]`` for every 2x2 tile ``dY`` of
     ``gy[n0:n1, o0:o1]``, stored at ``g[e, o * t_n + t]``.
 
-    The adjoint of :func:`output_tiles`; positions past OH or OW and gap tiles count as zero.
+    The adjoint of :func:`output_tiles`, in reverse: each gradient plane is copied into the
+    even and odd rows ``gq0``, ``gq1`` (laid out as there), then one pass per row of
+    ``A dY`` runs over the tiles of every sample. Positions past OH or OW and gap tiles
+    count as zero: no plane writes them.
     """
     oh_n, ow_n = gy.shape[2], gy.shape[3]
     length = th * tw1
-    gq = np.zeros((2, 2 * length), gy.dtype)  # laid out as yq in output_tiles
-    rows = np.empty((4, 2, length), gy.dtype)  # rows of A dY: [row, column parity, f]
-    two, one = uint64(2), uint64(1)
-    for n in range(n0, n1):
-        for o in range(o0, o1):
+    span = (n1 - n0) * length
+    gq0 = np.zeros(2 * span, gy.dtype)
+    gq1 = np.zeros(2 * span, gy.dtype)
+    for o in range(o0, o1):
+        for n in range(n0, n1):
+            base = (n - n0) * 2 * length
             for yy in range(oh_n):
-                dst = uint64((yy // 2) * 2 * tw1)
-                pr = yy % 2
-                for xx in range(ow_n):
-                    gq[pr, dst + uint64(xx)] = gy[n, o, yy, uint64(xx)]
-            # rows of A dY: (a, a + c, a - c, -c) with a, c the tile's two gradient rows
-            for f in range(length):
-                k = uint64(f)
-                a0 = gq[0, two * k]
-                a1 = gq[0, two * k + one]
-                c0 = gq[1, two * k]
-                c1 = gq[1, two * k + one]
-                rows[0, 0, k] = a0
-                rows[0, 1, k] = a1
-                rows[1, 0, k] = a0 + c0
-                rows[1, 1, k] = a1 + c1
-                rows[2, 0, k] = a0 - c0
-                rows[2, 1, k] = a1 - c1
-                rows[3, 0, k] = -c0
-                rows[3, 1, k] = -c1
-            # then (l, l + r, l - r, -r) along each row; four stores a loop (more streams
-            # than LLVM checks for overlap at run time keep a loop scalar)
-            t0 = uint64(o * t_n + (n - n0) * length)
-            for i in range(4):
-                for f in range(length):
-                    k = uint64(f)
-                    left = rows[i, 0, k]
-                    right = rows[i, 1, k]
-                    g[4 * i, t0 + k] = left
-                    g[4 * i + 1, t0 + k] = left + right
-                    g[4 * i + 2, t0 + k] = left - right
-                    g[4 * i + 3, t0 + k] = -right
+                dst = uint64(base + (yy // 2) * 2 * tw1)
+                if yy % 2 == 0:
+                    for xx in range(ow_n):
+                        gq0[dst + uint64(xx)] = gy[n, o, yy, uint64(xx)]
+                else:
+                    for xx in range(ow_n):
+                        gq1[dst + uint64(xx)] = gy[n, o, yy, uint64(xx)]
+        # rows of A dY are (a, a + c, a - c, -c), with a, c the tile's two gradient rows;
+        # then (l, l + r, l - r, -r) along each row. Four stores a loop: more streams than
+        # LLVM checks for overlap at run time keep a loop scalar.
+        t0 = uint64(o * t_n)
+        _grad_row(gq0, gq1, g, 0, t0, span)
+        _grad_row(gq0, gq1, g, 1, t0, span)
+        _grad_row(gq0, gq1, g, 2, t0, span)
+        _grad_row(gq0, gq1, g, 3, t0, span)
+
+
+@njit(cache=True, inline="always")
+def _grad_row(gq0, gq1, g, i, t0, span):
+    """Row ``i`` of ``A dY A^T`` for ``span`` tiles: ``g[4i:4i + 4, t0:t0 + span]``."""
+    two, one = uint64(2), uint64(1)
+    for f in range(span):
+        k = uint64(f)
+        a0 = gq0[two * k]
+        a1 = gq0[two * k + one]
+        c0 = gq1[two * k]
+        c1 = gq1[two * k + one]
+        if i == 0:
+            left, right = a0, a1
+        elif i == 1:
+            left, right = a0 + c0, a1 + c1
+        elif i == 2:
+            left, right = a0 - c0, a1 - c1
+        else:
+            left, right = -c0, -c1
+        g[4 * i, t0 + k] = left
+        g[4 * i + 1, t0 + k] = left + right
+        g[4 * i + 2, t0 + k] = left - right
+        g[4 * i + 3, t0 + k] = -right
 
 
 @njit(cache=True, nogil=True)
@@ -190,57 +231,54 @@ def input_tiles_adjoint(dv, t_n, th, tw1, gx, n0, n1, ph, pw, c0, c1):  # pragma
     The adjoint of :func:`input_tiles`, step by step in reverse, each step written as a
     gather (an entry collects what the forward step read from it) so that its loops
     vectorise: ``dV[e, c, t]`` is ``dv[e, c * t_n + t]``; ``gx`` (N, C, H, W) is
-    overwritten, and what falls in the padding is dropped.
+    overwritten, and what falls in the padding is dropped. The column step runs once per
+    channel over the tiles of every sample: a sample's first tile collects from the tile
+    before it, the previous sample's last gap tile, whose ``dV`` is zero.
     """
     height, width = gx.shape[2], gx.shape[3]
     length = th * tw1
-    last = uint64(length - 1)
-    s = np.empty((4, 2, length + 1), gx.dtype)
-    q = np.empty((2, 2, length + tw1), gx.dtype)  # quarter planes [pr, pc, R * TW1 + K]
+    span = (n1 - n0) * length
+    size = length + tw1
+    s = np.empty((4, 2, span), gx.dtype)
+    q = np.empty((2, 2, size), gx.dtype)  # quarter planes [pr, pc, R * TW1 + K]
+    flat = q.ravel()
+    where = _quarter_index(height, width, ph, pw, tw1, size)
     step, one = uint64(tw1), uint64(1)
-    for n in range(n0, n1):
-        for c in range(c0, c1):
-            t0 = uint64(c * t_n + (n - n0) * length)
-            # column step: even f collects d0 at f and d1 + d2 - d0 from f - 1; odd f
-            # collects d1 - d2 + d3 at f and -d3 from f - 1
-            for i in range(4):
-                e0, e1, e2, e3 = 4 * i, 4 * i + 1, 4 * i + 2, 4 * i + 3
-                s[i, 0, 0] = dv[e0, t0]
-                s[i, 1, 0] = dv[e1, t0] - dv[e2, t0] + dv[e3, t0]
-                for f in range(1, length):
-                    k = uint64(f)
-                    j = t0 + k
-                    s[i, 0, k] = dv[e0, j] + dv[e1, j - one] + dv[e2, j - one] - dv[e0, j - one]
-                    s[i, 1, k] = dv[e1, j] - dv[e2, j] + dv[e3, j] - dv[e3, j - one]
-                s[i, 0, last + one] = dv[e1, t0 + last] + dv[e2, t0 + last] - dv[e0, t0 + last]
-                s[i, 1, last + one] = -dv[e3, t0 + last]
+    for c in range(c0, c1):
+        t0 = uint64(c * t_n)
+        # column step: even f collects d0 at f and d1 + d2 - d0 from f - 1; odd f
+        # collects d1 - d2 + d3 at f and -d3 from f - 1
+        for i in range(4):
+            e0, e1, e2, e3 = 4 * i, 4 * i + 1, 4 * i + 2, 4 * i + 3
+            s[i, 0, 0] = dv[e0, t0]
+            s[i, 1, 0] = dv[e1, t0] - dv[e2, t0] + dv[e3, t0]
+            for f in range(1, span):
+                k = uint64(f)
+                j = t0 + k
+                s[i, 0, k] = dv[e0, j] + dv[e1, j - one] + dv[e2, j - one] - dv[e0, j - one]
+                s[i, 1, k] = dv[e1, j] - dv[e2, j] + dv[e3, j] - dv[e3, j - one]
+        for n in range(n0, n1):
+            base = uint64((n - n0) * length)
             # row step: row parity 0 collects s0 at f and s1 + s2 - s0 from f - TW1;
             # parity 1 collects s1 - s2 + s3 at f and -s3 from f - TW1
             for pc in range(2):
                 for f in range(tw1):
-                    k = uint64(f)
-                    q[0, pc, k] = s[0, pc, k]
-                    q[1, pc, k] = s[1, pc, k] - s[2, pc, k] + s[3, pc, k]
+                    k = base + uint64(f)
+                    q[0, pc, uint64(f)] = s[0, pc, k]
+                    q[1, pc, uint64(f)] = s[1, pc, k] - s[2, pc, k] + s[3, pc, k]
                 for f in range(tw1, length):
-                    k = uint64(f)
+                    k = base + uint64(f)
                     b = k - step
-                    q[0, pc, k] = s[0, pc, k] + s[1, pc, b] + s[2, pc, b] - s[0, pc, b]
-                    q[1, pc, k] = s[1, pc, k] - s[2, pc, k] + s[3, pc, k] - s[3, pc, b]
-                for f in range(length, length + tw1):
-                    k = uint64(f)
-                    b = k - step
-                    q[0, pc, k] = s[1, pc, b] + s[2, pc, b] - s[0, pc, b]
-                    q[1, pc, k] = -s[3, pc, b]
+                    q[0, pc, uint64(f)] = s[0, pc, k] + s[1, pc, b] + s[2, pc, b] - s[0, pc, b]
+                    q[1, pc, uint64(f)] = s[1, pc, k] - s[2, pc, k] + s[3, pc, k] - s[3, pc, b]
+                for f in range(length, size):
+                    b = base + uint64(f) - step
+                    q[0, pc, uint64(f)] = s[1, pc, b] + s[2, pc, b] - s[0, pc, b]
+                    q[1, pc, uint64(f)] = -s[3, pc, b]
             for yy in range(height):
-                r = yy + ph
-                pr, row = r % 2, (r // 2) * tw1
-                for pc in range(2):
-                    xx0 = (pc - pw) % 2
-                    src = uint64(row + (xx0 + pw) // 2)
-                    for j in range((width - xx0 + 1) // 2):
-                        gx[n, c, yy, uint64(xx0) + uint64(2) * uint64(j)] = q[
-                            pr, pc, src + uint64(j)
-                        ]
+                row = uint64(yy * width)
+                for xx in range(width):
+                    gx[n, c, yy, uint64(xx)] = flat[uint64(where[row + uint64(xx)])]
 
 
 @njit(cache=True, inline="always")
