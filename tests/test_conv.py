@@ -207,6 +207,53 @@ def test_large_batch_is_chunked(rng, monkeypatch):
     np.testing.assert_allclose(gw, gw2, atol=1e-12)
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("stacked", [False, True])
+def test_im2col_weight_gradient_layouts(rng, monkeypatch, stacked, groups, chunked):
+    """Both weight-gradient layouts (one GEMM over the chunk; per-sample GEMMs summed) give
+    the finite differences' numbers, chunked and split over threads."""
+    from cnnkit.kernels import threads
+
+    monkeypatch.setattr(ops, "_SMALL_WEIGHT_GRAD", 10**9 if stacked else 0)
+    monkeypatch.setattr(ops, "_THREADED_FLOPS", 0)
+    monkeypatch.setattr(threads, "worker_count", lambda: 2)
+    if chunked:
+        monkeypatch.setattr(ops, "_COLS_BUDGET", 1)
+    kw = {"padding": (1, 2), "stride": (1, 2), "groups": groups}
+    x, w, _ = _operands(rng, (5, 4, 6, 7), (6, 4 // groups, 3, 2), bias=False)
+    gy = rng.standard_normal(ops.conv2d(x, w, method="loop", **kw).shape)
+    gx, gw, gb = ops.conv2d_backward(gy, x, w, method="im2col", **kw)
+    num_w = numerical_gradient(lambda v: np.sum(gy * ops.conv2d(x, v, method="loop", **kw)), w)
+    num_x = numerical_gradient(lambda v: np.sum(gy * ops.conv2d(v, w, method="loop", **kw)), x)
+    np.testing.assert_allclose(gw, num_w, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gx, num_x, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gb, gy.sum(axis=(0, 2, 3)), atol=1e-12)
+    none, gw_only, _ = ops.conv2d_backward(gy, x, w, method="im2col", need_input_grad=False, **kw)
+    assert none is None
+    np.testing.assert_allclose(gw_only, gw, atol=1e-12)
+
+
+def test_weight_gradient_layout_threshold(rng, monkeypatch):
+    """LeNet-5's first layer (R * O = 25 * 6) takes per-sample GEMMs for dL/dw, its second
+    (150 * 16) the one GEMM."""
+    calls = []
+    real = np.matmul
+
+    def spy(a, b, *args, **kwargs):
+        calls.append(np.ndim(a))
+        return real(a, b, *args, **kwargs)
+
+    monkeypatch.setattr(ops.np, "matmul", spy)
+    x, w, _ = _operands(rng, (2, 1, 12, 12), (6, 1, 5, 5), bias=False)
+    ops.conv2d_backward(rng.standard_normal((2, 6, 8, 8)), x, w, method="im2col")
+    assert calls == [3, 2]  # the stacked dL/dw, then dL/dcols
+    calls.clear()
+    x, w, _ = _operands(rng, (2, 6, 14, 14), (16, 6, 5, 5), bias=False)
+    ops.conv2d_backward(rng.standard_normal((2, 16, 10, 10)), x, w, method="im2col")
+    assert calls == [2]  # dL/dcols; dL/dw went through the @ operator
+
+
 # ----------------------------------------------------------------------------- outside oracles
 def _torch_conv(torch, x, w, b, nd, stride, padding, dilation, groups, pad_mode):
     import torch.nn.functional as F
