@@ -61,9 +61,9 @@ _NP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 # while each GEMM stays large enough to run at full speed.
 _COLS_BUDGET = 4 * 2**20
 
-# Weight gradient of im2col: with few patch rows and outputs (R*O <= 512, one core) OpenBLAS
-# runs the one (R, m*L) @ (m*L, O) GEMM at a quarter of its speed, and a stack of per-sample
-# GEMMs summed afterwards is 2-4x faster (LeNet-5's first layer: 617 -> 167 us).
+# Weight gradient of im2col: with few patch rows and outputs (R*O <= 512) OpenBLAS runs the
+# one (R, m*L) @ (m*L, O) GEMM at a fraction of its speed, and a stack of per-sample GEMMs
+# summed afterwards is 2-4x faster (docs/PERFORMANCE.md).
 _SMALL_WEIGHT_GRAD = 512
 
 # choose_method: Winograd needs channels for its GEMMs (K = C, M = O) and keeps one sample's
@@ -91,6 +91,13 @@ _ROW_BLOCK = 4096
 # which split one call over many planes without the plane kernel's per-plane Python set-up
 # of about 5 us (docs/PERFORMANCE.md).
 _PLANE_POSITIONS = 4096
+
+# The plane kernel splits a call over threads from 8 MFLOP, or 16 MFLOP on rows of 256 px
+# and wider, where it runs twice as fast: about 350 us of one thread's work. Below that
+# the hand-off and the per-plane Python calls cost more than the second thread saves
+# (docs/PERFORMANCE.md).
+_THREADED_PLANE_FLOPS = 8_000_000
+_WIDE_PLANE = 256
 # Intermediate elements per block of rows in the fused separable passes (2 MiB of float32;
 # each block costs about 10 us of calls, and a larger one falls out of cache).
 _SEPARABLE_BLOCK = 2**19
@@ -1109,7 +1116,9 @@ def _plane_forward(plan: _ConvPlan, bias: np.ndarray | None, flops: int) -> np.n
     def rows(m: int, j: int, t0: int, t1: int) -> None:
         _run_pieces(plan.x5[m, j // og, 0], pieces[j], bias[j], y[m, j, 0], ph, pw, t0, t1)
 
-    _over_planes(rows, n, o, oh, _threads.worker_count() if flops >= _THREADED_FLOPS else 1)
+    wide = plan.out5[4] >= _WIDE_PLANE
+    threaded = flops >= _THREADED_PLANE_FLOPS * (2 if wide else 1)
+    _over_planes(rows, n, o, oh, _threads.worker_count() if threaded else 1)
     return y
 
 

@@ -132,6 +132,7 @@ def test_large_plane_matches_opencv(rng):
 def test_threads_split_rows_alike(rng, monkeypatch):
     x = rng.standard_normal((1, 1, 301, 257)).astype(np.float32)
     w = rng.standard_normal((1, 1, 7, 7)).astype(np.float32)
+    monkeypatch.setattr(ops, "_THREADED_PLANE_FLOPS", 0)
     monkeypatch.setattr(ops._threads, "worker_count", lambda: 1)
     one = ops.conv2d(x, w, padding=3)
     monkeypatch.setattr(ops._threads, "worker_count", lambda: 3)
@@ -154,7 +155,7 @@ def test_kernel_pieces_cover_the_kernel_once(kh, kw):
 def test_threads_split_planes_alike(rng, planes, monkeypatch):
     x = rng.standard_normal((2, 3, 19, 23)).astype(np.float32)
     w = rng.standard_normal((3, 1, 5, 4)).astype(np.float32)
-    monkeypatch.setattr(ops, "_THREADED_FLOPS", 0)
+    monkeypatch.setattr(ops, "_THREADED_PLANE_FLOPS", 0)
     monkeypatch.setattr(ops._threads, "worker_count", lambda: 1)
     one = ops.conv2d(x, w, padding="same", groups=3)
     monkeypatch.setattr(ops._threads, "worker_count", lambda: 4)  # 6 planes over 4 threads
@@ -162,3 +163,23 @@ def test_threads_split_planes_alike(rng, planes, monkeypatch):
     np.testing.assert_array_equal(one, four)
     check(four, x, w, padding="same", groups=3)
     assert len(planes) == 2
+
+
+@pytest.mark.parametrize(
+    ("shape", "k", "threaded"),
+    [
+        ((1, 1, 512, 512), 5, False),  # 13 MFLOP on wide rows: one thread is faster
+        ((1, 1, 1024, 1024), 3, True),  # 19 MFLOP on wide rows
+        ((1, 32, 112, 112), 3, False),  # 7 MFLOP on narrow rows
+        ((1, 64, 64, 64), 5, True),  # 13 MFLOP on narrow rows, which run at half the speed
+    ],
+)
+def test_plane_threads_only_for_long_calls(rng, monkeypatch, shape, k, threaded):
+    seen = []
+    real = ops._over_planes
+    monkeypatch.setattr(ops._threads, "worker_count", lambda: 2)
+    monkeypatch.setattr(ops, "_over_planes", lambda *a: seen.append(a[-1]) or real(*a))
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((shape[1], 1, k, k)).astype(np.float32)
+    ops.conv2d(x, w, padding=k // 2, groups=shape[1])
+    assert seen == [2 if threaded else 1]
