@@ -771,8 +771,9 @@ def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
 
 
 # ----------------------------------------------------------------------------- Winograd
-# Tiles per Winograd GEMM (U[e] @ V[e] is (O, C) @ (C, tiles)): 200-500 ran OpenBLAS at
-# 85-108 GFLOP/s on one core, 1000 and more at 67-77 (the operands leave L2).
+# Tiles per Winograd GEMM (U[e] @ V[e] is (O, C) @ (C, tiles)): whole samples, at least this
+# many (or one sample). 200-500 ran OpenBLAS at 85-108 GFLOP/s on one core, 1000 and more at
+# 67-77 (the operands leave L2); rounding down to 272 (one 32x32 sample) cost 5-25 %.
 _WINOGRAD_TILES = 512
 
 
@@ -801,7 +802,7 @@ def _winograd_geometry(plan: _ConvPlan) -> tuple[int, int, int, int]:
     and samples per GEMM chunk."""
     th, tw = (geometry.ceil_div(s, 2) for s in plan.out5[3:])
     tiles = th * (tw + 1)
-    per = max(1, _WINOGRAD_TILES // tiles)
+    per = geometry.ceil_div(_WINOGRAD_TILES, tiles)
     # a chunk holds whole samples: one large plane is one large chunk
     chunk = 16 * (plan.x5.shape[1] + plan.out5[1]) * tiles * min(per, plan.out5[0])
     memory.check(
