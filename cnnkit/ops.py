@@ -98,6 +98,7 @@ _PLANE_POSITIONS = 4096
 # (docs/PERFORMANCE.md).
 _THREADED_PLANE_FLOPS = 8_000_000
 _WIDE_PLANE = 256
+
 # Intermediate elements per block of rows in the fused separable passes (2 MiB of float32;
 # each block costs about 10 us of calls, and a larger one falls out of cache).
 _SEPARABLE_BLOCK = 2**19
