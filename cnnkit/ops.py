@@ -44,6 +44,7 @@ import numpy as np
 
 from cnnkit import geometry, memory
 from cnnkit.geometry import PAD_MODES, PaddingArg
+from cnnkit.kernels import blas as _blas
 from cnnkit.kernels import conv as _conv
 from cnnkit.kernels import im2col as _im2col
 from cnnkit.kernels import pool as _pool
@@ -776,6 +777,9 @@ def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
 # many (or one sample). 200-500 ran OpenBLAS at 85-108 GFLOP/s on one core, 1000 and more at
 # 67-77 (the operands leave L2); rounding down to 272 (one 32x32 sample) cost 5-25 %.
 _WINOGRAD_TILES = 512
+# Winograd's forward runs each thread's chunks in one Numba call that calls OpenBLAS itself
+# (kernels/blas.py), when NumPy's OpenBLAS is found; False keeps np.matmul between kernels.
+_NOGIL_GEMM = True
 
 
 def winograd_applies(
@@ -846,13 +850,20 @@ def _winograd_forward(plan: _ConvPlan) -> np.ndarray:
     x4 = plan.x5.reshape(n, c, *plan.x5.shape[3:])
     ph, pw = plan.pads_before[1:]
     th, tw1, tiles, per = _winograd_geometry(plan)
-    _, u = _winograd_weights(plan.w5)
+    uflat, u = _winograd_weights(plan.w5)
     bias = np.zeros(n_out, plan.dtype) if plan.bias is None else plan.bias
     y = np.empty((n, n_out, oh, ow), plan.dtype)
     workers = _winograd_workers(plan)
+    address = _blas.gemm_address(plan.dtype) if _NOGIL_GEMM else 0
 
     def part(start: int, stop: int) -> None:
         most = min(per, stop - start) * tiles
+        if address:  # the whole part in one call, without the GIL (kernels/blas.py)
+            vflat = _planes(c, most, plan.dtype, "winograd_v", most)[0]
+            mflat = _planes(n_out, most, plan.dtype, "winograd_m", most)[0]
+            args = (th, tw1, start, stop, per, ph, pw, vflat, mflat, address)
+            _winograd.forward_chunks(x4, uflat, bias, y, *args)
+            return
         for n0 in range(start, stop, per):
             n1 = min(n0 + per, stop)
             t = (n1 - n0) * tiles

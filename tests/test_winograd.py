@@ -294,3 +294,71 @@ def test_memory_budget_is_checked(monkeypatch):
     with pytest.raises(memory.MemoryBudgetError, match="method='winograd'.*im2col"):
         ops.conv2d(x, w, method="winograd")
     assert ops.conv2d(x, w, method="im2col").shape == (1, 8, 254, 254)
+
+
+def _nogil_available():
+    from cnnkit.kernels import blas
+
+    if not blas.gemm_address(np.float32):
+        pytest.skip("NumPy's BLAS is not the 64-bit-integer OpenBLAS of its wheels")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blas_gemm_from_numba_matches_matmul(rng, dtype):
+    from numba import njit
+
+    from cnnkit.kernels import blas
+
+    _nogil_available()
+
+    @njit
+    def product(address, a, b, c):
+        blas.gemm(
+            address,
+            a.shape[0],
+            b.shape[1],
+            a.shape[1],
+            a.ctypes.data,
+            a.shape[1],
+            b.ctypes.data,
+            b.shape[1],
+            c.ctypes.data,
+            c.shape[1],
+            c.dtype.type(0),
+        )
+
+    for m, k, n in [(1, 1, 1), (7, 3, 5), (32, 16, 504), (5, 64, 17)]:
+        a = rng.standard_normal((m, k)).astype(dtype)
+        b = rng.standard_normal((k, n)).astype(dtype)
+        c = np.full((m, n), np.nan, dtype)
+        product(blas.gemm_address(dtype), a, b, c)
+        np.testing.assert_array_equal(c, a @ b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_forward_in_one_nogil_call_matches_matmul_path(rng, monkeypatch, dtype, threads):
+    """The forward's chunk loop with OpenBLAS called from the kernel gives np.matmul's
+    numbers to the bit, over several chunks, a partial last chunk and split batches."""
+    from cnnkit.kernels import threads as pool
+
+    _nogil_available()
+    monkeypatch.setattr(ops, "_THREADED_FLOPS", 0)
+    monkeypatch.setattr(ops, "_WINOGRAD_TILES", 40)  # 2 samples of 4x5 tiles a chunk
+    monkeypatch.setattr(pool, "worker_count", lambda: threads)
+    calls = []
+    real = ops._winograd.forward_chunks
+    monkeypatch.setattr(ops._winograd, "forward_chunks", lambda *a: calls.append(1) or real(*a))
+    for xs, o, padding in [((7, 3, 7, 8), 4, 1), ((5, 2, 9, 5), 3, ((2, 0), (1, 2)))]:
+        x, w, b = _operands(rng, xs, o, dtype)
+        calls.clear()
+        got = ops.conv2d(x, w, b, padding=padding, method="winograd")
+        assert len(calls) == threads  # one call per thread's part of the batch
+        monkeypatch.setattr(ops, "_NOGIL_GEMM", False)
+        want = ops.conv2d(x, w, b, padding=padding, method="winograd")
+        monkeypatch.setattr(ops, "_NOGIL_GEMM", True)
+        assert len(calls) == threads  # the np.matmul path does not call it
+        np.testing.assert_array_equal(got, want)
+        tol = 1e-12 if dtype == np.float64 else 1e-4
+        expected = conv_reference(x.astype(np.float64), w.astype(np.float64), b, padding=padding)
+        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)

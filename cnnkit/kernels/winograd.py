@@ -38,6 +38,7 @@ import numpy as np
 from numba import njit, uint64
 
 from cnnkit.kernels import load_lightly
+from cnnkit.kernels.blas import gemm
 
 
 @njit(cache=True, nogil=True)
@@ -162,6 +163,41 @@ def output_tiles(m, t_n, th, tw1, bias, y, n0, n1):  # pragma: no cover
                 else:
                     for xx in range(ow_n):
                         y[n, o, yy, uint64(xx)] = y1[src + uint64(xx)]
+
+
+@njit(cache=True, nogil=True)
+def forward_chunks(
+    x, u, bias, y, th, tw1, start, stop, per, ph, pw, v, m, address
+):  # pragma: no cover
+    """``y[start:stop]`` for chunks of ``per`` samples, in one call that keeps no GIL:
+    :func:`input_tiles`, the 16 products ``M[e] = U[e] @ V[e]`` through the ``cblas_?gemm``
+    at ``address`` (:mod:`cnnkit.kernels.blas`), then :func:`output_tiles`.
+
+    ``u`` (16, S) holds ``U[e]`` (O, C) row-major at the start of row ``e``; ``v`` and
+    ``m`` (16, S') are scratch for the largest chunk, laid out as ops' ``_planes``.
+    """
+    n_chan, n_out = x.shape[1], y.shape[1]
+    tiles = th * tw1
+    zero = y.dtype.type(0)
+    for n0 in range(start, stop, per):
+        n1 = min(n0 + per, stop)
+        t = (n1 - n0) * tiles
+        input_tiles(x, v, t, th, tw1, n0, n1, ph, pw, 0, n_chan)
+        for e in range(16):
+            gemm(
+                address,
+                n_out,
+                t,
+                n_chan,
+                u[e].ctypes.data,
+                n_chan,
+                v[e].ctypes.data,
+                t,
+                m[e].ctypes.data,
+                t,
+                zero,
+            )
+        output_tiles(m, t, th, tw1, bias, y, n0, n1)
 
 
 @njit(cache=True, nogil=True)
