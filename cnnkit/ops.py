@@ -777,7 +777,7 @@ def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
 # many (or one sample). 200-500 ran OpenBLAS at 85-108 GFLOP/s on one core, 1000 and more at
 # 67-77 (the operands leave L2); rounding down to 272 (one 32x32 sample) cost 5-25 %.
 _WINOGRAD_TILES = 512
-# Winograd's forward runs each thread's chunks in one Numba call that calls OpenBLAS itself
+# Winograd runs each thread's chunks in one Numba call that calls OpenBLAS itself
 # (kernels/blas.py), when NumPy's OpenBLAS is found; False keeps np.matmul between kernels.
 _NOGIL_GEMM = True
 
@@ -907,16 +907,25 @@ def _winograd_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
     gy4 = gy5.reshape(n, n_out, oh, ow)
     ph, pw = plan.pads_before[1:]
     th, tw1, tiles, per = _winograd_geometry(plan)
-    ut = _winograd_weights(plan.w5)[1].transpose(0, 2, 1) if need_input_grad else None
+    uflat, u = _winograd_weights(plan.w5)
+    ut = u.transpose(0, 2, 1) if need_input_grad else None
     gx = np.empty(x4.shape, plan.dtype) if need_input_grad else None
     workers = _winograd_workers(plan)
+    address = _blas.gemm_address(plan.dtype) if _NOGIL_GEMM else 0
 
     @np.errstate(invalid="ignore", over="ignore")  # inf/NaN input is documented behaviour
     def part(start: int, stop: int) -> np.ndarray:
         duflat, du = _planes(n_out, c, plan.dtype)
-        du[...] = 0
-        prod = _planes(n_out, c, plan.dtype)[1]
+        prodflat, prod = _planes(n_out, c, plan.dtype)
         most = min(per, stop - start) * tiles
+        if address:  # the whole part in one call, without the GIL (kernels/blas.py)
+            vflat = _planes(c, most, plan.dtype, "winograd_v", most)[0]
+            gflat = _planes(n_out, most, plan.dtype, "winograd_m", most)[0]
+            out = gx if gx is not None else np.empty((0, 0, 0, 0), plan.dtype)
+            args = (th, tw1, (start, stop, per), ph, pw, vflat, gflat, address)
+            _winograd.backward_chunks(x4, gy4, uflat, duflat, prodflat, out, *args)
+            return duflat
+        du[...] = 0
         for n0 in range(start, stop, per):
             n1 = min(n0 + per, stop)
             t = (n1 - n0) * tiles

@@ -312,12 +312,15 @@ def test_blas_gemm_from_numba_matches_matmul(rng, dtype):
     _nogil_available()
 
     @njit
-    def product(address, a, b, c):
+    def product(address, transa, transb, a, b, c):
+        k = a.shape[0] if transa == blas.TRANS else a.shape[1]
         blas.gemm(
             address,
-            a.shape[0],
-            b.shape[1],
-            a.shape[1],
+            transa,
+            transb,
+            c.shape[0],
+            c.shape[1],
+            k,
             a.ctypes.data,
             a.shape[1],
             b.ctypes.data,
@@ -328,11 +331,14 @@ def test_blas_gemm_from_numba_matches_matmul(rng, dtype):
         )
 
     for m, k, n in [(1, 1, 1), (7, 3, 5), (32, 16, 504), (5, 64, 17)]:
-        a = rng.standard_normal((m, k)).astype(dtype)
-        b = rng.standard_normal((k, n)).astype(dtype)
-        c = np.full((m, n), np.nan, dtype)
-        product(blas.gemm_address(dtype), a, b, c)
-        np.testing.assert_array_equal(c, a @ b)
+        for ta in (blas.NO_TRANS, blas.TRANS):
+            for tb in (blas.NO_TRANS, blas.TRANS):
+                a = rng.standard_normal((k, m) if ta == blas.TRANS else (m, k)).astype(dtype)
+                b = rng.standard_normal((n, k) if tb == blas.TRANS else (k, n)).astype(dtype)
+                c = np.full((m, n), np.nan, dtype)
+                product(blas.gemm_address(dtype), ta, tb, a, b, c)
+                want = (a.T if ta == blas.TRANS else a) @ (b.T if tb == blas.TRANS else b)
+                np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -362,3 +368,44 @@ def test_forward_in_one_nogil_call_matches_matmul_path(rng, monkeypatch, dtype, 
         tol = 1e-12 if dtype == np.float64 else 1e-4
         expected = conv_reference(x.astype(np.float64), w.astype(np.float64), b, padding=padding)
         np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_backward_in_one_nogil_call_matches_matmul_path(rng, monkeypatch, dtype, threads):
+    """Both gradients from the one-call backward agree with the np.matmul path and the
+    loop method, with and without the input gradient, over chunks and split batches."""
+    from cnnkit.kernels import threads as pool
+
+    _nogil_available()
+    monkeypatch.setattr(ops, "_THREADED_FLOPS", 0)
+    monkeypatch.setattr(ops, "_WINOGRAD_TILES", 40)
+    monkeypatch.setattr(pool, "worker_count", lambda: threads)
+    calls = []
+    real = ops._winograd.backward_chunks
+    monkeypatch.setattr(ops._winograd, "backward_chunks", lambda *a: calls.append(1) or real(*a))
+    for xs, o, padding in [((7, 3, 7, 8), 4, 1), ((5, 2, 9, 5), 3, ((2, 0), (1, 2)))]:
+        x, w, _ = _operands(rng, xs, o, dtype)
+        gy = rng.standard_normal(ops.conv2d(x, w, padding=padding, method="loop").shape)
+        gy = gy.astype(dtype)
+        for need in (True, False):
+            calls.clear()
+            got = ops.conv2d_backward(
+                gy, x, w, padding=padding, method="winograd", need_input_grad=need
+            )
+            assert len(calls) == threads
+            monkeypatch.setattr(ops, "_NOGIL_GEMM", False)
+            old = ops.conv2d_backward(
+                gy, x, w, padding=padding, method="winograd", need_input_grad=need
+            )
+            monkeypatch.setattr(ops, "_NOGIL_GEMM", True)
+            loop = ops.conv2d_backward(
+                gy, x, w, padding=padding, method="loop", need_input_grad=need
+            )
+            tol = 1e-10 if dtype == np.float64 else 1e-3
+            for a, b_, c_ in zip(got, old, loop):
+                if a is None:
+                    assert b_ is None and c_ is None and not need
+                    continue
+                np.testing.assert_allclose(a, b_, rtol=tol, atol=tol)
+                np.testing.assert_allclose(a, c_, rtol=tol, atol=tol)

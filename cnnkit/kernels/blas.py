@@ -22,7 +22,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS = 101, 111
+_CBLAS_ROW_MAJOR = 101
+NO_TRANS, TRANS = 111, 112  # CBLAS_TRANSPOSE: op(X) = X, X^T
 _addresses: dict[str, int] = {}
 
 
@@ -54,10 +55,11 @@ def _find(symbol: str) -> int:
 
 
 @intrinsic
-def _call_gemm(typingctx, address, m, n, k, a, lda, b, ldb, c, ldc, zero):
-    """``C (m, n) = A (m, k) @ B (k, n)``, row-major, through ``cblas_?gemm`` at ``address``;
-    ``a``, ``b``, ``c`` are addresses and ``zero`` a 0 of the element type."""
-    sig = types.void(address, m, n, k, a, lda, b, ldb, c, ldc, zero)
+def _call_gemm(typingctx, address, transa, transb, m, n, k, a, lda, b, ldb, c, ldc, zero):
+    """``C (m, n) = op(A) @ op(B)``, row-major, through ``cblas_?gemm`` at ``address``, with
+    ``op`` given by ``transa``/``transb`` (:data:`NO_TRANS`, :data:`TRANS`); ``a``, ``b``,
+    ``c`` are addresses and ``zero`` a 0 of the element type."""
+    sig = types.void(address, transa, transb, m, n, k, a, lda, b, ldb, c, ldc, zero)
 
     def codegen(context, builder, signature, args):
         i32, i64 = ir.IntType(32), ir.IntType(64)
@@ -67,25 +69,22 @@ def _call_gemm(typingctx, address, m, n, k, a, lda, b, ldb, c, ldc, zero):
             ir.VoidType(), [i32, i32, i32, i64, i64, i64, real, ptr, i64, ptr, i64, real, ptr, i64]
         )
         function = builder.inttoptr(args[0], fnty.as_pointer())
-        size = [builder.sext(v, i64) if v.type.width < 64 else v for v in args[1:4]]
-        lead = [
-            builder.sext(v, i64) if v.type.width < 64 else v for v in (args[5], args[7], args[9])
-        ]
-        one = ir.Constant(real, 1.0)
+        flags = [builder.trunc(v, i32) if v.type.width > 32 else v for v in args[1:3]]
+        wide = [builder.sext(v, i64) if v.type.width < 64 else v for v in args[3:12]]
+        size, lead = wide[:3], (wide[4], wide[6], wide[8])
         builder.call(
             function,
             [
                 ir.Constant(i32, _CBLAS_ROW_MAJOR),
-                ir.Constant(i32, _CBLAS_NO_TRANS),
-                ir.Constant(i32, _CBLAS_NO_TRANS),
+                *flags,
                 *size,
-                one,
-                builder.inttoptr(args[4], ptr),
-                lead[0],
+                ir.Constant(real, 1.0),
                 builder.inttoptr(args[6], ptr),
-                lead[1],
-                args[10],
+                lead[0],
                 builder.inttoptr(args[8], ptr),
+                lead[1],
+                args[12],
+                builder.inttoptr(args[10], ptr),
                 lead[2],
             ],
         )

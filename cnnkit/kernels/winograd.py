@@ -38,7 +38,7 @@ import numpy as np
 from numba import njit, uint64
 
 from cnnkit.kernels import load_lightly
-from cnnkit.kernels.blas import gemm
+from cnnkit.kernels.blas import NO_TRANS, TRANS, gemm
 
 
 @njit(cache=True, nogil=True)
@@ -186,6 +186,8 @@ def forward_chunks(
         for e in range(16):
             gemm(
                 address,
+                NO_TRANS,
+                NO_TRANS,
                 n_out,
                 t,
                 n_chan,
@@ -198,6 +200,67 @@ def forward_chunks(
                 zero,
             )
         output_tiles(m, t, th, tw1, bias, y, n0, n1)
+
+
+@njit(cache=True, nogil=True)
+def backward_chunks(x, gy, u, du, prod, gx, th, tw1, span, ph, pw, v, g, address):  # noqa: E501  # pragma: no cover
+    """Both gradients of the samples ``span = (start, stop, per)``, in chunks of ``per``, in
+    one call that keeps no GIL (the backward of :func:`forward_chunks`).
+
+    ``du`` (16, S) receives ``dU[e] = sum over chunks of G[e] @ V[e]^T`` (O, C) row-major
+    (each chunk's product goes through ``prod``, then is added, as ``du += prod`` did);
+    with a non-empty ``gx`` the input gradient too: ``dV[e] = U[e]^T @ G[e]`` in ``v``'s
+    buffer, then :func:`input_tiles_adjoint`.
+    """
+    start, stop, per = span
+    n_chan, n_out = x.shape[1], gy.shape[1]
+    tiles = th * tw1
+    zero = x.dtype.type(0)
+    used = n_out * n_chan
+    for e in range(16):
+        for j in range(used):
+            du[e, j] = zero
+    for n0 in range(start, stop, per):
+        n1 = min(n0 + per, stop)
+        t = (n1 - n0) * tiles
+        input_tiles(x, v, t, th, tw1, n0, n1, ph, pw, 0, n_chan)
+        grad_tiles(gy, g, t, th, tw1, n0, n1, 0, n_out)
+        for e in range(16):
+            gemm(
+                address,
+                NO_TRANS,
+                TRANS,
+                n_out,
+                n_chan,
+                t,
+                g[e].ctypes.data,
+                t,
+                v[e].ctypes.data,
+                t,
+                prod[e].ctypes.data,
+                n_chan,
+                zero,
+            )
+            for j in range(used):
+                du[e, j] += prod[e, j]
+            if gx.size:  # V[e] is used up: its buffer takes dV[e]
+                gemm(
+                    address,
+                    TRANS,
+                    NO_TRANS,
+                    n_chan,
+                    t,
+                    n_out,
+                    u[e].ctypes.data,
+                    n_chan,
+                    g[e].ctypes.data,
+                    t,
+                    v[e].ctypes.data,
+                    t,
+                    zero,
+                )
+        if gx.size:
+            input_tiles_adjoint(v, t, th, tw1, gx, n0, n1, ph, pw, 0, n_chan)
 
 
 @njit(cache=True, nogil=True)
