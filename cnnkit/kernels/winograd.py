@@ -169,7 +169,7 @@ def output_tiles(m, t_n, th, tw1, bias, y, n0, n1):  # pragma: no cover
 def forward_chunks(
     x, u, bias, y, th, tw1, start, stop, per, ph, pw, v, m, address
 ):  # pragma: no cover
-    """``y[start:stop]`` for chunks of ``per`` samples, in one call that keeps no GIL:
+    """``y[start:stop]`` for chunks of ``per`` samples, in one call that runs without the GIL:
     :func:`input_tiles`, the 16 products ``M[e] = U[e] @ V[e]`` through the ``cblas_?gemm``
     at ``address`` (:mod:`cnnkit.kernels.blas`), then :func:`output_tiles`.
 
@@ -203,9 +203,11 @@ def forward_chunks(
 
 
 @njit(cache=True, nogil=True)
-def backward_chunks(x, gy, u, du, prod, gx, th, tw1, span, ph, pw, v, g, address):  # noqa: E501  # pragma: no cover
+def backward_chunks(
+    x, gy, u, du, prod, gx, th, tw1, span, ph, pw, v, g, address
+):  # pragma: no cover
     """Both gradients of the samples ``span = (start, stop, per)``, in chunks of ``per``, in
-    one call that keeps no GIL (the backward of :func:`forward_chunks`).
+    one call that runs without the GIL (the backward of :func:`forward_chunks`).
 
     ``du`` (16, S) receives ``dU[e] = sum over chunks of G[e] @ V[e]^T`` (O, C) row-major
     (each chunk's product goes through ``prod``, then is added, as ``du += prod`` did);
