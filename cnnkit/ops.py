@@ -777,9 +777,6 @@ def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
 # many (or one sample). 200-500 ran OpenBLAS at 85-108 GFLOP/s on one core, 1000 and more at
 # 67-77 (the operands leave L2); rounding down to 272 (one 32x32 sample) cost 5-25 %.
 _WINOGRAD_TILES = 512
-# Winograd runs each thread's chunks in one Numba call that calls OpenBLAS itself
-# (kernels/blas.py), when NumPy's OpenBLAS is found; False keeps np.matmul between kernels.
-_NOGIL_GEMM = True
 
 
 def winograd_applies(
@@ -854,7 +851,7 @@ def _winograd_forward(plan: _ConvPlan) -> np.ndarray:
     bias = np.zeros(n_out, plan.dtype) if plan.bias is None else plan.bias
     y = np.empty((n, n_out, oh, ow), plan.dtype)
     workers = _winograd_workers(plan)
-    address = _blas.gemm_address(plan.dtype) if _NOGIL_GEMM else 0
+    address = _blas.gemm_address(plan.dtype)  # 0: not NumPy's OpenBLAS, np.matmul
 
     def part(start: int, stop: int) -> None:
         most = min(per, stop - start) * tiles
@@ -911,7 +908,7 @@ def _winograd_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
     ut = u.transpose(0, 2, 1) if need_input_grad else None
     gx = np.empty(x4.shape, plan.dtype) if need_input_grad else None
     workers = _winograd_workers(plan)
-    address = _blas.gemm_address(plan.dtype) if _NOGIL_GEMM else 0
+    address = _blas.gemm_address(plan.dtype)  # 0: not NumPy's OpenBLAS, np.matmul
 
     @np.errstate(invalid="ignore", over="ignore")  # inf/NaN input is documented behaviour
     def part(start: int, stop: int) -> np.ndarray:

@@ -4,6 +4,8 @@ layers it refuses."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from reference import conv_reference
@@ -341,11 +343,9 @@ def test_blas_gemm_from_numba_matches_matmul(rng, dtype):
                 np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("threads", [1, 3])
-def test_forward_in_one_nogil_call_matches_matmul_path(rng, monkeypatch, dtype, threads):
-    """The forward's chunk loop with OpenBLAS called from the kernel gives np.matmul's
-    numbers to the bit, over several chunks, a partial last chunk and split batches."""
+def _count_one_calls(monkeypatch, threads, name):
+    """Chunks of two samples, ``threads`` parts, and the calls of the one-call kernel
+    ``name`` counted in the returned list."""
     from cnnkit.kernels import threads as pool
 
     _nogil_available()
@@ -353,16 +353,35 @@ def test_forward_in_one_nogil_call_matches_matmul_path(rng, monkeypatch, dtype, 
     monkeypatch.setattr(ops, "_WINOGRAD_TILES", 40)  # 2 samples of 4x5 tiles a chunk
     monkeypatch.setattr(pool, "worker_count", lambda: threads)
     calls = []
-    real = ops._winograd.forward_chunks
-    monkeypatch.setattr(ops._winograd, "forward_chunks", lambda *a: calls.append(1) or real(*a))
-    for xs, o, padding in [((7, 3, 7, 8), 4, 1), ((5, 2, 9, 5), 3, ((2, 0), (1, 2)))]:
+    real = getattr(ops._winograd, name)
+    monkeypatch.setattr(ops._winograd, name, lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+@contextlib.contextmanager
+def _matmul_path(monkeypatch):
+    """As with any BLAS but NumPy's OpenBLAS: np.matmul between the kernels."""
+    with monkeypatch.context() as m:
+        m.setattr(ops._blas, "gemm_address", lambda dtype: 0)
+        yield
+
+
+WINOGRAD_LAYERS = [((7, 3, 7, 8), 4, 1), ((5, 2, 9, 5), 3, ((2, 0), (1, 2)))]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_forward_in_one_nogil_call_matches_matmul_path(rng, monkeypatch, dtype, threads):
+    """The forward's chunk loop with OpenBLAS called from the kernel gives np.matmul's
+    numbers to the bit, over several chunks, a partial last chunk and split batches."""
+    calls = _count_one_calls(monkeypatch, threads, "forward_chunks")
+    for xs, o, padding in WINOGRAD_LAYERS:
         x, w, b = _operands(rng, xs, o, dtype)
         calls.clear()
         got = ops.conv2d(x, w, b, padding=padding, method="winograd")
         assert len(calls) == threads  # one call per thread's part of the batch
-        monkeypatch.setattr(ops, "_NOGIL_GEMM", False)
-        want = ops.conv2d(x, w, b, padding=padding, method="winograd")
-        monkeypatch.setattr(ops, "_NOGIL_GEMM", True)
+        with _matmul_path(monkeypatch):
+            want = ops.conv2d(x, w, b, padding=padding, method="winograd")
         assert len(calls) == threads  # the np.matmul path does not call it
         np.testing.assert_array_equal(got, want)
         tol = 1e-12 if dtype == np.float64 else 1e-4
@@ -375,33 +394,19 @@ def test_forward_in_one_nogil_call_matches_matmul_path(rng, monkeypatch, dtype, 
 def test_backward_in_one_nogil_call_matches_matmul_path(rng, monkeypatch, dtype, threads):
     """Both gradients from the one-call backward agree with the np.matmul path and the
     loop method, with and without the input gradient, over chunks and split batches."""
-    from cnnkit.kernels import threads as pool
-
-    _nogil_available()
-    monkeypatch.setattr(ops, "_THREADED_FLOPS", 0)
-    monkeypatch.setattr(ops, "_WINOGRAD_TILES", 40)
-    monkeypatch.setattr(pool, "worker_count", lambda: threads)
-    calls = []
-    real = ops._winograd.backward_chunks
-    monkeypatch.setattr(ops._winograd, "backward_chunks", lambda *a: calls.append(1) or real(*a))
-    for xs, o, padding in [((7, 3, 7, 8), 4, 1), ((5, 2, 9, 5), 3, ((2, 0), (1, 2)))]:
+    calls = _count_one_calls(monkeypatch, threads, "backward_chunks")
+    for xs, o, padding in WINOGRAD_LAYERS:
         x, w, _ = _operands(rng, xs, o, dtype)
         gy = rng.standard_normal(ops.conv2d(x, w, padding=padding, method="loop").shape)
         gy = gy.astype(dtype)
         for need in (True, False):
+            kw = {"padding": padding, "need_input_grad": need}
             calls.clear()
-            got = ops.conv2d_backward(
-                gy, x, w, padding=padding, method="winograd", need_input_grad=need
-            )
+            got = ops.conv2d_backward(gy, x, w, method="winograd", **kw)
             assert len(calls) == threads
-            monkeypatch.setattr(ops, "_NOGIL_GEMM", False)
-            old = ops.conv2d_backward(
-                gy, x, w, padding=padding, method="winograd", need_input_grad=need
-            )
-            monkeypatch.setattr(ops, "_NOGIL_GEMM", True)
-            loop = ops.conv2d_backward(
-                gy, x, w, padding=padding, method="loop", need_input_grad=need
-            )
+            with _matmul_path(monkeypatch):
+                old = ops.conv2d_backward(gy, x, w, method="winograd", **kw)
+            loop = ops.conv2d_backward(gy, x, w, method="loop", **kw)
             tol = 1e-10 if dtype == np.float64 else 1e-3
             for a, b_, c_ in zip(got, old, loop):
                 if a is None:
