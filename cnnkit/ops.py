@@ -46,6 +46,7 @@ from cnnkit import geometry, memory
 from cnnkit.geometry import PAD_MODES, PaddingArg
 from cnnkit.kernels import blas as _blas
 from cnnkit.kernels import conv as _conv
+from cnnkit.kernels import direct as _direct
 from cnnkit.kernels import im2col as _im2col
 from cnnkit.kernels import pool as _pool
 from cnnkit.kernels import threads as _threads
@@ -99,6 +100,13 @@ _PLANE_POSITIONS = 4096
 # (docs/PERFORMANCE.md).
 _THREADED_PLANE_FLOPS = 8_000_000
 _WIDE_PLANE = 256
+
+# The register-blocked kernel (kernels/direct.py) unrolls the whole window: at most this
+# many taps, so that a block compiles in seconds. It splits a call over threads from
+# 12 MFLOP (about 150 us of one thread's work); below that the hand-off costs more than
+# the second thread saves (docs/PERFORMANCE.md).
+_BLOCKED_MAX_TAPS = 49
+_THREADED_BLOCKED_FLOPS = 12_000_000
 
 # Intermediate elements per block of rows in the fused separable passes (2 MiB of float32;
 # each block costs about 10 us of calls, and a larger one falls out of cache).
@@ -194,6 +202,7 @@ def choose_method(
     out_width: int | None = None,
     backward: bool = False,
     winograd: bool = False,
+    blocked: bool = False,
 ) -> str:
     """The kernel ``method="auto"`` uses for a convolution of this shape.
 
@@ -218,6 +227,8 @@ def choose_method(
     winograd : bool
         The convolution is one :func:`winograd_applies` to (2-D, 3x3, stride 1, dilation 1,
         one group).
+    blocked : bool
+        The loop method's forward runs the register-blocked kernel (:func:`blocked_applies`).
 
     Returns
     -------
@@ -230,13 +241,14 @@ def choose_method(
     to a memory-bound matrix-vector product, so the loop wins. 3x3 stride-1 layers with at
     least 8 input and 8 output channels and at most 64x64 outputs take Winograd F(2x2, 3x3)
     (2.25x fewer multiplications; larger planes stay with im2col, whose scratch is
-    bounded). A single image with few taps
-    per output (``C/groups * taps <= 32``) goes to the loop only from 65536 output positions
-    on and with more than one thread, because im2col splits its work by batch. Forward
-    passes of stride-1 layers with 32-63 px output rows, at least 32 rows,
-    ``C/groups * taps <= 288`` and a multiple of 4 outputs per group run the four-channel
-    flat loop kernel; their gradients stay with im2col. Everything else goes to im2col. The
-    measurements behind these thresholds are in docs/PERFORMANCE.md.
+    bounded). Any other forward pass that the register-blocked kernel takes goes to the
+    loop: it beat im2col on every such layer measured, from 9 to 1600 patch rows. A single
+    image with few taps per output (``C/groups * taps <= 32``) goes to the loop only from
+    65536 output positions on and with more than one thread, because im2col splits its
+    work by batch. Forward passes of stride-1 layers with 32-63 px output rows, at least 32
+    rows, ``C/groups * taps <= 288`` and a multiple of 4 outputs per group run the
+    four-channel flat loop kernel; their gradients stay with im2col. Everything else goes
+    to im2col. The measurements behind these thresholds are in docs/PERFORMANCE.md.
     """
     per_group = n_out // max(groups, 1)
     if per_group <= 4:
@@ -248,6 +260,8 @@ def choose_method(
         and (n_positions is None or n_positions <= _WINOGRAD_MAX_POSITIONS)
     ):
         return "winograd"
+    if blocked and not backward:
+        return "loop"
     if n_batch == 1 and c_in_per_group * taps <= 32:
         if n_positions is None:
             return "loop"
@@ -570,6 +584,7 @@ def _check_conv(
             out_width=out[-1] if unit else None,
             backward=backward,
             winograd=winograd,
+            blocked=blocked_applies(nd, dtype, kernel, stride_t, dil_t, groups, n_out, out[-1]),
         )
         rank_one = unit
     else:
@@ -1180,15 +1195,93 @@ def _separable_planes(plan: _ConvPlan) -> np.ndarray:
     return y
 
 
+def blocked_applies(
+    nd: int,
+    dtype: np.dtype,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    n_out: int,
+    out_width: int,
+) -> bool:
+    """Whether the loop method's forward runs the register-blocked kernel
+    (:mod:`cnnkit.kernels.direct`): float32, 2-D, stride 1, undilated, one group, at least
+    two outputs, output rows of at least 8 px and at most 49 taps."""
+    return (
+        np.dtype(dtype) == np.float32
+        and nd == 2
+        and all(s == 1 for s in stride)
+        and all(d == 1 for d in dilation)
+        and groups == 1
+        and n_out >= 2
+        and out_width >= _direct.LANES
+        and math.prod(kernel) <= _BLOCKED_MAX_TAPS
+    )
+
+
+def _use_blocked(plan: _ConvPlan) -> bool:
+    return blocked_applies(
+        plan.nd,
+        plan.dtype,
+        plan.w5.shape[3:],
+        plan.stride,
+        plan.dilation,
+        plan.groups,
+        plan.out5[1],
+        plan.out5[4],
+    )
+
+
+def _blocked_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
+    """Forward with :func:`cnnkit.kernels.direct.conv2d_blocked`. With at least one sample
+    per thread, each thread pads its own samples and then convolves them."""
+    n, o, _, oh, ow = plan.out5
+    _, c, _, h, w = plan.x5.shape
+    _, (h0, h1), (w0, w1) = plan.zero_pads
+    kh, kw = plan.w5.shape[3:]
+    hp, wp = h + h0 + h1, w + w0 + w1
+    full, tail = divmod(ow, _direct.LANES)
+    segments = (full - 1) // _direct.SEGMENT
+    kernel = _direct.conv2d_blocked(kh, kw, full - segments * _direct.SEGMENT, tail)
+    xp = np.empty(n * c * hp * wp + _direct.SLACK, plan.dtype)
+    xp[n * c * hp * wp :] = 0
+    inner = xp[: n * c * hp * wp].reshape(n, c, hp, wp)
+    y = np.empty(plan.out5, plan.dtype)
+    weights, bias = np.ascontiguousarray(plan.w5).reshape(-1), np.ascontiguousarray(bias)
+    args = (xp, weights, bias, y.reshape(-1), c, hp, wp, o, oh, ow, segments)
+    pairs = (oh + 1) // 2
+
+    def pad(n0: int, n1: int) -> None:
+        if (h0, h1, w0, w1) != (0, 0, 0, 0):
+            inner[n0:n1] = 0
+        inner[n0:n1, :, h0 : h0 + h, w0 : w0 + w] = plan.x5[n0:n1, :, 0]
+
+    def part(n0: int, n1: int) -> None:
+        pad(n0, n1)
+        kernel(*args, n0 * pairs, n1 * pairs)
+
+    workers = _threads.worker_count() if flops >= _THREADED_BLOCKED_FLOPS else 1
+    if n >= workers:
+        _threads.run_parts(part, _threads.split(n, workers))
+    else:
+        pad(0, n)
+        _threads.run_parts(lambda t0, t1: kernel(*args, t0, t1), _threads.split(n * pairs, workers))
+    return y
+
+
 def _loop_forward(plan: _ConvPlan, four_channels: bool = True) -> np.ndarray:
-    """The loop method's forward, 5-D. Groups with a multiple of four output channels take
-    the flat kernel that computes four channels per pass (conv_forward_flat4) unless
-    ``four_channels`` is False (the tests reach the one-channel kernel that way)."""
+    """The loop method's forward, 5-D. float32 2-D stride-1 layers take the register-blocked
+    kernel (:func:`blocked_applies`). Otherwise, groups with a multiple of four output
+    channels take the flat kernel that computes four channels per pass (conv_forward_flat4)
+    unless ``four_channels`` is False (the tests reach the one-channel kernel that way)."""
     n, o, od, oh, ow = plan.out5
     flops = _flops(plan)
+    bias = np.zeros(o, plan.dtype) if plan.bias is None else plan.bias
+    if _use_blocked(plan):
+        return _blocked_forward(plan, bias, flops)
     if _use_planes(plan):
         return _plane_forward(plan, plan.bias, flops)
-    bias = np.zeros(o, plan.dtype) if plan.bias is None else plan.bias
     if not _use_flat(plan):
         y = np.empty(plan.out5, plan.dtype)
         blocks = geometry.ceil_div(ow, _ROW_BLOCK)

@@ -1,0 +1,269 @@
+"""Register-blocked direct convolution in explicit 8-lane vectors (float32, 2-D, stride 1).
+
+The lecture's sliding window, arranged so that each loaded input vector feeds several
+accumulators. A block is one or two output rows of one or two output channels. Its
+accumulators live in vector registers for the whole of a ``kh x kw`` window. At each tap,
+the block loads one input vector per 8 output columns and broadcasts one weight per channel.
+Then it does one fused multiply-add per accumulator. Two rows and two channels make 14
+accumulators for a 28 px row, and the loop runs at about 90 % of the FMA units' peak.
+
+Numba leaves vectorisation to LLVM's loop vectoriser, which kept every form of this loop
+scalar: the accumulators of several channels are rows of one array, a run-time stride
+apart (docs/PERFORMANCE.md). So the block is an intrinsic. Its vector code is written out
+here, unrolled over taps, vectors and channels, as LLVM IR. The kernel size, vectors per
+row and row tail are compile-time constants, one compiled block per combination.
+
+Rows whose length is not a multiple of 8 end in a tail of ``t`` columns. With two rows and
+``t <= 4``, both rows' tails share one vector, loaded and stored as two 4-lane halves. So a
+28 px row pair is 7 full vectors, where one vector per row would waste 1/8 of the lanes.
+Otherwise each row's tail has a vector of its own, and only ``t`` lanes are stored.
+
+The input is a zero-padded copy with flat planes ``(N, C, HP * WP)`` and 16 elements of
+slack at the end: a tail vector reads up to 7 elements past its row. Those lanes are never
+stored.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from cnnkit.kernels import load_lightly
+
+LANES = 8
+SEGMENT = 4  # full vectors per row in one block, before the row's last block
+SLACK = 16  # elements after the padded input that tail vectors may read
+
+
+def _literal(value: types.Type) -> int | None:
+    return value.literal_value if isinstance(value, types.IntegerLiteral) else None
+
+
+class _Emitter:
+    """The few vector operations a block is made of, as LLVM IR."""
+
+    def __init__(self, builder: ir.IRBuilder):
+        self.builder = builder
+        self.i32, self.i64 = ir.IntType(32), ir.IntType(64)
+        self.vec = ir.VectorType(ir.FloatType(), LANES)
+        self.half = ir.VectorType(ir.FloatType(), LANES // 2)
+        function = ir.FunctionType(self.vec, [self.vec] * 3)
+        self._fma = cgutils.get_or_insert_function(builder.module, function, "llvm.fma.v8f32")
+        self._undef = ir.Constant(self.vec, ir.Undefined)
+        self._splat = ir.Constant(ir.VectorType(self.i32, LANES), [0] * LANES)
+        self._joined = ir.Constant(ir.VectorType(self.i32, LANES), list(range(LANES)))
+
+    def index(self, value: ir.Value) -> ir.Value:
+        """An integer argument as a 64-bit index."""
+        return self.builder.sext(value, self.i64) if value.type.width < 64 else value
+
+    def const(self, value: int) -> ir.Constant:
+        return ir.Constant(self.i64, value)
+
+    def at(self, base: ir.Value, *terms: ir.Value) -> ir.Value:
+        """``&base[sum(terms)]``."""
+        offset = terms[0]
+        for term in terms[1:]:
+            offset = self.builder.add(offset, term)
+        return self.builder.gep(base, [offset])
+
+    def load(self, pointer: ir.Value, kind: ir.Type = None) -> ir.Value:
+        kind = kind or self.vec
+        return self.builder.load(self.builder.bitcast(pointer, kind.as_pointer()), align=4)
+
+    def store(self, value: ir.Value, pointer: ir.Value) -> None:
+        self.builder.store(value, self.builder.bitcast(pointer, self.vec.as_pointer()), align=4)
+
+    def join(self, low: ir.Value, high: ir.Value) -> ir.Value:
+        """Two 4-lane vectors as one 8-lane vector."""
+        return self.builder.shuffle_vector(low, high, self._joined)
+
+    def broadcast(self, scalar: ir.Value) -> ir.Value:
+        lane0 = self.builder.insert_element(self._undef, scalar, ir.Constant(self.i32, 0))
+        return self.builder.shuffle_vector(lane0, self._undef, self._splat)
+
+    def fma(self, a: ir.Value, b: ir.Value, c: ir.Value) -> ir.Value:
+        return self.builder.call(self._fma, [a, b, c])
+
+    def get_lane(self, value: ir.Value, lane: int) -> ir.Value:
+        return self.builder.extract_element(value, ir.Constant(self.i32, lane))
+
+    def set_lane(self, value: ir.Value, lane: int, scalar: ir.Value) -> ir.Value:
+        return self.builder.insert_element(value, scalar, ir.Constant(self.i32, lane))
+
+    def zeros(self) -> ir.Constant:
+        return ir.Constant(self.vec, [0.0] * LANES)
+
+
+def _vectors(rows: int, nv: int, tail: int) -> list[tuple[int, int, list[tuple[int, int, int]]]]:
+    """A block's vectors as ``(row, column, lanes)``. ``lanes`` is empty for a full vector:
+    columns ``column`` to ``column + 7`` of ``row``. A tail vector lists its used lanes as
+    ``(lane, row, column)``; with two rows and a tail of at most 4, the tails of both rows
+    share one vector (row 0 in the low half, row 1 in the high half)."""
+    vectors = [(r, LANES * v, []) for r in range(rows) for v in range(nv)]
+    c = LANES * nv
+    if rows == 2 and 0 < tail <= LANES // 2:
+        lanes = [(k, 0, c + k) for k in range(tail)]
+        lanes += [(LANES // 2 + k, 1, c + k) for k in range(tail)]
+        vectors.append((0, c, lanes))
+    elif tail:
+        vectors += [(r, c, [(k, r, c + k) for k in range(tail)]) for r in range(rows)]
+    return vectors
+
+
+@intrinsic
+def _block(typingctx, operands, kh, kw, rows, chans, nv, tail):
+    """One block: ``rows`` output rows (1 or 2) of ``chans`` output channels (1 or 2), each
+    row ``nv`` full vectors and ``tail`` more columns, for one input channel.
+
+    ``operands`` is ``(x, xo, xs, w, wo, wcs, b, bo, y, yo, ys, yrs, first)``: ``x``
+    (padded input), ``w`` (weights), ``b`` (bias) and ``y`` (output) are flat float32
+    arrays. The block's first input element is ``x[xo]``, its input rows ``xs`` apart; the
+    weight of tap ``(i, j)`` of channel ``k`` is ``w[wo + k * wcs + i * kw + j]``; its first
+    output element is ``y[yo]``, its channels ``ys`` and its rows ``yrs`` apart. ``first``
+    starts the sums from the bias ``b[bo + k]``, else from the output (to add one more
+    input channel). The other arguments are compile-time integers.
+    """
+    shape = [_literal(v) for v in (kh, kw, rows, chans, nv, tail)]
+    arrays = [operands.types[k] for k in (0, 3, 6, 8)]
+    if any(v is None for v in shape) or any(
+        not isinstance(a, types.Array) or a.dtype != types.float32 or a.layout != "C"
+        for a in arrays
+    ):
+        return None  # raw pointers: only contiguous float32 arrays
+    kh_, kw_, rows_, chans_, nv_, tail_ = shape
+    vectors = _vectors(rows_, nv_, tail_)
+    sig = types.void(operands, kh, kw, rows, chans, nv, tail)
+
+    def codegen(context, builder, signature, args):
+        e = _Emitter(builder)
+        kinds = signature.args[0].types
+        values = cgutils.unpack_tuple(builder, args[0])
+        xp, wp, bp, yp = (
+            context.make_array(kinds[k])(context, builder, values[k]).data for k in (0, 3, 6, 8)
+        )
+        xo, xs, wo, wcs, bo, yo, ys, yrs = (e.index(values[k]) for k in (1, 2, 4, 5, 7, 9, 10, 11))
+        first = values[12]
+        rows_at = [e.const(0), yrs]
+        out = [  # first output element of row r of channel k
+            [e.at(yp, yo, builder.mul(ys, e.const(k)), rows_at[r]) for r in (0, 1)]
+            for k in range(chans_)
+        ]
+
+        def load_sums(k):
+            sums = []
+            for r, c, lanes in vectors:
+                if not lanes:
+                    sums.append(e.load(builder.gep(out[k][r], [e.const(c)])))
+                    continue
+                value = e.zeros()
+                for lane, row, column in lanes:
+                    scalar = builder.load(builder.gep(out[k][row], [e.const(column)]))
+                    value = e.set_lane(value, lane, scalar)
+                sums.append(value)
+            return sums
+
+        # starting sums: the bias, or what earlier input channels left in y
+        with builder.if_else(first) as (then, otherwise):
+            with then:
+                bias = [e.broadcast(builder.load(e.at(bp, bo, e.const(k)))) for k in range(chans_)]
+                from_bias = builder.block
+            with otherwise:
+                held = [load_sums(k) for k in range(chans_)]
+                from_y = builder.block
+        sums = []
+        for k in range(chans_):
+            sums.append([])
+            for v in range(len(vectors)):
+                phi = builder.phi(e.vec)
+                phi.add_incoming(bias[k], from_bias)
+                phi.add_incoming(held[k][v], from_y)
+                sums[k].append(phi)
+
+        for i in range(kh_):
+            in_row = [e.at(xp, xo, builder.mul(xs, e.const(i + r))) for r in (0, 1)]
+            for j in range(kw_):
+                inputs = []
+                for r, c, lanes in vectors:
+                    if lanes and lanes[0][1] != lanes[-1][1]:  # both rows' tails
+                        at = [builder.gep(in_row[q], [e.const(c + j)]) for q in (0, 1)]
+                        inputs.append(e.join(e.load(at[0], e.half), e.load(at[1], e.half)))
+                    else:
+                        inputs.append(e.load(builder.gep(in_row[r], [e.const(c + j)])))
+                for k in range(chans_):
+                    tap = e.at(wp, wo, builder.mul(wcs, e.const(k)), e.const(i * kw_ + j))
+                    weight = e.broadcast(builder.load(tap))
+                    sums[k] = [e.fma(u, weight, s) for u, s in zip(inputs, sums[k])]
+
+        for k in range(chans_):
+            for (r, c, lanes), value in zip(vectors, sums[k]):
+                if not lanes:
+                    e.store(value, builder.gep(out[k][r], [e.const(c)]))
+                for lane, row, column in lanes:
+                    pointer = builder.gep(out[k][row], [e.const(column)])
+                    builder.store(e.get_lane(value, lane), pointer)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@functools.cache
+def conv2d_blocked(kh: int, kw: int, last: int, tail: int):
+    """The kernel for ``kh x kw`` windows and rows ending in a block of ``last`` full
+    vectors and ``tail`` columns (compile-time constants: a closure's cells are part of
+    the key of Numba's disk cache, so each combination compiles and is cached once).
+
+    The kernel ``(xp, w, b, y, c, hp, wp, o, oh, ow, segments, t0, t1)`` runs tasks
+    ``[t0, t1)`` of a stride-1, undilated 2-D convolution. Task ``t`` is the row pair
+    ``t % ceil(oh / 2)`` of sample ``t // ceil(oh / 2)``, all output channels. ``xp`` is the
+    zero-padded input, flat ``(N, C, HP, WP)`` plus :data:`SLACK`; ``w`` the weights flat
+    ``(O, C, kh, kw)``; ``b`` the bias (O,); ``y`` the output flat ``(N, O, OH, OW)``. A row
+    is ``segments`` blocks of :data:`SEGMENT` full vectors, then one of ``last`` full
+    vectors and ``tail`` columns: ``ow = 8 * (4 * segments + last) + tail``.
+    """
+
+    @njit(cache=True, nogil=True)
+    def kernel(xp, w, b, y, c, hp, wp, o, oh, ow, segments, t0, t1):
+        pairs = (oh + 1) // 2
+        plane, taps, yc = hp * wp, kh * kw, oh * ow
+        for t in range(t0, t1):
+            n, oy = t // pairs, 2 * (t % pairs)
+            for k in range(0, o, 2):
+                for s in range(segments + 1):
+                    x0 = s * SEGMENT * LANES
+                    yo = ((n * o + k) * oh + oy) * ow + x0
+                    for ci in range(c):
+                        xo = (n * c + ci) * plane + oy * wp + x0
+                        wo = (k * c + ci) * taps
+                        f = ci == 0
+                        a = (xp, xo, wp, w, wo, c * taps, b, k, y, yo, yc, ow, f)
+                        if k + 1 < o:
+                            if oy + 1 < oh:
+                                if s < segments:
+                                    _block(a, kh, kw, 2, 2, SEGMENT, 0)
+                                else:
+                                    _block(a, kh, kw, 2, 2, last, tail)
+                            elif s < segments:
+                                _block(a, kh, kw, 1, 2, SEGMENT, 0)
+                            else:
+                                _block(a, kh, kw, 1, 2, last, tail)
+                        elif oy + 1 < oh:
+                            if s < segments:
+                                _block(a, kh, kw, 2, 1, SEGMENT, 0)
+                            else:
+                                _block(a, kh, kw, 2, 1, last, tail)
+                        elif s < segments:
+                            _block(a, kh, kw, 1, 1, SEGMENT, 0)
+                        else:
+                            _block(a, kh, kw, 1, 1, last, tail)
+
+    light = {"kernel": kernel}
+    load_lightly(light)
+    return light["kernel"]
+
+
+load_lightly(globals())
