@@ -884,3 +884,22 @@ def test_run_settings_honour_an_explicit_repeat():
     assert bench.run_settings(True) == {"repeat": 3, "budget_s": 1.5, "peak_n": 1024}
     assert bench.run_settings(False) == {"repeat": 5, "budget_s": 1.5, "peak_n": 2048}
     assert bench.run_settings(False, 7) == {"repeat": 7, "budget_s": None, "peak_n": 2048}
+
+
+def test_auto_label_is_the_method_auto_runs():
+    """The report's "auto (method)" is what ops plans for the case's own arrays."""
+    from cnnkit import ops
+
+    checked = set()
+    for case in bench.build_suite():
+        if not case.is_conv or case.weights:
+            continue
+        arrays = bench.make_inputs(case)
+        nd = 1 if case.op == "conv1d" else 2
+        w = arrays["w"].reshape(arrays["w"].shape[:2] + case.kernel[2 - nd :])
+        backward = case.op == "conv2d_backward"
+        geometry = (case.stride[2 - nd :], case.padding[2 - nd :], 1, 1, "zeros", False)
+        plan = ops._plan_conv(nd, arrays["x"], w, None, *geometry, "auto", backward)
+        assert peers.auto_choice(case, ops) == plan.method, case.name
+        checked.add(plan.method)
+    assert checked == {"loop", "im2col", "winograd"}

@@ -142,6 +142,8 @@ def auto_choice(case: Case, ops: Any) -> str | None:
     n, c = case.x4[:2]
     o = case.w_shape[0]  # type: ignore[index]
     unit = case.stride == (1, 1)
+    blocked = getattr(ops, "blocked_applies", None)
+    nd = 1 if case.op == "conv1d" else 2
     try:
         return str(
             choose(
@@ -153,6 +155,8 @@ def auto_choice(case: Case, ops: Any) -> str | None:
                 out_width=ow if unit else None,
                 backward=case.op == "conv2d_backward",
                 winograd=_winograd_case(case),
+                blocked=blocked is not None
+                and blocked(nd, np.float32, case.kernel, case.stride, (1, 1), 1, o, ow),
             )
         )
     except TypeError:  # a stand-in with the older signature
