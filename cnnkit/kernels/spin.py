@@ -1,0 +1,77 @@
+"""Waiting for another thread without the GIL and without sleeping: the thread pool's
+hand-off (:mod:`cnnkit.kernels.threads`).
+
+A sleeping thread on these VMs takes 30-60 us to wake, more than a small layer's share of
+work. So a pool worker first spins on a counter in shared memory, outside the GIL, with the
+CPU's ``pause`` between reads. The counter is read with acquire and written with release
+ordering, so whatever a thread wrote before it bumped a counter is visible to the thread
+that sees the new value.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from cnnkit.kernels import load_lightly
+
+
+def _element(context, builder, signature, args):
+    array = context.make_array(signature.args[0])(context, builder, args[0])
+    return builder.gep(array.data, [args[1]])
+
+
+@intrinsic
+def _load_acquire(typingctx, counters, i):
+    if not isinstance(counters, types.Array) or counters.dtype != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.load_atomic(_element(context, builder, signature, args), "acquire", 8)
+
+    return types.int64(counters, i), codegen
+
+
+@intrinsic
+def _store_release(typingctx, counters, i, value):
+    if not isinstance(counters, types.Array) or counters.dtype != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        pointer = _element(context, builder, signature, args)
+        builder.store_atomic(args[2], pointer, "release", 8)
+        return context.get_dummy_value()
+
+    return types.void(counters, i, value), codegen
+
+
+@intrinsic
+def _pause(typingctx):
+    def codegen(context, builder, signature, args):
+        kind = ir.FunctionType(ir.VoidType(), [])
+        if builder.module.triple.startswith(("x86_64", "i686", "i386")):
+            builder.call(builder.module.declare_intrinsic("llvm.x86.sse2.pause", fnty=kind), [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@njit(cache=True, nogil=True)
+def wait_while(counters, i, value, pauses):
+    """Spin while ``counters[i] == value``, for at most ``pauses`` pauses (about 25 ns
+    each); whether it changed."""
+    for _ in range(pauses):
+        if _load_acquire(counters, i) != value:
+            return True
+        _pause()
+    return _load_acquire(counters, i) != value
+
+
+@njit(cache=True, nogil=True)
+def publish(counters, i, value):
+    """``counters[i] = value``, after every write this thread made before."""
+    _store_release(counters, i, value)
+
+
+load_lightly(globals())

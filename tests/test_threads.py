@@ -1,0 +1,90 @@
+"""The thread pool's hand-off (cnnkit.kernels.threads.run_parts): results, errors, nesting,
+concurrent callers and sleeping workers."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from cnnkit.kernels import spin, threads
+
+
+def _span(start: int, stop: int) -> tuple[int, int, str]:
+    return start, stop, threading.get_ident()
+
+
+@pytest.mark.parametrize("parts", [2, 3, 4])
+def test_parts_run_on_distinct_threads_in_order(parts):
+    split = threads.split(parts * 5, parts)
+    results = threads.run_parts(_span, split)
+    assert [r[:2] for r in results] == split
+    assert len({r[2] for r in results}) == parts  # the caller plus parts - 1 workers
+
+
+def test_errors_reach_the_caller_and_the_pool_recovers():
+    def fails_in_worker(start, stop):
+        if start > 0:
+            raise ValueError("worker part")
+        return start
+
+    def fails_in_caller(start, stop):
+        if start == 0:
+            raise KeyError("caller part")
+        time.sleep(0.01)
+        return start
+
+    with pytest.raises(ValueError, match="worker part"):
+        threads.run_parts(fails_in_worker, [(0, 1), (1, 2)])
+    with pytest.raises(KeyError, match="caller part"):
+        threads.run_parts(fails_in_caller, [(0, 1), (1, 2)])
+    assert [r[:2] for r in threads.run_parts(_span, [(0, 1), (1, 2)])] == [(0, 1), (1, 2)]
+
+
+def test_a_part_may_split_its_own_work():
+    def outer(start, stop):
+        inner = threads.run_parts(_span, [(start, start + 1), (start + 1, stop)])
+        return [r[:2] for r in inner]
+
+    assert threads.run_parts(outer, [(0, 2), (2, 4)]) == [[(0, 1), (1, 2)], [(2, 3), (3, 4)]]
+
+
+def test_concurrent_callers():
+    data = np.arange(4000.0)
+    totals = []
+
+    def caller():
+        for _ in range(50):
+            parts = threads.run_parts(lambda a, b: data[a:b].sum(), [(0, 2000), (2000, 4000)])
+            totals.append(sum(parts))
+
+    callers = [threading.Thread(target=caller) for _ in range(3)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    assert totals == [data.sum()] * 150
+
+
+def test_workers_sleep_after_spinning_and_wake_for_the_next_part():
+    threads.run_parts(_span, [(0, 1), (1, 2)])
+    worker = threads._workers[0]
+    deadline = time.monotonic() + 10
+    while not worker.parked and time.monotonic() < deadline:
+        time.sleep(0.005)  # the spin lasts about 0.5 ms
+    assert worker.parked
+    assert [r[:2] for r in threads.run_parts(_span, [(0, 1), (1, 2)])] == [(0, 1), (1, 2)]
+
+
+def test_wait_while_sees_the_other_threads_write():
+    counters = np.zeros(2, np.int64)
+    assert not spin.wait_while(counters, 0, 0, 100)
+    assert spin.wait_while(counters, 0, 5, 1)  # already different
+    writer = threading.Timer(0.01, spin.publish, (counters, 1, 7))
+    writer.start()
+    while not spin.wait_while(counters, 1, 0, 1000):
+        pass
+    writer.join()
+    assert counters[1] == 7
