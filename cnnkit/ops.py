@@ -1234,8 +1234,8 @@ def _use_blocked(plan: _ConvPlan) -> bool:
 
 
 def _blocked_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
-    """Forward with :func:`cnnkit.kernels.direct.conv2d_blocked`. With at least one sample
-    per thread, each thread pads its own samples and then convolves them."""
+    """Forward with :func:`cnnkit.kernels.direct.conv2d_blocked`, split over threads by
+    samples, or by row pairs when there are fewer samples than threads."""
     n, o, _, oh, ow = plan.out5
     _, c, _, h, w = plan.x5.shape
     _, (h0, h1), (w0, w1) = plan.zero_pads
@@ -1244,29 +1244,22 @@ def _blocked_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarra
     full, tail = divmod(ow, _direct.LANES)
     segments = (full - 1) // _direct.SEGMENT
     kernel = _direct.conv2d_blocked(kh, kw, full - segments * _direct.SEGMENT, tail)
-    xp = np.empty(n * c * hp * wp + _direct.SLACK, plan.dtype)
-    xp[n * c * hp * wp :] = 0
-    inner = xp[: n * c * hp * wp].reshape(n, c, hp, wp)
     y = np.empty(plan.out5, plan.dtype)
+    x = np.ascontiguousarray(plan.x5[:, :, 0])
     weights, bias = np.ascontiguousarray(plan.w5).reshape(-1), np.ascontiguousarray(bias)
-    args = (xp, weights, bias, y.reshape(-1), c, hp, wp, o, oh, ow, segments)
-    pairs = (oh + 1) // 2
+    args = (weights, bias, y.reshape(-1), np.array([h0, w0]), hp, wp, o, oh, ow, segments)
+    scratch = c * hp * wp + _direct.SLACK
 
-    def pad(n0: int, n1: int) -> None:
-        if (h0, h1, w0, w1) != (0, 0, 0, 0):
-            inner[n0:n1] = 0
-        inner[n0:n1, :, h0 : h0 + h, w0 : w0 + w] = plan.x5[n0:n1, :, 0]
-
-    def part(n0: int, n1: int) -> None:
-        pad(n0, n1)
-        kernel(*args, n0 * pairs, n1 * pairs)
+    def part(t0: int, t1: int) -> None:
+        kernel(x, _threads.workspace("padded", scratch, plan.dtype), *args, t0, t1)
 
     workers = _threads.worker_count() if flops >= _THREADED_BLOCKED_FLOPS else 1
-    if n >= workers:
-        _threads.run_parts(part, _threads.split(n, workers))
+    pairs = (oh + 1) // 2
+    if n >= workers:  # whole samples per thread
+        parts = [(n0 * pairs, n1 * pairs) for n0, n1 in _threads.split(n, workers)]
     else:
-        pad(0, n)
-        _threads.run_parts(lambda t0, t1: kernel(*args, t0, t1), _threads.split(n * pairs, workers))
+        parts = _threads.split(n * pairs, workers)
+    _threads.run_parts(part, parts)
     return y
 
 

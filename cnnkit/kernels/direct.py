@@ -18,9 +18,9 @@ Rows whose length is not a multiple of 8 end in a tail of ``t`` columns. With tw
 28 px row pair is 7 full vectors, where one vector per row would waste 1/8 of the lanes.
 Otherwise each row's tail has a vector of its own, and only ``t`` lanes are stored.
 
-The input is a zero-padded copy with flat planes ``(N, C, HP * WP)`` and 16 elements of
-slack at the end: a tail vector reads up to 7 elements past its row. Those lanes are never
-stored.
+The kernel zero-pads one sample at a time into a scratch array (flat planes ``(C, HP * WP)``)
+that stays in cache, with 16 elements of slack at the end: a tail vector reads up to 7
+elements past its row. Those lanes are never stored.
 """
 
 from __future__ import annotations
@@ -217,27 +217,40 @@ def conv2d_blocked(kh: int, kw: int, last: int, tail: int):
     vectors and ``tail`` columns (compile-time constants: a closure's cells are part of
     the key of Numba's disk cache, so each combination compiles and is cached once).
 
-    The kernel ``(xp, w, b, y, c, hp, wp, o, oh, ow, segments, t0, t1)`` runs tasks
+    The kernel ``(x, xp, w, b, y, pads, hp, wp, o, oh, ow, segments, t0, t1)`` runs tasks
     ``[t0, t1)`` of a stride-1, undilated 2-D convolution. Task ``t`` is the row pair
-    ``t % ceil(oh / 2)`` of sample ``t // ceil(oh / 2)``, all output channels. ``xp`` is the
-    zero-padded input, flat ``(N, C, HP, WP)`` plus :data:`SLACK`; ``w`` the weights flat
-    ``(O, C, kh, kw)``; ``b`` the bias (O,); ``y`` the output flat ``(N, O, OH, OW)``. A row
-    is ``segments`` blocks of :data:`SEGMENT` full vectors, then one of ``last`` full
-    vectors and ``tail`` columns: ``ow = 8 * (4 * segments + last) + tail``.
+    ``t % ceil(oh / 2)`` of sample ``t // ceil(oh / 2)``, all output channels. ``x`` is the
+    input (N, C, H, W); ``xp`` a scratch array of at least ``C * hp * wp +`` :data:`SLACK`
+    elements, where the kernel zero-pads one sample at a time (``pads`` is the padding
+    before the rows and the columns); ``w`` the weights flat ``(O, C, kh, kw)``; ``b`` the
+    bias (O,); ``y`` the output flat ``(N, O, OH, OW)``. A row is ``segments`` blocks of
+    :data:`SEGMENT` full vectors, then one of ``last`` full vectors and ``tail`` columns:
+    ``ow = 8 * (4 * segments + last) + tail``.
     """
 
     @njit(cache=True, nogil=True)
-    def kernel(xp, w, b, y, c, hp, wp, o, oh, ow, segments, t0, t1):
+    def kernel(x, xp, w, b, y, pads, hp, wp, o, oh, ow, segments, t0, t1):
+        c, h, width = x.shape[1:]
         pairs = (oh + 1) // 2
         plane, taps, yc = hp * wp, kh * kw, oh * ow
+        for i in range(c * plane + SLACK):
+            xp[i] = 0
+        padded = -1  # the sample in xp
         for t in range(t0, t1):
             n, oy = t // pairs, 2 * (t % pairs)
+            if n != padded:
+                for ci in range(c):
+                    for r in range(h):
+                        start = ci * plane + (r + pads[0]) * wp + pads[1]
+                        for q in range(width):
+                            xp[start + q] = x[n, ci, r, q]
+                padded = n
             for k in range(0, o, 2):
                 for s in range(segments + 1):
                     x0 = s * SEGMENT * LANES
                     yo = ((n * o + k) * oh + oy) * ow + x0
                     for ci in range(c):
-                        xo = (n * c + ci) * plane + oy * wp + x0
+                        xo = ci * plane + oy * wp + x0
                         wo = (k * c + ci) * taps
                         f = ci == 0
                         a = (xp, xo, wp, w, wo, c * taps, b, k, y, yo, yc, ow, f)
