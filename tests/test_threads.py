@@ -73,7 +73,7 @@ def test_workers_sleep_after_spinning_and_wake_for_the_next_part():
     worker = threads._workers[0]
     deadline = time.monotonic() + 10
     while not worker.parked and time.monotonic() < deadline:
-        time.sleep(0.005)  # the spin lasts about 0.5 ms
+        time.sleep(0.005)  # the spin lasts about 0.7 ms
     assert worker.parked
     assert [r[:2] for r in threads.run_parts(_span, [(0, 1), (1, 2)])] == [(0, 1), (1, 2)]
 

@@ -3,15 +3,17 @@ hand-off (:mod:`cnnkit.kernels.threads`).
 
 A sleeping thread on these VMs takes 30-60 us to wake, more than a small layer's share of
 work. So a pool worker first spins on a counter in shared memory, outside the GIL, with the
-CPU's ``pause`` between reads. The counter is read with acquire and written with release
-ordering, so whatever a thread wrote before it bumped a counter is visible to the thread
-that sees the new value.
+CPU's ``pause`` between reads, and every 64 pauses it yields its core to any other thread
+that is ready to run (OpenBLAS's workers, right after a layer, must not wait for it). The
+counter is read with acquire and written with release ordering, so whatever a thread wrote
+before it bumped a counter is visible to the thread that sees the new value.
 """
 
 from __future__ import annotations
 
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from cnnkit.kernels import load_lightly
@@ -57,14 +59,26 @@ def _pause(typingctx):
     return types.void(), codegen
 
 
+@intrinsic
+def _yield(typingctx):
+    def codegen(context, builder, signature, args):
+        kind = ir.FunctionType(ir.IntType(32), [])
+        builder.call(cgutils.get_or_insert_function(builder.module, kind, "sched_yield"), [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
 @njit(cache=True, nogil=True)
 def wait_while(counters, i, value, pauses):
-    """Spin while ``counters[i] == value``, for at most ``pauses`` pauses (about 25 ns
-    each); whether it changed."""
-    for _ in range(pauses):
+    """Spin while ``counters[i] == value``, for at most ``pauses`` pauses (about 35 ns
+    each with the yields); whether it changed."""
+    for k in range(pauses):
         if _load_acquire(counters, i) != value:
             return True
         _pause()
+        if k % 64 == 63:
+            _yield()
     return _load_acquire(counters, i) != value
 
 
