@@ -18,9 +18,9 @@ NaN and inf propagate per IEEE 754 in every operation: a NaN anywhere in a windo
 weight) makes that output NaN; ``inf * 0`` is NaN, so an inf under a zero weight tap gives a
 NaN, exactly as a plain loop (and PyTorch) would. One kernel-dependent detail: a tap over
 *zero padding* is multiplied by 0 in the im2col kernels and the loop method's small-image
-kernel (as PyTorch does), but skipped by the loop method's row and plane kernels; the
-results differ only when a weight is inf or NaN (``inf * 0`` is NaN), and only at the
-border. The Winograd method (``method="winograd"``, and ``"auto"`` for 3x3 stride-1 layers)
+and register-blocked (float32, 2-D, stride 1) kernels (as PyTorch does), but skipped by the
+loop method's row and plane kernels; the results differ only when a weight is inf or NaN
+(``inf * 0`` is NaN), and only at the border. The Winograd method (``method="winograd"``, and ``"auto"`` for 3x3 stride-1 layers)
 combines inputs before multiplying, so an inf input can give NaN where a plain sum gives
 +-inf; NaN stays in the windows that hold it. Max pooling treats NaN as the maximum of its
 window (PyTorch's behaviour).

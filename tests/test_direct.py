@@ -155,3 +155,16 @@ def test_auto_takes_blocked_forward_only():
     deep = dict(n_batch=64, n_positions=196, out_width=14, winograd=True)
     assert ops.choose_method(16, 9, 32, blocked=True, **deep) == "winograd"
     assert ops.choose_method(3, 9, 32, blocked=True, **deep) == "loop"
+
+
+def test_blocked_multiplies_the_padding_like_pytorch(rng):
+    """An inf weight tap over zero padding gives NaN (0 * inf), as im2col and PyTorch do."""
+    x, w, b = _operands(rng, (1, 1, 6, 9), (2, 1, 3, 3))
+    w[0, 0, 0, 0] = np.inf
+    y = ops.conv2d(x, w, b, padding=1, method="loop")
+    assert np.isnan(y[0, 0, 0]).all() and np.isnan(y[0, 0, :, 0]).all()  # tap on padding
+    assert np.isinf(y[0, 0, 1:, 1:]).all()  # tap on the image
+    assert np.isfinite(y[0, 1]).all()
+    np.testing.assert_array_equal(
+        np.isnan(y), np.isnan(ops.conv2d(x, w, b, padding=1, method="im2col"))
+    )
