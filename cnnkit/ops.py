@@ -20,10 +20,10 @@ NaN, exactly as a plain loop (and PyTorch) would. One kernel-dependent detail: a
 *zero padding* is multiplied by 0 in the im2col kernels and the loop method's small-image
 and register-blocked (float32, 2-D, stride 1) kernels (as PyTorch does), but skipped by the
 loop method's row and plane kernels; the results differ only when a weight is inf or NaN
-(``inf * 0`` is NaN), and only at the border. The Winograd method (``method="winograd"``, and ``"auto"`` for 3x3 stride-1 layers)
-combines inputs before multiplying, so an inf input can give NaN where a plain sum gives
-+-inf; NaN stays in the windows that hold it. Max pooling treats NaN as the maximum of its
-window (PyTorch's behaviour).
+(``inf * 0`` is NaN), and only at the border. The Winograd method (``method="winograd"``,
+and ``"auto"`` for 3x3 stride-1 layers) combines inputs before multiplying, so an inf input
+can give NaN where a plain sum gives +-inf; NaN stays in the windows that hold it. Max
+pooling treats NaN as the maximum of its window (PyTorch's behaviour).
 
 Threads: calls above ~2 MFLOP split their work over ``numba.get_num_threads()`` threads
 (``NUMBA_NUM_THREADS`` sets it); smaller calls run on the caller's thread. The im2col method

@@ -2,10 +2,11 @@
 
 The lecture's sliding window, arranged so that each loaded input vector feeds several
 accumulators. A block is one or two output rows of one or two output channels. Its
-accumulators live in vector registers for the whole of a ``kh x kw`` window. At each tap,
-the block loads one input vector per 8 output columns and broadcasts one weight per channel.
-Then it does one fused multiply-add per accumulator. Two rows and two channels make 14
-accumulators for a 28 px row, and the loop runs at about 90 % of the FMA units' peak.
+accumulators live in vector registers while it runs the ``kh x kw`` window over every input
+channel. At each tap, the block loads one input vector per 8 output columns and broadcasts
+one weight per channel. Then it does one fused multiply-add per accumulator. Two rows and
+two channels make 14 accumulators for a 28 px row, and the loop runs at about 90 % of the
+FMA units' peak.
 
 Numba leaves vectorisation to LLVM's loop vectoriser, which kept every form of this loop
 scalar: the accumulators of several channels are rows of one array, a run-time stride
@@ -14,7 +15,7 @@ here, unrolled over taps, vectors and channels, as LLVM IR. The kernel size, vec
 row and row tail are compile-time constants, one compiled block per combination.
 
 Rows whose length is not a multiple of 8 end in a tail of ``t`` columns. With two rows and
-``t <= 4``, both rows' tails share one vector, loaded and stored as two 4-lane halves. So a
+``t <= 4``, both rows' tails share one vector, loaded as two 4-lane halves. So a
 28 px row pair is 7 full vectors, where one vector per row would waste 1/8 of the lanes.
 Otherwise each row's tail has a vector of its own, and only ``t`` lanes are stored.
 
@@ -92,12 +93,6 @@ class _Emitter:
     def get_lane(self, value: ir.Value, lane: int) -> ir.Value:
         return self.builder.extract_element(value, ir.Constant(self.i32, lane))
 
-    def set_lane(self, value: ir.Value, lane: int, scalar: ir.Value) -> ir.Value:
-        return self.builder.insert_element(value, scalar, ir.Constant(self.i32, lane))
-
-    def zeros(self) -> ir.Constant:
-        return ir.Constant(self.vec, [0.0] * LANES)
-
 
 def _vectors(rows: int, nv: int, tail: int) -> list[tuple[int, int, list[tuple[int, int, int]]]]:
     """A block's vectors as ``(row, column, lanes)``. ``lanes`` is empty for a full vector:
@@ -118,18 +113,18 @@ def _vectors(rows: int, nv: int, tail: int) -> list[tuple[int, int, list[tuple[i
 @intrinsic
 def _block(typingctx, operands, kh, kw, rows, chans, nv, tail):
     """One block: ``rows`` output rows (1 or 2) of ``chans`` output channels (1 or 2), each
-    row ``nv`` full vectors and ``tail`` more columns, for one input channel.
+    row ``nv`` full vectors and ``tail`` more columns, summed over every input channel.
 
-    ``operands`` is ``(x, xo, xs, w, wo, wcs, b, bo, y, yo, ys, yrs, first)``: ``x``
-    (padded input), ``w`` (weights), ``b`` (bias) and ``y`` (output) are flat float32
-    arrays. The block's first input element is ``x[xo]``, its input rows ``xs`` apart; the
-    weight of tap ``(i, j)`` of channel ``k`` is ``w[wo + k * wcs + i * kw + j]``; its first
-    output element is ``y[yo]``, its channels ``ys`` and its rows ``yrs`` apart. ``first``
-    starts the sums from the bias ``b[bo + k]``, else from the output (to add one more
-    input channel). The other arguments are compile-time integers.
+    ``operands`` is ``(x, xo, xs, xcs, w, wo, wcs, b, bo, y, yo, ys, yrs, c)``: ``x`` (padded
+    input), ``w`` (weights), ``b`` (bias) and ``y`` (output) are flat float32 arrays. The
+    block's first input element is ``x[xo]``, its input rows ``xs`` and its ``c`` input
+    channels ``xcs`` apart; the weight of tap ``(i, j)`` of input channel ``ci`` and output
+    channel ``k`` is ``w[wo + k * wcs + ci * kh * kw + i * kw + j]``; the block's first
+    output element is ``y[yo]``, its channels ``ys`` and its rows ``yrs`` apart; the sums
+    start from the bias ``b[bo + k]``. The other arguments are compile-time integers.
     """
     shape = [_literal(v) for v in (kh, kw, rows, chans, nv, tail)]
-    arrays = [operands.types[k] for k in (0, 3, 6, 8)]
+    arrays = [operands.types[k] for k in (0, 4, 7, 9)]
     if any(v is None for v in shape) or any(
         not isinstance(a, types.Array) or a.dtype != types.float32 or a.layout != "C"
         for a in arrays
@@ -144,65 +139,59 @@ def _block(typingctx, operands, kh, kw, rows, chans, nv, tail):
         kinds = signature.args[0].types
         values = cgutils.unpack_tuple(builder, args[0])
         xp, wp, bp, yp = (
-            context.make_array(kinds[k])(context, builder, values[k]).data for k in (0, 3, 6, 8)
+            context.make_array(kinds[k])(context, builder, values[k]).data for k in (0, 4, 7, 9)
         )
-        xo, xs, wo, wcs, bo, yo, ys, yrs = (e.index(values[k]) for k in (1, 2, 4, 5, 7, 9, 10, 11))
-        first = values[12]
+        xo, xs, xcs, wo, wcs, bo, yo, ys, yrs, c = (
+            e.index(values[k]) for k in (1, 2, 3, 5, 6, 8, 10, 11, 12, 13)
+        )
+        bias = [e.broadcast(builder.load(e.at(bp, bo, e.const(k)))) for k in range(chans_)]
+
+        # one pass of the unrolled window per input channel, the sums in phi nodes
+        entry = builder.block
+        loop = builder.append_basic_block("input_channels")
+        after = builder.append_basic_block("store")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        ci = builder.phi(e.i64)
+        ci.add_incoming(e.const(0), entry)
+        start = [[builder.phi(e.vec) for _ in vectors] for _ in range(chans_)]
+        for k in range(chans_):
+            for phi in start[k]:
+                phi.add_incoming(bias[k], entry)
+        x_channel = builder.add(xo, builder.mul(ci, xcs))
+        w_channel = builder.add(wo, builder.mul(ci, e.const(kh_ * kw_)))
+        sums = [list(row) for row in start]
+        for i in range(kh_):
+            in_row = [e.at(xp, x_channel, builder.mul(xs, e.const(i + r))) for r in (0, 1)]
+            for j in range(kw_):
+                inputs = []
+                for r, col, lanes in vectors:
+                    if lanes and lanes[0][1] != lanes[-1][1]:  # both rows' tails
+                        at = [builder.gep(in_row[q], [e.const(col + j)]) for q in (0, 1)]
+                        inputs.append(e.join(e.load(at[0], e.half), e.load(at[1], e.half)))
+                    else:
+                        inputs.append(e.load(builder.gep(in_row[r], [e.const(col + j)])))
+                for k in range(chans_):
+                    tap = e.at(wp, w_channel, builder.mul(wcs, e.const(k)), e.const(i * kw_ + j))
+                    weight = e.broadcast(builder.load(tap))
+                    sums[k] = [e.fma(u, weight, s) for u, s in zip(inputs, sums[k])]
+        following = builder.add(ci, e.const(1))
+        ci.add_incoming(following, builder.block)
+        for k in range(chans_):
+            for phi, value in zip(start[k], sums[k]):
+                phi.add_incoming(value, builder.block)
+        builder.cbranch(builder.icmp_signed("<", following, c), loop, after)
+
+        builder.position_at_end(after)
         rows_at = [e.const(0), yrs]
         out = [  # first output element of row r of channel k
             [e.at(yp, yo, builder.mul(ys, e.const(k)), rows_at[r]) for r in (0, 1)]
             for k in range(chans_)
         ]
-
-        def load_sums(k):
-            sums = []
-            for r, c, lanes in vectors:
-                if not lanes:
-                    sums.append(e.load(builder.gep(out[k][r], [e.const(c)])))
-                    continue
-                value = e.zeros()
-                for lane, row, column in lanes:
-                    scalar = builder.load(builder.gep(out[k][row], [e.const(column)]))
-                    value = e.set_lane(value, lane, scalar)
-                sums.append(value)
-            return sums
-
-        # starting sums: the bias, or what earlier input channels left in y
-        with builder.if_else(first) as (then, otherwise):
-            with then:
-                bias = [e.broadcast(builder.load(e.at(bp, bo, e.const(k)))) for k in range(chans_)]
-                from_bias = builder.block
-            with otherwise:
-                held = [load_sums(k) for k in range(chans_)]
-                from_y = builder.block
-        sums = []
         for k in range(chans_):
-            sums.append([])
-            for v in range(len(vectors)):
-                phi = builder.phi(e.vec)
-                phi.add_incoming(bias[k], from_bias)
-                phi.add_incoming(held[k][v], from_y)
-                sums[k].append(phi)
-
-        for i in range(kh_):
-            in_row = [e.at(xp, xo, builder.mul(xs, e.const(i + r))) for r in (0, 1)]
-            for j in range(kw_):
-                inputs = []
-                for r, c, lanes in vectors:
-                    if lanes and lanes[0][1] != lanes[-1][1]:  # both rows' tails
-                        at = [builder.gep(in_row[q], [e.const(c + j)]) for q in (0, 1)]
-                        inputs.append(e.join(e.load(at[0], e.half), e.load(at[1], e.half)))
-                    else:
-                        inputs.append(e.load(builder.gep(in_row[r], [e.const(c + j)])))
-                for k in range(chans_):
-                    tap = e.at(wp, wo, builder.mul(wcs, e.const(k)), e.const(i * kw_ + j))
-                    weight = e.broadcast(builder.load(tap))
-                    sums[k] = [e.fma(u, weight, s) for u, s in zip(inputs, sums[k])]
-
-        for k in range(chans_):
-            for (r, c, lanes), value in zip(vectors, sums[k]):
+            for (r, col, lanes), value in zip(vectors, sums[k]):
                 if not lanes:
-                    e.store(value, builder.gep(out[k][r], [e.const(c)]))
+                    e.store(value, builder.gep(out[k][r], [e.const(col)]))
                 for lane, row, column in lanes:
                     pointer = builder.gep(out[k][row], [e.const(column)])
                     builder.store(e.get_lane(value, lane), pointer)
@@ -249,30 +238,27 @@ def conv2d_blocked(kh: int, kw: int, last: int, tail: int):
                 for s in range(segments + 1):
                     x0 = s * SEGMENT * LANES
                     yo = ((n * o + k) * oh + oy) * ow + x0
-                    for ci in range(c):
-                        xo = ci * plane + oy * wp + x0
-                        wo = (k * c + ci) * taps
-                        f = ci == 0
-                        a = (xp, xo, wp, w, wo, c * taps, b, k, y, yo, yc, ow, f)
-                        if k + 1 < o:
-                            if oy + 1 < oh:
-                                if s < segments:
-                                    _block(a, kh, kw, 2, 2, SEGMENT, 0)
-                                else:
-                                    _block(a, kh, kw, 2, 2, last, tail)
-                            elif s < segments:
-                                _block(a, kh, kw, 1, 2, SEGMENT, 0)
-                            else:
-                                _block(a, kh, kw, 1, 2, last, tail)
-                        elif oy + 1 < oh:
+                    xo, wo = oy * wp + x0, k * c * taps
+                    a = (xp, xo, wp, plane, w, wo, c * taps, b, k, y, yo, yc, ow, c)
+                    if k + 1 < o:
+                        if oy + 1 < oh:
                             if s < segments:
-                                _block(a, kh, kw, 2, 1, SEGMENT, 0)
+                                _block(a, kh, kw, 2, 2, SEGMENT, 0)
                             else:
-                                _block(a, kh, kw, 2, 1, last, tail)
+                                _block(a, kh, kw, 2, 2, last, tail)
                         elif s < segments:
-                            _block(a, kh, kw, 1, 1, SEGMENT, 0)
+                            _block(a, kh, kw, 1, 2, SEGMENT, 0)
                         else:
-                            _block(a, kh, kw, 1, 1, last, tail)
+                            _block(a, kh, kw, 1, 2, last, tail)
+                    elif oy + 1 < oh:
+                        if s < segments:
+                            _block(a, kh, kw, 2, 1, SEGMENT, 0)
+                        else:
+                            _block(a, kh, kw, 2, 1, last, tail)
+                    elif s < segments:
+                        _block(a, kh, kw, 1, 1, SEGMENT, 0)
+                    else:
+                        _block(a, kh, kw, 1, 1, last, tail)
 
     light = {"kernel": kernel}
     load_lightly(light)
