@@ -868,13 +868,17 @@ def _winograd_forward(plan: _ConvPlan) -> np.ndarray:
     workers = _winograd_workers(plan)
     address = _blas.gemm_address(plan.dtype)  # 0: not NumPy's OpenBLAS, np.matmul
 
+    parts = _threads.split(n, workers)
+    started = np.zeros(len(parts), np.int64)
+    index = {start: k for k, (start, _) in enumerate(parts)}
+
     def part(start: int, stop: int) -> None:
         most = min(per, stop - start) * tiles
         if address:  # the whole part in one call, without the GIL (kernels/blas.py)
             vflat = _planes(c, most, plan.dtype, "winograd_v", most)[0]
             mflat = _planes(n_out, most, plan.dtype, "winograd_m", most)[0]
             args = (th, tw1, start, stop, per, ph, pw, vflat, mflat, address)
-            _winograd.forward_chunks(x4, uflat, bias, y, *args)
+            _winograd.forward_chunks(x4, uflat, bias, y, *args, started, index[start])
             return
         for n0 in range(start, stop, per):
             n1 = min(n0 + per, stop)
@@ -903,7 +907,7 @@ def _winograd_forward(plan: _ConvPlan) -> np.ndarray:
 
     with _threads.single_threaded_blas():
         if n >= workers:
-            _threads.run_parts(part, _threads.split(n, workers))
+            _threads.run_parts(part, parts, started if address else None)
         else:
             _threads.run_parts(rows, _threads.split(th, workers))
     return y.reshape(plan.out5)
@@ -925,6 +929,10 @@ def _winograd_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
     workers = _winograd_workers(plan)
     address = _blas.gemm_address(plan.dtype)  # 0: not NumPy's OpenBLAS, np.matmul
 
+    parts = _threads.split(n, workers)
+    started = np.zeros(len(parts), np.int64)
+    index = {start: k for k, (start, _) in enumerate(parts)}
+
     @np.errstate(invalid="ignore", over="ignore")  # inf/NaN input is documented behaviour
     def part(start: int, stop: int) -> np.ndarray:
         duflat, du = _planes(n_out, c, plan.dtype)
@@ -935,7 +943,9 @@ def _winograd_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
             gflat = _planes(n_out, most, plan.dtype, "winograd_m", most)[0]
             out = gx if gx is not None else np.empty((0, 0, 0, 0), plan.dtype)
             args = (th, tw1, (start, stop, per), ph, pw, vflat, gflat, address)
-            _winograd.backward_chunks(x4, gy4, uflat, duflat, prodflat, out, *args)
+            _winograd.backward_chunks(
+                x4, gy4, uflat, duflat, prodflat, out, *args, started, index[start]
+            )
             return duflat
         du[...] = 0
         for n0 in range(start, stop, per):
@@ -954,7 +964,7 @@ def _winograd_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
 
     if n >= workers:
         with _threads.single_threaded_blas():
-            partial = _threads.run_parts(part, _threads.split(n, workers))
+            partial = _threads.run_parts(part, parts, started if address else None)
         du, used = partial[0], n_out * c
         for other in partial[1:]:
             du[:, :used] += other[:, :used]  # the planes' padding past O*C is uninitialised
@@ -1250,16 +1260,20 @@ def _blocked_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarra
     args = (weights, bias, y.reshape(-1), np.array([h0, w0]), hp, wp, o, oh, ow, segments)
     scratch = c * hp * wp + _direct.SLACK
 
-    def part(t0: int, t1: int) -> None:
-        kernel(x, _threads.workspace("padded", scratch, plan.dtype), *args, t0, t1)
-
     workers = _threads.worker_count() if flops >= _THREADED_BLOCKED_FLOPS else 1
     pairs = (oh + 1) // 2
     if n >= workers:  # whole samples per thread
         parts = [(n0 * pairs, n1 * pairs) for n0, n1 in _threads.split(n, workers)]
     else:
         parts = _threads.split(n * pairs, workers)
-    _threads.run_parts(part, parts)
+    started = np.zeros(len(parts), np.int64)
+    index = {t0: k for k, (t0, _) in enumerate(parts)}
+
+    def part(t0: int, t1: int) -> None:
+        padded = _threads.workspace("padded", scratch, plan.dtype)
+        kernel(x, padded, *args, started, index[t0], t0, t1)
+
+    _threads.run_parts(part, parts, started)
     return y
 
 

@@ -99,9 +99,9 @@ def test_blocked_threads_match_one_thread(rng, monkeypatch, n, workers):
     parts = []
     run_parts = ops._threads.run_parts
 
-    def counted(fn, split):
+    def counted(fn, split, *started):
         parts.append(len(split))
-        return run_parts(fn, split)
+        return run_parts(fn, split, *started)
 
     monkeypatch.setattr(ops._threads, "run_parts", counted)
     np.testing.assert_array_equal(ops.conv2d(x, w, b, padding=1, method="loop"), one)

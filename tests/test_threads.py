@@ -88,3 +88,21 @@ def test_wait_while_sees_the_other_threads_write():
         pass
     writer.join()
     assert counters[1] == 7
+
+
+def test_caller_waits_for_started_parts_then_goes_on():
+    """With ``started``, the caller's part waits until the workers' kernels have set their
+    flags, or a short while when a part never sets it; results are the same either way."""
+    order = []
+
+    def worker_first(start, stop, started):
+        order.append(start)
+        if start > 0:
+            spin.publish(started, 1, 1)
+        return _span(start, stop)[:2]
+
+    started = np.zeros(2, np.int64)
+    got = threads.run_parts(lambda a, b: worker_first(a, b, started), [(0, 1), (1, 2)], started)
+    assert got == [(0, 1), (1, 2)] and order == [1, 0]  # the worker's part was under way
+    silent = np.zeros(2, np.int64)  # nobody sets it: the caller goes on after the wait
+    assert threads.run_parts(_span, [(0, 1), (1, 2)], silent)[1][:2] == (1, 2)

@@ -34,6 +34,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from cnnkit.kernels import load_lightly
+from cnnkit.kernels.spin import publish
 
 LANES = 8
 SEGMENT = 4  # full vectors per row in one block, before the row's last block
@@ -206,8 +207,9 @@ def conv2d_blocked(kh: int, kw: int, last: int, tail: int):
     vectors and ``tail`` columns (compile-time constants: a closure's cells are part of
     the key of Numba's disk cache, so each combination compiles and is cached once).
 
-    The kernel ``(x, xp, w, b, y, pads, hp, wp, o, oh, ow, segments, t0, t1)`` runs tasks
-    ``[t0, t1)`` of a stride-1, undilated 2-D convolution. Task ``t`` is the row pair
+    The kernel ``(x, xp, w, b, y, pads, hp, wp, o, oh, ow, segments, started, part, t0,
+    t1)`` sets ``started[part]`` as it starts (see :func:`cnnkit.kernels.threads.run_parts`)
+    and runs tasks ``[t0, t1)`` of a stride-1, undilated 2-D convolution. Task ``t`` is the row pair
     ``t % ceil(oh / 2)`` of sample ``t // ceil(oh / 2)``, all output channels. ``x`` is the
     input (N, C, H, W); ``xp`` a scratch array of at least ``C * hp * wp +`` :data:`SLACK`
     elements, where the kernel zero-pads one sample at a time (``pads`` is the padding
@@ -218,7 +220,8 @@ def conv2d_blocked(kh: int, kw: int, last: int, tail: int):
     """
 
     @njit(cache=True, nogil=True)
-    def kernel(x, xp, w, b, y, pads, hp, wp, o, oh, ow, segments, t0, t1):
+    def kernel(x, xp, w, b, y, pads, hp, wp, o, oh, ow, segments, started, part, t0, t1):
+        publish(started, part, 1)  # running without the GIL (threads.run_parts)
         c, h, width = x.shape[1:]
         pairs = (oh + 1) // 2
         plane, taps, yc = hp * wp, kh * kw, oh * ow

@@ -83,6 +83,45 @@ def wait_while(counters, i, value, pauses):
 
 
 @njit(cache=True, nogil=True)
+def wait_until_above(counters, i, value, pauses):
+    """Spin until ``counters[i] > value``, for at most ``pauses`` pauses; whether it is."""
+    for k in range(pauses):
+        if _load_acquire(counters, i) > value:
+            return True
+        _pause()
+        if k % 64 == 63:
+            _yield()
+    return _load_acquire(counters, i) > value
+
+
+@njit(cache=True, nogil=True)
+def hand_over(counters, workers, width, started, pauses):
+    """Let ``workers`` spinning workers take the GIL, then wait until they run their parts.
+
+    ``counters`` is the pool's flat ``(workers, width)`` table: each worker's row holds the
+    parts posted to it (column 0) and the parts its caller has handed over (column 2),
+    which it waits for. Called without the GIL, so a worker that wakes takes a free GIL
+    instead of sleeping on it. Then it spins for at most ``pauses`` pauses until
+    ``started[1:workers + 1]`` are all set: the kernels set their part's entry once they
+    run without the GIL, so the caller's return to Python does not contend with them.
+    """
+    for r in range(workers):
+        _store_release(counters, r * width + 2, _load_acquire(counters, r * width))
+    for k in range(pauses):
+        ready = True
+        for r in range(1, workers + 1):
+            if _load_acquire(started, r) == 0:
+                ready = False
+                break
+        if ready:
+            return True
+        _pause()
+        if k % 64 == 63:
+            _yield()
+    return False
+
+
+@njit(cache=True, nogil=True)
 def publish(counters, i, value):
     """``counters[i] = value``, after every write this thread made before."""
     _store_release(counters, i, value)

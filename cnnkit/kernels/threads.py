@@ -130,16 +130,18 @@ def split(n: int, parts: int) -> list[tuple[int, int]]:
 
 # A worker spins this many pauses (about 0.7 ms) for its next part before it sleeps.
 _SPIN_PAUSES = 20_000
+# The caller waits at most this many pauses (about 70 us) for its workers to start.
+_START_PAUSES = 2_000
+_MAX_WORKERS = 64
+_WIDTH = 3  # a worker's counters: parts posted, parts done, parts handed over
 
 
 class _Worker:
     """A thread that runs one part at a time. Between parts it first spins on
     ``counters`` (:mod:`cnnkit.kernels.spin`, outside the GIL), then sleeps until woken."""
 
-    def __init__(self, name: str) -> None:
-        import numpy as np
-
-        self.counters = np.zeros(2, np.int64)  # parts posted, parts done
+    def __init__(self, counters: Any, name: str) -> None:
+        self.counters = counters  # its row of the pool's table: posted, done, handed over
         self.task: tuple[Callable[[int, int], Any], tuple[int, int]] | None = None
         self.outcome: tuple[Any, BaseException | None] = (None, None)
         self.parked = False
@@ -162,14 +164,16 @@ class _Worker:
         return self.outcome
 
     def _serve(self) -> None:
-        seen = 0
+        seen = 0  # parts run
         while True:
-            if not _spin.wait_while(self.counters, 0, seen, _SPIN_PAUSES):
+            # wait for the hand-over, not the post: the caller then no longer holds the GIL
+            if not _spin.wait_until_above(self.counters, 2, seen, _SPIN_PAUSES):
                 with self.wake:
                     self.parked = True
-                    while self.counters[0] == seen:
+                    while self.counters[0] <= seen:
                         self.wake.wait()
                     self.parked = False
+                continue  # posted: the hand-over follows at once
             seen += 1
             fn, part = self.task  # type: ignore[misc]
             try:
@@ -182,28 +186,42 @@ class _Worker:
 _workers: list[_Worker] = []
 _workers_pid = -1
 _workers_busy = threading.Lock()
+_counters: Any = None  # (_MAX_WORKERS, _WIDTH) int64, flat: one row per worker
+_NO_FLAGS: Any = None  # no part to wait for
 
 
 def _idle_workers(count: int) -> list[_Worker] | None:
     """``count`` spinning workers for this call, or None if another call has them (the
     caller then uses the executor). Holds ``_workers_busy`` until released."""
-    global _workers, _workers_pid
-    if not _workers_busy.acquire(blocking=False):
+    global _workers, _workers_pid, _counters, _NO_FLAGS
+    if count > _MAX_WORKERS or not _workers_busy.acquire(blocking=False):
         return None
     if _workers_pid != os.getpid():  # a forked child has the objects but not the threads
+        import numpy as np
+
         _workers, _workers_pid = [], os.getpid()
+        _counters = np.zeros(_MAX_WORKERS * _WIDTH, np.int64)
+        _NO_FLAGS = np.zeros(1, np.int64)
     while len(_workers) < count:
-        _workers.append(_Worker(f"cnnkit-{len(_workers) + 1}"))
+        row = len(_workers) * _WIDTH
+        _workers.append(_Worker(_counters[row : row + _WIDTH], f"cnnkit-{len(_workers) + 1}"))
     return _workers[:count]
 
 
-def run_parts(fn: Callable[[int, int], Any], parts: Sequence[tuple[int, int]]) -> list[Any]:
+def run_parts(
+    fn: Callable[[int, int], Any], parts: Sequence[tuple[int, int]], started: Any = None
+) -> list[Any]:
     """``fn(start, stop)`` for every part, concurrently; the calling thread takes the first.
 
     The other parts go to the spinning workers, which take a part in a few microseconds
     (a thread pool's sleeping threads took 50-60 us on these VMs). A call made while
     another holds the workers (from another thread, or from inside a part) uses a plain
     thread pool instead.
+
+    ``started``, optional, is an int64 array of one zero per part, which the kernel of
+    part ``k`` sets (:func:`cnnkit.kernels.spin.publish`) once it runs without the GIL.
+    The caller then waits for the workers' kernels before it runs its own part's Python:
+    a thread that waits for the GIL sleeps, and waking it took 30-70 us.
     """
     if len(parts) == 1:
         return [fn(*parts[0])]
@@ -213,6 +231,8 @@ def run_parts(fn: Callable[[int, int], Any], parts: Sequence[tuple[int, int]]) -
     try:
         for worker, part in zip(workers, parts[1:]):
             worker.post(fn, part)
+        flags, pauses = (_NO_FLAGS, 0) if started is None else (started, _START_PAUSES)
+        _spin.hand_over(_counters, len(workers), _WIDTH, flags, pauses)
         try:
             first = fn(*parts[0])
         finally:

@@ -39,6 +39,7 @@ from numba import njit, uint64
 
 from cnnkit.kernels import load_lightly
 from cnnkit.kernels.blas import NO_TRANS, TRANS, gemm
+from cnnkit.kernels.spin import publish
 
 
 @njit(cache=True, nogil=True)
@@ -167,15 +168,17 @@ def output_tiles(m, t_n, th, tw1, bias, y, n0, n1):  # pragma: no cover
 
 @njit(cache=True, nogil=True)
 def forward_chunks(
-    x, u, bias, y, th, tw1, start, stop, per, ph, pw, v, m, address
+    x, u, bias, y, th, tw1, start, stop, per, ph, pw, v, m, address, started, part
 ):  # pragma: no cover
     """``y[start:stop]`` for chunks of ``per`` samples, in one call that runs without the GIL:
     :func:`input_tiles`, the 16 products ``M[e] = U[e] @ V[e]`` through the ``cblas_?gemm``
     at ``address`` (:mod:`cnnkit.kernels.blas`), then :func:`output_tiles`.
 
     ``u`` (16, S) holds ``U[e]`` (O, C) row-major at the start of row ``e``; ``v`` and
-    ``m`` (16, S') are scratch for the largest chunk, laid out as ops' ``_planes``.
+    ``m`` (16, S') are scratch for the largest chunk, laid out as ops' ``_planes``. Sets
+    ``started[part]`` first (see :func:`cnnkit.kernels.threads.run_parts`).
     """
+    publish(started, part, 1)
     n_chan, n_out = x.shape[1], y.shape[1]
     tiles = th * tw1
     zero = y.dtype.type(0)
@@ -204,16 +207,18 @@ def forward_chunks(
 
 @njit(cache=True, nogil=True)
 def backward_chunks(
-    x, gy, u, du, prod, gx, th, tw1, span, ph, pw, v, g, address
+    x, gy, u, du, prod, gx, th, tw1, span, ph, pw, v, g, address, started, part
 ):  # pragma: no cover
     """Both gradients of the samples ``span = (start, stop, per)``, in chunks of ``per``, in
-    one call that runs without the GIL (the backward of :func:`forward_chunks`).
+    one call that runs without the GIL (the backward of :func:`forward_chunks`); sets
+    ``started[part]`` first.
 
     ``du`` (16, S) receives ``dU[e] = sum over chunks of G[e] @ V[e]^T`` (O, C) row-major
     (each chunk's product goes through ``prod``, then is added, as ``du += prod`` did);
     with a non-empty ``gx`` the input gradient too: ``dV[e] = U[e]^T @ G[e]`` in ``v``'s
     buffer, then :func:`input_tiles_adjoint`.
     """
+    publish(started, part, 1)
     start, stop, per = span
     n_chan, n_out = x.shape[1], gy.shape[1]
     tiles = th * tw1
