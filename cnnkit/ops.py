@@ -1244,8 +1244,8 @@ def _use_blocked(plan: _ConvPlan) -> bool:
 
 
 def _blocked_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
-    """Forward with :func:`cnnkit.kernels.direct.conv2d_blocked`, split over threads by
-    samples, or by row pairs when there are fewer samples than threads."""
+    """Forward with :func:`cnnkit.kernels.direct.conv2d_blocked`, its tasks shared by the
+    threads through a queue."""
     n, o, _, oh, ow = plan.out5
     _, c, _, h, w = plan.x5.shape
     _, (h0, h1), (w0, w1) = plan.zero_pads
@@ -1262,18 +1262,18 @@ def _blocked_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarra
 
     workers = _threads.worker_count() if flops >= _THREADED_BLOCKED_FLOPS else 1
     pairs = (oh + 1) // 2
-    if n >= workers:  # whole samples per thread
-        parts = [(n0 * pairs, n1 * pairs) for n0, n1 in _threads.split(n, workers)]
-    else:
-        parts = _threads.split(n * pairs, workers)
-    started = np.zeros(len(parts), np.int64)
-    index = {t0: k for k, (t0, _) in enumerate(parts)}
+    tasks = n * pairs
+    workers = min(workers, tasks)
+    # the threads take whole samples from a shared queue, or a few row pairs each when
+    # there are fewer than 4 samples a thread (one image: several chunks per thread)
+    chunk = min(pairs, geometry.ceil_div(tasks, 4 * workers))
+    queue, started = np.zeros(3, np.int64), np.zeros(workers, np.int64)
 
-    def part(t0: int, t1: int) -> None:
+    def part(k: int, _: int) -> None:
         padded = _threads.workspace("padded", scratch, plan.dtype)
-        kernel(x, padded, *args, started, index[t0], t0, t1)
+        kernel(x, padded, *args, started, k, queue, chunk)
 
-    _threads.run_parts(part, parts, started)
+    _threads.run_parts(part, [(k, k + 1) for k in range(workers)], started)
     return y
 
 

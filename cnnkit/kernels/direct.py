@@ -34,7 +34,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from cnnkit.kernels import load_lightly
-from cnnkit.kernels.spin import publish
+from cnnkit.kernels.spin import publish, take
 
 LANES = 8
 SEGMENT = 4  # full vectors per row in one block, before the row's last block
@@ -207,61 +207,70 @@ def conv2d_blocked(kh: int, kw: int, last: int, tail: int):
     vectors and ``tail`` columns (compile-time constants: a closure's cells are part of
     the key of Numba's disk cache, so each combination compiles and is cached once).
 
-    The kernel ``(x, xp, w, b, y, pads, hp, wp, o, oh, ow, segments, started, part, t0,
-    t1)`` sets ``started[part]`` as it starts (see :func:`cnnkit.kernels.threads.run_parts`)
-    and runs tasks ``[t0, t1)`` of a stride-1, undilated 2-D convolution. Task ``t`` is the row pair
-    ``t % ceil(oh / 2)`` of sample ``t // ceil(oh / 2)``, all output channels. ``x`` is the
-    input (N, C, H, W); ``xp`` a scratch array of at least ``C * hp * wp +`` :data:`SLACK`
-    elements, where the kernel zero-pads one sample at a time (``pads`` is the padding
-    before the rows and the columns); ``w`` the weights flat ``(O, C, kh, kw)``; ``b`` the
-    bias (O,); ``y`` the output flat ``(N, O, OH, OW)``. A row is ``segments`` blocks of
-    :data:`SEGMENT` full vectors, then one of ``last`` full vectors and ``tail`` columns:
+    The kernel ``(x, xp, w, b, y, pads, hp, wp, o, oh, ow, segments, started, part, queue,
+    chunk)`` computes a stride-1, undilated 2-D convolution together with the other threads
+    that run it. Its tasks are row pairs: task ``t`` is the row pair ``t % ceil(oh / 2)`` of
+    sample ``t // ceil(oh / 2)``, all output channels. The threads take ``chunk`` tasks at a
+    time from the shared ``queue`` (:func:`cnnkit.kernels.spin.take`; odd parts from the
+    back), so a faster core does more of them; each sets ``started[part]`` first (see
+    :func:`cnnkit.kernels.threads.run_parts`). ``x`` is the input (N, C, H, W); ``xp`` a
+    scratch array of at least ``C * hp * wp +`` :data:`SLACK` elements, where the kernel
+    zero-pads one sample at a time (``pads`` is the padding before the rows and the
+    columns); ``w`` the weights flat ``(O, C, kh, kw)``; ``b`` the bias (O,); ``y`` the
+    output flat ``(N, O, OH, OW)``. A row is ``segments`` blocks of :data:`SEGMENT` full
+    vectors, then one of ``last`` full vectors and ``tail`` columns:
     ``ow = 8 * (4 * segments + last) + tail``.
     """
 
     @njit(cache=True, nogil=True)
-    def kernel(x, xp, w, b, y, pads, hp, wp, o, oh, ow, segments, started, part, t0, t1):
+    def kernel(x, xp, w, b, y, pads, hp, wp, o, oh, ow, segments, started, part, queue, chunk):
         publish(started, part, 1)  # running without the GIL (threads.run_parts)
         c, h, width = x.shape[1:]
         pairs = (oh + 1) // 2
+        total = x.shape[0] * pairs
         plane, taps, yc = hp * wp, kh * kw, oh * ow
         for i in range(c * plane + SLACK):
             xp[i] = 0
         padded = -1  # the sample in xp
-        for t in range(t0, t1):
-            n, oy = t // pairs, 2 * (t % pairs)
-            if n != padded:
-                for ci in range(c):
-                    for r in range(h):
-                        start = ci * plane + (r + pads[0]) * wp + pads[1]
-                        for q in range(width):
-                            xp[start + q] = x[n, ci, r, q]
-                padded = n
-            for k in range(0, o, 2):
-                for s in range(segments + 1):
-                    x0 = s * SEGMENT * LANES
-                    yo = ((n * o + k) * oh + oy) * ow + x0
-                    xo, wo = oy * wp + x0, k * c * taps
-                    a = (xp, xo, wp, plane, w, wo, c * taps, b, k, y, yo, yc, ow, c)
-                    if k + 1 < o:
-                        if oy + 1 < oh:
-                            if s < segments:
-                                _block(a, kh, kw, 2, 2, SEGMENT, 0)
+        units = (total + chunk - 1) // chunk
+        while True:
+            unit = take(queue, units, part % 2 == 1)
+            if unit < 0:
+                return
+            for t in range(unit * chunk, min(unit * chunk + chunk, total)):
+                n, oy = t // pairs, 2 * (t % pairs)
+                if n != padded:
+                    for ci in range(c):
+                        for r in range(h):
+                            start = ci * plane + (r + pads[0]) * wp + pads[1]
+                            for q in range(width):
+                                xp[start + q] = x[n, ci, r, q]
+                    padded = n
+                for k in range(0, o, 2):
+                    for s in range(segments + 1):
+                        x0 = s * SEGMENT * LANES
+                        yo = ((n * o + k) * oh + oy) * ow + x0
+                        xo, wo = oy * wp + x0, k * c * taps
+                        a = (xp, xo, wp, plane, w, wo, c * taps, b, k, y, yo, yc, ow, c)
+                        if k + 1 < o:
+                            if oy + 1 < oh:
+                                if s < segments:
+                                    _block(a, kh, kw, 2, 2, SEGMENT, 0)
+                                else:
+                                    _block(a, kh, kw, 2, 2, last, tail)
+                            elif s < segments:
+                                _block(a, kh, kw, 1, 2, SEGMENT, 0)
                             else:
-                                _block(a, kh, kw, 2, 2, last, tail)
+                                _block(a, kh, kw, 1, 2, last, tail)
+                        elif oy + 1 < oh:
+                            if s < segments:
+                                _block(a, kh, kw, 2, 1, SEGMENT, 0)
+                            else:
+                                _block(a, kh, kw, 2, 1, last, tail)
                         elif s < segments:
-                            _block(a, kh, kw, 1, 2, SEGMENT, 0)
+                            _block(a, kh, kw, 1, 1, SEGMENT, 0)
                         else:
-                            _block(a, kh, kw, 1, 2, last, tail)
-                    elif oy + 1 < oh:
-                        if s < segments:
-                            _block(a, kh, kw, 2, 1, SEGMENT, 0)
-                        else:
-                            _block(a, kh, kw, 2, 1, last, tail)
-                    elif s < segments:
-                        _block(a, kh, kw, 1, 1, SEGMENT, 0)
-                    else:
-                        _block(a, kh, kw, 1, 1, last, tail)
+                            _block(a, kh, kw, 1, 1, last, tail)
 
     light = {"kernel": kernel}
     load_lightly(light)
