@@ -106,3 +106,21 @@ def test_caller_waits_for_started_parts_then_goes_on():
     assert got == [(0, 1), (1, 2)] and order == [1, 0]  # the worker's part was under way
     silent = np.zeros(2, np.int64)  # nobody sets it: the caller goes on after the wait
     assert threads.run_parts(_span, [(0, 1), (1, 2)], silent)[1][:2] == (1, 2)
+
+
+def test_take_hands_out_every_unit_once_from_both_ends():
+    units, queue = 500, np.zeros(3, np.int64)
+    got: list[list[int]] = [[], []]
+
+    def worker(k):
+        while (unit := spin.take(queue, units, k == 1)) >= 0:
+            got[k].append(unit)
+
+    pair = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+    for t in pair:
+        t.start()
+    for t in pair:
+        t.join()
+    assert sorted(got[0] + got[1]) == list(range(units))
+    assert got[0] == sorted(got[0]) and got[1] == sorted(got[1], reverse=True)
+    assert spin.take(queue, units, False) == -1
