@@ -19,14 +19,20 @@ from numba.extending import intrinsic
 from cnnkit.kernels import load_lightly
 
 
+def _counters(value: types.Type) -> bool:
+    """Whether an argument is what the atomics take: an int64 array (raw pointers)."""
+    return isinstance(value, types.Array) and value.dtype == types.int64
+
+
 def _element(context, builder, signature, args):
+    """``&counters[i]`` of the call's first two arguments."""
     array = context.make_array(signature.args[0])(context, builder, args[0])
     return builder.gep(array.data, [args[1]])
 
 
 @intrinsic
 def _load_acquire(typingctx, counters, i):
-    if not isinstance(counters, types.Array) or counters.dtype != types.int64:
+    if not _counters(counters):
         return None
 
     def codegen(context, builder, signature, args):
@@ -37,7 +43,7 @@ def _load_acquire(typingctx, counters, i):
 
 @intrinsic
 def _store_release(typingctx, counters, i, value):
-    if not isinstance(counters, types.Array) or counters.dtype != types.int64:
+    if not _counters(counters):
         return None
 
     def codegen(context, builder, signature, args):
@@ -50,7 +56,7 @@ def _store_release(typingctx, counters, i, value):
 
 @intrinsic
 def _fetch_add(typingctx, counters, i, value):
-    if not isinstance(counters, types.Array) or counters.dtype != types.int64:
+    if not _counters(counters):
         return None
 
     def codegen(context, builder, signature, args):
