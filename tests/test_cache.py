@@ -69,3 +69,17 @@ def test_compiled_kernels_land_in_the_cache_folder_not_the_package(tmp_path):
     assert Path(where) == tmp_path / "kernels"
     assert list((tmp_path / "kernels").rglob("*.nbi")), "no index files in the cache folder"
     assert set(PACKAGE.rglob("*.nbi")) == before, "Numba wrote into the package"
+
+
+def test_kernel_caches_are_stamped_with_every_kernel_module():
+    """A kernel compiles in what it calls from other kernel modules, so its cache entries
+    must go stale when any of them changes, not only its own file."""
+    from cnnkit import kernels
+    from cnnkit.kernels import winograd
+
+    stamp = kernels.kernels_stamp()
+    assert {"spin.py", "blas.py", "core.py", "direct.py", "winograd.py"} <= {s[0] for s in stamp}
+    cache = winograd.forward_chunks._cache
+    if not isinstance(cache, kernels.KernelCache):
+        pytest.skip("this Numba lacks the private pieces KernelCache relies on")
+    assert cache._cache_file._source_stamp == stamp

@@ -23,6 +23,7 @@ Numba's compiler installs the registries itself first.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from numba.core.caching import FunctionCache
@@ -33,8 +34,34 @@ from cnnkit.cache import configure_numba
 configure_numba()
 
 
+_stamp: tuple | None = None
+
+
+def kernels_stamp() -> tuple:
+    """Name, size and modification time of every kernel module: the freshness stamp of
+    every kernel's cache entries.
+
+    Numba stamps a kernel with its own file only. A kernel compiles in the functions it
+    calls from other modules (``direct`` and ``winograd`` call ``spin``; ``winograd`` calls
+    ``blas``), so it kept stale code when only such a module changed. With one stamp for
+    all of them, any change recompiles every kernel.
+    """
+    global _stamp
+    if _stamp is None:
+        files = sorted(Path(__file__).parent.glob("*.py"))
+        _stamp = tuple((f.name, f.stat().st_mtime, f.stat().st_size) for f in files)
+    return _stamp
+
+
 class KernelCache(FunctionCache):
-    """Numba's per-function disk cache, without the registry refresh before a load."""
+    """Numba's per-function disk cache, without the registry refresh before a load, and
+    stamped with every kernel module (:func:`kernels_stamp`)."""
+
+    def __init__(self, py_func: Any) -> None:
+        super().__init__(py_func)
+        cache_file = getattr(self, "_cache_file", None)
+        if cache_file is not None and hasattr(cache_file, "_source_stamp"):
+            cache_file._source_stamp = kernels_stamp()
 
     def load_overload(self, sig: Any, target_context: Any) -> Any:
         """Load the compiled code for ``sig`` (None when it is not in the cache)."""
