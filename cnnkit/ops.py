@@ -869,8 +869,7 @@ def _winograd_forward(plan: _ConvPlan) -> np.ndarray:
     address = _blas.gemm_address(plan.dtype)  # 0: not NumPy's OpenBLAS, np.matmul
 
     parts = _threads.split(n, workers)
-    started = np.zeros(len(parts), np.int64)
-    index = {start: k for k, (start, _) in enumerate(parts)}
+    started, index = _threads.start_flags(parts)
 
     def part(start: int, stop: int) -> None:
         most = min(per, stop - start) * tiles
@@ -930,8 +929,7 @@ def _winograd_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
     address = _blas.gemm_address(plan.dtype)  # 0: not NumPy's OpenBLAS, np.matmul
 
     parts = _threads.split(n, workers)
-    started = np.zeros(len(parts), np.int64)
-    index = {start: k for k, (start, _) in enumerate(parts)}
+    started, index = _threads.start_flags(parts)
 
     @np.errstate(invalid="ignore", over="ignore")  # inf/NaN input is documented behaviour
     def part(start: int, stop: int) -> np.ndarray:
@@ -1267,13 +1265,14 @@ def _blocked_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarra
     # the threads take whole samples from a shared queue, or a few row pairs each when
     # there are fewer than 4 samples a thread (one image: several chunks per thread)
     chunk = min(pairs, geometry.ceil_div(tasks, 4 * workers))
-    queue, started = np.zeros(3, np.int64), np.zeros(workers, np.int64)
+    parts = [(k, k + 1) for k in range(workers)]  # the threads share one queue of tasks
+    queue, (started, index) = np.zeros(3, np.int64), _threads.start_flags(parts)
 
     def part(k: int, _: int) -> None:
         padded = _threads.workspace("padded", scratch, plan.dtype)
-        kernel(x, padded, *args, started, k, queue, chunk)
+        kernel(x, padded, *args, started, index[k], queue, chunk)
 
-    _threads.run_parts(part, [(k, k + 1) for k in range(workers)], started)
+    _threads.run_parts(part, parts, started)
     return y
 
 
