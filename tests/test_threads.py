@@ -90,9 +90,12 @@ def test_wait_while_sees_the_other_threads_write():
     assert counters[1] == 7
 
 
-def test_caller_waits_for_started_parts_then_goes_on():
+def test_caller_waits_for_started_parts_then_goes_on(monkeypatch):
     """With ``started``, the caller's part waits until the workers' kernels have set their
     flags, or a short while when a part never sets it; results are the same either way."""
+    # The wait is bounded (about 70 us), and a busy machine can take longer than that to
+    # wake a worker: lengthen it, so that the order below depends on the flag alone.
+    monkeypatch.setattr(threads, "_START_PAUSES", 300_000_000)  # seconds, not microseconds
     order = []
 
     def worker_first(start, stop, started):
@@ -104,6 +107,7 @@ def test_caller_waits_for_started_parts_then_goes_on():
     started = np.zeros(2, np.int64)
     got = threads.run_parts(lambda a, b: worker_first(a, b, started), [(0, 1), (1, 2)], started)
     assert got == [(0, 1), (1, 2)] and order == [1, 0]  # the worker's part was under way
+    monkeypatch.undo()
     silent = np.zeros(2, np.int64)  # nobody sets it: the caller goes on after the wait
     assert threads.run_parts(_span, [(0, 1), (1, 2)], silent)[1][:2] == (1, 2)
 
