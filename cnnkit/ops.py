@@ -42,7 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cnnkit import geometry, memory
+from cnnkit import geometry, memory, placement
 from cnnkit.geometry import PAD_MODES, PaddingArg
 from cnnkit.kernels import blas as _blas
 from cnnkit.kernels import conv as _conv
@@ -1146,7 +1146,7 @@ def _plane_forward(plan: _ConvPlan, bias: np.ndarray | None, flops: int) -> np.n
     n, o, _, oh, _ = plan.out5
     ph, pw = plan.pads_before[1:]
     og = o // plan.groups
-    y = np.empty(plan.out5, plan.dtype)
+    y = placement.empty_apart(plan.out5, plan.dtype, plan.x5)  # no 4K aliasing with x
     pieces = []
     for j in range(o):
         w2 = plan.w5[j, 0, 0]
@@ -1181,10 +1181,15 @@ def _separable_planes(plan: _ConvPlan) -> np.ndarray:
     row_pieces = [_piece_weights(r.tobytes(), (1, kw), plan.dtype.str) for r in row]
     col_pieces = [_piece_weights(c.tobytes(), (kh, 1), plan.dtype.str) for c in col]
 
+    size = (block + kh - 1) * ow
+    slack = placement.PAGE // plan.dtype.itemsize
+
     def rows(m: int, j: int, t0: int, t1: int) -> None:
         x2, y2 = plan.x5[m, j // og, 0], y[m, j, 0]
-        buf = _threads.workspace("separable", (block + kh - 1) * ow, plan.dtype)
-        tmp = buf.reshape(block + kh - 1, ow)
+        # the row pass stores tmp while loading x2, the column pass loads it storing y2
+        buf = _threads.workspace("separable", size + slack, plan.dtype)
+        rows_apart = ow * plan.dtype.itemsize
+        tmp = placement.apart(buf, size, rows_apart, [x2], [y2]).reshape(block + kh - 1, ow)
         held = (0, 0)  # input rows whose row pass is in tmp[: held[1] - held[0]]
         for r in range(t0, t1, block):
             r1 = min(r + block, t1)
