@@ -414,3 +414,21 @@ def test_backward_in_one_nogil_call_matches_matmul_path(rng, monkeypatch, dtype,
                     continue
                 np.testing.assert_allclose(a, b_, rtol=tol, atol=tol)
                 np.testing.assert_allclose(a, c_, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_output_rows_of_every_width(rng, monkeypatch, dtype, workers):
+    """Every output width from 1 to past four vectors (8 float32, 4 float64: the copy-out
+    loops' vector and remainder parts), through the batch path (one worker) and the
+    tile-row split of a single sample (two)."""
+    from cnnkit.kernels import threads
+
+    monkeypatch.setattr(ops, "_THREADED_FLOPS", 0)
+    monkeypatch.setattr(threads, "worker_count", lambda: workers)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    for width in [*range(1, 21), 31, 32, 33]:
+        x, w, b = _operands(rng, (2 if workers == 1 else 1, 2, 4, width), 3, dtype)
+        got = ops.conv2d(x, w, b, padding=1, method="winograd")
+        want = conv_reference(x.astype(np.float64), w.astype(np.float64), b, padding=1)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=f"width {width}")
