@@ -790,8 +790,10 @@ def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
 # ----------------------------------------------------------------------------- Winograd
 # Tiles per Winograd GEMM (U[e] @ V[e] is (O, C) @ (C, tiles)): whole samples, at least this
 # many (or one sample). 200-500 ran OpenBLAS at 85-108 GFLOP/s on one core, 1000 and more at
-# 67-77 (the operands leave L2); rounding down to 272 (one 32x32 sample) cost 5-25 %.
-_WINOGRAD_TILES = 512
+# 67-77 (the operands leave L2). Since each thread's chunks run in one call, 224 (lenet_c2:
+# 4 samples, the chunk's planes 0.7 MiB) beat 512 (10 samples, 1.7 MiB) by 0-6 % on every
+# layer measured (docs/PERFORMANCE.md).
+_WINOGRAD_TILES = 224
 
 
 def winograd_applies(
