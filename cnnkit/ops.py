@@ -969,17 +969,20 @@ def _winograd_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
         for other in partial[1:]:
             du[:, :used] += other[:, :used]  # the planes' padding past O*C is uninitialised
     else:
-        du = _winograd_backward_split(plan, x4, gy4, ut, gx, workers)
+        du = _winograd_backward_split(plan, x4, gy4, (uflat, ut), gx, workers)
     gw = np.empty(plan.w5.shape, plan.dtype)
     _winograd.weight_tiles_adjoint(du, gw.reshape(n_out, c, 3, 3))
     return None if gx is None else gx.reshape(plan.x5.shape), gw
 
 
-def _winograd_backward_split(plan, x4, gy4, ut, gx, workers) -> np.ndarray:
+def _winograd_backward_split(plan, x4, gy4, weights, gx, workers) -> np.ndarray:
     """:func:`_winograd_backward` for fewer samples than threads: thread ``i`` transforms
     input channel range ``i`` and output channel range ``i``; then, from all of ``Gt``, the
-    columns of ``dU`` and the rows of ``dV`` (and ``gx``) of its input channels. Returns
-    ``dU`` as (16, O*C) storage."""
+    columns of ``dU`` and the rows of ``dV`` (and ``gx``) of its input channels. With
+    NumPy's OpenBLAS each step is one call per thread without the GIL (the threads passed
+    the GIL back and forth between NumPy's products before). ``weights`` is ``U`` as
+    (16, O*C) storage and its transposed (16, C, O) view (None: no input gradient).
+    Returns ``dU`` as (16, O*C) storage."""
     n, n_out, _, oh, ow = plan.out5
     c = x4.shape[1]
     ph, pw = plan.pads_before[1:]
@@ -987,13 +990,36 @@ def _winograd_backward_split(plan, x4, gy4, ut, gx, workers) -> np.ndarray:
     chans, outs = _ranges(c, workers), _ranges(n_out, workers)
     duflat, du = _planes(n_out, c, plan.dtype)
     most = min(per, n) * tiles
+    uflat, ut = weights
+    address = _blas.gemm_address(plan.dtype)
+    out = gx if gx is not None else np.empty((0, 0, 0, 0), plan.dtype)
+    parts = _ranges(workers, workers)
 
     def chunk(n0: int, n1: int) -> None:
         t = (n1 - n0) * tiles
         vflat, v = _planes(c, t, plan.dtype, "winograd_v", most)
         gflat, g = _planes(n_out, t, plan.dtype, "winograd_m", most)
+        if address:
+            started = np.zeros(workers, np.int64)
+            geometry_ = (t, th, tw1, n0, n1, ph, pw)
 
-        def transform(i: int, _: int) -> None:
+            def transform(i: int, _: int) -> None:
+                _winograd.split_transforms(
+                    x4, gy4, vflat, gflat, *geometry_, chans[i], outs[i], started, i
+                )
+
+            _threads.run_parts(transform, parts, started)
+            started = np.zeros(workers, np.int64)
+            sizes, first = (n_out, c), n0 == 0
+
+            def multiply(i: int, _: int) -> None:
+                args = (*geometry_, chans[i], first, address, started, i)
+                _winograd.split_products(uflat, gflat, vflat, duflat, out, sizes, *args)
+
+            _threads.run_parts(multiply, parts, started)
+            return
+
+        def transform_(i: int, _: int) -> None:
             _winograd.input_tiles(x4, vflat, t, th, tw1, n0, n1, ph, pw, *chans[i])
             _winograd.grad_tiles(gy4, gflat, t, th, tw1, n0, n1, *outs[i])
 
@@ -1009,8 +1035,8 @@ def _winograd_backward_split(plan, x4, gy4, ut, gx, workers) -> np.ndarray:
                 np.matmul(ut[:, c0:c1], g, out=v[:, c0:c1])
                 _winograd.input_tiles_adjoint(vflat, t, th, tw1, gx, n0, n1, ph, pw, c0, c1)
 
-        _threads.run_parts(transform, _ranges(workers, workers))
-        _threads.run_parts(products, _ranges(workers, workers))
+        _threads.run_parts(transform_, parts)
+        _threads.run_parts(products, parts)
 
     with _threads.single_threaded_blas():
         for n0 in range(0, n, per):

@@ -416,6 +416,47 @@ def test_backward_in_one_nogil_call_matches_matmul_path(rng, monkeypatch, dtype,
                 np.testing.assert_allclose(a, c_, rtol=tol, atol=tol)
 
 
+# fewer samples than threads, so the channels are split: (x shape, outputs, padding,
+# threads); one input channel leaves a thread without channels, three samples make chunks
+SPLIT_ONE_CALL = [
+    ((1, 6, 7, 9), 5, 1, 2),
+    ((1, 1, 6, 5), 4, 1, 2),
+    ((3, 5, 5, 7), 3, ((2, 0), (1, 2)), 4),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs, o, padding, threads", SPLIT_ONE_CALL)
+def test_split_backward_in_one_nogil_call_per_step(
+    rng, monkeypatch, dtype, xs, o, padding, threads
+):
+    """The channel split of a small batch runs each step as one call per thread; both
+    gradients agree with its np.matmul path and the loop method, with and without the input
+    gradient, over several chunks."""
+    calls = _count_one_calls(monkeypatch, threads, "split_products")
+    monkeypatch.setattr(ops, "_WINOGRAD_TILES", 1)  # one sample a chunk
+    x, w, _ = _operands(rng, xs, o, dtype)
+    gy = rng.standard_normal(ops.conv2d(x, w, padding=padding, method="loop").shape)
+    gy = gy.astype(dtype)
+    for need in (True, False):
+        kw = {"padding": padding, "need_input_grad": need}
+        calls.clear()
+        got = ops.conv2d_backward(gy, x, w, method="winograd", **kw)
+        assert len(calls) == threads * xs[0]  # every thread, every one-sample chunk
+        with _matmul_path(monkeypatch):
+            old = ops.conv2d_backward(gy, x, w, method="winograd", **kw)
+        loop = ops.conv2d_backward(gy, x, w, method="loop", **kw)
+        again = ops.conv2d_backward(gy, x, w, method="winograd", **kw)
+        tol = 1e-10 if dtype == np.float64 else 1e-3
+        for a, b_, c_, d_ in zip(got, old, loop, again):
+            if a is None:
+                assert b_ is None and c_ is None and d_ is None and not need
+                continue
+            np.testing.assert_allclose(a, b_, rtol=tol, atol=tol)
+            np.testing.assert_allclose(a, c_, rtol=tol, atol=tol)
+            np.testing.assert_array_equal(a, d_)  # the same numbers on every run
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("workers", [1, 2])
 def test_output_rows_of_every_width(rng, monkeypatch, dtype, workers):

@@ -271,6 +271,65 @@ def backward_chunks(
 
 
 @njit(cache=True, nogil=True)
+def split_transforms(
+    x, gy, v, g, t, th, tw1, n0, n1, ph, pw, chans, outs, started, part
+):  # pragma: no cover
+    """One thread's share of the transforms when a small batch is split by channels
+    (``ops._winograd_backward_split``): :func:`input_tiles` of the input channels
+    ``chans = (c0, c1)`` and :func:`grad_tiles` of the output channels ``outs``, in one
+    call without the GIL. Sets ``started[part]`` first."""
+    publish(started, part, 1)
+    input_tiles(x, v, t, th, tw1, n0, n1, ph, pw, chans[0], chans[1])
+    grad_tiles(gy, g, t, th, tw1, n0, n1, outs[0], outs[1])
+
+
+@njit(cache=True, nogil=True)
+def split_products(
+    u, g, v, du, gx, sizes, t, th, tw1, n0, n1, ph, pw, chans, first, address, started, part
+):  # pragma: no cover
+    """One thread's products when a small batch is split by channels, in one call without
+    the GIL (sets ``started[part]`` first). For the input channels ``chans = (c0, c1)``:
+    columns ``c0:c1`` of ``dU[e] = G[e] @ V[e]^T`` (written if ``first``, else added);
+    then, with a non-empty ``gx``, rows ``c0:c1`` of ``dV[e] = U[e]^T @ G[e]`` into ``v``
+    and :func:`input_tiles_adjoint` of them.
+
+    ``sizes = (O, C)``. ``u`` and ``du`` are (16, S) with ``U[e]``, ``dU[e]`` (O, C)
+    row-major at the start of row ``e``; ``g`` and ``v`` hold every channel's tiles, as
+    :func:`split_transforms` left them on every thread.
+    """
+    publish(started, part, 1)
+    n_out, n_chan = sizes
+    c0, c1 = chans
+    width = c1 - c0
+    if width <= 0:
+        return
+    zero = v.dtype.type(0)
+    size = v.itemsize
+    prod = np.empty(n_out * width, v.dtype)
+    for e in range(16):
+        rows = v[e].ctypes.data + c0 * t * size  # rows c0:c1 of V[e]
+        gemm(
+            address, NO_TRANS, TRANS, n_out, width, t,
+            g[e].ctypes.data, t, rows, t, prod.ctypes.data, width, zero,
+        )  # fmt: skip
+        for o in range(n_out):
+            at = o * n_chan + c0
+            if first:
+                for j in range(width):
+                    du[e, at + j] = prod[o * width + j]
+            else:
+                for j in range(width):
+                    du[e, at + j] += prod[o * width + j]
+        if gx.size:  # rows c0:c1 of V[e] are used up: they take dV[e]
+            gemm(
+                address, TRANS, NO_TRANS, width, t, n_out,
+                u[e].ctypes.data + c0 * size, n_chan, g[e].ctypes.data, t, rows, t, zero,
+            )  # fmt: skip
+    if gx.size:
+        input_tiles_adjoint(v, t, th, tw1, gx, n0, n1, ph, pw, c0, c1)
+
+
+@njit(cache=True, nogil=True)
 def grad_tiles(gy, g, t_n, th, tw1, n0, n1, o0, o1):  # pragma: no cover
     """``G[e, o, t] = (A dY A^T)[e // 4, e % 4]`` for every 2x2 tile ``dY`` of
     ``gy[n0:n1, o0:o1]``, stored at ``g[e, o * t_n + t]``.
