@@ -999,27 +999,26 @@ def _winograd_backward_split(plan, x4, gy4, weights, gx, workers) -> np.ndarray:
         t = (n1 - n0) * tiles
         vflat, v = _planes(c, t, plan.dtype, "winograd_v", most)
         gflat, g = _planes(n_out, t, plan.dtype, "winograd_m", most)
-        if address:
-            started = np.zeros(workers, np.int64)
-            geometry_ = (t, th, tw1, n0, n1, ph, pw)
+        if address:  # each step's kernels set their flag in their own array
+            started, multiplying = np.zeros((2, workers), np.int64)
+            tiling = (t, th, tw1, n0, n1, ph, pw)
 
-            def transform(i: int, _: int) -> None:
+            def transform_nogil(i: int, _: int) -> None:
                 _winograd.split_transforms(
-                    x4, gy4, vflat, gflat, *geometry_, chans[i], outs[i], started, i
+                    x4, gy4, vflat, gflat, *tiling, chans[i], outs[i], started, i
                 )
 
-            _threads.run_parts(transform, parts, started)
-            started = np.zeros(workers, np.int64)
+            _threads.run_parts(transform_nogil, parts, started)
             sizes, first = (n_out, c), n0 == 0
 
-            def multiply(i: int, _: int) -> None:
-                args = (*geometry_, chans[i], first, address, started, i)
+            def products_nogil(i: int, _: int) -> None:
+                args = (*tiling, chans[i], first, address, multiplying, i)
                 _winograd.split_products(uflat, gflat, vflat, duflat, out, sizes, *args)
 
-            _threads.run_parts(multiply, parts, started)
+            _threads.run_parts(products_nogil, parts, multiplying)
             return
 
-        def transform_(i: int, _: int) -> None:
+        def transform(i: int, _: int) -> None:
             _winograd.input_tiles(x4, vflat, t, th, tw1, n0, n1, ph, pw, *chans[i])
             _winograd.grad_tiles(gy4, gflat, t, th, tw1, n0, n1, *outs[i])
 
@@ -1035,7 +1034,7 @@ def _winograd_backward_split(plan, x4, gy4, weights, gx, workers) -> np.ndarray:
                 np.matmul(ut[:, c0:c1], g, out=v[:, c0:c1])
                 _winograd.input_tiles_adjoint(vflat, t, th, tw1, gx, n0, n1, ph, pw, c0, c1)
 
-        _threads.run_parts(transform_, parts)
+        _threads.run_parts(transform, parts)
         _threads.run_parts(products, parts)
 
     with _threads.single_threaded_blas():
