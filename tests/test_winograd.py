@@ -389,6 +389,34 @@ def test_forward_in_one_nogil_call_matches_matmul_path(rng, monkeypatch, dtype, 
         np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
 
 
+def _with_output_gradient(rng, xs, o, padding, dtype):
+    """A layer's input and weights, and a random gradient of its output."""
+    x, w, _ = _operands(rng, xs, o, dtype)
+    gy = rng.standard_normal(ops.conv2d(x, w, padding=padding, method="loop").shape)
+    return x, w, gy.astype(dtype)
+
+
+def _backward_three_ways(monkeypatch, calls, dtype, gy, x, w, **kw):
+    """conv2d_backward by Winograd's one-call kernels, by its np.matmul path and by the
+    loop method, checked to agree (a missing input gradient missing in all three); how many
+    one-call kernels ran, and the first result."""
+    calls.clear()
+    got = ops.conv2d_backward(gy, x, w, method="winograd", **kw)
+    ran = len(calls)
+    with _matmul_path(monkeypatch):
+        old = ops.conv2d_backward(gy, x, w, method="winograd", **kw)
+    assert len(calls) == ran  # the np.matmul path does not call them
+    loop = ops.conv2d_backward(gy, x, w, method="loop", **kw)
+    tol = 1e-10 if dtype == np.float64 else 1e-3
+    for a, b_, c_ in zip(got, old, loop):
+        if a is None:
+            assert b_ is None and c_ is None and not kw["need_input_grad"]
+            continue
+        np.testing.assert_allclose(a, b_, rtol=tol, atol=tol)
+        np.testing.assert_allclose(a, c_, rtol=tol, atol=tol)
+    return ran, got
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 3])
 def test_backward_in_one_nogil_call_matches_matmul_path(rng, monkeypatch, dtype, threads):
@@ -396,24 +424,11 @@ def test_backward_in_one_nogil_call_matches_matmul_path(rng, monkeypatch, dtype,
     loop method, with and without the input gradient, over chunks and split batches."""
     calls = _count_one_calls(monkeypatch, threads, "backward_chunks")
     for xs, o, padding in WINOGRAD_LAYERS:
-        x, w, _ = _operands(rng, xs, o, dtype)
-        gy = rng.standard_normal(ops.conv2d(x, w, padding=padding, method="loop").shape)
-        gy = gy.astype(dtype)
+        x, w, gy = _with_output_gradient(rng, xs, o, padding, dtype)
         for need in (True, False):
             kw = {"padding": padding, "need_input_grad": need}
-            calls.clear()
-            got = ops.conv2d_backward(gy, x, w, method="winograd", **kw)
-            assert len(calls) == threads
-            with _matmul_path(monkeypatch):
-                old = ops.conv2d_backward(gy, x, w, method="winograd", **kw)
-            loop = ops.conv2d_backward(gy, x, w, method="loop", **kw)
-            tol = 1e-10 if dtype == np.float64 else 1e-3
-            for a, b_, c_ in zip(got, old, loop):
-                if a is None:
-                    assert b_ is None and c_ is None and not need
-                    continue
-                np.testing.assert_allclose(a, b_, rtol=tol, atol=tol)
-                np.testing.assert_allclose(a, c_, rtol=tol, atol=tol)
+            ran, _ = _backward_three_ways(monkeypatch, calls, dtype, gy, x, w, **kw)
+            assert ran == threads
 
 
 # fewer samples than threads, so the channels are split: (x shape, outputs, padding,
@@ -435,26 +450,15 @@ def test_split_backward_in_one_nogil_call_per_step(
     gradient, over several chunks."""
     calls = _count_one_calls(monkeypatch, threads, "split_products")
     monkeypatch.setattr(ops, "_WINOGRAD_TILES", 1)  # one sample a chunk
-    x, w, _ = _operands(rng, xs, o, dtype)
-    gy = rng.standard_normal(ops.conv2d(x, w, padding=padding, method="loop").shape)
-    gy = gy.astype(dtype)
+    x, w, gy = _with_output_gradient(rng, xs, o, padding, dtype)
     for need in (True, False):
         kw = {"padding": padding, "need_input_grad": need}
-        calls.clear()
-        got = ops.conv2d_backward(gy, x, w, method="winograd", **kw)
-        assert len(calls) == threads * xs[0]  # every thread, every one-sample chunk
-        with _matmul_path(monkeypatch):
-            old = ops.conv2d_backward(gy, x, w, method="winograd", **kw)
-        loop = ops.conv2d_backward(gy, x, w, method="loop", **kw)
+        ran, got = _backward_three_ways(monkeypatch, calls, dtype, gy, x, w, **kw)
+        assert ran == threads * xs[0]  # every thread, every one-sample chunk
         again = ops.conv2d_backward(gy, x, w, method="winograd", **kw)
-        tol = 1e-10 if dtype == np.float64 else 1e-3
-        for a, b_, c_, d_ in zip(got, old, loop, again):
-            if a is None:
-                assert b_ is None and c_ is None and d_ is None and not need
-                continue
-            np.testing.assert_allclose(a, b_, rtol=tol, atol=tol)
-            np.testing.assert_allclose(a, c_, rtol=tol, atol=tol)
-            np.testing.assert_array_equal(a, d_)  # the same numbers on every run
+        for a, d_ in zip(got, again):
+            if a is not None:
+                np.testing.assert_array_equal(a, d_)  # the same numbers on every run
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
