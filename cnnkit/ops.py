@@ -969,20 +969,21 @@ def _winograd_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
         for other in partial[1:]:
             du[:, :used] += other[:, :used]  # the planes' padding past O*C is uninitialised
     else:
-        du = _winograd_backward_split(plan, x4, gy4, (uflat, ut), gx, workers)
+        du = _winograd_backward_split(plan, x4, gy4, (uflat, ut), gx, workers, address)
     gw = np.empty(plan.w5.shape, plan.dtype)
     _winograd.weight_tiles_adjoint(du, gw.reshape(n_out, c, 3, 3))
     return None if gx is None else gx.reshape(plan.x5.shape), gw
 
 
-def _winograd_backward_split(plan, x4, gy4, weights, gx, workers) -> np.ndarray:
+def _winograd_backward_split(plan, x4, gy4, weights, gx, workers, address) -> np.ndarray:
     """:func:`_winograd_backward` for fewer samples than threads: thread ``i`` transforms
     input channel range ``i`` and output channel range ``i``; then, from all of ``Gt``, the
     columns of ``dU`` and the rows of ``dV`` (and ``gx``) of its input channels. With
     NumPy's OpenBLAS each step is one call per thread without the GIL (the threads passed
     the GIL back and forth between NumPy's products before). ``weights`` is ``U`` as
-    (16, O*C) storage and its transposed (16, C, O) view (None: no input gradient).
-    Returns ``dU`` as (16, O*C) storage."""
+    (16, O*C) storage and its transposed (16, C, O) view (None: no input gradient);
+    ``address`` is :func:`cnnkit.kernels.blas.gemm_address`'s (0: np.matmul). Returns
+    ``dU`` as (16, O*C) storage."""
     n, n_out, _, oh, ow = plan.out5
     c = x4.shape[1]
     ph, pw = plan.pads_before[1:]
@@ -991,7 +992,6 @@ def _winograd_backward_split(plan, x4, gy4, weights, gx, workers) -> np.ndarray:
     duflat, du = _planes(n_out, c, plan.dtype)
     most = min(per, n) * tiles
     uflat, ut = weights
-    address = _blas.gemm_address(plan.dtype)
     out = gx if gx is not None else np.empty((0, 0, 0, 0), plan.dtype)
     parts = _ranges(workers, workers)
 
@@ -1210,13 +1210,13 @@ def _separable_planes(plan: _ConvPlan) -> np.ndarray:
 
     size = (block + kh - 1) * ow
     slack = placement.PAGE // plan.dtype.itemsize
+    row_bytes = ow * plan.dtype.itemsize
 
     def rows(m: int, j: int, t0: int, t1: int) -> None:
         x2, y2 = plan.x5[m, j // og, 0], y[m, j, 0]
         # the row pass stores tmp while loading x2, the column pass loads it storing y2
         buf = _threads.workspace("separable", size + slack, plan.dtype)
-        rows_apart = ow * plan.dtype.itemsize
-        tmp = placement.apart(buf, size, rows_apart, [x2], [y2]).reshape(block + kh - 1, ow)
+        tmp = placement.apart(buf, size, row_bytes, [x2], [y2]).reshape(block + kh - 1, ow)
         held = (0, 0)  # input rows whose row pass is in tmp[: held[1] - held[0]]
         for r in range(t0, t1, block):
             r1 = min(r + block, t1)
