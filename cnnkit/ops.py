@@ -1274,37 +1274,33 @@ def _use_blocked(plan: _ConvPlan) -> bool:
 
 
 def _blocked_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
-    """Forward with :func:`cnnkit.kernels.direct.conv2d_blocked`, its tasks shared by the
-    threads through a queue."""
+    """Forward with :func:`cnnkit.kernels.direct.conv2d_blocked`, a task whose parts share
+    its work through a queue (:func:`cnnkit.kernels.threads.run_team`)."""
     n, o, _, oh, ow = plan.out5
     _, c, _, h, w = plan.x5.shape
     _, (h0, h1), (w0, w1) = plan.zero_pads
     kh, kw = plan.w5.shape[3:]
-    hp, wp = h + h0 + h1, w + w0 + w1
     full, tail = divmod(ow, _direct.LANES)
     segments = (full - 1) // _direct.SEGMENT
-    kernel = _direct.conv2d_blocked(kh, kw, full - segments * _direct.SEGMENT, tail)
+    task = _direct.conv2d_blocked(kh, kw, full - segments * _direct.SEGMENT, tail)
     y = np.empty(plan.out5, plan.dtype)
     x = np.ascontiguousarray(plan.x5[:, :, 0])
     weights, bias = np.ascontiguousarray(plan.w5).reshape(-1), np.ascontiguousarray(bias)
-    args = (weights, bias, y.reshape(-1), np.array([h0, w0]), hp, wp, o, oh, ow, segments)
-    scratch = c * hp * wp + _direct.SLACK
-
-    workers = _threads.worker_count() if flops >= _THREADED_BLOCKED_FLOPS else 1
+    # each part's scratch starts on its own cache line
+    scratch = -(-(c * (h + h0 + h1) * (w + w0 + w1) + _direct.SLACK) // 16) * 16
+    parts = _threads.worker_count() if flops >= _THREADED_BLOCKED_FLOPS else 1
     pairs = (oh + 1) // 2
-    tasks = n * pairs
-    workers = min(workers, tasks)
-    # the threads take whole samples from a shared queue, or a few row pairs each when
-    # there are fewer than 4 samples a thread (one image: several chunks per thread)
-    chunk = min(pairs, geometry.ceil_div(tasks, 4 * workers))
-    parts = [(k, k + 1) for k in range(workers)]  # the threads share one queue of tasks
-    queue, (started, index) = np.zeros(3, np.int64), _threads.start_flags(parts)
-
-    def part(k: int, _: int) -> None:
-        padded = _threads.workspace("padded", scratch, plan.dtype)
-        kernel(x, padded, *args, started, index[k], queue, chunk)
-
-    _threads.run_parts(part, parts, started)
+    parts = min(parts, n * pairs)
+    # the parts take whole samples from the queue, or a few row pairs each when there are
+    # fewer than 4 samples a part (one image: several chunks per part)
+    chunk = min(pairs, geometry.ceil_div(n * pairs, 4 * parts))
+    xp = _threads.workspace("padded", parts * scratch, plan.dtype)
+    block, queue = np.empty(_direct.BLOCK, np.int64), np.zeros(3, np.int64)
+    pads = np.array([h0, h1, w0, w1])
+    _direct.pack_block(
+        block, x, xp, scratch, weights, bias, y.reshape(-1), queue, pads, o, oh, ow, segments, chunk
+    )
+    _threads.run_team(task.address, block, parts)
     return y
 
 

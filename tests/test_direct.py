@@ -40,21 +40,25 @@ def _plan(x, w, b, **kw):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Counts the calls of the blocked kernels."""
-    count = [0]
-    build = direct.conv2d_blocked
+    """The runs of blocked tasks: the parts each asked for and the workers that joined."""
+    runs = []
+    tasks = {}
+    build, run_team = direct.conv2d_blocked, ops._threads.run_team
 
-    def counted(*shape):
-        kernel = build(*shape)
+    def built(*shape):
+        task = build(*shape)
+        tasks[task.address] = shape
+        return task
 
-        def run(*args):
-            count[0] += 1
-            return kernel(*args)
+    def counted(task, block, parts):
+        assert task in tasks  # a blocked task
+        joined = run_team(task, block, parts)
+        runs.append((parts, joined))
+        return joined
 
-        return run
-
-    monkeypatch.setattr(ops._direct, "conv2d_blocked", counted)
-    return count
+    monkeypatch.setattr(ops._direct, "conv2d_blocked", built)
+    monkeypatch.setattr(ops._threads, "run_team", counted)
+    return runs
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -63,7 +67,7 @@ def test_blocked_matches_reference(rng, calls, x_shape, w_shape, padding, bias):
     x, w, b = _operands(rng, x_shape, w_shape, bias)
     assert ops._use_blocked(_plan(x, w, b, padding=padding))
     y = ops.conv2d(x, w, b, padding=padding, method="loop")
-    assert calls[0] == 1
+    assert len(calls) == 1
     assert y.dtype == np.float32
     expected = conv_reference(x.astype(np.float64), w.astype(np.float64), b, padding=padding)
     assert y.shape == expected.shape
@@ -74,7 +78,7 @@ def test_blocked_matches_reference(rng, calls, x_shape, w_shape, padding, bias):
 def test_blocked_with_padding_modes(rng, calls, pad_mode):
     x, w, b = _operands(rng, (2, 2, 9, 10), (3, 2, 3, 3))
     y = ops.conv2d(x, w, b, padding=1, pad_mode=pad_mode, method="loop")
-    assert calls[0] == 1
+    assert len(calls) == 1
     expected = conv_reference(x.astype(np.float64), w, b, padding=1, pad_mode=pad_mode)
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4)
 
@@ -83,29 +87,27 @@ def test_blocked_non_contiguous_operands(rng, calls):
     x, w, b = _operands(rng, (2, 3, 10, 24), (8, 3, 3, 3))
     xs, ws, bs = x[:, ::-1, :, ::2], w[::2, :, ::-1], np.repeat(b[::2], 2)[::2]
     y = ops.conv2d(xs, ws, bs, padding=1, flip=True, method="loop")
-    assert calls[0] == 1
+    assert len(calls) == 1
     expected = conv_reference(np.array(xs, np.float64), ws, bs, padding=1, flip=True)
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("workers", [2, 3])
 @pytest.mark.parametrize("n", [1, 2, 5])
-def test_blocked_threads_match_one_thread(rng, monkeypatch, n, workers):
-    """Split by samples (n >= workers) or by row pairs (n < workers): the same numbers."""
+def test_blocked_threads_match_one_thread(rng, monkeypatch, calls, n, workers):
+    """Whole samples (n >= 4 per part) or a few row pairs at a time from the queue, with
+    the workers that join: the same numbers as one thread."""
     x, w, b = _operands(rng, (n, 2, 11, 20), (5, 2, 3, 3))
     one = ops.conv2d(x, w, b, padding=1, method="loop")
+    assert calls == [(1, 0)]
     monkeypatch.setattr(ops, "_THREADED_BLOCKED_FLOPS", 0)
     monkeypatch.setattr(ops._threads, "worker_count", lambda: workers)
-    parts = []
-    run_parts = ops._threads.run_parts
-
-    def counted(fn, split, *started):
-        parts.append(len(split))
-        return run_parts(fn, split, *started)
-
-    monkeypatch.setattr(ops._threads, "run_parts", counted)
-    np.testing.assert_array_equal(ops.conv2d(x, w, b, padding=1, method="loop"), one)
-    assert parts == [min(workers, n) if n >= workers else workers]
+    for _ in range(200):  # until a worker took part (it joins when it gets to it)
+        np.testing.assert_array_equal(ops.conv2d(x, w, b, padding=1, method="loop"), one)
+        if calls[-1][1] > 0:
+            break
+    assert all(parts == workers and joined < workers for parts, joined in calls[1:])
+    assert calls[-1][1] > 0
 
 
 def test_blocked_nan_reaches_only_its_windows(rng):

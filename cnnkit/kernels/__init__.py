@@ -5,7 +5,8 @@ compiles once per dtype (float32, float64) and never raises for user mistakes.
 Threading: every kernel is serial, releases the GIL (``nogil=True``) and works on a range
 ``[t0, t1)`` of independent tasks (rows, planes or weight taps; no two tasks write the same
 element), or takes its tasks from a queue shared with the other threads
-(:func:`cnnkit.kernels.spin.take`, the register-blocked kernel). cnnkit.ops splits the
+(:func:`cnnkit.kernels.spin.take`, the register-blocked kernel, a compiled C task that the
+pool's workers call without Python: :func:`compiled_task`). cnnkit.ops splits the
 work over a small thread pool only when the call is big enough to pay for it
 (:mod:`cnnkit.kernels.threads`). Numba's own ``parallel=True`` was the first design; it
 was dropped because its OpenMP workers and OpenBLAS's workers oversubscribed a 2-core
@@ -91,3 +92,23 @@ def load_lightly(namespace: dict[str, Any]) -> None:
     for value in namespace.values():
         if isinstance(value, Dispatcher) and type(value._cache) is FunctionCache:
             value._cache = KernelCache(value.py_func)
+
+
+def compiled_task(fn: Any) -> Any:
+    """``fn(block, part)`` compiled as the C function ``void task(int64 *block, int64
+    part)`` that :func:`cnnkit.kernels.threads.run_team` runs (its ``.address``), and
+    cached on disk like the kernels.
+
+    ``fn`` must not raise: a C function has no way to hand an exception on, so it is
+    compiled with NumPy's error model (no division checks) and reads its arrays from
+    ``block`` with :func:`numba.carray` (no bounds checks). Its closure must hold only
+    numbers: they are part of the cache's key.
+    """
+    from numba import types
+    from numba.core.ccallback import CFunc
+
+    signature = ((types.CPointer(types.int64), types.int64), types.void)
+    task = CFunc(fn, signature, {}, {"error_model": "numpy"})
+    task._cache = KernelCache(fn) if _LIGHT else FunctionCache(fn)
+    task.compile()
+    return task

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import carray, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from cnnkit.kernels import load_lightly
-from cnnkit.kernels.spin import publish, take
+from cnnkit.kernels import compiled_task, load_lightly
+from cnnkit.kernels.spin import pointer, take
 
 LANES = 8
 SEGMENT = 4  # full vectors per row in one block, before the row's last block
@@ -201,34 +202,61 @@ def _block(typingctx, operands, kh, kw, rows, chans, nv, tail):
     return sig, codegen
 
 
+# A task's block (:func:`conv2d_blocked`): int64 addresses and sizes, packed by pack_block
+(_X, _N, _C, _H, _WIDTH, _XP, _SCRATCH, _W, _B, _Y, _QUEUE) = range(11)
+(_PAD_H, _PAD_W, _HP, _WP, _O, _OH, _OW, _SEGMENTS, _CHUNK) = range(11, 20)
+BLOCK = 20
+
+
+@njit(cache=True)
+def pack_block(block, x, xp, scratch, w, b, y, queue, pads, o, oh, ow, segments, chunk):
+    """Fill ``block`` (:data:`BLOCK` int64) for :func:`conv2d_blocked`'s task: ``x`` the
+    input (N, C, H, W); ``xp`` the participants' scratch, ``scratch`` elements each;
+    ``w``, ``b``, ``y`` the flat weights, bias and output; ``queue`` three zeros; ``pads``
+    the padding (top, bottom, left, right); ``o, oh, ow`` the output's channels and size."""
+    block[_X], block[_XP], block[_SCRATCH] = x.ctypes.data, xp.ctypes.data, scratch
+    block[_N], block[_C], block[_H], block[_WIDTH] = x.shape
+    block[_W], block[_B], block[_Y] = w.ctypes.data, b.ctypes.data, y.ctypes.data
+    block[_QUEUE], block[_PAD_H], block[_PAD_W] = queue.ctypes.data, pads[0], pads[2]
+    block[_HP] = x.shape[2] + pads[0] + pads[1]
+    block[_WP] = x.shape[3] + pads[2] + pads[3]
+    block[_O], block[_OH], block[_OW] = o, oh, ow
+    block[_SEGMENTS], block[_CHUNK] = segments, chunk
+
+
 @functools.cache
 def conv2d_blocked(kh: int, kw: int, last: int, tail: int):
-    """The kernel for ``kh x kw`` windows and rows ending in a block of ``last`` full
+    """The task for ``kh x kw`` windows and rows ending in a block of ``last`` full
     vectors and ``tail`` columns (compile-time constants: a closure's cells are part of
     the key of Numba's disk cache, so each combination compiles and is cached once).
 
-    The kernel ``(x, xp, w, b, y, pads, hp, wp, o, oh, ow, segments, started, part, queue,
-    chunk)`` computes a stride-1, undilated 2-D convolution together with the other threads
-    that run it. Its tasks are row pairs: task ``t`` is the row pair ``t % ceil(oh / 2)`` of
-    sample ``t // ceil(oh / 2)``, all output channels. The threads take ``chunk`` tasks at a
-    time from the shared ``queue`` (:func:`cnnkit.kernels.spin.take`; odd parts from the
-    back), so a faster core does more of them; each sets ``started[part]`` first (see
-    :func:`cnnkit.kernels.threads.run_parts`). ``x`` is the input (N, C, H, W); ``xp`` a
-    scratch array of at least ``C * hp * wp +`` :data:`SLACK` elements, where the kernel
-    zero-pads one sample at a time (``pads`` is the padding before the rows and the
-    columns); ``w`` the weights flat ``(O, C, kh, kw)``; ``b`` the bias (O,); ``y`` the
-    output flat ``(N, O, OH, OW)``. A row is ``segments`` blocks of :data:`SEGMENT` full
-    vectors, then one of ``last`` full vectors and ``tail`` columns:
-    ``ow = 8 * (4 * segments + last) + tail``.
+    The task is a C function ``task(block, part)`` for
+    :func:`cnnkit.kernels.threads.run_team`, which runs it on the calling thread
+    (``part`` 0) and on the pool's workers that join (1, 2, ...). Together they compute a
+    stride-1, undilated 2-D convolution. Its units of work are row pairs: unit ``t`` is the
+    row pair ``t % ceil(oh / 2)`` of sample ``t // ceil(oh / 2)``, all output channels. The
+    parts take ``chunk`` units at a time from a shared queue
+    (:func:`cnnkit.kernels.spin.take`; odd parts from the back), so a faster core does
+    more of them. ``block`` (:func:`pack_block`) holds the input (N, C, H, W), the flat
+    weights (O, C, kh, kw), bias (O,) and output (N, O, OH, OW), and one scratch array per
+    part of at least ``C * hp * wp +`` :data:`SLACK` elements, where a part zero-pads one
+    sample at a time. A row is ``segments`` blocks of :data:`SEGMENT` full vectors, then
+    one of ``last`` full vectors and ``tail`` columns: ``ow = 8 * (4 * segments + last) +
+    tail``.
     """
 
-    @njit(cache=True, nogil=True)
-    def kernel(x, xp, w, b, y, pads, hp, wp, o, oh, ow, segments, started, part, queue, chunk):
-        publish(started, part, 1)  # running without the GIL (threads.run_parts)
-        c, h, width = x.shape[1:]
-        pairs = (oh + 1) // 2
-        total = x.shape[0] * pairs
-        plane, taps, yc = hp * wp, kh * kw, oh * ow
+    def task(block, part):
+        n, c, h, width = block[_N], block[_C], block[_H], block[_WIDTH]
+        o, oh, ow, hp, wp = block[_O], block[_OH], block[_OW], block[_HP], block[_WP]
+        plane, taps, yc, segments = hp * wp, kh * kw, oh * ow, block[_SEGMENTS]
+        x = carray(pointer(block[_X], np.float32), (n, c, h, width))
+        xp = carray(pointer(block[_XP] + 4 * part * block[_SCRATCH], np.float32), c * plane + SLACK)
+        w = carray(pointer(block[_W], np.float32), o * c * taps)
+        b = carray(pointer(block[_B], np.float32), o)
+        y = carray(pointer(block[_Y], np.float32), n * o * yc)
+        queue = carray(pointer(block[_QUEUE], np.int64), 3)
+        pairs, chunk = (oh + 1) // 2, block[_CHUNK]
+        total = n * pairs
         for i in range(c * plane + SLACK):
             xp[i] = 0
         padded = -1  # the sample in xp
@@ -238,18 +266,18 @@ def conv2d_blocked(kh: int, kw: int, last: int, tail: int):
             if unit < 0:
                 return
             for t in range(unit * chunk, min(unit * chunk + chunk, total)):
-                n, oy = t // pairs, 2 * (t % pairs)
-                if n != padded:
+                sample, oy = t // pairs, 2 * (t % pairs)
+                if sample != padded:
                     for ci in range(c):
                         for r in range(h):
-                            start = ci * plane + (r + pads[0]) * wp + pads[1]
+                            start = ci * plane + (r + block[_PAD_H]) * wp + block[_PAD_W]
                             for q in range(width):
-                                xp[start + q] = x[n, ci, r, q]
-                    padded = n
+                                xp[start + q] = x[sample, ci, r, q]
+                    padded = sample
                 for k in range(0, o, 2):
                     for s in range(segments + 1):
                         x0 = s * SEGMENT * LANES
-                        yo = ((n * o + k) * oh + oy) * ow + x0
+                        yo = ((sample * o + k) * oh + oy) * ow + x0
                         xo, wo = oy * wp + x0, k * c * taps
                         a = (xp, xo, wp, plane, w, wo, c * taps, b, k, y, yo, yc, ow, c)
                         if k + 1 < o:
@@ -272,9 +300,7 @@ def conv2d_blocked(kh: int, kw: int, last: int, tail: int):
                         else:
                             _block(a, kh, kw, 1, 1, last, tail)
 
-    light = {"kernel": kernel}
-    load_lightly(light)
-    return light["kernel"]
+    return compiled_task(task)
 
 
 load_lightly(globals())

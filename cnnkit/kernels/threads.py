@@ -6,6 +6,13 @@ splits a call when it is big enough to pay the hand-off (about 30 us for an empt
 The workers spin for their next part, outside the GIL, for about 0.7 ms before they sleep
 (:mod:`cnnkit.kernels.spin`): waking a sleeping thread took 50-60 us on these VMs.
 
+A part still starts in Python on its worker: the caller posts it, hands the GIL over, and
+the worker runs the part's Python before its kernel. On a 250 us layer that came to about
+25 us before the kernels ran. :func:`run_team` has none of it. A team task is a compiled C
+function (:func:`cnnkit.kernels.compiled_task`) whose parts share a queue of work; the
+spinning workers call it themselves, within a microsecond, while the caller runs its own
+part (lenet_c1 at two threads: 236-243 us a call against 261-266 us with run_parts).
+
 The im2col path alternates Numba kernels (patch matrices) with OpenBLAS GEMMs. Letting both
 run their own thread pools oversubscribes the cores: OpenBLAS workers keep spinning after a
 GEMM while the next kernel runs, and on a 2-core machine the lenet_c2 layer ran 6x slower
@@ -32,6 +39,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numba
+import numpy as np
 
 from cnnkit.kernels import spin as _spin
 
@@ -133,18 +141,20 @@ _SPIN_PAUSES = 20_000
 # The caller waits at most this many pauses (about 70 us) for its workers to start.
 _START_PAUSES = 2_000
 _MAX_WORKERS = 64
-_WIDTH = 3  # a worker's counters: parts posted, parts done, parts handed over
+_WIDTH = 4  # a worker's counters: parts posted, done, handed over; its last team round
 
 
 class _Worker:
     """A thread that runs one part at a time. Between parts it first spins on
-    ``counters`` (:mod:`cnnkit.kernels.spin`, outside the GIL), then sleeps until woken."""
+    ``counters`` (:mod:`cnnkit.kernels.spin`, outside the GIL), joining the team's tasks
+    (:func:`run_team`) meanwhile, then sleeps until woken."""
 
-    def __init__(self, counters: Any, name: str) -> None:
+    def __init__(self, counters: Any, team: Any, name: str) -> None:
         self.counters = counters  # its row of the pool's table: posted, done, handed over
+        self.team = team
         self.task: tuple[Callable[[int, int], Any], tuple[int, int]] | None = None
         self.outcome: tuple[Any, BaseException | None] = (None, None)
-        self.parked = False
+        self.parked = self.nudged = False
         self.wake = threading.Condition()
         threading.Thread(target=self._serve, daemon=True, name=name).start()
 
@@ -155,6 +165,12 @@ class _Worker:
             _spin.publish(self.counters, 0, self.counters[0] + 1)
             if self.parked:
                 self.wake.notify()
+
+    def nudge(self) -> None:
+        """Wake the worker if it sleeps, to join the team's tasks again."""
+        with self.wake:
+            self.nudged = True
+            self.wake.notify()
 
     def join(self) -> tuple[Any, BaseException | None]:
         """Wait for the last posted part; its ``(result, exception)``."""
@@ -167,12 +183,12 @@ class _Worker:
         seen = 0  # parts run
         while True:
             # wait for the hand-over, not the post: the caller then no longer holds the GIL
-            if not _spin.wait_until_above(self.counters, 2, seen, _SPIN_PAUSES):
+            if not _spin.serve(self.counters, seen, self.team, _SPIN_PAUSES):
                 with self.wake:
                     self.parked = True
-                    while self.counters[0] <= seen:
+                    while self.counters[0] <= seen and not self.nudged:
                         self.wake.wait()
-                    self.parked = False
+                    self.parked = self.nudged = False
                 continue  # posted: the hand-over follows at once
             seen += 1
             fn, part = self.task  # type: ignore[misc]
@@ -187,25 +203,57 @@ _workers: list[_Worker] = []
 _workers_pid = -1
 _workers_busy = threading.Lock()
 _counters: Any = None  # (_MAX_WORKERS, _WIDTH) int64, flat: one row per worker
+_team: Any = None  # the team table the workers serve (spin.run_team)
 _NO_FLAGS: Any = None  # no part to wait for
 
 
 def _idle_workers(count: int) -> list[_Worker] | None:
     """``count`` spinning workers for this call, or None if another call has them (the
     caller then uses the executor). Holds ``_workers_busy`` until released."""
-    global _workers, _workers_pid, _counters, _NO_FLAGS
+    global _workers, _workers_pid, _counters, _team, _NO_FLAGS
     if count > _MAX_WORKERS or not _workers_busy.acquire(blocking=False):
         return None
     if _workers_pid != os.getpid():  # a forked child has the objects but not the threads
-        import numpy as np
-
         _workers, _workers_pid = [], os.getpid()
         _counters = np.zeros(_MAX_WORKERS * _WIDTH, np.int64)
+        _team = _new_team()
         _NO_FLAGS = np.zeros(1, np.int64)
     while len(_workers) < count:
         row = len(_workers) * _WIDTH
-        _workers.append(_Worker(_counters[row : row + _WIDTH], f"cnnkit-{len(_workers) + 1}"))
+        counters = _counters[row : row + _WIDTH]
+        _workers.append(_Worker(counters, _team, f"cnnkit-{len(_workers) + 1}"))
     return _workers[:count]
+
+
+def _new_team() -> Any:
+    team = np.zeros(_spin.TEAM, np.int64)
+    team[_spin.OPEN] = -1  # closed
+    return team
+
+
+_NO_TEAM = _new_team()  # for a task the calling thread runs alone
+
+
+def run_team(task: int, block: Any, parts: int) -> int:
+    """The compiled ``task`` (an address, :func:`cnnkit.kernels.compiled_task`) run with
+    ``block`` as up to ``parts`` parts: part 0 on the calling thread, the others on the
+    pool's workers that join while it runs (:func:`cnnkit.kernels.spin.run_team`); how
+    many workers joined.
+
+    The task's parts share their work through a queue, so the call does not wait for a
+    worker to start: a sleeping worker is woken and joins when it can. A call made while
+    another holds the workers runs the task on the calling thread alone.
+    """
+    workers = _idle_workers(parts - 1) if parts > 1 else None
+    if workers is None:
+        return _spin.run_team(_NO_TEAM, 0, task, block)
+    try:
+        for worker in workers:
+            if worker.parked:
+                worker.nudge()
+        return _spin.run_team(_team, len(workers), task, block)
+    finally:
+        _workers_busy.release()
 
 
 def run_parts(
@@ -248,8 +296,6 @@ def run_parts(
 def start_flags(parts: Sequence[tuple[int, int]]) -> tuple[Any, dict[int, int]]:
     """For :func:`run_parts`' ``started``: one zero flag per part, and each part's index
     (the flag its kernel sets) by the part's start."""
-    import numpy as np
-
     return np.zeros(len(parts), np.int64), {start: k for k, (start, _) in enumerate(parts)}
 
 
@@ -276,8 +322,6 @@ def workspace(name: str, size: int, dtype: Any) -> Any:
     than 1 on lenet_c2. Each thread keeps its largest buffer per (name, dtype), which the
     im2col chunk budget bounds (a few MiB per thread).
     """
-    import numpy as np
-
     cache = getattr(_local, "cache", None)
     if cache is None:
         cache = _local.cache = {}
