@@ -840,10 +840,22 @@ def _planes(
     multiple apart: planes an exact multiple apart share cache sets, and the transforms,
     which touch all 16 at once, ran up to 6x slower. With ``name``, per-thread scratch
     sized for ``most`` columns."""
-    stride = geometry.ceil_div(rows * max(t, most), 1024) * 1024 + 16
+    stride = _plane_stride(rows, max(t, most))
     buf = _threads.workspace(name, 16 * stride, dtype) if name else np.empty(16 * stride, dtype)
     flat = buf.reshape(16, stride)
     return flat, flat[:, : rows * t].reshape(16, rows, t)
+
+
+def _plane_stride(rows: int, t: int) -> int:
+    """Elements from one of :func:`_planes`' planes to the next."""
+    return geometry.ceil_div(rows * t, 1024) * 1024 + 16
+
+
+def _planes_of_parts(parts: int, rows: int, most: int, dtype: np.dtype, name: str) -> np.ndarray:
+    """Per-thread scratch of :func:`_planes` (16 planes of (rows, most)) for each of
+    ``parts`` parts of a team task, from the calling thread: (parts, 16, S)."""
+    stride = _plane_stride(rows, most)
+    return _threads.workspace(name, parts * 16 * stride, dtype).reshape(parts, 16, stride)
 
 
 def _winograd_workers(plan: _ConvPlan) -> int:
@@ -869,20 +881,12 @@ def _winograd_forward(plan: _ConvPlan) -> np.ndarray:
     y = np.empty((n, n_out, oh, ow), plan.dtype)
     workers = _winograd_workers(plan)
     address = _blas.gemm_address(plan.dtype)  # 0: not NumPy's OpenBLAS, np.matmul
+    chunks = geometry.ceil_div(n, per)  # of per samples, the last one maybe smaller
+    most = min(per, n) * tiles
 
-    parts = _threads.split(n, workers)
-    started, index = _threads.start_flags(parts)
-
-    def part(start: int, stop: int) -> None:
-        most = min(per, stop - start) * tiles
-        if address:  # the whole part in one call, without the GIL (kernels/blas.py)
-            vflat = _planes(c, most, plan.dtype, "winograd_v", most)[0]
-            mflat = _planes(n_out, most, plan.dtype, "winograd_m", most)[0]
-            args = (th, tw1, start, stop, per, ph, pw, vflat, mflat, address)
-            _winograd.forward_chunks(x4, uflat, bias, y, *args, started, index[start])
-            return
-        for n0 in range(start, stop, per):
-            n1 = min(n0 + per, stop)
+    def part(u0: int, u1: int) -> None:  # chunks u0:u1
+        for n0 in range(u0 * per, min(u1 * per, n), per):
+            n1 = min(n0 + per, n)
             t = (n1 - n0) * tiles
             vflat, v = _planes(c, t, plan.dtype, "winograd_v", most)
             mflat, m = _planes(n_out, t, plan.dtype, "winograd_m", most)
@@ -907,10 +911,20 @@ def _winograd_forward(plan: _ConvPlan) -> np.ndarray:
             _winograd.output_tiles(mflat, t, ty1 - ty0, tw1, bias, ys, n0, n1)
 
     with _threads.single_threaded_blas():
-        if n >= workers:
-            _threads.run_parts(part, parts, started if address else None)
-        else:
+        if n < workers:
             _threads.run_parts(rows, _threads.split(th, workers))
+        elif address:  # chunks from a queue, OpenBLAS called from the task (kernels/blas.py)
+            parts = min(workers, chunks)
+            v_all = _planes_of_parts(parts, c, most, plan.dtype, "winograd_v")
+            m_all = _planes_of_parts(parts, n_out, most, plan.dtype, "winograd_m")
+            block = np.empty(_winograd.FORWARD_BLOCK, np.int64)
+            x4 = np.ascontiguousarray(x4)
+            tiling = (th, tw1, per, ph, pw)
+            args = (uflat, np.ascontiguousarray(bias), y, v_all, m_all, tiling, address)
+            _winograd.pack_forward(block, x4, *args, np.zeros(3, np.int64))
+            _threads.run_team(_winograd.forward_task(plan.dtype).address, block, parts)
+        else:
+            _threads.run_parts(part, _threads.split(chunks, workers))
     return y.reshape(plan.out5)
 
 

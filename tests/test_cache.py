@@ -79,7 +79,7 @@ def test_kernel_caches_are_stamped_with_every_kernel_module():
 
     stamp = kernels.kernels_stamp()
     assert {"spin.py", "blas.py", "core.py", "direct.py", "winograd.py"} <= {s[0] for s in stamp}
-    cache = winograd.forward_chunks._cache
+    cache = winograd.forward_chunk._cache
     if not isinstance(cache, kernels.KernelCache):
         pytest.skip("this Numba lacks the private pieces KernelCache relies on")
     assert cache._cache_file._source_stamp == stamp

@@ -371,19 +371,34 @@ WINOGRAD_LAYERS = [((7, 3, 7, 8), 4, 1), ((5, 2, 9, 5), 3, ((2, 0), (1, 2)))]
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 3])
-def test_forward_in_one_nogil_call_matches_matmul_path(rng, monkeypatch, dtype, threads):
-    """The forward's chunk loop with OpenBLAS called from the kernel gives np.matmul's
-    numbers to the bit, over several chunks, a partial last chunk and split batches."""
-    calls = _count_one_calls(monkeypatch, threads, "forward_chunks")
+def test_forward_team_task_matches_matmul_path(rng, monkeypatch, dtype, threads):
+    """The forward as a team task, its chunks from a queue with OpenBLAS called from the
+    task, gives np.matmul's numbers to the bit, over several chunks, a partial last chunk
+    and the workers that join."""
+    _count_one_calls(monkeypatch, threads, "forward_chunk")
+    runs = []
+    run_team = ops._threads.run_team
+
+    def counted(task, block, parts):
+        assert task == ops._winograd.forward_task(dtype).address
+        runs.append((parts, run_team(task, block, parts)))
+        return runs[-1][1]
+
+    monkeypatch.setattr(ops._threads, "run_team", counted)
     for xs, o, padding in WINOGRAD_LAYERS:
         x, w, b = _operands(rng, xs, o, dtype)
-        calls.clear()
-        got = ops.conv2d(x, w, b, padding=padding, method="winograd")
-        assert len(calls) == threads  # one call per thread's part of the batch
         with _matmul_path(monkeypatch):
             want = ops.conv2d(x, w, b, padding=padding, method="winograd")
-        assert len(calls) == threads  # the np.matmul path does not call it
-        np.testing.assert_array_equal(got, want)
+        assert runs == []  # the np.matmul path does not run the task
+        for _ in range(100):  # until a worker took part (it joins when it gets to it)
+            got = ops.conv2d(x, w, b, padding=padding, method="winograd")
+            np.testing.assert_array_equal(got, want)
+            if threads == 1 or runs[-1][1] > 0:
+                break
+        chunks = -(-xs[0] // 2)
+        assert all(parts == min(threads, chunks) and joined < parts for parts, joined in runs)
+        assert runs[-1][1] == (threads > 1)
+        runs.clear()
         tol = 1e-12 if dtype == np.float64 else 1e-4
         expected = conv_reference(x.astype(np.float64), w.astype(np.float64), b, padding=padding)
         np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)

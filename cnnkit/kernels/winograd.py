@@ -34,12 +34,14 @@ planes: LLVM checks only a few streams for overlap at run time, and more keep it
 
 from __future__ import annotations
 
-import numpy as np
-from numba import njit, uint64
+import functools
 
-from cnnkit.kernels import load_lightly
+import numpy as np
+from numba import carray, njit, uint64
+
+from cnnkit.kernels import compiled_task, load_lightly
 from cnnkit.kernels.blas import NO_TRANS, TRANS, gemm
-from cnnkit.kernels.spin import publish
+from cnnkit.kernels.spin import pointer, publish, take
 
 
 @njit(cache=True, nogil=True)
@@ -167,42 +169,86 @@ def output_tiles(m, t_n, th, tw1, bias, y, n0, n1):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
-def forward_chunks(
-    x, u, bias, y, th, tw1, start, stop, per, ph, pw, v, m, address, started, part
-):  # pragma: no cover
-    """``y[start:stop]`` for chunks of ``per`` samples, in one call that runs without the GIL:
-    :func:`input_tiles`, the 16 products ``M[e] = U[e] @ V[e]`` through the ``cblas_?gemm``
-    at ``address`` (:mod:`cnnkit.kernels.blas`), then :func:`output_tiles`.
+def forward_chunk(x, u, bias, y, th, tw1, n0, n1, ph, pw, v, m, address):  # pragma: no cover
+    """``y[n0:n1]``: :func:`input_tiles`, the 16 products ``M[e] = U[e] @ V[e]`` through
+    the ``cblas_?gemm`` at ``address`` (:mod:`cnnkit.kernels.blas`), then
+    :func:`output_tiles`.
 
     ``u`` (16, S) holds ``U[e]`` (O, C) row-major at the start of row ``e``; ``v`` and
-    ``m`` (16, S') are scratch for the largest chunk, laid out as ops' ``_planes``. Sets
-    ``started[part]`` first (see :func:`cnnkit.kernels.threads.run_parts`).
+    ``m`` (16, S') are scratch for the chunk, laid out as ops' ``_planes``.
     """
-    publish(started, part, 1)
     n_chan, n_out = x.shape[1], y.shape[1]
-    tiles = th * tw1
+    t = (n1 - n0) * th * tw1
+    input_tiles(x, v, t, th, tw1, n0, n1, ph, pw, 0, n_chan)
     zero = y.dtype.type(0)
-    for n0 in range(start, stop, per):
-        n1 = min(n0 + per, stop)
-        t = (n1 - n0) * tiles
-        input_tiles(x, v, t, th, tw1, n0, n1, ph, pw, 0, n_chan)
-        for e in range(16):
-            gemm(
-                address,
-                NO_TRANS,
-                NO_TRANS,
-                n_out,
-                t,
-                n_chan,
-                u[e].ctypes.data,
-                n_chan,
-                v[e].ctypes.data,
-                t,
-                m[e].ctypes.data,
-                t,
-                zero,
-            )
-        output_tiles(m, t, th, tw1, bias, y, n0, n1)
+    for e in range(16):
+        gemm(
+            address, NO_TRANS, NO_TRANS, n_out, t, n_chan,
+            u[e].ctypes.data, n_chan, v[e].ctypes.data, t, m[e].ctypes.data, t, zero,
+        )  # fmt: skip
+    output_tiles(m, t, th, tw1, bias, y, n0, n1)
+
+
+# A forward task's block (forward_task): int64 addresses and sizes, packed by pack_forward
+(_X, _N, _C, _H, _W, _U, _U_STRIDE, _BIAS, _Y, _O, _OH, _OW) = range(12)
+(_V, _V_STRIDE, _M, _M_STRIDE, _TH, _TW1, _PER, _PH, _PW, _GEMM, _QUEUE) = range(12, 23)
+FORWARD_BLOCK = 23
+
+
+@njit(cache=True)
+def pack_forward(block, x, u, bias, y, v, m, tiling, address, queue):  # pragma: no cover
+    """Fill ``block`` (:data:`FORWARD_BLOCK` int64) for :func:`forward_task`: ``x`` the
+    input (N, C, H, W), ``u`` the transformed weights (16, S), ``bias`` (O,), ``y`` the
+    output (N, O, OH, OW), all C-contiguous; ``v`` and ``m`` (parts, 16, S') each part's
+    scratch planes; ``tiling = (th, tw1, per, ph, pw)`` (tile rows, tile columns with the
+    gap, samples a chunk, padding before the rows and the columns); ``address`` the GEMM's;
+    ``queue`` three zeros."""
+    block[_X], block[_U], block[_BIAS], block[_Y] = (
+        x.ctypes.data, u.ctypes.data, bias.ctypes.data, y.ctypes.data
+    )  # fmt: skip
+    block[_N], block[_C], block[_H], block[_W] = x.shape
+    block[_U_STRIDE], block[_O], block[_OH], block[_OW] = u.shape[1], y.shape[1], *y.shape[2:]
+    block[_V], block[_V_STRIDE], block[_M], block[_M_STRIDE] = (
+        v.ctypes.data, v.shape[2], m.ctypes.data, m.shape[2]
+    )  # fmt: skip
+    block[_TH], block[_TW1], block[_PER], block[_PH], block[_PW] = tiling
+    block[_GEMM], block[_QUEUE] = address, queue.ctypes.data
+
+
+def forward_task(dtype: np.dtype):
+    """The forward of a batch as a team task (:func:`cnnkit.kernels.threads.run_team`):
+    each part takes chunks of ``per`` samples from a shared queue and runs
+    :func:`forward_chunk` on them in its own scratch planes, so a faster core does more
+    chunks. ``block`` is :func:`pack_forward`'s."""
+    return _forward_task(np.dtype(dtype).name)
+
+
+@functools.cache
+def _forward_task(name: str):
+    kind, size = np.dtype(name).type, np.dtype(name).itemsize
+
+    def task(block, part):
+        n, c = block[_N], block[_C]
+        n_out, th, tw1, per = block[_O], block[_TH], block[_TW1], block[_PER]
+        x = carray(pointer(block[_X], kind), (n, c, block[_H], block[_W]))
+        u = carray(pointer(block[_U], kind), (16, block[_U_STRIDE]))
+        bias = carray(pointer(block[_BIAS], kind), n_out)
+        y = carray(pointer(block[_Y], kind), (n, n_out, block[_OH], block[_OW]))
+        v_planes, m_planes = block[_V_STRIDE], block[_M_STRIDE]
+        v = carray(pointer(block[_V] + part * 16 * v_planes * size, kind), (16, v_planes))
+        m = carray(pointer(block[_M] + part * 16 * m_planes * size, kind), (16, m_planes))
+        queue = carray(pointer(block[_QUEUE], np.int64), 3)
+        ph, pw, address = block[_PH], block[_PW], block[_GEMM]
+        units = (n + per - 1) // per
+        while True:
+            unit = take(queue, units, part % 2 == 1)
+            if unit < 0:
+                return
+            n0 = unit * per
+            n1 = min(n0 + per, n)
+            forward_chunk(x, u, bias, y, th, tw1, n0, n1, ph, pw, v, m, address)
+
+    return compiled_task(task)
 
 
 @njit(cache=True, nogil=True)
@@ -210,7 +256,7 @@ def backward_chunks(
     x, gy, u, du, prod, gx, th, tw1, span, ph, pw, v, g, address, started, part
 ):  # pragma: no cover
     """Both gradients of the samples ``span = (start, stop, per)``, in chunks of ``per``, in
-    one call that runs without the GIL (the backward of :func:`forward_chunks`); sets
+    one call that runs without the GIL (the backward of :func:`forward_chunk`); sets
     ``started[part]`` first.
 
     ``du`` (16, S) receives ``dU[e] = sum over chunks of G[e] @ V[e]^T`` (O, C) row-major
