@@ -794,6 +794,9 @@ def _gemm_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
 # 4 samples, the chunk's planes 0.7 MiB) beat 512 (10 samples, 1.7 MiB) by 0-6 % on every
 # layer measured (docs/PERFORMANCE.md).
 _WINOGRAD_TILES = 224
+# Channel blocks a thread, in each step of a small batch's backward split by channels: more
+# balance a slower core, fewer keep the products' GEMMs wide.
+_SPLIT_BLOCKS = 4
 
 
 def winograd_applies(
@@ -990,47 +993,45 @@ def _winograd_backward(plan: _ConvPlan, gy5: np.ndarray, need_input_grad: bool):
 
 
 def _winograd_backward_split(plan, x4, gy4, weights, gx, workers, address) -> np.ndarray:
-    """:func:`_winograd_backward` for fewer samples than threads: thread ``i`` transforms
-    input channel range ``i`` and output channel range ``i``; then, from all of ``Gt``, the
-    columns of ``dU`` and the rows of ``dV`` (and ``gx``) of its input channels. With
-    NumPy's OpenBLAS each step is one call per thread without the GIL (the threads passed
-    the GIL back and forth between NumPy's products before). ``weights`` is ``U`` as
-    (16, O*C) storage and its transposed (16, C, O) view (None: no input gradient);
-    ``address`` is :func:`cnnkit.kernels.blas.gemm_address`'s (0: np.matmul). Returns
-    ``dU`` as (16, O*C) storage."""
+    """:func:`_winograd_backward` for fewer samples than threads, split by channels: the
+    transforms of blocks of input and of output channels, then, from all of ``Gt``, the
+    columns of ``dU`` and the rows of ``dV`` (and ``gx``) of blocks of input channels.
+    With NumPy's OpenBLAS it is one team task (kernels/winograd.py), whose parts take
+    :data:`_SPLIT_BLOCKS` blocks a thread of each step from a queue, so a faster core
+    does more of them. Otherwise each step splits the channels in one range per thread,
+    through np.matmul. ``weights`` is ``U`` as (16, O*C) storage and its transposed
+    (16, C, O) view (None: no input gradient); ``address`` is
+    :func:`cnnkit.kernels.blas.gemm_address`'s (0: np.matmul). Returns ``dU`` as
+    (16, O*C) storage."""
     n, n_out, _, oh, ow = plan.out5
     c = x4.shape[1]
     ph, pw = plan.pads_before[1:]
     th, tw1, tiles, per = _winograd_geometry(plan)
-    chans, outs = _ranges(c, workers), _ranges(n_out, workers)
     duflat, du = _planes(n_out, c, plan.dtype)
     most = min(per, n) * tiles
     uflat, ut = weights
-    out = gx if gx is not None else np.empty((0, 0, 0, 0), plan.dtype)
+    if address:
+        vflat = _planes(c, most, plan.dtype, "winograd_v", most)[0]
+        gflat = _planes(n_out, most, plan.dtype, "winograd_m", most)[0]
+        out = gx if gx is not None else np.empty((0, 0, 0, 0), plan.dtype)
+        blocks = max(1, min(c, n_out, _SPLIT_BLOCKS * workers))
+        steps = np.zeros(2 * geometry.ceil_div(n, per) * _winograd.STEP, np.int64)
+        block = np.empty(_winograd.SPLIT_BLOCK, np.int64)
+        x4, gy4 = np.ascontiguousarray(x4), np.ascontiguousarray(gy4)
+        tiling = (th, tw1, per, ph, pw)
+        args = (uflat, duflat, vflat, gflat, out, tiling, address, steps, blocks)
+        _winograd.pack_split(block, x4, gy4, *args)
+        with _threads.single_threaded_blas():
+            task = _winograd.split_backward_task(plan.dtype).address
+            _threads.run_team(task, block, workers)
+        return duflat
+    chans, outs = _ranges(c, workers), _ranges(n_out, workers)
     parts = _ranges(workers, workers)
 
     def chunk(n0: int, n1: int) -> None:
         t = (n1 - n0) * tiles
         vflat, v = _planes(c, t, plan.dtype, "winograd_v", most)
         gflat, g = _planes(n_out, t, plan.dtype, "winograd_m", most)
-        if address:  # each step's kernels set their flag in their own array
-            started, multiplying = np.zeros((2, workers), np.int64)
-            tiling = (t, th, tw1, n0, n1, ph, pw)
-
-            def transform_nogil(i: int, _: int) -> None:
-                _winograd.split_transforms(
-                    x4, gy4, vflat, gflat, *tiling, chans[i], outs[i], started, i
-                )
-
-            _threads.run_parts(transform_nogil, parts, started)
-            sizes, first = (n_out, c), n0 == 0
-
-            def products_nogil(i: int, _: int) -> None:
-                args = (*tiling, chans[i], first, address, multiplying, i)
-                _winograd.split_products(uflat, gflat, vflat, duflat, out, sizes, *args)
-
-            _threads.run_parts(products_nogil, parts, multiplying)
-            return
 
         def transform(i: int, _: int) -> None:
             _winograd.input_tiles(x4, vflat, t, th, tw1, n0, n1, ph, pw, *chans[i])

@@ -267,6 +267,25 @@ def serve(counters, seen, team, pauses):
 
 
 @njit(cache=True, nogil=True)
+def count_done(counters, i):
+    """One more unit of a step done: ``counters[i] += 1``, after this thread's writes."""
+    _fetch_add(counters, i, 1)
+
+
+@njit(cache=True, nogil=True)
+def wait_done(counters, i, units):
+    """Spin until ``counters[i]`` reaches ``units`` (:func:`count_done`): the barrier
+    between two steps of a team task. Only units that another part has taken and is
+    running can be outstanding, so it ends."""
+    k = 0
+    while _load_acquire(counters, i) < units:
+        _pause()
+        if k % 64 == 63:
+            _yield()
+        k += 1
+
+
+@njit(cache=True, nogil=True)
 def publish(counters, i, value):
     """``counters[i] = value``, after every write this thread made before."""
     _store_release(counters, i, value)

@@ -41,7 +41,7 @@ from numba import carray, njit, uint64
 
 from cnnkit.kernels import compiled_task, load_lightly
 from cnnkit.kernels.blas import NO_TRANS, TRANS, gemm
-from cnnkit.kernels.spin import pointer, publish, take
+from cnnkit.kernels.spin import count_done, pointer, publish, take, wait_done
 
 
 @njit(cache=True, nogil=True)
@@ -190,8 +190,9 @@ def forward_chunk(x, u, bias, y, th, tw1, n0, n1, ph, pw, v, m, address):  # pra
 
 
 # A forward task's block (forward_task): int64 addresses and sizes, packed by pack_forward
-(_X, _N, _C, _H, _W, _U, _U_STRIDE, _BIAS, _Y, _O, _OH, _OW) = range(12)
-(_V, _V_STRIDE, _M, _M_STRIDE, _TH, _TW1, _PER, _PH, _PW, _GEMM, _QUEUE) = range(12, 23)
+_F_X, _F_N, _F_C, _F_H, _F_W, _F_U, _F_U_STRIDE, _F_BIAS = range(8)
+_F_Y, _F_O, _F_OH, _F_OW, _F_V, _F_V_STRIDE, _F_M, _F_M_STRIDE = range(8, 16)
+_F_TH, _F_TW1, _F_PER, _F_PH, _F_PW, _F_GEMM, _F_QUEUE = range(16, 23)
 FORWARD_BLOCK = 23
 
 
@@ -203,16 +204,20 @@ def pack_forward(block, x, u, bias, y, v, m, tiling, address, queue):  # pragma:
     scratch planes; ``tiling = (th, tw1, per, ph, pw)`` (tile rows, tile columns with the
     gap, samples a chunk, padding before the rows and the columns); ``address`` the GEMM's;
     ``queue`` three zeros."""
-    block[_X], block[_U], block[_BIAS], block[_Y] = (
+    block[_F_X], block[_F_U], block[_F_BIAS], block[_F_Y] = (
         x.ctypes.data, u.ctypes.data, bias.ctypes.data, y.ctypes.data
     )  # fmt: skip
-    block[_N], block[_C], block[_H], block[_W] = x.shape
-    block[_U_STRIDE], block[_O], block[_OH], block[_OW] = u.shape[1], y.shape[1], *y.shape[2:]
-    block[_V], block[_V_STRIDE], block[_M], block[_M_STRIDE] = (
+    block[_F_N], block[_F_C], block[_F_H], block[_F_W] = x.shape
+    block[_F_U_STRIDE], block[_F_O], block[_F_OH], block[_F_OW] = (
+        u.shape[1],
+        y.shape[1],
+        *y.shape[2:],
+    )
+    block[_F_V], block[_F_V_STRIDE], block[_F_M], block[_F_M_STRIDE] = (
         v.ctypes.data, v.shape[2], m.ctypes.data, m.shape[2]
     )  # fmt: skip
-    block[_TH], block[_TW1], block[_PER], block[_PH], block[_PW] = tiling
-    block[_GEMM], block[_QUEUE] = address, queue.ctypes.data
+    block[_F_TH], block[_F_TW1], block[_F_PER], block[_F_PH], block[_F_PW] = tiling
+    block[_F_GEMM], block[_F_QUEUE] = address, queue.ctypes.data
 
 
 def forward_task(dtype: np.dtype):
@@ -228,17 +233,17 @@ def _forward_task(name: str):
     kind, size = np.dtype(name).type, np.dtype(name).itemsize
 
     def task(block, part):
-        n, c = block[_N], block[_C]
-        n_out, th, tw1, per = block[_O], block[_TH], block[_TW1], block[_PER]
-        x = carray(pointer(block[_X], kind), (n, c, block[_H], block[_W]))
-        u = carray(pointer(block[_U], kind), (16, block[_U_STRIDE]))
-        bias = carray(pointer(block[_BIAS], kind), n_out)
-        y = carray(pointer(block[_Y], kind), (n, n_out, block[_OH], block[_OW]))
-        v_planes, m_planes = block[_V_STRIDE], block[_M_STRIDE]
-        v = carray(pointer(block[_V] + part * 16 * v_planes * size, kind), (16, v_planes))
-        m = carray(pointer(block[_M] + part * 16 * m_planes * size, kind), (16, m_planes))
-        queue = carray(pointer(block[_QUEUE], np.int64), 3)
-        ph, pw, address = block[_PH], block[_PW], block[_GEMM]
+        n, c = block[_F_N], block[_F_C]
+        n_out, th, tw1, per = block[_F_O], block[_F_TH], block[_F_TW1], block[_F_PER]
+        x = carray(pointer(block[_F_X], kind), (n, c, block[_F_H], block[_F_W]))
+        u = carray(pointer(block[_F_U], kind), (16, block[_F_U_STRIDE]))
+        bias = carray(pointer(block[_F_BIAS], kind), n_out)
+        y = carray(pointer(block[_F_Y], kind), (n, n_out, block[_F_OH], block[_F_OW]))
+        v_planes, m_planes = block[_F_V_STRIDE], block[_F_M_STRIDE]
+        v = carray(pointer(block[_F_V] + part * 16 * v_planes * size, kind), (16, v_planes))
+        m = carray(pointer(block[_F_M] + part * 16 * m_planes * size, kind), (16, m_planes))
+        queue = carray(pointer(block[_F_QUEUE], np.int64), 3)
+        ph, pw, address = block[_F_PH], block[_F_PW], block[_F_GEMM]
         units = (n + per - 1) // per
         while True:
             unit = take(queue, units, part % 2 == 1)
@@ -317,33 +322,18 @@ def backward_chunks(
 
 
 @njit(cache=True, nogil=True)
-def split_transforms(
-    x, gy, v, g, t, th, tw1, n0, n1, ph, pw, chans, outs, started, part
-):  # pragma: no cover
-    """One thread's share of the transforms when a small batch is split by channels
-    (``ops._winograd_backward_split``): :func:`input_tiles` of the input channels
-    ``chans = (c0, c1)`` and :func:`grad_tiles` of the output channels ``outs``, in one
-    call without the GIL. Sets ``started[part]`` first."""
-    publish(started, part, 1)
-    input_tiles(x, v, t, th, tw1, n0, n1, ph, pw, chans[0], chans[1])
-    grad_tiles(gy, g, t, th, tw1, n0, n1, outs[0], outs[1])
-
-
-@njit(cache=True, nogil=True)
 def split_products(
-    u, g, v, du, gx, sizes, t, th, tw1, n0, n1, ph, pw, chans, first, address, started, part
+    u, g, v, du, gx, sizes, t, th, tw1, n0, n1, ph, pw, chans, first, address
 ):  # pragma: no cover
-    """One thread's products when a small batch is split by channels, in one call without
-    the GIL (sets ``started[part]`` first). For the input channels ``chans = (c0, c1)``:
+    """The products of one block of input channels when a small batch is split by
+    channels (:func:`split_backward_task`). For the input channels ``chans = (c0, c1)``:
     columns ``c0:c1`` of ``dU[e] = G[e] @ V[e]^T`` (written if ``first``, else added);
     then, with a non-empty ``gx``, rows ``c0:c1`` of ``dV[e] = U[e]^T @ G[e]`` into ``v``
     and :func:`input_tiles_adjoint` of them.
 
     ``sizes = (O, C)``. ``u`` and ``du`` are (16, S) with ``U[e]``, ``dU[e]`` (O, C)
-    row-major at the start of row ``e``; ``g`` and ``v`` hold every channel's tiles, as
-    :func:`split_transforms` left them on every thread.
+    row-major at the start of row ``e``; ``g`` and ``v`` hold every channel's tiles.
     """
-    publish(started, part, 1)
     n_out, n_chan = sizes
     c0, c1 = chans
     width = c1 - c0
@@ -373,6 +363,103 @@ def split_products(
             )  # fmt: skip
     if gx.size:
         input_tiles_adjoint(v, t, th, tw1, gx, n0, n1, ph, pw, c0, c1)
+
+
+# A split backward task's block (split_backward_task): int64 addresses and sizes
+_S_X, _S_N, _S_C, _S_H, _S_W, _S_GY, _S_O, _S_OH, _S_OW = range(9)
+_S_U, _S_U_STRIDE, _S_DU, _S_V, _S_V_STRIDE, _S_G, _S_G_STRIDE, _S_GX, _S_GX_N = range(9, 18)
+_S_TH, _S_TW1, _S_PER, _S_PH, _S_PW, _S_GEMM, _S_STEPS, _S_BLOCKS = range(18, 26)
+SPLIT_BLOCK = 26
+STEP = 4  # a step's counters (split_backward_task): its queue (3), then its units done
+
+
+@njit(cache=True)
+def pack_split(block, x, gy, u, du, v, g, gx, tiling, address, steps, blocks):  # pragma: no cover
+    """Fill ``block`` (:data:`SPLIT_BLOCK` int64) for :func:`split_backward_task`: ``x``
+    (N, C, H, W) and ``gy`` (N, O, OH, OW) C-contiguous; ``u`` and ``du`` (16, S) the
+    transformed weights and their gradient (its rows as long as ``u``'s); ``v`` and ``g``
+    (16, S') the planes of a chunk's tiles; ``gx`` the input gradient, or an empty array;
+    ``tiling = (th, tw1, per, ph, pw)``; ``steps`` :data:`STEP` zeros for each of two steps
+    per chunk; ``blocks`` the channel blocks of each step."""
+    block[_S_X], block[_S_GY], block[_S_U], block[_S_DU] = (
+        x.ctypes.data, gy.ctypes.data, u.ctypes.data, du.ctypes.data
+    )  # fmt: skip
+    block[_S_N], block[_S_C], block[_S_H], block[_S_W] = x.shape
+    block[_S_O], block[_S_OH], block[_S_OW], block[_S_U_STRIDE] = (
+        gy.shape[1],
+        *gy.shape[2:],
+        u.shape[1],
+    )
+    block[_S_V], block[_S_V_STRIDE], block[_S_G], block[_S_G_STRIDE] = (
+        v.ctypes.data, v.shape[1], g.ctypes.data, g.shape[1]
+    )  # fmt: skip
+    block[_S_GX], block[_S_GX_N] = (gx.ctypes.data, gx.shape[0]) if gx.size else (x.ctypes.data, 0)
+    block[_S_TH], block[_S_TW1], block[_S_PER], block[_S_PH], block[_S_PW] = tiling
+    block[_S_GEMM], block[_S_STEPS], block[_S_BLOCKS] = address, steps.ctypes.data, blocks
+
+
+def split_backward_task(dtype: np.dtype):
+    """Both gradients of a batch smaller than the threads, split by channels, as a team
+    task (:func:`cnnkit.kernels.threads.run_team`). For each chunk of ``per`` samples, two
+    steps: the transforms (:func:`input_tiles` of ``blocks`` blocks of input channels,
+    :func:`grad_tiles` of ``blocks`` blocks of output channels), then
+    :func:`split_products` of each block of input channels. Each step's units come from
+    its own queue; a part that runs out waits until every unit of the step is done (only
+    units another part is running can be outstanding). ``block`` is
+    :func:`pack_split`'s."""
+    return _split_backward_task(np.dtype(dtype).name)
+
+
+@functools.cache
+def _split_backward_task(name: str):
+    kind = np.dtype(name).type
+
+    def task(block, part):
+        n, c, h, w = block[_S_N], block[_S_C], block[_S_H], block[_S_W]
+        n_out, th, tw1, per = block[_S_O], block[_S_TH], block[_S_TW1], block[_S_PER]
+        x = carray(pointer(block[_S_X], kind), (n, c, h, w))
+        gy = carray(pointer(block[_S_GY], kind), (n, n_out, block[_S_OH], block[_S_OW]))
+        u = carray(pointer(block[_S_U], kind), (16, block[_S_U_STRIDE]))
+        du = carray(pointer(block[_S_DU], kind), (16, block[_S_U_STRIDE]))
+        v = carray(pointer(block[_S_V], kind), (16, block[_S_V_STRIDE]))
+        g = carray(pointer(block[_S_G], kind), (16, block[_S_G_STRIDE]))
+        gx = carray(pointer(block[_S_GX], kind), (block[_S_GX_N], c, h, w))
+        ph, pw, address, blocks = block[_S_PH], block[_S_PW], block[_S_GEMM], block[_S_BLOCKS]
+        chunks = (n + per - 1) // per
+        steps = carray(pointer(block[_S_STEPS], np.int64), 2 * chunks * STEP)
+        back = part % 2 == 1
+        for k in range(chunks):
+            n0 = k * per
+            n1 = min(n0 + per, n)
+            t = (n1 - n0) * th * tw1
+            at = 2 * k * STEP  # the transforms
+            unit = take(steps[at : at + 3], 2 * blocks, back)
+            while unit >= 0:
+                if unit < blocks:
+                    c0, c1 = c * unit // blocks, c * (unit + 1) // blocks
+                    input_tiles(x, v, t, th, tw1, n0, n1, ph, pw, c0, c1)
+                else:
+                    o0, o1 = (
+                        n_out * (unit - blocks) // blocks,
+                        n_out * (unit - blocks + 1) // blocks,
+                    )
+                    grad_tiles(gy, g, t, th, tw1, n0, n1, o0, o1)
+                count_done(steps, at + 3)
+                unit = take(steps[at : at + 3], 2 * blocks, back)
+            wait_done(steps, at + 3, 2 * blocks)
+            at += STEP  # the products
+            unit = take(steps[at : at + 3], blocks, back)
+            while unit >= 0:
+                chans = (c * unit // blocks, c * (unit + 1) // blocks)
+                sizes = (n_out, c)
+                split_products(
+                    u, g, v, du, gx, sizes, t, th, tw1, n0, n1, ph, pw, chans, k == 0, address
+                )
+                count_done(steps, at + 3)
+                unit = take(steps[at : at + 3], blocks, back)
+            wait_done(steps, at + 3, blocks)
+
+    return compiled_task(task)
 
 
 @njit(cache=True, nogil=True)
