@@ -1291,32 +1291,39 @@ def _use_blocked(plan: _ConvPlan) -> bool:
 def _blocked_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarray:
     """Forward with :func:`cnnkit.kernels.direct.conv2d_blocked`, a task whose parts share
     its work through a queue (:func:`cnnkit.kernels.threads.run_team`)."""
-    n, o, _, oh, ow = plan.out5
-    _, c, _, h, w = plan.x5.shape
-    _, (h0, h1), (w0, w1) = plan.zero_pads
-    kh, kw = plan.w5.shape[3:]
-    full, tail = divmod(ow, _direct.LANES)
-    segments = (full - 1) // _direct.SEGMENT
-    task = _direct.conv2d_blocked(kh, kw, full - segments * _direct.SEGMENT, tail)
+    parts = _threads.worker_count() if flops >= _THREADED_BLOCKED_FLOPS else 1
+    layout = plan.x5.shape, plan.w5.shape[3:], plan.zero_pads[1:], plan.out5
+    task, parts, sizes = _blocked_layout(*layout, parts)
     y = np.empty(plan.out5, plan.dtype)
     x = np.ascontiguousarray(plan.x5[:, :, 0])
     weights, bias = np.ascontiguousarray(plan.w5).reshape(-1), np.ascontiguousarray(bias)
+    xp = _threads.workspace("padded", parts * int(sizes[_direct._SCRATCH]), plan.dtype)
+    block, queue = np.empty(_direct.BLOCK, np.int64), np.zeros(3, np.int64)
+    _direct.pack_block(block, sizes, x, xp, weights, bias, y.reshape(-1), queue)
+    _threads.run_team(task, block, parts)
+    return y
+
+
+@functools.lru_cache(maxsize=64)
+def _blocked_layout(x_shape, kernel, pads, out5, parts) -> tuple[int, int, np.ndarray]:
+    """What :func:`_blocked_forward` needs besides its arrays, the same on every call of a
+    layer: its task's address, the parts and the sizes in the task's block."""
+    n, o, _, oh, ow = out5
+    n, c, _, h, w = x_shape
+    (h0, h1), (w0, w1) = pads
+    full, tail = divmod(ow, _direct.LANES)
+    segments = (full - 1) // _direct.SEGMENT
+    task = _direct.conv2d_blocked(*kernel, full - segments * _direct.SEGMENT, tail)
     # each part's scratch starts on its own cache line
     scratch = -(-(c * (h + h0 + h1) * (w + w0 + w1) + _direct.SLACK) // 16) * 16
-    parts = _threads.worker_count() if flops >= _THREADED_BLOCKED_FLOPS else 1
     pairs = (oh + 1) // 2
     parts = min(parts, n * pairs)
     # the parts take whole samples from the queue, or a few row pairs each when there are
     # fewer than 4 samples a part (one image: several chunks per part)
     chunk = min(pairs, geometry.ceil_div(n * pairs, 4 * parts))
-    xp = _threads.workspace("padded", parts * scratch, plan.dtype)
-    block, queue = np.empty(_direct.BLOCK, np.int64), np.zeros(3, np.int64)
-    pads = np.array([h0, h1, w0, w1])
-    _direct.pack_block(
-        block, x, xp, scratch, weights, bias, y.reshape(-1), queue, pads, o, oh, ow, segments, chunk
-    )
-    _threads.run_team(task.address, block, parts)
-    return y
+    sizes = _direct.block_sizes((n, c, h, w), (h0, h1, w0, w1), o, oh, ow, segments, chunk, scratch)
+    sizes.flags.writeable = False
+    return task.address, parts, sizes
 
 
 def _loop_forward(plan: _ConvPlan, four_channels: bool = True) -> np.ndarray:

@@ -58,6 +58,7 @@ def calls(monkeypatch):
 
     monkeypatch.setattr(ops._direct, "conv2d_blocked", built)
     monkeypatch.setattr(ops._threads, "run_team", counted)
+    ops._blocked_layout.cache_clear()  # each layer looks its task up again
     return runs
 
 

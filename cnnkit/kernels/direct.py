@@ -202,26 +202,34 @@ def _block(typingctx, operands, kh, kw, rows, chans, nv, tail):
     return sig, codegen
 
 
-# A task's block (:func:`conv2d_blocked`): int64 addresses and sizes, packed by pack_block
+# A task's block (:func:`conv2d_blocked`): int64 addresses and sizes. The sizes are the
+# same on every call of a layer (block_sizes); pack_block adds the addresses.
 (_X, _N, _C, _H, _WIDTH, _XP, _SCRATCH, _W, _B, _Y, _QUEUE) = range(11)
 (_PAD_H, _PAD_W, _HP, _WP, _O, _OH, _OW, _SEGMENTS, _CHUNK) = range(11, 20)
 BLOCK = 20
 
 
+def block_sizes(x_shape, pads, o, oh, ow, segments, chunk, scratch):
+    """The sizes in a block for :func:`conv2d_blocked`'s task (no addresses yet): ``x_shape``
+    the input's (N, C, H, W), ``pads`` its padding (top, bottom, left, right), ``o, oh, ow``
+    the output's channels and size, ``scratch`` the elements of each part's scratch."""
+    sizes = np.zeros(BLOCK, np.int64)
+    sizes[[_N, _C, _H, _WIDTH]] = x_shape
+    sizes[[_PAD_H, _PAD_W]] = pads[0], pads[2]
+    sizes[_HP], sizes[_WP] = x_shape[2] + pads[0] + pads[1], x_shape[3] + pads[2] + pads[3]
+    sizes[[_O, _OH, _OW, _SEGMENTS, _CHUNK, _SCRATCH]] = o, oh, ow, segments, chunk, scratch
+    return sizes
+
+
 @njit(cache=True)
-def pack_block(block, x, xp, scratch, w, b, y, queue, pads, o, oh, ow, segments, chunk):
-    """Fill ``block`` (:data:`BLOCK` int64) for :func:`conv2d_blocked`'s task: ``x`` the
-    input (N, C, H, W); ``xp`` the participants' scratch, ``scratch`` elements each;
-    ``w``, ``b``, ``y`` the flat weights, bias and output; ``queue`` three zeros; ``pads``
-    the padding (top, bottom, left, right); ``o, oh, ow`` the output's channels and size."""
-    block[_X], block[_XP], block[_SCRATCH] = x.ctypes.data, xp.ctypes.data, scratch
-    block[_N], block[_C], block[_H], block[_WIDTH] = x.shape
-    block[_W], block[_B], block[_Y] = w.ctypes.data, b.ctypes.data, y.ctypes.data
-    block[_QUEUE], block[_PAD_H], block[_PAD_W] = queue.ctypes.data, pads[0], pads[2]
-    block[_HP] = x.shape[2] + pads[0] + pads[1]
-    block[_WP] = x.shape[3] + pads[2] + pads[3]
-    block[_O], block[_OH], block[_OW] = o, oh, ow
-    block[_SEGMENTS], block[_CHUNK] = segments, chunk
+def pack_block(block, sizes, x, xp, w, b, y, queue):  # pragma: no cover
+    """``block`` (:data:`BLOCK` int64) for :func:`conv2d_blocked`'s task: ``sizes``
+    (:func:`block_sizes`) and the addresses of ``x`` the input (N, C, H, W), ``xp`` the
+    parts' scratch, ``w``, ``b``, ``y`` the flat weights, bias and output, and ``queue``
+    (three zeros), all C-contiguous."""
+    block[:] = sizes
+    block[_X], block[_XP], block[_W] = x.ctypes.data, xp.ctypes.data, w.ctypes.data
+    block[_B], block[_Y], block[_QUEUE] = b.ctypes.data, y.ctypes.data, queue.ctypes.data
 
 
 @functools.cache
