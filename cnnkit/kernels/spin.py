@@ -191,6 +191,26 @@ def take(queue, units, from_back):
     return _fetch_add(queue, 1, 1)
 
 
+@njit(cache=True, nogil=True)
+def count_done(counters, i):
+    """One more unit of a step done: ``counters[i] += 1``, after this thread's writes."""
+    _fetch_add(counters, i, 1)
+
+
+@njit(cache=True, nogil=True)
+def wait_done(counters, i, units):
+    """Spin until ``counters[i]`` reaches ``units`` (:func:`count_done`): the barrier
+    between two steps of a team task, and the caller's wait for the parts that joined
+    (:func:`run_team`). Only units that a running part has taken can be outstanding, so
+    it ends."""
+    k = 0
+    while _load_acquire(counters, i) < units:
+        _pause()
+        if k % 64 == 63:
+            _yield()
+        k += 1
+
+
 # The team table (run_team): a task's round, its C function and block, how many workers may
 # join, how many have (-1: closed) and how many have finished.
 ROUND, TASK, BLOCK, SEATS, OPEN, FINISHED = range(6)
@@ -223,12 +243,7 @@ def run_team(team, seats, task, block):
         joined = _load_acquire(team, OPEN)
         if _compare_exchange(team, OPEN, joined, -1):
             break
-    k = 0
-    while _load_acquire(team, FINISHED) < joined:
-        _pause()
-        if k % 64 == 63:
-            _yield()
-        k += 1
+    wait_done(team, FINISHED, joined)
     return joined
 
 
@@ -264,25 +279,6 @@ def serve(counters, seen, team, pauses):
             _yield()
         k += 1
     return _load_acquire(counters, 2) > seen
-
-
-@njit(cache=True, nogil=True)
-def count_done(counters, i):
-    """One more unit of a step done: ``counters[i] += 1``, after this thread's writes."""
-    _fetch_add(counters, i, 1)
-
-
-@njit(cache=True, nogil=True)
-def wait_done(counters, i, units):
-    """Spin until ``counters[i]`` reaches ``units`` (:func:`count_done`): the barrier
-    between two steps of a team task. Only units that another part has taken and is
-    running can be outstanding, so it ends."""
-    k = 0
-    while _load_acquire(counters, i) < units:
-        _pause()
-        if k % 64 == 63:
-            _yield()
-        k += 1
 
 
 @njit(cache=True, nogil=True)
