@@ -102,7 +102,8 @@ def compiled_task(fn: Any) -> Any:
     ``fn`` must not raise: a C function has no way to hand an exception on, so it is
     compiled with NumPy's error model (no division checks) and reads its arrays from
     ``block`` with :func:`numba.carray` (no bounds checks). Its closure must hold only
-    numbers: they are part of the cache's key.
+    numbers and NumPy scalar types: they are part of the cache's key, and anything else
+    (a Numba dispatcher) pickles differently in every process, so it would never load.
     """
     from numba import types
     from numba.core.ccallback import CFunc
