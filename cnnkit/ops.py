@@ -1293,11 +1293,11 @@ def _blocked_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarra
     its work through a queue (:func:`cnnkit.kernels.threads.run_team`)."""
     parts = _threads.worker_count() if flops >= _THREADED_BLOCKED_FLOPS else 1
     layout = plan.x5.shape, plan.w5.shape[3:], plan.zero_pads[1:], plan.out5
-    task, parts, sizes = _blocked_layout(*layout, parts)
+    task, parts, scratch, sizes = _blocked_layout(*layout, parts)
     y = np.empty(plan.out5, plan.dtype)
     x = np.ascontiguousarray(plan.x5[:, :, 0])
     weights, bias = np.ascontiguousarray(plan.w5).reshape(-1), np.ascontiguousarray(bias)
-    xp = _threads.workspace("padded", parts * int(sizes[_direct._SCRATCH]), plan.dtype)
+    xp = _threads.workspace("padded", parts * scratch, plan.dtype)
     block, queue = np.empty(_direct.BLOCK, np.int64), np.zeros(3, np.int64)
     _direct.pack_block(block, sizes, x, xp, weights, bias, y.reshape(-1), queue)
     _threads.run_team(task, block, parts)
@@ -1305,10 +1305,11 @@ def _blocked_forward(plan: _ConvPlan, bias: np.ndarray, flops: int) -> np.ndarra
 
 
 @functools.lru_cache(maxsize=64)
-def _blocked_layout(x_shape, kernel, pads, out5, parts) -> tuple[int, int, np.ndarray]:
+def _blocked_layout(x_shape, kernel, pads, out5, parts) -> tuple[int, int, int, np.ndarray]:
     """What :func:`_blocked_forward` needs besides its arrays, the same on every call of a
-    layer: its task's address, the parts and the sizes in the task's block."""
-    n, o, _, oh, ow = out5
+    layer: its task's address, the parts, each part's scratch and the sizes in the task's
+    block."""
+    _, o, _, oh, ow = out5
     n, c, _, h, w = x_shape
     (h0, h1), (w0, w1) = pads
     full, tail = divmod(ow, _direct.LANES)
@@ -1323,7 +1324,7 @@ def _blocked_layout(x_shape, kernel, pads, out5, parts) -> tuple[int, int, np.nd
     chunk = min(pairs, geometry.ceil_div(n * pairs, 4 * parts))
     sizes = _direct.block_sizes((n, c, h, w), (h0, h1, w0, w1), o, oh, ow, segments, chunk, scratch)
     sizes.flags.writeable = False
-    return task.address, parts, sizes
+    return task.address, parts, scratch, sizes
 
 
 def _loop_forward(plan: _ConvPlan, four_channels: bool = True) -> np.ndarray:

@@ -208,11 +208,8 @@ def pack_forward(block, x, u, bias, y, v, m, tiling, address, queue):  # pragma:
         x.ctypes.data, u.ctypes.data, bias.ctypes.data, y.ctypes.data
     )  # fmt: skip
     block[_F_N], block[_F_C], block[_F_H], block[_F_W] = x.shape
-    block[_F_U_STRIDE], block[_F_O], block[_F_OH], block[_F_OW] = (
-        u.shape[1],
-        y.shape[1],
-        *y.shape[2:],
-    )
+    block[_F_U_STRIDE], block[_F_O] = u.shape[1], y.shape[1]
+    block[_F_OH], block[_F_OW] = y.shape[2:]
     block[_F_V], block[_F_V_STRIDE], block[_F_M], block[_F_M_STRIDE] = (
         v.ctypes.data, v.shape[2], m.ctypes.data, m.shape[2]
     )  # fmt: skip
@@ -385,11 +382,8 @@ def pack_split(block, x, gy, u, du, v, g, gx, tiling, address, steps, blocks):  
         x.ctypes.data, gy.ctypes.data, u.ctypes.data, du.ctypes.data
     )  # fmt: skip
     block[_S_N], block[_S_C], block[_S_H], block[_S_W] = x.shape
-    block[_S_O], block[_S_OH], block[_S_OW], block[_S_U_STRIDE] = (
-        gy.shape[1],
-        *gy.shape[2:],
-        u.shape[1],
-    )
+    block[_S_O], block[_S_OH], block[_S_OW] = gy.shape[1:]
+    block[_S_U_STRIDE] = u.shape[1]
     block[_S_V], block[_S_V_STRIDE], block[_S_G], block[_S_G_STRIDE] = (
         v.ctypes.data, v.shape[1], g.ctypes.data, g.shape[1]
     )  # fmt: skip
