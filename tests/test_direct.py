@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from attempts import attempts
 from reference import conv_reference
 
 from cnnkit import ops
@@ -103,7 +104,7 @@ def test_blocked_threads_match_one_thread(rng, monkeypatch, calls, n, workers):
     assert calls == [(1, 0)]
     monkeypatch.setattr(ops, "_THREADED_BLOCKED_FLOPS", 0)
     monkeypatch.setattr(ops._threads, "worker_count", lambda: workers)
-    for _ in range(200):  # until a worker took part (it joins when it gets to it)
+    for _ in attempts():  # until a worker took part
         np.testing.assert_array_equal(ops.conv2d(x, w, b, padding=1, method="loop"), one)
         if calls[-1][1] > 0:
             break

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from attempts import attempts
 from numba import carray
 
 from cnnkit.kernels import compiled_task, spin, threads
@@ -159,11 +160,13 @@ def _run_marks(parts: int, units: int = 200, pauses: int = 20) -> tuple[np.ndarr
     return marks - 1, joined
 
 
-def _until_joined(parts: int, tries: int = 200) -> list[tuple[np.ndarray, int]]:
-    """Team runs until one has a worker in it (a worker joins when it gets to it)."""
+def _until_joined(parts: int) -> list[tuple[np.ndarray, int]]:
+    """Team runs until one has a worker in it."""
     runs = []
-    while len(runs) < tries and (not runs or runs[-1][1] == 0):
+    for _ in attempts():
         runs.append(_run_marks(parts))
+        if runs[-1][1] > 0:
+            break
     return runs
 
 

@@ -8,6 +8,7 @@ import contextlib
 
 import numpy as np
 import pytest
+from attempts import attempts
 from reference import conv_reference
 
 from cnnkit import ops
@@ -403,7 +404,7 @@ def test_forward_team_task_matches_matmul_path(rng, monkeypatch, dtype, threads)
         with _matmul_path(monkeypatch):
             want = ops.conv2d(x, w, b, padding=padding, method="winograd")
         assert runs == []  # the np.matmul path does not run the task
-        for _ in range(100):  # until a worker took part (it joins when it gets to it)
+        for _ in attempts():  # until a worker took part
             got = ops.conv2d(x, w, b, padding=padding, method="winograd")
             np.testing.assert_array_equal(got, want)
             if threads == 1 or runs[-1][1] > 0:
@@ -483,7 +484,7 @@ def test_split_backward_team_task(rng, monkeypatch, dtype, xs, o, padding, threa
         kw = {"padding": padding, "need_input_grad": need}
         ran, got = _backward_three_ways(monkeypatch, runs, dtype, gy, x, w, **kw)
         assert ran == 1 and runs[0][0] == threads
-        for _ in range(100):  # until a worker took part (it joins when it gets to it)
+        for _ in attempts():  # until a worker took part
             again = ops.conv2d_backward(gy, x, w, method="winograd", **kw)
             for a, d_ in zip(got, again):
                 if a is not None:
